@@ -1,0 +1,84 @@
+"""CLFAConfig: everything that defines a CLFA classifier, saved next to its weights."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+DEFAULT_TEXT_MODEL = "bert-base-uncased"
+DEFAULT_IMAGE_MODEL = "google/vit-base-patch32-224-in21k"
+DEFAULT_TEACHER = "openai/clip-vit-base-patch32"
+
+
+@strict
+class CLFAConfig(PreTrainedConfig):
+    r"""Configuration of a :class:`CLFAModel`. Defaults are the paper's settings.
+
+    Args:
+        text_config / image_config: configs of the student encoders (any ``AutoModel`` text / vision encoder).
+        align_dim: width of the mapped student features = the teacher's projection dim (512 for CLIP ViT-B/32).
+        mapping_hidden_dim: hidden width of the two-layer mapping nets (1536).
+        fusion: aggregation method by name: ``cross_attention`` (the paper's), ``concat``, ``co_attention``,
+            or the single-modality baselines ``text_only`` / ``image_only``.
+        fusion_layers / fusion_heads / fusion_ffn_dim: cross-attention stack shape (3 layers, 8 heads, FFN 2048).
+        dropout: dropout in fusion and classifier (0.1).
+        classifier_pooling: how fused text states are pooled for the classifier: ``mean`` (masked) or ``cls``.
+        alignment: ``clfa`` (align both students with the teacher) or ``none``.
+        alignment_pooling: how mapped tokens are pooled for the alignment loss: ``mean`` (as the released code) or ``cls``.
+        alignment_weight: lambda in L = CE + lambda * L_align (1.0; 0 gives the BERT+ViT baseline).
+        temperature: InfoNCE temperature (0.1).
+        max_text_length: tokens per text (77).
+        positive_label: for binary tasks, the class whose precision / recall / F1 are reported.
+        text_model_name / image_model_name / teacher_model_name: where the encoders and teacher came from.
+    """
+
+    model_type = "clfa"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+        "image_config": SubConfigSpec(config_class=AutoConfig, model_type="vit"),
+    }
+
+    text_config: PreTrainedConfig | dict | None = None
+    image_config: PreTrainedConfig | dict | None = None
+    align_dim: int = 512
+    mapping_hidden_dim: int = 1536
+    fusion: str = "cross_attention"
+    fusion_layers: int = 3
+    fusion_heads: int = 8
+    fusion_ffn_dim: int = 2048
+    dropout: float = 0.1
+    classifier_pooling: str = "mean"
+    alignment: str = "clfa"
+    alignment_pooling: str = "mean"
+    alignment_weight: float = 1.0
+    temperature: float = 0.1
+    max_text_length: int = 77
+    positive_label: str | None = None
+    text_model_name: str | None = None
+    image_model_name: str | None = None
+    teacher_model_name: str | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        choices = {
+            "classifier_pooling": ("mean", "cls"),
+            "alignment_pooling": ("mean", "cls"),
+            "alignment": ("clfa", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CLFAConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.align_dim % self.fusion_heads:
+            raise ValueError(f"align_dim ({self.align_dim}) must be divisible by fusion_heads ({self.fusion_heads})")
+
+    @property
+    def uses_alignment(self) -> bool:
+        return self.alignment != "none" and self.alignment_weight > 0
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+
+__all__ = ["CLFAConfig"]

@@ -1,0 +1,122 @@
+"""Reader for the custom task format: JSONL or CSV with ``id``, ``text``, ``image``, ``label`` (+ ``ocr``, ``caption``).
+
+Image paths are relative to the file that names them. Every problem is reported with the file and line;
+under ``skip`` the bad record is counted in the :class:`SkipReport` instead of raising.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from clfa.data.records import DataError, Record, SkipReport
+
+REQUIRED_FIELDS = ("id", "text", "image")
+OPTIONAL_FIELDS = ("label", "ocr", "caption")
+
+
+def check_image_file(path: Path) -> str | None:
+    """Why the image at ``path`` cannot be used, or None. Decodes the header only, so it is cheap."""
+    if not path.is_file():
+        return f"missing image file {path}"
+    if path.stat().st_size == 0:
+        return f"empty image file {path}"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image file {path} ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def _iter_rows(path: Path):
+    """Yield (line_number, dict) pairs; malformed lines raise DataError naming the line."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                raise DataError("empty CSV file (no header)", file=path)
+            missing = [k for k in REQUIRED_FIELDS if k not in reader.fieldnames]
+            if missing:
+                raise DataError(f"CSV header lacks column(s) {missing}; it has {reader.fieldnames}", file=path, line=1)
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    yield line, DataError("malformed line: more fields than the header", file=path, line=line)
+                    continue
+                yield line, row
+        return
+    with path.open(encoding="utf-8") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                yield line, DataError(f"malformed line: not valid JSON ({exc.msg})", file=path, line=line)
+                continue
+            if not isinstance(row, dict):
+                yield line, DataError("malformed line: expected a JSON object", file=path, line=line)
+                continue
+            yield line, row
+
+
+def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool) -> Record:
+    for key in REQUIRED_FIELDS:
+        if row.get(key) is None:
+            raise DataError(f"malformed line: missing field '{key}'", file=path, line=line)
+    text = str(row["text"])
+    if not text.strip():
+        raise DataError("empty text", file=path, line=line)
+    label = row.get("label")
+    label = None if label is None or str(label) == "" else str(label)
+    if label is not None and labels is not None and label not in labels:
+        raise DataError(f"unknown label '{label}' (known labels: {', '.join(labels)})", file=path, line=line)
+    image = (path.parent / str(row["image"])).resolve()
+    if check_images and (problem := check_image_file(image)):
+        raise DataError(problem, file=path, line=line)
+    return Record(
+        id=str(row["id"]),
+        text=text,
+        image=image,
+        label=label,
+        ocr=row.get("ocr") or None,
+        caption=row.get("caption") or None,
+        source=f"{path}:{line}",
+    )
+
+
+def read_custom(
+    path: str | Path,
+    labels: list[str] | None = None,
+    skip: SkipReport | None = None,
+    check_images: bool = True,
+) -> list[Record]:
+    """Read a JSONL (``.jsonl``/``.json``) or ``.csv`` file of records.
+
+    ``labels``: the allowed label names (anything else is an "unknown label"); None accepts any label.
+    ``skip``: collect bad records there instead of raising on the first one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", file=path)
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    for line, row in _iter_rows(path):
+        try:
+            if isinstance(row, DataError):
+                raise row
+            record = _to_record(row, path, line, labels, check_images)
+            if record.id in seen:
+                raise DataError(f"duplicate id '{record.id}' (first on line {seen[record.id]})", file=path, line=line)
+        except DataError as err:
+            if skip is None:
+                raise
+            skip.add(err)
+            continue
+        seen[record.id] = line
+        records.append(record)
+    return records

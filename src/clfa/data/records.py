@@ -1,0 +1,63 @@
+"""The one record type every dataset reader produces, and the errors readers raise."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image+text sample. ``label`` is the label *name* (e.g. ``"sarcastic"``), or None when unlabelled."""
+
+    id: str
+    text: str
+    image: Path
+    label: str | None = None
+    ocr: str | None = None
+    caption: str | None = None
+    source: str = ""  # "file:line" the record came from, for error messages
+
+
+class DataError(ValueError):
+    """Bad input data; the message always names the file and, where there is one, the line."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None):
+        self.file = str(file) if file is not None else None
+        self.line = line
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(where + message)
+        self.reason = message
+
+
+@dataclass
+class SkipReport:
+    """What a reader dropped under ``--skip-invalid``: nothing is dropped without being counted here."""
+
+    skipped: list[DataError] = field(default_factory=list)
+
+    def add(self, error: DataError) -> None:
+        self.skipped.append(error)
+
+    def __len__(self) -> int:
+        return len(self.skipped)
+
+    def summary(self, limit: int = 10) -> str:
+        if not self.skipped:
+            return "no records skipped"
+        reasons = Counter(e.reason.split(":")[0] for e in self.skipped)
+        lines = [f"skipped {len(self.skipped)} invalid record(s): " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common())]
+        lines += [f"  {e}" for e in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  ... and {len(self.skipped) - limit} more")
+        return "\n".join(lines)
+
+    def to_json(self) -> list[dict]:
+        return [{"file": e.file, "line": e.line, "reason": e.reason} for e in self.skipped]
+
+
+def label_counts(records: list[Record]) -> dict[str, int]:
+    return dict(Counter(r.label for r in records if r.label is not None))

@@ -1,0 +1,101 @@
+"""Datasets by name: every reader turns its files into train/dev/test lists of :class:`Record`.
+
+A reader is a function ``(data_dir, options, skip) -> (splits, labels, positive_label)`` registered
+with :func:`register_dataset`. ``options`` is a dict of reader-specific settings (``image_dir``,
+``mmsd_filter``...); readers ignore what they do not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from clfa.data.custom import read_custom
+from clfa.data.records import DataError, Record, SkipReport
+
+SPLITS = ("train", "dev", "test")
+_POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
+
+Reader = Callable[[Path, dict, "SkipReport | None"], "tuple[dict[str, list[Record]], list[str], str | None]"]
+DATASETS: dict[str, Reader] = {}
+
+
+@dataclass
+class DatasetSplits:
+    name: str
+    splits: dict[str, list[Record]]
+    labels: list[str]
+    positive_label: str | None = None
+    skipped: SkipReport = field(default_factory=SkipReport)
+
+    def __getitem__(self, split: str) -> list[Record]:
+        if split not in self.splits:
+            raise KeyError(f"dataset '{self.name}' has no '{split}' split (it has {', '.join(self.splits)})")
+        return self.splits[split]
+
+
+def register_dataset(name: str):
+    def wrap(fn: Reader) -> Reader:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def default_positive_label(labels: list[str]) -> str | None:
+    """The class whose P/R/F1 a binary task reports: a conventional name if present, else the last label."""
+    if len(labels) != 2:
+        return None
+    for name in _POSITIVE_NAMES:
+        if name in labels:
+            return name
+    return labels[-1]
+
+
+def _find_split_file(data_dir: Path, split: str) -> Path | None:
+    names = {"dev": ("dev", "valid", "validation", "val")}.get(split, (split,))
+    for stem in names:
+        for ext in (".jsonl", ".json", ".csv"):
+            if (candidate := data_dir / f"{stem}{ext}").is_file():
+                return candidate
+    return None
+
+
+def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
+    files = {split: options.get(split) or _find_split_file(data_dir, split) for split in SPLITS}
+    if files["train"] is None and options.get("labels") is None:
+        raise DataError("no train file (train.jsonl / train.csv) and no --labels given", file=data_dir)
+    labels = options.get("labels")
+    splits: dict[str, list[Record]] = {}
+    for split in SPLITS:
+        if files[split] is None:
+            continue
+        splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
+        if labels is None and split == "train":
+            labels = sorted({r.label for r in splits["train"] if r.label is not None})
+    return splits, labels, options.get("positive_label") or default_positive_label(labels)
+
+
+DATASETS["jsonl"] = _read_custom_splits
+DATASETS["csv"] = _read_custom_splits
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid: bool = False, **options) -> DatasetSplits:
+    """Read the named dataset. ``skip_invalid`` counts bad records in ``.skipped`` instead of raising."""
+    _ensure_public_readers()
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+    data_dir = Path(data_dir) if data_dir is not None else Path(".")
+    skip = SkipReport() if skip_invalid else None
+    splits, labels, positive = DATASETS[name](data_dir, options, skip)
+    return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport())
+
+
+def _ensure_public_readers() -> None:
+    # The public-dataset readers register themselves on import; importing here keeps `clfa.data` light.
+    try:
+        import clfa.data.public  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "clfa.data.public":
+            raise

@@ -1,0 +1,147 @@
+"""CLFAModel: BERT-like and ViT-like students, mapping nets into the teacher's space, fusion, classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from clfa.configuration import CLFAConfig
+from clfa.fusion import build_fusion
+from clfa.losses import contrastive_alignment_loss, pool_tokens
+
+
+@dataclass
+class CLFAOutput(ModelOutput):
+    """``loss`` = ``ce_loss`` + lambda * ``alignment_loss``. ``text_features`` / ``image_features`` are the pooled
+    mapped (aligned) student features, in the teacher's space."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    alignment_loss: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+
+
+class MappingNet(nn.Sequential):
+    """Linear(d, hidden) -> ReLU -> Linear(hidden, align_dim): student width into the teacher's width."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+class ClassifierHead(nn.Sequential):
+    def __init__(self, in_dim: int, num_labels: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, num_labels))
+
+
+def _encoder(source, **kwargs) -> PreTrainedModel:
+    """An encoder from a config or a hub name / local dir, without the unused pooler where it has one
+    (unused parameters would break DDP and waste memory)."""
+    make = AutoModel.from_config if isinstance(source, PreTrainedConfig) else AutoModel.from_pretrained
+    try:
+        return make(source, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return make(source, **kwargs)
+
+
+
+class CLFAPreTrainedModel(PreTrainedModel):
+    config_class = CLFAConfig
+    base_model_prefix = "clfa"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        if isinstance(module, PreTrainedModel):
+            return
+        super()._init_weights(module)
+
+
+class CLFAModel(CLFAPreTrainedModel):
+    def __init__(self, config: CLFAConfig, text_model: PreTrainedModel | None = None, image_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.text_model = text_model if text_model is not None else _encoder(config.text_config)
+        self.image_model = image_model if image_model is not None else _encoder(config.image_config)
+        # Keep one config object per encoder so that save_pretrained writes what the encoders really are.
+        self.text_model.config = config.text_config
+        self.image_model.config = config.image_config
+        self.text_mapping = MappingNet(config.text_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
+        self.image_mapping = MappingNet(config.image_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
+        self.fusion = build_fusion(config)
+        self.classifier = ClassifierHead(self.fusion.output_dim, config.num_labels, config.dropout)
+        self.post_init()
+
+    @classmethod
+    def from_encoders(
+        cls,
+        text_model: str | PreTrainedModel,
+        image_model: str | PreTrainedModel,
+        labels: list[str],
+        align_dim: int = 512,
+        **config_kwargs,
+    ) -> "CLFAModel":
+        """A new classifier on pretrained students: each given as a hub name, a local dir or a loaded model.
+
+        ``align_dim`` must equal the teacher's projection dim (see :func:`clfa.teacher.teacher_projection_dim`).
+        """
+        text = _encoder(text_model) if isinstance(text_model, str) else text_model
+        image = _encoder(image_model) if isinstance(image_model, str) else image_model
+        config = CLFAConfig(
+            text_config=text.config.to_dict(),
+            image_config=image.config.to_dict(),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            align_dim=align_dim,
+            text_model_name=text_model if isinstance(text_model, str) else text.config.name_or_path,
+            image_model_name=image_model if isinstance(image_model, str) else image.config.name_or_path,
+            **config_kwargs,
+        )
+        return cls(config, text_model=text, image_model=image)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        teacher_text_embeds: torch.Tensor | None = None,
+        teacher_image_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CLFAOutput:
+        cfg = self.config
+        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+        text = self.text_mapping(text_states)
+        image = self.image_mapping(image_states)
+        logits = self.classifier(self.fusion(text, attention_mask, image))
+
+        ce_loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        alignment_loss = None
+        if cfg.uses_alignment and teacher_text_embeds is not None and teacher_image_embeds is not None:
+            alignment_loss = contrastive_alignment_loss(
+                text, teacher_text_embeds, cfg.temperature, mask=attention_mask, pooling=cfg.alignment_pooling
+            ) + contrastive_alignment_loss(image, teacher_image_embeds, cfg.temperature, pooling=cfg.alignment_pooling)
+        loss = ce_loss
+        if ce_loss is not None and alignment_loss is not None:
+            loss = ce_loss + cfg.alignment_weight * alignment_loss
+
+        return CLFAOutput(
+            loss=loss,
+            logits=logits,
+            ce_loss=ce_loss,
+            alignment_loss=alignment_loss,
+            text_features=pool_tokens(text, attention_mask, cfg.alignment_pooling),
+            image_features=pool_tokens(image, None, cfg.alignment_pooling),
+        )
+
+
+CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_features", "image_features"]
+
+__all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel"]
