@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,8 @@ from transformers.utils import ModelOutput
 from clfa.configuration import CLFAConfig
 from clfa.fusion import build_fusion
 from clfa.losses import contrastive_alignment_loss, pool_tokens
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +60,8 @@ class CLFAPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     _supports_sdpa = True
+    # The loss is a per-batch mean; the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         if isinstance(module, PreTrainedModel):
@@ -93,6 +98,12 @@ class CLFAModel(CLFAPreTrainedModel):
         """
         text = _encoder(text_model) if isinstance(text_model, str) else text_model
         image = _encoder(image_model) if isinstance(image_model, str) else image_model
+        positions = getattr(text.config, "max_position_embeddings", None)
+        if positions is not None and config_kwargs.get("max_text_length", 77) > positions:
+            # RoBERTa-style encoders reserve two positions for the padding offset.
+            limit = positions - 2 if text.config.model_type in ("roberta", "xlm-roberta") else positions
+            logger.warning("max_text_length %s exceeds what the text encoder can take; using %s", config_kwargs.get("max_text_length", 77), limit)
+            config_kwargs["max_text_length"] = limit
         config = CLFAConfig(
             text_config=text.config.to_dict(),
             image_config=image.config.to_dict(),
@@ -113,7 +124,6 @@ class CLFAModel(CLFAPreTrainedModel):
         labels: torch.Tensor | None = None,
         teacher_text_embeds: torch.Tensor | None = None,
         teacher_image_embeds: torch.Tensor | None = None,
-        **kwargs,
     ) -> CLFAOutput:
         cfg = self.config
         text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

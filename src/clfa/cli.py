@@ -1,0 +1,143 @@
+"""The ``clfa`` command: train, evaluate, predict, demo, data. Each handler is thin; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from clfa.data.arguments import add_dataset_arguments, dataset_from_args
+from clfa.data.records import DataError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from clfa.options import options_from_args
+    from clfa.training import print_summary, train
+
+    opts = options_from_args(args, args.config)
+    data = dataset_from_args(args)
+    if len(data.skipped):
+        print(data.skipped.summary(), file=sys.stderr)
+    metrics = train(opts, data, resume=args.resume)
+    print_summary(metrics, f"{data.name}: best dev checkpoint")
+    print(f"model and metrics.json written to {opts.output_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from clfa.metrics import classification_metrics
+    from clfa.predict import Predictor
+    from clfa.report import metrics_table
+
+    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    config = predictor.model.config
+    data = dataset_from_args(args, labels=config.labels, positive_label=config.positive_label)
+    if len(data.skipped):
+        print(data.skipped.summary(), file=sys.stderr)
+    results = {}
+    for split in args.split:
+        records = data[split]
+        probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
+        truth = [config.label2id[r.label] for r in records]
+        results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, config.positive_label)
+    Console().print(metrics_table(results, title=f"{args.model} on {data.name}"))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results | {"skipped": data.skipped.to_json()}, indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from clfa.data.custom import read_custom
+    from clfa.data.records import SkipReport
+    from clfa.predict import Predictor
+
+    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    if args.text is not None:
+        if args.image is None:
+            raise SystemExit("clfa predict: --text needs --image")
+        print(json.dumps(predictor.predict(args.text, args.image)))
+        return 0
+    if args.input is None:
+        raise SystemExit("clfa predict: give --text and --image, or --input pairs.jsonl")
+    skip = SkipReport() if args.skip_invalid else None
+    records = read_custom(args.input, skip=skip)
+    if skip is not None and len(skip):
+        print(skip.summary(), file=sys.stderr)
+    results = predictor.predict_records(records, batch_size=args.batch_size)
+    lines = "".join(json.dumps(r) + "\n" for r in results)
+    if args.output:
+        Path(args.output).write_text(lines)
+        print(f"{len(results)} predictions written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from clfa.demo.run import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clfa.data.commands import add_data_parser
+    from clfa.options import add_option_arguments
+
+    parser = argparse.ArgumentParser(prog="clfa", description="CLIP-guided contrastive cross-modal feature alignment for image+text classification.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a classifier (paper settings by default), pick the best dev checkpoint, test it")
+    p.add_argument("--config", help="YAML or JSON file of training options; command-line flags override it")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
+    add_dataset_arguments(p)
+    add_option_arguments(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained model on dataset splits")
+    p.add_argument("--model", required=True, help="a trained model directory")
+    p.add_argument("--split", nargs="+", default=["test"], choices=["train", "dev", "test"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--output", help="write the metrics JSON here")
+    add_dataset_arguments(p)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="label new image+text pairs")
+    p.add_argument("--model", required=True, help="a trained model directory")
+    p.add_argument("--text", help="one text ...")
+    p.add_argument("--image", help="... and its image")
+    p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
+    p.add_argument("--output", help="JSONL of predictions: id, label, probabilities (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("demo", help="offline demo: generate a sarcasm world, train CLFA and baselines, compare")
+    p.add_argument("--out", default="clfa-demo", help="output folder (default: clfa-demo)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except DataError as err:
+        print(f"clfa: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Classification metrics as the field reports them, from scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, precision_recall_fscore_support
+
+# Metrics shown in tables, in this order; the JSON holds these plus the per-class report and confusion matrix.
+HEADLINE = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
+
+
+def classification_metrics(labels, predictions, label_names: list[str], positive_label: str | None = None) -> dict:
+    """Accuracy; P/R/F1 of ``positive_label`` (binary tasks); macro P/R/F1; weighted F1 (the usual MVSA F1);
+    per-class report and confusion matrix (rows: true class, columns: predicted, in ``label_names`` order)."""
+    y, p = np.asarray(labels), np.asarray(predictions)
+    ids = list(range(len(label_names)))
+    macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(y, p, labels=ids, average="macro", zero_division=0)
+    result = {
+        "accuracy": float(accuracy_score(y, p)),
+        "macro_precision": float(macro_p),
+        "macro_recall": float(macro_r),
+        "macro_f1": float(macro_f1),
+        "weighted_f1": float(f1_score(y, p, labels=ids, average="weighted", zero_division=0)),
+    }
+    if positive_label is not None:
+        pos = label_names.index(positive_label)
+        prec, rec, f1, _ = precision_recall_fscore_support(y, p, labels=[pos], average=None, zero_division=0)
+        result |= {"precision": float(prec[0]), "recall": float(rec[0]), "f1": float(f1[0]), "positive_label": positive_label}
+    else:
+        # Multi-class: the headline F1 is the weighted F1, as in the MVSA literature.
+        result |= {"f1": result["weighted_f1"]}
+    result["per_class"] = classification_report(y, p, labels=ids, target_names=label_names, output_dict=True, zero_division=0)
+    result["confusion_matrix"] = {"labels": label_names, "matrix": confusion_matrix(y, p, labels=ids).tolist()}
+    result["num_samples"] = int(len(y))
+    return result
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    return {k: metrics[k] for k in HEADLINE if k in metrics}

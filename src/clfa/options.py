@@ -1,0 +1,116 @@
+"""Training options: the paper's settings as defaults, overridable from a YAML/JSON file and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEXT_MODEL
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("CLFA_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clfa"))
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainOptions:
+    output_dir: str = _opt("runs/clfa", "where the final model, metrics.json and checkpoints/ go")
+    # models
+    text_model: str = _opt(DEFAULT_TEXT_MODEL, "text student: hub name or local dir (AutoModel + AutoTokenizer)")
+    image_model: str = _opt(DEFAULT_IMAGE_MODEL, "image student: hub name or local dir (AutoModel + AutoImageProcessor)")
+    teacher: str = _opt(DEFAULT_TEACHER, "frozen CLIP-style teacher: hub name or local dir")
+    fusion: str = _opt("cross_attention", "aggregation: cross_attention, concat, co_attention, text_only, image_only")
+    alignment: str = _opt("clfa", "clfa (align both students with the teacher) or none", choices=("clfa", "none"))
+    alignment_weight: float = _opt(1.0, "lambda in L = CE + lambda * L_align (0 = BERT+ViT baseline)")
+    temperature: float = _opt(0.1, "InfoNCE temperature of the alignment loss")
+    alignment_pooling: str = _opt("mean", "token pooling for the alignment loss", choices=("mean", "cls"))
+    classifier_pooling: str = _opt("mean", "pooling of fused text states for the classifier", choices=("mean", "cls"))
+    align_dim: int = _opt(512, "mapped feature width when no teacher is used (else the teacher's projection dim)")
+    mapping_hidden_dim: int = _opt(1536, "hidden width of the mapping nets")
+    fusion_layers: int = _opt(3, "cross-attention layers")
+    fusion_heads: int = _opt(8, "attention heads in the fusion layers")
+    fusion_ffn_dim: int = _opt(2048, "feed-forward width in the fusion layers")
+    dropout: float = _opt(0.1, "dropout in fusion and classifier")
+    max_text_length: int = _opt(77, "tokens per text (texts are padded to this length)")
+    # optimisation
+    learning_rate: float = _opt(1e-5, "AdamW learning rate")
+    weight_decay: float = _opt(0.01, "AdamW weight decay")
+    warmup_ratio: float = _opt(0.1, "fraction of steps with linear warm-up, then linear decay")
+    batch_size: int = _opt(8, "training batch size per device")
+    eval_batch_size: int = _opt(64, "evaluation batch size per device")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimiser step")
+    epochs: float = _opt(15, "training epochs")
+    max_steps: int = _opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
+    seed: int = _opt(42, "seed for initialisation, shuffling and dropout")
+    metric: str = _opt("f1", "dev metric that picks the best checkpoint (f1, macro_f1, accuracy, weighted_f1)")
+    # speed and infrastructure
+    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs that support it, else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = _opt(False, "torch.compile the model")
+    compile_mode: str | None = _opt(None, "torch.compile mode, e.g. max-autotune (uses CUDA graphs)")
+    num_workers: int = _opt(2, "data loader workers")
+    image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
+    cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")
+    eval_steps: int | None = _opt(None, "evaluate every N steps (default: every epoch)")
+    logging_steps: int = _opt(50, "log losses every N steps")
+    report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
+    save_total_limit: int = _opt(2, "checkpoints kept besides the best")
+    progress: bool = _opt(True, "show progress bars")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict:
+        """Options from a YAML or JSON file; unknown keys are an error naming the file."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of option names to values")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"{path}: unknown option(s) {unknown}")
+        return data
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per option. Defaults are left unset so that a config file can sit between the
+    built-in defaults and the command line."""
+    group = parser.add_argument_group("training options (defaults: the paper's settings)")
+    for f in fields(TrainOptions):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else None
+        kind = {"bool": _parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=argparse.SUPPRESS,
+            choices=f.metadata.get("choices"),
+            metavar=f.name.upper() if kind is not _parse_bool else "{true,false}",
+            help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
+def options_from_args(args: argparse.Namespace, config_file: str | None = None) -> TrainOptions:
+    values = TrainOptions.from_file(config_file) if config_file else {}
+    values |= {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
+    return TrainOptions(**values)

@@ -1,0 +1,73 @@
+"""Apply a trained CLFA model to new image+text pairs, from Python or the command line.
+
+    >>> from clfa.predict import Predictor
+    >>> predictor = Predictor.from_pretrained("runs/clfa")
+    >>> predictor.predict("what a lovely day", "photo.jpg")
+    {'label': 'sarcastic', 'probabilities': {'not_sarcastic': 0.08, 'sarcastic': 0.92}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from clfa.data.processing import CLFADataset, Collator, ImageTransform
+from clfa.data.records import Record
+from clfa.modeling import CLFAModel
+
+
+class Predictor:
+    """A trained model with its tokenizer and image processor; no teacher is needed."""
+
+    def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.transform = ImageTransform(image_processor)
+        self.labels = model.config.labels
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Predictor":
+        return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device)
+
+    @torch.inference_mode()
+    def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixel_values")}
+        out = self.model(**inputs)
+        return {
+            "probabilities": out.logits.float().softmax(-1).cpu(),
+            "text_features": out.text_features.float().cpu(),
+            "image_features": out.image_features.float().cpu(),
+        }
+
+    def predict(self, text: str, image: str | Path | Image.Image) -> dict:
+        """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
+        pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
+        enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.model.config.max_text_length, return_tensors="pt")
+        batch = {**enc, "pixel_values": self.transform.normalize(torch.from_numpy(pixels)[None])}
+        probs = self._forward(batch)["probabilities"][0]
+        return self._result(probs)
+
+    def _result(self, probs: torch.Tensor) -> dict:
+        return {"label": self.labels[int(probs.argmax())], "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, probs)}}
+
+    def run(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True, images=None) -> dict[str, np.ndarray]:
+        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records."""
+        dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=Collator(self.transform), pin_memory=self.device.type == "cuda"
+        )
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+            for key, value in self._forward(batch).items():
+                parts.setdefault(key, []).append(value)
+        return {key: torch.cat(values).numpy() for key, values in parts.items()}
+
+    def predict_records(self, records: list[Record], **kwargs) -> list[dict]:
+        probs = self.run(records, **kwargs)["probabilities"]
+        return [{"id": r.id, **self._result(torch.from_numpy(p))} for r, p in zip(records, probs)]

@@ -1,0 +1,117 @@
+"""The frozen CLIP teacher: its projected text and image embeddings, computed once per dataset and cached.
+
+The teacher never runs inside the training loop. Its embeddings are keyed on everything that could change
+them (teacher weights and config, its preprocessing, the text length, and each record's id, text and image
+file), so another teacher, dataset, split or preprocessing never reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+
+from clfa.data.processing import ImageTransform
+from clfa.data.records import Record
+
+
+def teacher_projection_dim(name_or_path: str) -> int:
+    """Width of the teacher's joint embedding space: the width the mapping nets project into."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    if not hasattr(config, "projection_dim"):
+        raise ValueError(f"teacher '{name_or_path}' has no projection_dim: it must be a CLIP-style dual encoder")
+    return int(config.projection_dim)
+
+
+def _weights_stamp(name_or_path: str) -> list:
+    """Size and mtime of a local teacher's weight files: retraining a local teacher changes the key."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return []
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def _record_stamp(record: Record) -> tuple:
+    try:
+        stat = record.image.stat()
+        return record.id, record.text, str(record.image), stat.st_size, stat.st_mtime_ns
+    except OSError:
+        return record.id, record.text, str(record.image), -1, -1
+
+
+def cache_key(records: list[Record], teacher: str, max_length: int) -> str:
+    config = AutoConfig.from_pretrained(teacher)
+    image_processor = AutoImageProcessor.from_pretrained(teacher)
+    digest = hashlib.sha256()
+    header = {
+        "teacher": str(teacher),
+        "config": config.to_json_string(use_diff=False),
+        "weights": _weights_stamp(teacher),
+        "image_processor": image_processor.to_json_string(),
+        "max_length": max_length,
+    }
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for record in records:
+        digest.update(json.dumps(_record_stamp(record)).encode())
+    return digest.hexdigest()[:24]
+
+
+@torch.no_grad()
+def compute_teacher_embeddings(
+    records: list[Record],
+    teacher: str,
+    batch_size: int = 64,
+    max_length: int = 77,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected (text, image) embeddings of ``records`` from the teacher, each (N, projection_dim), float32."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = AutoModel.from_pretrained(teacher).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(teacher))
+    max_length = min(max_length, getattr(model.config.text_config, "max_position_embeddings", max_length))
+    texts, images = [], []
+    for start in tqdm(range(0, len(records), batch_size), desc="teacher embeddings", disable=not progress, unit="batch"):
+        batch = records[start : start + batch_size]
+        enc = tokenizer([r.text for r in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        pixels = torch.stack([torch.from_numpy(transform.load(r.image, r.source)) for r in batch])
+        text_out = model.get_text_features(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device))
+        image_out = model.get_image_features(pixel_values=transform.normalize(pixels).to(device))
+        texts.append(_pooled(text_out).float().cpu())
+        images.append(_pooled(image_out).float().cpu())
+    return torch.cat(texts), torch.cat(images)
+
+
+def _pooled(output) -> torch.Tensor:
+    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def teacher_embeddings(
+    records: list[Record],
+    teacher: str,
+    cache_dir: str | Path,
+    batch_size: int = 64,
+    max_length: int = 77,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached :func:`compute_teacher_embeddings`: computed on the first call, read from disk afterwards."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"teacher-{cache_key(records, teacher, max_length)}.safetensors"
+    if path.is_file():
+        tensors = load_file(path)
+        return tensors["text"], tensors["image"]
+    text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
+    tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
+    return text, image

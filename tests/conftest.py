@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny random-initialised students and teacher saved like hub checkpoints, and small datasets
+in the custom format. Tiny models keep the real loading code (Auto classes from a directory) under test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, ViTConfig, ViTImageProcessor, ViTModel
+
+WORDS = "a the what lovely sunny rainy day night great love this weather snow storm cat dog photo of sky".split()
+IMAGE_SIZE = 16
+
+
+def _write_tokenizer(path: Path) -> BertTokenizerFast:
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Directories holding a tiny BERT (+tokenizer), ViT (+image processor) and CLIP teacher."""
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = _write_tokenizer(root / "bert")
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **small)).save_pretrained(root / "bert")
+    ViTModel(ViTConfig(image_size=IMAGE_SIZE, patch_size=8, **small), add_pooling_layer=False).save_pretrained(root / "vit")
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "vit")
+    _write_tokenizer(root / "clip")
+    clip = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, eos_token_id=tokenizer.sep_token_id, **small),
+        vision_config=dict(image_size=IMAGE_SIZE, patch_size=8, **small),
+        projection_dim=24,
+    )
+    CLIPModel(clip).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "clip")
+    return {"text": str(root / "bert"), "image": str(root / "vit"), "teacher": str(root / "clip")}
+
+
+def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positive"), seed: int = 0) -> Path:
+    """A learnable custom-format dataset: the label is the image's brightness, the text is noise."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for split, size in sizes.items():
+        with (root / f"{split}.jsonl").open("w") as f:
+            for _ in range(size):
+                label = int(rng.integers(len(labels)))
+                base = 40 + 170 * label / max(1, len(labels) - 1)
+                pixels = np.clip(rng.normal(base, 20, (IMAGE_SIZE, IMAGE_SIZE, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / "images" / f"{n}.png")
+                text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 8))))
+                f.write(json.dumps({"id": str(n), "text": text, "image": f"images/{n}.png", "label": labels[label]}) + "\n")
+                n += 1
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return write_dataset(tmp_path / "data", {"train": 48, "dev": 16, "test": 16})
