@@ -94,8 +94,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
 
 def _ensure_public_readers() -> None:
     # The public-dataset readers register themselves on import; importing here keeps `clfa.data` light.
-    try:
-        import clfa.data.public  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "clfa.data.public":
-            raise
+    import clfa.data.public  # noqa: F401

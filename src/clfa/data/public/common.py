@@ -1,0 +1,121 @@
+"""Helpers shared by the public-dataset readers: what they report besides records, JSON lists read with
+line numbers, text decoding with a counted fallback, and the image check."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from clfa.data.custom import check_image_file
+from clfa.data.records import DataError, SkipReport
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class ReaderNotes:
+    """What a reader did besides producing records, for ``clfa data stats``.
+
+    Pass one as ``options["notes"]`` to have a public reader fill it in; readers never need it.
+    ``removed[split][reason]`` counts samples dropped by the dataset's standard cleaning -- these are not
+    errors; the split is ``"all"`` for cleaning done before splitting (MVSA label aggregation). ``fallback_decoded`` counts texts that were not valid
+    UTF-8. ``split_dir``/``split_written`` say where an MVSA split was read from or written to.
+    """
+
+    removed: dict[str, Counter] = field(default_factory=dict)
+    fallback_decoded: int = 0
+    split_dir: Path | None = None
+    split_written: bool = False
+
+    def remove(self, split: str, reason: str) -> None:
+        self.removed.setdefault(split, Counter())[reason] += 1
+
+    def removed_total(self, split: str) -> int:
+        return sum(self.removed.get(split, Counter()).values())
+
+
+def notes_from(options: dict) -> ReaderNotes:
+    notes = options.get("notes")
+    return notes if isinstance(notes, ReaderNotes) else ReaderNotes()
+
+
+def keep_or_raise(error: DataError, skip: SkipReport | None) -> None:
+    """Raise ``error``, or count it in ``skip`` under ``--skip-invalid``."""
+    if skip is None:
+        raise error
+    skip.add(error)
+
+
+def image_error(image: Path, file: Path, line: int, options: dict) -> DataError | None:
+    """The error for an unusable image, or None; images are not opened at all when ``check_images`` is False."""
+    if not options.get("check_images", True):
+        return None
+    problem = check_image_file(image)
+    return DataError(problem, file=file, line=line) if problem else None
+
+
+def decode_text(raw: bytes) -> tuple[str, bool]:
+    """Decode a text file: UTF-8 (a BOM is dropped), else Windows-1252, else Latin-1 (which never fails).
+
+    Returns the text and whether a fallback was needed, so callers can count those texts. Windows-1252 comes
+    before Latin-1 because tweets saved on Windows use its curly quotes and dashes in 0x80-0x9F.
+    """
+    try:
+        return raw.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252"), True
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), True
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, item)`` for each item of a file holding one JSON list.
+
+    Items are decoded one at a time so an error about an item can name the line it starts on.
+    A file that is not a JSON list raises DataError with the line of the syntax error.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=path) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", file=path) from exc
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    i = _WS.match(text, 0).end()
+    if text[i : i + 1] != "[":
+        raise DataError("malformed file: expected a JSON list ('[' ... ']')", file=path, line=line_at(i))
+    i = _WS.match(text, i + 1).end()
+    if text[i : i + 1] != "]":
+        while True:
+            start = line_at(i)
+            try:
+                item, i = decoder.raw_decode(text, i)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON ({exc.msg})", file=path, line=exc.lineno) from exc
+            yield start, item
+            i = _WS.match(text, i).end()
+            if text[i : i + 1] == ",":
+                i = _WS.match(text, i + 1).end()
+                continue
+            if text[i : i + 1] == "]":
+                break
+            raise DataError("malformed JSON: expected ',' or ']' after an item", file=path, line=line_at(i))
+    if text[_WS.match(text, i + 1).end() :]:
+        raise DataError("malformed JSON: text after the closing ']'", file=path, line=line_at(i))

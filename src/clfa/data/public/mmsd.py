@@ -1,0 +1,150 @@
+"""MMSD (Cai et al. 2019) and MMSD2.0 (Qin et al. 2023) readers, from the files exactly as published.
+
+MMSD: ``DATA_DIR/text/{train,valid2,test2}.txt``, one Python-literal list per line
+(``['<id>', '<text>', <label>]``; dev/test add the hashtag label before the human one: the LAST element
+is the label). MMSD2.0: ``DATA_DIR/text_json_final/{train,valid,test}.json``. Both use
+``IMAGE_DIR/<id>.jpg`` with IMAGE_DIR defaulting to ``DATA_DIR/dataset_image``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from clfa.data.public.common import SPLITS, image_error, iter_json_array, keep_or_raise, notes_from
+from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.registry import register_dataset
+from clfa.data.text_normalization import normalize_tweet
+
+LABELS = ["not_sarcastic", "sarcastic"]  # class ids 0 and 1, as in the release
+POSITIVE = "sarcastic"
+MMSD_FILES = {"train": "train.txt", "dev": "valid2.txt", "test": "test2.txt"}
+MMSD2_FILES = {"train": "train.json", "dev": "valid.json", "test": "test.json"}
+
+# Words whose presence leaks the hashtag used to collect the positive tweets (the standard cleaning).
+FILTER_WORDS = ("exgag", "sarcasm", "sarcastic", "reposting", "<url>", "joke", "humour", "humor", "jokes", "irony", "ironic")
+_FILTER_SET = frozenset(FILTER_WORDS)
+# The reference loader split Python 2 byte strings, i.e. on ASCII whitespace only; splitting the same way
+# keeps the published counts exact even where a text holds a non-breaking or other Unicode space.
+_ASCII_WS = re.compile(r"[ \t\n\r\x0b\x0c]+")
+
+
+def filter_reason(text: str, mode: str) -> str | None:
+    """Why the MMSD cleaning drops ``text`` (e.g. ``"token 'sarcasm'"``), or None to keep it.
+
+    ``token`` (default): a filter word is a whole whitespace-separated token, compared case-sensitively as
+    the reference loader did (the release is lower-cased, so "Sarcasm" never occurs there; a re-cased copy
+    keeps such samples, exactly like the reference). ``substring``: the lower-cased text contains a filter
+    word anywhere (so "#sarcasmo" and "jokester" are dropped too). ``none``: keep everything.
+    """
+    if mode == "token":
+        hit = next((tok for tok in _ASCII_WS.split(text) if tok in _FILTER_SET), None)
+        return f"token '{hit}'" if hit else None
+    if mode == "substring":
+        lowered = text.lower()
+        hit = next((word for word in FILTER_WORDS if word in lowered), None)
+        return f"substring '{hit}'" if hit else None
+    if mode == "none":
+        return None
+    raise ValueError(f"unknown MMSD filter '{mode}' (choose token, substring or none)")
+
+
+def _image_dir(data_dir: Path, options: dict) -> Path:
+    return Path(options["image_dir"]) if options.get("image_dir") else data_dir / "dataset_image"
+
+
+def _parse_mmsd_line(raw: bytes, path: Path, line: int) -> tuple[str, str, int]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"malformed line: not valid UTF-8 (byte {exc.start})", file=path, line=line) from exc
+    try:
+        value = ast.literal_eval(text.strip())  # a literal parser: no code in the file is ever run
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise DataError(f"malformed line: not a Python literal list ({exc.__class__.__name__})", file=path, line=line) from exc
+    if not isinstance(value, (list, tuple)) or len(value) not in (3, 4):
+        raise DataError("malformed line: expected ['<id>', '<text>', <label>] or ['<id>', '<text>', <label>, <label>]", file=path, line=line)
+    sample_id, sample_text, label = value[0], value[1], value[-1]
+    if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool) or not str(sample_id).strip():
+        raise DataError(f"malformed line: bad id {sample_id!r}", file=path, line=line)
+    if not isinstance(sample_text, str):
+        raise DataError(f"malformed line: text is {type(sample_text).__name__}, not a string", file=path, line=line)
+    if label not in (0, 1) or isinstance(label, (bool, float)):
+        raise DataError(f"malformed line: label {label!r} is not 0 or 1", file=path, line=line)
+    return str(sample_id).strip(), sample_text, int(label)
+
+
+def _make_record(sample_id, text, label, image_dir, options, path, line, seen: dict) -> Record:
+    if sample_id in seen:
+        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=path, line=line)
+    image = image_dir / f"{sample_id}.jpg"
+    if error := image_error(image, path, line, options):
+        raise error
+    if options.get("normalize_text"):
+        text = normalize_tweet(text)
+    return Record(id=sample_id, text=text, image=image, label=LABELS[label], source=f"{path}:{line}")
+
+
+def _require_files(folder: Path, files: dict[str, str]) -> None:
+    missing = [name for name in files.values() if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there", file=folder)
+
+
+@register_dataset("mmsd")
+def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
+    """MMSD with the standard cleaning (``options["mmsd_filter"]``: token, substring or none)."""
+    mode = options.get("mmsd_filter") or "token"
+    filter_reason("", mode)  # reject an unknown mode before reading anything
+    notes, image_dir, folder = notes_from(options), _image_dir(data_dir, options), data_dir / "text"
+    _require_files(folder, MMSD_FILES)
+    splits: dict[str, list[Record]] = {}
+    seen: dict[str, str] = {}  # ids must be unique across splits, as the reference loader asserted
+    for split in SPLITS:
+        path, records = folder / MMSD_FILES[split], []
+        with path.open("rb") as f:
+            for line, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    sample_id, text, label = _parse_mmsd_line(raw, path, line)
+                    if reason := filter_reason(text, mode):  # on the raw text, before any normalisation
+                        notes.remove(split, f"filter: {reason}")
+                        continue
+                    records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
+                    seen[sample_id] = f"{path.name}:{line}"
+                except DataError as err:
+                    keep_or_raise(err, skip)
+        splits[split] = records
+    return splits, list(LABELS), POSITIVE
+
+
+@register_dataset("mmsd2")
+def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
+    """MMSD2.0: the re-annotated MMSD, already cleaned by its authors, so no filter is applied."""
+    notes_from(options)
+    image_dir, folder = _image_dir(data_dir, options), data_dir / "text_json_final"
+    _require_files(folder, MMSD2_FILES)
+    splits: dict[str, list[Record]] = {}
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        path, records = folder / MMSD2_FILES[split], []
+        for line, item in iter_json_array(path):
+            try:
+                if not isinstance(item, dict) or any(k not in item for k in ("image_id", "text", "label")):
+                    raise DataError('malformed item: expected {"image_id": ..., "text": ..., "label": 0|1}', file=path, line=line)
+                sample_id, text, label = item["image_id"], item["text"], item["label"]
+                if isinstance(sample_id, bool) or not isinstance(sample_id, (int, str)) or not str(sample_id).strip():
+                    raise DataError(f"malformed item: bad image_id {sample_id!r}", file=path, line=line)
+                if not isinstance(text, str):
+                    raise DataError(f"malformed item: text is {type(text).__name__}, not a string", file=path, line=line)
+                if label not in (0, 1) or isinstance(label, (bool, float)):
+                    raise DataError(f"malformed item: label {label!r} is not 0 or 1", file=path, line=line)
+                sample_id = str(sample_id).strip()
+                records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
+                seen[sample_id] = f"{path.name}:{line}"
+            except DataError as err:
+                keep_or_raise(err, skip)
+        splits[split] = records
+    return splits, list(LABELS), POSITIVE

@@ -1,0 +1,245 @@
+"""MVSA-Single and MVSA-Multiple (Niu et al. 2016) readers.
+
+Two layouts are accepted:
+
+* pre-made splits: ``train.json``, ``dev.json``, ``test.json`` (JSON lists of
+  ``{"id": str, "text": str, "emotion_label": 0|1|2}``, 0 positive / 1 neutral / 2 negative) in
+  ``--splits-dir`` or in DATA_DIR. Texts come from the JSON.
+* the raw release: ``DATA_DIR/labelResultAll.txt`` + ``DATA_DIR/data/<id>.txt``. Labels are aggregated
+  the standard way (:func:`aggregate`) and split 8:1:1 per class with a fixed seed (:func:`split_8_1_1`);
+  the split is written in the pre-made format to ``--splits-dir`` or ``DATA_DIR/clfa_splits`` and read
+  from there on later runs (delete that folder to redo it).
+
+Images are ``IMAGE_DIR/<id>.jpg``: ``--image-dir`` if given, else ``DATA_DIR/data`` if that folder exists,
+else DATA_DIR itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from clfa.data.public.common import SPLITS, ReaderNotes, decode_text, image_error, iter_json_array, keep_or_raise, notes_from
+from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.registry import register_dataset
+
+LABELS = ["positive", "neutral", "negative"]  # class ids 0, 1, 2 as in the pre-made split files
+LABEL_FILE = "labelResultAll.txt"
+SPLIT_FOLDER = "clfa_splits"  # where a split made from the raw release is written, inside DATA_DIR
+SPLIT_SEED = 42  # the per-class shuffle before the 8:1:1 cut; fixed so every run and user gets one split
+
+# (text, image) -> the sample's label, or None to discard it (positive vs negative contradict each other).
+_COMBINE = {
+    frozenset(["positive"]): "positive",
+    frozenset(["neutral"]): "neutral",
+    frozenset(["negative"]): "negative",
+    frozenset(["positive", "neutral"]): "positive",
+    frozenset(["negative", "neutral"]): "negative",
+    frozenset(["positive", "negative"]): None,
+}
+
+
+def majority(votes: list[str]) -> str | None:
+    """The label at least two of the three annotators gave, or None when all three differ."""
+    label, count = Counter(votes).most_common(1)[0]
+    return label if count >= 2 else None
+
+
+def aggregate(pairs: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """One sample's label from its annotators' ``(text_label, image_label)`` pairs: ``(label, why_dropped)``.
+
+    Several annotators (MVSA-Multiple): per modality the majority, dropped when no two agree. Then text and
+    image are combined: equal -> that label; one neutral -> the other one; positive vs negative -> dropped.
+    """
+    if len(pairs) == 1:
+        text, image = pairs[0]
+    else:
+        text, image = majority([p[0] for p in pairs]), majority([p[1] for p in pairs])
+        if text is None or image is None:
+            return None, f"no majority for the {'text' if text is None else 'image'} label"
+    label = _COMBINE[frozenset([text, image])]
+    return (label, None) if label else (None, "text and image disagree (positive vs negative)")
+
+
+def split_8_1_1(samples: list[dict], seed: int = SPLIT_SEED) -> dict[str, list[dict]]:
+    """Stratified split: per class, dev and test each get floor(n/10) samples and train the rest.
+
+    Samples are sorted by id before a seeded shuffle, so the split depends on neither file order nor
+    platform. floor(n/10) per class reproduces the published sizes (Single 3,611/450/450, Multiple
+    13,624/1,700/1,700) and per-class counts exactly.
+    """
+    rng = random.Random(seed)
+    out: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for label in range(len(LABELS)):
+        group = sorted((s for s in samples if s["emotion_label"] == label), key=_id_key)
+        rng.shuffle(group)
+        tenth = len(group) // 10
+        out["dev"] += group[:tenth]
+        out["test"] += group[tenth : 2 * tenth]
+        out["train"] += group[2 * tenth :]
+    return {split: sorted(items, key=_id_key) for split, items in out.items()}
+
+
+def _id_key(sample: dict) -> tuple[int, int | str]:
+    sid = sample["id"]
+    return (0, int(sid)) if sid.isdigit() else (1, sid)
+
+
+def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: SkipReport | None) -> list[dict]:
+    """Aggregated samples ``{"id", "text", "emotion_label", "line"}`` from the raw release."""
+    path = data_dir / LABEL_FILE
+    if not path.is_file():
+        raise DataError(f"no pre-made splits (train/dev/test.json) and no raw release ({LABEL_FILE} + data/)", file=path)
+    text_dir = data_dir / "data"
+    samples: list[dict] = []
+    seen: dict[str, int] = {}
+    lines = path.read_bytes().decode("utf-8-sig", errors="replace").splitlines()
+    for line, raw in enumerate(lines, start=1):
+        fields = raw.split()
+        if not fields or (line == 1 and not fields[0].isdigit()):
+            continue  # blank, or the "ID text,image" header
+        try:
+            sample_id, pairs = _parse_label_line(fields, annotators, path, line)
+            if sample_id in seen:
+                raise DataError(f"duplicate id '{sample_id}' (first on line {seen[sample_id]})", file=path, line=line)
+            seen[sample_id] = line
+            label, why = aggregate(pairs)
+            if label is None:
+                notes.remove("all", why)
+                continue
+            text_file = text_dir / f"{sample_id}.txt"
+            if not text_file.is_file():
+                raise DataError(f"missing text file {text_file}", file=path, line=line)
+            text, fallback = decode_text(text_file.read_bytes())
+            notes.fallback_decoded += fallback
+            samples.append({"id": sample_id, "text": text.strip(), "emotion_label": LABELS.index(label), "line": line})
+        except DataError as err:
+            keep_or_raise(err, skip)
+    return samples
+
+
+def _parse_label_line(fields: list[str], annotators: int, path: Path, line: int) -> tuple[str, list[tuple[str, str]]]:
+    if len(fields) != 1 + annotators or not fields[0].isdigit():
+        layout = "ID<TAB>text,image" + "<TAB>text,image" * (annotators - 1)
+        raise DataError(f"malformed line: expected {layout} ({annotators} annotator(s)), got {len(fields)} field(s)", file=path, line=line)
+    pairs = []
+    for field in fields[1:]:
+        pair = tuple(field.lower().split(","))
+        if len(pair) != 2 or any(p not in LABELS for p in pair):
+            raise DataError(f"malformed line: '{field}' is not text,image with labels {'/'.join(LABELS)}", file=path, line=line)
+        pairs.append(pair)
+    return fields[0], pairs
+
+
+def _write_splits(folder: Path, splits: dict[str, list[dict]]) -> None:
+    """Write the split in the pre-made format, each file atomically so a crash never leaves half a split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        items = [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]]
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{split}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(items, f, ensure_ascii=False, indent=1)
+            os.replace(tmp, folder / f"{split}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _split_files(folder: Path) -> dict[str, Path] | None:
+    """The three split files in ``folder``; None when there are none; DataError when only some exist."""
+    files = {split: folder / f"{split}.json" for split in SPLITS}
+    present = [s for s, f in files.items() if f.is_file()]
+    if not present:
+        return None
+    if len(present) < len(SPLITS):
+        missing = ", ".join(f"{s}.json" for s in SPLITS if s not in present)
+        raise DataError(f"incomplete split: {missing} missing (remove the others to re-split the raw release)", file=folder)
+    return files
+
+
+def _read_split_file(path: Path, image_dir: Path, options: dict, skip: SkipReport | None, seen: dict) -> list[Record]:
+    records = []
+    for line, item in iter_json_array(path):
+        try:
+            if not isinstance(item, dict) or any(k not in item for k in ("id", "text", "emotion_label")):
+                raise DataError('malformed item: expected {"id": ..., "text": ..., "emotion_label": 0|1|2}', file=path, line=line)
+            sample_id, text, label = item["id"], item["text"], item["emotion_label"]
+            if isinstance(sample_id, bool) or not isinstance(sample_id, (str, int)) or not str(sample_id).strip():
+                raise DataError(f"malformed item: bad id {sample_id!r}", file=path, line=line)
+            if not isinstance(text, str):
+                raise DataError(f"malformed item: text is {type(text).__name__}, not a string", file=path, line=line)
+            if label not in (0, 1, 2) or isinstance(label, (bool, float)):
+                raise DataError(f"malformed item: emotion_label {label!r} is not 0, 1 or 2", file=path, line=line)
+            records.append(_record(str(sample_id).strip(), text, label, image_dir, options, path, line, seen))
+        except DataError as err:
+            keep_or_raise(err, skip)
+    return records
+
+
+def _record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict) -> Record:
+    if sample_id in seen:
+        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=path, line=line)
+    image = image_dir / f"{sample_id}.jpg"
+    if error := image_error(image, path, line, options):
+        raise error
+    seen[sample_id] = f"{path.name}:{line}"
+    return Record(id=sample_id, text=text, image=image, label=LABELS[label], source=f"{path}:{line}")
+
+
+def _image_dir(data_dir: Path, options: dict) -> Path:
+    if options.get("image_dir"):
+        return Path(options["image_dir"])
+    return data_dir / "data" if (data_dir / "data").is_dir() else data_dir
+
+
+def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotators: int):
+    notes, image_dir = notes_from(options), _image_dir(data_dir, options)
+    splits_dir = Path(options["splits_dir"]) if options.get("splits_dir") else None
+    seen: dict[str, str] = {}
+    # Pre-made splits: --splits-dir, else DATA_DIR itself, else a split this reader wrote before.
+    for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
+        if files := _split_files(folder):
+            notes.split_dir = folder
+            splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
+            return splits, list(LABELS), None
+    # The raw release: aggregate, split, write the split for reuse, then build the records.
+    skipped_before = len(skip) if skip is not None else 0
+    samples = _read_label_file(data_dir, annotators, notes, skip)  # discarded samples count under "all"
+    parts = split_8_1_1(samples)
+    target = splits_dir or data_dir / SPLIT_FOLDER
+    if skip is not None and len(skip) > skipped_before:
+        # A split made without the skipped samples must not be reused once the data is fixed.
+        print(f"warning: invalid samples were skipped, so the MVSA split is not written to {target}", file=sys.stderr)
+    else:
+        try:
+            _write_splits(target, parts)
+            notes.split_dir, notes.split_written = target, True
+        except OSError as exc:  # e.g. a read-only dataset folder: the split is deterministic, so go on without it
+            print(f"warning: could not write the MVSA split to {target} ({exc}); use --splits-dir to keep it", file=sys.stderr)
+    label_path = data_dir / LABEL_FILE
+    splits: dict[str, list[Record]] = {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for s in parts[split]:
+            try:
+                splits[split].append(_record(s["id"], s["text"], s["emotion_label"], image_dir, options, label_path, s["line"], seen))
+            except DataError as err:
+                keep_or_raise(err, skip)
+    return splits, list(LABELS), None
+
+
+@register_dataset("mvsa-single")
+def read_mvsa_single(data_dir: Path, options: dict, skip: SkipReport | None):
+    """MVSA-Single: one annotator, ``ID<TAB>text_label,image_label``."""
+    return _read_mvsa(data_dir, options, skip, annotators=1)
+
+
+@register_dataset("mvsa-multiple")
+def read_mvsa_multiple(data_dir: Path, options: dict, skip: SkipReport | None):
+    """MVSA-Multiple: three annotators, ``ID<TAB>t,i<TAB>t,i<TAB>t,i``."""
+    return _read_mvsa(data_dir, options, skip, annotators=3)

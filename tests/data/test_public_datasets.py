@@ -1,0 +1,472 @@
+"""Public-dataset readers on small fixture trees written in each published format."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clfa.data.public import ReaderNotes
+from clfa.data.public.common import decode_text, iter_json_array
+from clfa.data.public.mmsd import filter_reason
+from clfa.data.public.mvsa import SPLIT_FOLDER, aggregate, majority, split_8_1_1
+from clfa.data.records import DataError
+from clfa.data.registry import load_dataset
+
+
+def jpeg(path: Path, color=(200, 30, 30), size=(16, 12)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="JPEG")
+    return path
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join((ln if isinstance(ln, bytes) else ln.encode("utf-8")) + b"\n" for ln in lines))
+    return path
+
+
+def write_mmsd(root: Path, train: list, dev: list, test: list, images: bool = True) -> Path:
+    """Each split as lines (str written verbatim, lists written with repr like the release)."""
+    for name, rows in (("train.txt", train), ("valid2.txt", dev), ("test2.txt", test)):
+        write_lines(root / "text" / name, [r if isinstance(r, (str, bytes)) else repr(r) for r in rows])
+        for row in rows:
+            if images and isinstance(row, list):
+                jpeg(root / "dataset_image" / f"{row[0]}.jpg")
+    return root
+
+
+# ---------------------------------------------------------------- MMSD
+
+
+def test_mmsd_parses_published_line_formats(tmp_path):
+    root = write_mmsd(
+        tmp_path,
+        train=[
+            ['100', "it 's a \"quoted\" word , isn 't it", 1],
+            r"""['101', 'don\'t \\ stop <user> # fun', 0]""",
+            ['102', 'line one\nline two', 1],
+        ],
+        dev=[['200', 'hashtag says yes , human says no', 1, 0]],
+        test=[['300', 'both agree', 0, 1]],
+    )
+    jpeg(root / "dataset_image" / "101.jpg")
+    data = load_dataset("mmsd", root)
+    train = data["train"]
+    assert [r.id for r in train] == ["100", "101", "102"]
+    assert train[0].text == "it 's a \"quoted\" word , isn 't it"
+    assert train[1].text == "don't \\ stop <user> # fun"
+    assert train[2].text == "line one\nline two"
+    assert [r.label for r in train] == ["sarcastic", "not_sarcastic", "sarcastic"]
+    assert data["dev"][0].label == "not_sarcastic"  # the last element (human label), not the hashtag one
+    assert data["test"][0].label == "sarcastic"
+    assert train[0].image == root / "dataset_image" / "100.jpg"
+    assert train[1].source == f"{root / 'text' / 'train.txt'}:2"
+    assert data.labels == ["not_sarcastic", "sarcastic"]
+    assert data.positive_label == "sarcastic"
+
+
+def test_mmsd_image_dir_option(tmp_path):
+    root = write_mmsd(tmp_path / "d", [['1', 'a', 1]], [['2', 'b', 0, 0]], [['3', 'c', 1, 1]], images=False)
+    for i in "123":
+        jpeg(tmp_path / "imgs" / f"{i}.jpg")
+    data = load_dataset("mmsd", root, image_dir=str(tmp_path / "imgs"))
+    assert data["dev"][0].image == tmp_path / "imgs" / "2.jpg"
+
+
+MMSD_FILTER_CASES = [
+    # text, dropped by token, dropped by substring
+    ("what a lovely day sarcasm", True, True),
+    ("what a lovely day # sarcasmo", False, True),
+    ("the jokester strikes", False, True),
+    ("ironically it rained", False, True),
+    ("SARCASM in capitals", False, True),
+    ("Irony again", False, True),
+    ("look at this <url>", True, True),
+    ("check<url>", False, True),
+    ("best jokes ever", True, True),
+    ("exgag reposting", True, True),
+    ("tab\tsarcastic\tinside", True, True),
+    ("nbsp\u00a0sarcasm glued by a non-ascii space", False, True),
+    ("a perfectly plain tweet", False, False),
+]
+
+
+@pytest.mark.parametrize("text,token,substring", MMSD_FILTER_CASES)
+def test_mmsd_filter_reason(text, token, substring):
+    assert (filter_reason(text, "token") is not None) == token
+    assert (filter_reason(text, "substring") is not None) == substring
+    assert filter_reason(text, "none") is None
+
+
+def test_mmsd_filters_drop_and_count(tmp_path):
+    train = [[str(i), text, i % 2] for i, (text, _, _) in enumerate(MMSD_FILTER_CASES)]
+    root = write_mmsd(tmp_path, train, [['900', 'i love mondays # sarcasm', 1, 1], ['901', 'fine', 0, 0]], [['950', 'ok', 0, 0]])
+    expected = {mode: [str(i) for i, case in enumerate(MMSD_FILTER_CASES) if not case[col]] for mode, col in (("token", 1), ("substring", 2))}
+    for mode in ("token", "substring"):
+        notes = ReaderNotes()
+        data = load_dataset("mmsd", root, mmsd_filter=mode, notes=notes)
+        assert [r.id for r in data["train"]] == expected[mode]
+        assert notes.removed_total("train") == len(MMSD_FILTER_CASES) - len(expected[mode])
+        assert [r.id for r in data["dev"]] == ["901"] and notes.removed_total("dev") == 1
+        assert notes.removed_total("test") == 0
+    assert len(load_dataset("mmsd", root, mmsd_filter="none")["train"]) == len(MMSD_FILTER_CASES)
+    assert load_dataset("mmsd", root)["train"] == load_dataset("mmsd", root, mmsd_filter="token")["train"]  # token is the default
+    with pytest.raises(ValueError, match="unknown MMSD filter"):
+        load_dataset("mmsd", root, mmsd_filter="regex")
+
+
+def test_mmsd_filter_runs_on_raw_text_before_normalisation(tmp_path):
+    root = write_mmsd(tmp_path, [['1', 'see this <url>', 1], ['2', 'thanks <user> for <num> # great emoji_15 emoji_15', 1]], [['3', 'x', 0, 0]], [['4', 'y', 0, 0]])
+    data = load_dataset("mmsd", root, normalize_text=True)
+    assert [r.id for r in data["train"]] == ["2"]  # "<url>" is gone after normalising, but the filter saw it
+    assert data["train"][0].text == "thanks @user for 0 #great emoji emoji"
+    assert load_dataset("mmsd", root)["train"][0].text == "thanks <user> for <num> # great emoji_15 emoji_15"
+
+
+@pytest.mark.parametrize(
+    "bad_line,reason",
+    [
+        ("['5', 'only two']", "expected"),
+        ("this is not a list", "not a Python literal"),
+        ("__import__('os').system('touch pwned')", "not a Python literal"),
+        ("['5', 'label out of range', 2]", "not 0 or 1"),
+        ("['5', 'float label', 1.0]", "not 0 or 1"),
+        ("['5', 42, 1]", "not a string"),
+        ("['5', 'unterminated, 1]", "not a Python literal"),
+        (b"['5', 'caf\xe9 latin-1', 1]", "not valid UTF-8"),
+    ],
+)
+def test_mmsd_malformed_line_names_file_and_line(tmp_path, bad_line, reason):
+    root = write_mmsd(tmp_path, [['1', 'fine', 1], bad_line, ['6', 'fine too', 0]], [['2', 'x', 0, 0]], [['3', 'y', 0, 0]])
+    train_file = root / "text" / "train.txt"
+    with pytest.raises(DataError, match=reason) as info:
+        load_dataset("mmsd", root)
+    assert str(info.value).startswith(f"{train_file}:2: ")
+    assert (info.value.file, info.value.line) == (str(train_file), 2)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    skipped = load_dataset("mmsd", root, skip_invalid=True)
+    assert [r.id for r in skipped["train"]] == ["1", "6"]
+    assert [(e.file, e.line) for e in skipped.skipped.skipped] == [(str(train_file), 2)]
+
+
+def test_mmsd_duplicate_ids_across_splits(tmp_path):
+    root = write_mmsd(tmp_path, [['1', 'a', 1]], [['1', 'again', 0, 0]], [['3', 'c', 0, 0]])
+    with pytest.raises(DataError, match=r"valid2.txt:1: duplicate id '1' \(first at train.txt:1\)"):
+        load_dataset("mmsd", root)
+
+
+def test_mmsd_missing_files_and_images(tmp_path):
+    with pytest.raises(DataError, match="missing train.txt, valid2.txt, test2.txt"):
+        load_dataset("mmsd", tmp_path)
+    root = write_mmsd(tmp_path / "d", [['1', 'a', 1], ['2', 'b', 0]], [['3', 'c', 0, 0]], [['4', 'd', 1, 1]], images=False)
+    for i in "134":
+        jpeg(root / "dataset_image" / f"{i}.jpg")
+    with pytest.raises(DataError, match=r"train.txt:2: missing image file .*2.jpg"):
+        load_dataset("mmsd", root)
+    (root / "dataset_image" / "2.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"train.txt:2: empty image file"):
+        load_dataset("mmsd", root)
+    assert len(load_dataset("mmsd", root, check_images=False)["train"]) == 2  # images are not opened at all
+    assert [r.id for r in load_dataset("mmsd", root, skip_invalid=True)["train"]] == ["1"]
+
+
+# ---------------------------------------------------------------- MMSD2.0
+
+
+def write_mmsd2(root: Path, splits: dict[str, list], images: bool = True) -> Path:
+    folder = root / "text_json_final"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, items in splits.items():
+        (folder / f"{name}.json").write_text(json.dumps(items, indent=2))
+        for item in items:
+            if images and isinstance(item, dict) and "image_id" in item:
+                jpeg(root / "dataset_image" / f"{item['image_id']}.jpg")
+    return root
+
+
+def test_mmsd2_reads_json_without_filter(tmp_path):
+    root = write_mmsd2(tmp_path, {
+        "train": [{"image_id": 682716753374351360, "text": "so much # sarcasm <url>", "label": 1}, {"image_id": 2, "text": 'say "hi"', "label": 0}],
+        "valid": [{"image_id": 3, "text": "dev", "label": 0}],
+        "test": [{"image_id": 4, "text": "test <user>", "label": 1}],
+    })
+    data = load_dataset("mmsd2", root)
+    assert [(r.id, r.label) for r in data["train"]] == [("682716753374351360", "sarcastic"), ("2", "not_sarcastic")]
+    assert data["train"][0].text == "so much # sarcasm <url>"  # MMSD2.0 is already cleaned: nothing is dropped
+    assert data["train"][0].image == root / "dataset_image" / "682716753374351360.jpg"
+    assert data["train"][1].text == 'say "hi"'
+    assert load_dataset("mmsd2", root, normalize_text=True)["test"][0].text == "test @user"
+    assert data.labels == ["not_sarcastic", "sarcastic"] and data.positive_label == "sarcastic"
+
+
+def test_mmsd2_bad_item_names_its_line(tmp_path):
+    items = [{"image_id": 1, "text": "a", "label": 0}, {"image_id": 2, "text": "b", "label": 2}]
+    root = write_mmsd2(tmp_path, {"train": items, "valid": [], "test": []})
+    # indent=2: '[' on line 1, the first item spans lines 2-6, the second starts on line 7
+    with pytest.raises(DataError, match=r"train.json:7: malformed item: label 2 is not 0 or 1"):
+        load_dataset("mmsd2", root)
+    (root / "text_json_final" / "valid.json").write_text('[{"image_id": 5, "text": "x", "label": 0},\n {"image_id": 6 "text"}]')
+    with pytest.raises(DataError, match=r"valid.json:2: malformed JSON"):
+        load_dataset("mmsd2", root, skip_invalid=True)
+
+
+def test_iter_json_array_line_numbers(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('\n[\n  {"a": 1},\n\n  {"b":\n 2}, 3\n]\n')
+    assert list(iter_json_array(path)) == [(3, {"a": 1}), (5, {"b": 2}), (6, 3)]
+    path.write_text("[]")
+    assert list(iter_json_array(path)) == []
+    path.write_text('{"not": "a list"}')
+    with pytest.raises(DataError, match="expected a JSON list"):
+        list(iter_json_array(path))
+    path.write_text("[1, 2]\n[3]")
+    with pytest.raises(DataError, match=r"a.json:1: malformed JSON: text after"):
+        list(iter_json_array(path))
+
+
+# ---------------------------------------------------------------- MVSA: aggregation and split
+
+
+def test_majority():
+    assert majority(["positive", "positive", "negative"]) == "positive"
+    assert majority(["neutral", "negative", "neutral"]) == "neutral"
+    assert majority(["negative", "negative", "negative"]) == "negative"
+    assert majority(["positive", "neutral", "negative"]) is None
+
+
+@pytest.mark.parametrize(
+    "pairs,label",
+    [
+        ([("positive", "positive")], "positive"),
+        ([("neutral", "neutral")], "neutral"),
+        ([("negative", "negative")], "negative"),
+        ([("neutral", "positive")], "positive"),
+        ([("positive", "neutral")], "positive"),
+        ([("neutral", "negative")], "negative"),
+        ([("negative", "neutral")], "negative"),
+        ([("positive", "negative")], None),
+        ([("negative", "positive")], None),
+        # three annotators: majority per modality first, then the same combination
+        ([("positive", "neutral"), ("positive", "negative"), ("neutral", "neutral")], "positive"),
+        ([("negative", "positive"), ("negative", "positive"), ("neutral", "neutral")], None),
+        ([("neutral", "neutral"), ("neutral", "negative"), ("positive", "neutral")], "neutral"),
+        ([("positive", "positive"), ("neutral", "positive"), ("negative", "positive")], None),  # no text majority
+        ([("positive", "positive"), ("positive", "neutral"), ("positive", "negative")], None),  # no image majority
+    ],
+)
+def test_aggregate_every_branch(pairs, label):
+    got, why = aggregate(pairs)
+    assert got == label
+    assert (why is None) == (label is not None)
+
+
+def test_aggregate_reasons():
+    assert "positive vs negative" in aggregate([("positive", "negative")])[1]
+    assert "text" in aggregate([("positive", "positive"), ("neutral", "positive"), ("negative", "positive")])[1]
+    assert "image" in aggregate([("positive", "positive"), ("positive", "neutral"), ("positive", "negative")])[1]
+
+
+def test_split_8_1_1_matches_published_sizes():
+    # class sizes of the aggregated MVSA-Single and MVSA-Multiple
+    for sizes, expected in (
+        ((2683, 470, 1358), {"train": (2147, 376, 1088), "dev": (268, 47, 135), "test": (268, 47, 135)}),
+        ((11318, 4408, 1298), {"train": (9056, 3528, 1040), "dev": (1131, 440, 129), "test": (1131, 440, 129)}),
+    ):
+        samples = [{"id": str(i), "text": "", "emotion_label": c} for i, c in enumerate(c for c, n in enumerate(sizes) for _ in range(n))]
+        parts = split_8_1_1(samples)
+        for split, counts in expected.items():
+            assert tuple(sum(s["emotion_label"] == c for s in parts[split]) for c in range(3)) == counts
+        assert sorted(s["id"] for p in parts.values() for s in p) == sorted(s["id"] for s in samples)
+        shuffled = samples[:]
+        random.Random(1).shuffle(shuffled)
+        assert split_8_1_1(shuffled) == parts  # deterministic, whatever the input order
+        assert split_8_1_1(samples, seed=7) != parts
+
+
+# ---------------------------------------------------------------- MVSA: raw release
+
+
+RAW_SINGLE_LABELS = ["positive,positive"] * 25 + ["neutral,negative"] * 12 + ["neutral,neutral"] * 11 + ["positive,neutral"] * 5 + ["positive,negative"] * 3
+
+
+def write_mvsa_raw(root: Path, label_fields: list[str], texts: dict[int, bytes] | None = None, images: bool = True) -> Path:
+    header = "ID\ttext,image" + "\ttext,image" * (label_fields[0].count("\t"))
+    lines = [header] + [f"{i}\t{f}" for i, f in enumerate(label_fields, start=1)]
+    write_lines(root / "labelResultAll.txt", lines)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for i in range(1, len(label_fields) + 1):
+        raw = (texts or {}).get(i, f"tweet number {i} RT @someone http://t.co/x".encode())
+        (root / "data" / f"{i}.txt").write_bytes(raw + b"\r\n")
+        if images:
+            jpeg(root / "data" / f"{i}.jpg")
+    return root
+
+
+def test_mvsa_single_raw_aggregates_splits_and_writes(tmp_path):
+    texts = {1: b"caf\xe9 \x93quoted\x94", 2: b"undefined in cp1252 \x81", 3: "naïve ✓".encode()}
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS, texts)
+    notes = ReaderNotes()
+    data = load_dataset("mvsa-single", root, notes=notes)
+    assert data.labels == ["positive", "neutral", "negative"] and data.positive_label is None
+    # 25+5 positive, 11 neutral, 12 negative kept; 3 positive-vs-negative discarded
+    per_class = {"positive": 30, "neutral": 11, "negative": 12}
+    for split, share in (("dev", lambda n: n // 10), ("test", lambda n: n // 10), ("train", lambda n: n - 2 * (n // 10))):
+        counts = {label: sum(r.label == label for r in data[split]) for label in per_class}
+        assert counts == {label: share(n) for label, n in per_class.items()}
+    assert notes.removed == {"all": {"text and image disagree (positive vs negative)": 3}}
+    assert notes.fallback_decoded == 2  # the UTF-8 text is not counted
+    by_id = {r.id: r for split in data.splits.values() for r in split}
+    assert by_id["1"].text == "café \u201cquoted\u201d"  # Windows-1252 curly quotes
+    assert by_id["2"].text == "undefined in cp1252 \x81"  # Latin-1, the last resort
+    assert by_id["3"].text == "naïve ✓"
+    assert by_id["7"].text == "tweet number 7 RT @someone http://t.co/x"  # raw tweets are not normalised
+    assert by_id["7"].image == root / "data" / "7.jpg"
+    assert by_id["7"].source == f"{root / 'labelResultAll.txt'}:8"  # line 1 is the header
+    assert "55" not in by_id  # 54..56 are the positive-vs-negative ones
+
+    split_dir = root / SPLIT_FOLDER
+    assert notes.split_dir == split_dir and notes.split_written
+    written = {s: json.loads((split_dir / f"{s}.json").read_text(encoding="utf-8")) for s in ("train", "dev", "test")}
+    assert [item["id"] for item in written["dev"]] == [r.id for r in data["dev"]]
+    assert set(written["train"][0]) == {"id", "text", "emotion_label"}
+    assert {item["id"]: item["emotion_label"] for item in written["test"]} == {r.id: ["positive", "neutral", "negative"].index(r.label) for r in data["test"]}
+
+    # Reused on the next read: proven by an edit to the written file showing up.
+    written["train"][0]["text"] = "edited in the split file"
+    (split_dir / "train.json").write_text(json.dumps(written["train"]), encoding="utf-8")
+    again_notes = ReaderNotes()
+    again = load_dataset("mvsa-single", root, notes=again_notes)
+    assert again["train"][0].text == "edited in the split file"
+    assert again_notes.split_dir == split_dir and not again_notes.split_written
+    assert [r.id for r in again["test"]] == [r.id for r in data["test"]]
+
+
+def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):
+    a = write_mvsa_raw(tmp_path / "a", RAW_SINGLE_LABELS)
+    b = write_mvsa_raw(tmp_path / "b", RAW_SINGLE_LABELS)
+    lines = (b / "labelResultAll.txt").read_text().splitlines()
+    shuffled = lines[1:]
+    random.Random(3).shuffle(shuffled)
+    (b / "labelResultAll.txt").write_text("\n".join([lines[0], *shuffled]) + "\n")  # same data, other order
+    first = load_dataset("mvsa-single", a)
+    second = load_dataset("mvsa-single", b, splits_dir=str(tmp_path / "my_split"))
+    for split in ("train", "dev", "test"):
+        assert [r.id for r in first[split]] == [r.id for r in second[split]]
+    assert (tmp_path / "my_split" / "dev.json").is_file() and not (b / SPLIT_FOLDER).exists()
+    assert (a / SPLIT_FOLDER / "dev.json").read_text() == (tmp_path / "my_split" / "dev.json").read_text()
+
+
+def test_mvsa_multiple_raw(tmp_path):
+    fields = (
+        ["positive,positive\tpositive,neutral\tneutral,positive"] * 20  # text positive, image positive
+        + ["negative,neutral\tnegative,neutral\tneutral,neutral"] * 10  # negative + neutral -> negative
+        + ["neutral,neutral\tneutral,negative\tpositive,neutral"] * 10  # neutral
+        + ["positive,negative\tpositive,negative\tneutral,negative"] * 2  # positive vs negative -> discard
+        + ["positive,positive\tneutral,positive\tnegative,positive"] * 3  # no text majority -> discard
+        + ["positive,positive\tpositive,neutral\tpositive,negative"]  # no image majority -> discard
+    )
+    root = write_mvsa_raw(tmp_path, fields)
+    notes = ReaderNotes()
+    data = load_dataset("mvsa-multiple", root, notes=notes)
+    total = {label: sum(r.label == label for s in data.splits.values() for r in s) for label in data.labels}
+    assert total == {"positive": 20, "neutral": 10, "negative": 10}
+    assert [len(data[s]) for s in ("train", "dev", "test")] == [32, 4, 4]
+    assert notes.removed["all"] == {
+        "text and image disagree (positive vs negative)": 2,
+        "no majority for the text label": 3,
+        "no majority for the image label": 1,
+    }
+    with pytest.raises(DataError, match=r"labelResultAll.txt:2: malformed line: expected ID<TAB>text,image \(1 annotator"):
+        load_dataset("mvsa-single", root, splits_dir=str(tmp_path / "other"))  # wrong --dataset for this file
+
+
+def test_mvsa_raw_errors_name_file_and_line(tmp_path):
+    root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
+    lines = (root / "labelResultAll.txt").read_text().splitlines()
+    lines[4] = "4\tpositive,happy"
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"labelResultAll.txt:5: malformed line: 'positive,happy'"):
+        load_dataset("mvsa-single", root)
+    assert not (root / SPLIT_FOLDER).exists()
+    skipped = load_dataset("mvsa-single", root, skip_invalid=True)
+    assert len(skipped.skipped) == 1 and sum(len(s) for s in skipped.splits.values()) == 52
+    assert not (root / SPLIT_FOLDER).exists()  # a split missing skipped samples is not kept for reuse
+    lines[4] = "4\tpositive,positive"
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    (root / "data" / "9.txt").unlink()
+    with pytest.raises(DataError, match=r"labelResultAll.txt:10: missing text file .*9.txt"):
+        load_dataset("mvsa-single", root)
+    with pytest.raises(DataError, match="no pre-made splits"):
+        load_dataset("mvsa-single", tmp_path / "empty")
+
+
+def test_mvsa_raw_missing_image(tmp_path):
+    root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
+    (root / "data" / "9.jpg").unlink()
+    with pytest.raises(DataError, match=r"labelResultAll.txt:10: missing image file"):
+        load_dataset("mvsa-single", root)
+    assert sum(len(s) for s in load_dataset("mvsa-single", root, check_images=False).splits.values()) == 53
+
+
+# ---------------------------------------------------------------- MVSA: pre-made splits
+
+
+def write_premade(folder: Path, image_root: Path | None, n: int = 6) -> dict[str, list]:
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for s, split in enumerate(("train", "dev", "test")):
+        items = [{"id": str(100 * s + i), "text": f"{split} text {i} \u00e9", "emotion_label": i % 3} for i in range(n)]
+        (folder / f"{split}.json").write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
+        splits[split] = items
+        for item in items:
+            if image_root is not None:
+                jpeg(image_root / f"{item['id']}.jpg")
+    return splits
+
+
+def test_mvsa_premade_splits_in_data_dir(tmp_path):
+    items = write_premade(tmp_path, tmp_path / "data")
+    (tmp_path / "data" / "1.txt").write_text("the raw text is not used")
+    data = load_dataset("mvsa-multiple", tmp_path)
+    assert [(r.id, r.text, r.label) for r in data["train"][:3]] == [
+        ("0", "train text 0 é", "positive"),
+        ("1", "train text 1 é", "neutral"),
+        ("2", "train text 2 é", "negative"),
+    ]
+    assert data["dev"][0].image == tmp_path / "data" / "100.jpg"
+    assert [len(data[s]) for s in ("train", "dev", "test")] == [len(v) for v in items.values()]
+    assert not (tmp_path / SPLIT_FOLDER).exists()
+
+
+def test_mvsa_premade_images_directly_in_data_dir(tmp_path):
+    write_premade(tmp_path, tmp_path)
+    data = load_dataset("mvsa-single", tmp_path)
+    assert data["test"][0].image == tmp_path / "200.jpg"
+
+
+def test_mvsa_premade_splits_dir_option(tmp_path):
+    write_premade(tmp_path / "splits", tmp_path / "release" / "data")
+    notes = ReaderNotes()
+    data = load_dataset("mvsa-single", tmp_path / "release", splits_dir=str(tmp_path / "splits"), notes=notes)
+    assert len(data["train"]) == 6 and notes.split_dir == tmp_path / "splits" and not notes.split_written
+
+
+def test_mvsa_premade_bad_items(tmp_path):
+    write_premade(tmp_path, tmp_path / "data")
+    (tmp_path / "dev.json").write_text('[\n {"id": "101", "text": "ok", "emotion_label": 0},\n {"id": "901", "text": "bad", "emotion_label": 3}\n]')
+    with pytest.raises(DataError, match=r"dev.json:3: malformed item: emotion_label 3 is not 0, 1 or 2"):
+        load_dataset("mvsa-single", tmp_path)
+    (tmp_path / "test.json").unlink()
+    with pytest.raises(DataError, match="incomplete split: test.json missing"):
+        load_dataset("mvsa-single", tmp_path)
+
+
+def test_decode_text_fallbacks():
+    assert decode_text("ok ✓".encode()) == ("ok ✓", False)
+    assert decode_text(b"\xef\xbb\xbfbom") == ("bom", False)
+    assert decode_text(b"\x93hi\x94") == ("\u201chi\u201d", True)
+    assert decode_text(b"\x81\x8d") == ("\x81\x8d", True)
