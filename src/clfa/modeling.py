@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -74,9 +75,11 @@ class CLFAModel(CLFAPreTrainedModel):
         super().__init__(config)
         self.text_model = text_model if text_model is not None else _encoder(config.text_config)
         self.image_model = image_model if image_model is not None else _encoder(config.image_config)
-        # Keep one config object per encoder so that save_pretrained writes what the encoders really are.
-        self.text_model.config = config.text_config
-        self.image_model.config = config.image_config
+        # One config object per encoder, so that save_pretrained writes what the encoders really are; the
+        # attention kernel the encoder was loaded with must survive the swap.
+        for encoder, sub_config in ((self.text_model, config.text_config), (self.image_model, config.image_config)):
+            sub_config._attn_implementation = encoder.config._attn_implementation
+            encoder.config = sub_config
         self.text_mapping = MappingNet(config.text_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.image_mapping = MappingNet(config.image_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.fusion = build_fusion(config)
@@ -86,8 +89,8 @@ class CLFAModel(CLFAPreTrainedModel):
     @classmethod
     def from_encoders(
         cls,
-        text_model: str | PreTrainedModel,
-        image_model: str | PreTrainedModel,
+        text_model: str | os.PathLike | PreTrainedModel,
+        image_model: str | os.PathLike | PreTrainedModel,
         labels: list[str],
         align_dim: int = 512,
         **config_kwargs,
@@ -96,8 +99,9 @@ class CLFAModel(CLFAPreTrainedModel):
 
         ``align_dim`` must equal the teacher's projection dim (see :func:`clfa.teacher.teacher_projection_dim`).
         """
-        text = _encoder(text_model) if isinstance(text_model, str) else text_model
-        image = _encoder(image_model) if isinstance(image_model, str) else image_model
+        by_name = (str, os.PathLike)
+        text = _encoder(str(text_model)) if isinstance(text_model, by_name) else text_model
+        image = _encoder(str(image_model)) if isinstance(image_model, by_name) else image_model
         positions = getattr(text.config, "max_position_embeddings", None)
         if positions is not None and config_kwargs.get("max_text_length", 77) > positions:
             # RoBERTa-style encoders reserve two positions for the padding offset.
@@ -110,8 +114,8 @@ class CLFAModel(CLFAPreTrainedModel):
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             align_dim=align_dim,
-            text_model_name=text_model if isinstance(text_model, str) else text.config.name_or_path,
-            image_model_name=image_model if isinstance(image_model, str) else image.config.name_or_path,
+            text_model_name=str(text_model) if isinstance(text_model, by_name) else text.config.name_or_path,
+            image_model_name=str(image_model) if isinstance(image_model, by_name) else image.config.name_or_path,
             **config_kwargs,
         )
         return cls(config, text_model=text, image_model=image)

