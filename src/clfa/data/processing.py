@@ -97,7 +97,7 @@ class CLFADataset(torch.utils.data.Dataset):
         item = {
             "input_ids": self.encoded["input_ids"][i],
             "attention_mask": self.encoded["attention_mask"][i],
-            "pixels": torch.from_numpy(np.ascontiguousarray(pixels)),
+            "pixels": torch.from_numpy(np.array(pixels)),  # a copy: cached arrays are read-only memory maps
         }
         if self.labels is not None:
             item["labels"] = self.labels[i]

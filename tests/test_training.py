@@ -1,0 +1,111 @@
+"""End-to-end training through the Trainer on tiny models: best checkpoint, test metrics, resume, CLI."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from clfa.cli import main
+from clfa.data.registry import load_dataset
+from clfa.options import TrainOptions
+from clfa.predict import Predictor
+from clfa.training import train
+
+
+def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        text_model=tiny_models["text"],
+        image_model=tiny_models["image"],
+        teacher=tiny_models["teacher"],
+        mapping_hidden_dim=32,
+        fusion_layers=1,
+        fusion_heads=2,
+        fusion_ffn_dim=32,
+        epochs=4,
+        batch_size=8,
+        learning_rate=1e-3,
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        report_to="none",
+        progress=False,
+        logging_steps=5,
+    )
+    return TrainOptions(**(base | kwargs))
+
+
+def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, epochs=8)
+    metrics = train(opts, load_dataset("jsonl", tiny_dataset))
+    out = tmp_path / "run"
+    # The label is the image brightness: a working pipeline learns it well above chance.
+    assert metrics["test"]["accuracy"] >= 0.8
+    assert metrics["train"]["steps"] == 8 * 6
+    assert set(metrics["test"]) >= {"accuracy", "precision", "recall", "f1", "macro_f1", "weighted_f1", "per_class", "confusion_matrix"}
+    assert metrics["test"]["positive_label"] == "positive"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"] == metrics["test"]
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    # The teacher embeddings were cached and the teacher is not part of the saved model.
+    assert list((tmp_path / "cache" / "teacher").glob("teacher-*.safetensors"))
+    assert all("teacher" not in name for name in __import__("safetensors").safe_open(out / "model.safetensors", "pt").keys())
+    # The saved model reproduces the test metrics on its own.
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    probs = Predictor.from_pretrained(out, device="cpu").run(records, progress=False)["probabilities"]
+    labels = torch.tensor([["negative", "positive"].index(r.label) for r in records])
+    assert (torch.from_numpy(probs).argmax(-1) == labels).float().mean().item() == pytest.approx(metrics["test"]["accuracy"])
+
+
+class Interrupt(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("simulated interruption after the first checkpoint")
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_dataset, tmp_path):
+    data = load_dataset("jsonl", tiny_dataset)
+    full = train(tiny_options(tiny_models, tmp_path / "full", epochs=3), data)
+    opts = tiny_options(tiny_models, tmp_path / "cut", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts, data, callbacks=[Interrupt()])
+    assert list((tmp_path / "cut" / "run" / "checkpoints").glob("checkpoint-*"))
+    resumed = train(opts, data, resume=True)
+    assert resumed["train"]["steps"] == full["train"]["steps"]
+    for split in ("dev", "test"):
+        assert resumed[split] == full[split]
+    # The Trainer averages the reported train loss over the steps of this process only; the weights must agree.
+    full_weights = load_file(tmp_path / "full" / "run" / "model.safetensors")
+    resumed_weights = load_file(tmp_path / "cut" / "run" / "model.safetensors")
+    assert full_weights.keys() == resumed_weights.keys()
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):
+    config = tmp_path / "opts.yaml"
+    config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
+                      "mapping_hidden_dim: 32\nfusion_layers: 1\nfusion_heads: 2\nfusion_ffn_dim: 32\nepochs: 1\nlearning_rate: 0.001\n"
+                      "num_workers: 0\nreport_to: none\nprogress: false\n")
+    out = tmp_path / "cli-run"
+    code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config),
+                 "--epochs", "2", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["options"]["epochs"] == 2  # the flag overrides the file
+    assert saved["options"]["fusion_layers"] == 1  # the file overrides the default
+    assert saved["options"]["weight_decay"] == 0.01  # the paper's default stays
+
+    assert main(["evaluate", "--model", str(out), "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--output", str(tmp_path / "eval.json")]) == 0
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["test"]["accuracy"] == pytest.approx(saved["test"]["accuracy"])
+
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), "--text", "what a lovely day", "--image", str(tiny_dataset / "images" / "0.png")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["label"] in ("negative", "positive")
+    assert sum(one["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+    assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(lines) == 16 and lines[0]["id"] == "64" and set(lines[0]) == {"id", "label", "probabilities"}
