@@ -1,0 +1,161 @@
+"""``clfa data stats`` / ``clfa data check`` run through argparse exactly as the CLI wires them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clfa.data.commands import add_data_parser, inspect_image
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="clfa")
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def jpeg(path: Path, size=(32, 24)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 120, 200)).save(path, format="JPEG", quality=90)
+    return path
+
+
+def mmsd_tree(root: Path, images: bool) -> Path:
+    rows = {
+        "train.txt": [['1', 'great , another monday', 1], ['2', 'lovely # sarcasm', 1], ['3', 'nice weather', 0], ['4', 'a cat', 0], ['5', 'bad joke', 0]],
+        "valid2.txt": [['6', 'so fun', 1, 1], ['7', 'plain', 0, 0]],
+        "test2.txt": [['8', 'sure , whatever', 1, 0], ['9', 'i am ironic', 1, 1]],
+    }
+    (root / "text").mkdir(parents=True)
+    for name, lines in rows.items():
+        (root / "text" / name).write_text("".join(repr(line) + "\n" for line in lines))
+        for line in lines if images else []:
+            jpeg(root / "dataset_image" / f"{line[0]}.jpg")
+    return root
+
+
+def test_stats_json_exact_shape_without_images(tmp_path, capsys):
+    root = mmsd_tree(tmp_path, images=False)
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1
+    assert json.loads(out) == {
+        "train": {"total": 3, "labels": {"not_sarcastic": 2, "sarcastic": 1}},
+        "dev": {"total": 2, "labels": {"not_sarcastic": 1, "sarcastic": 1}},
+        "test": {"total": 1, "labels": {"not_sarcastic": 1, "sarcastic": 0}},
+    }
+    assert "missing images: train 3, dev 2, test 1" in err
+    assert "removed by cleaning: train 2, dev 0, test 1" in err
+
+
+def test_stats_filter_option_and_table(tmp_path, capsys):
+    root = mmsd_tree(tmp_path, images=True)
+    (root / "dataset_image" / "1.jpg").unlink()
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root), "--mmsd-filter", "none", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["total"] == 5
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in out.splitlines() if line.count("│") >= 6}
+    header = " ".join(" ".join(line.split("┃")).strip() for line in out.splitlines() if "┃" in line)
+    for column in ("split", "samples", "not_sarcastic", "sarcastic", "missing images", "removed by"):
+        assert column in header
+    assert rows["train"] == ["3", "2", "1", "1", "2"]
+    assert rows["total"] == ["6", "4", "2", "1", "3"]
+    assert "cleaning removed 2 from train: 1 x filter: token 'sarcasm', 1 x filter: token 'joke'" in out and "token 'joke'" in out and "token 'ironic'" in out
+
+
+def test_stats_mvsa_reports_split_and_decoding(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    labels = ["positive,positive", "neutral,neutral", "negative,neutral", "positive,negative"] * 10
+    (tmp_path / "labelResultAll.txt").write_text("ID\ttext,image\n" + "".join(f"{i}\t{l}\n" for i, l in enumerate(labels, 1)))
+    for i in range(1, len(labels) + 1):
+        (tmp_path / "data" / f"{i}.txt").write_bytes(b"\x93smart quotes\x94" if i == 1 else b"plain")
+    assert run(["data", "stats", "--dataset", "mvsa-single", "--data-dir", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "train": {"total": 24, "labels": {"positive": 8, "neutral": 8, "negative": 8}},
+        "dev": {"total": 3, "labels": {"positive": 1, "neutral": 1, "negative": 1}},
+        "test": {"total": 3, "labels": {"positive": 1, "neutral": 1, "negative": 1}},
+    }
+    assert "cleaning removed 10 before splitting: 10 x text and image disagree" in err
+    assert "1 text(s) were not valid UTF-8" in err
+    assert f"split written to {tmp_path / 'clfa_splits'}" in err
+
+
+def test_stats_bad_input_exits_nonzero(tmp_path, capsys):
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(tmp_path)]) == 1
+    assert "missing train.txt" in capsys.readouterr().err
+    assert run(["data", "stats", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 1
+    assert "unknown dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["data"])  # a sub-command is required
+
+
+def test_check_clean_dataset_passes(tmp_path, capsys):
+    root = mmsd_tree(tmp_path, images=True)
+    assert run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "checked 6 records (train 3, dev 2, test 1) and 6 image files" in out and "no problems found" in out
+
+
+def test_check_finds_every_kind_of_problem(tmp_path, capsys):
+    root = mmsd_tree(tmp_path, images=True)
+    images = root / "dataset_image"
+    good = (images / "1.jpg").read_bytes()
+    (images / "1.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+    (images / "3.jpg").write_bytes(b"")  # zero bytes
+    (images / "4.jpg").write_text("this is text, not a picture")
+    jpeg(images / "6.jpg", size=(4, 300))  # absurdly thin
+    (images / "7.jpg").unlink()
+    with (root / "text" / "test2.txt").open("a") as f:
+        f.write("['10', '   ', 0, 0]\n['11', 'broken line'\n")
+    jpeg(images / "10.jpg")
+    assert run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root), "--workers", "3"]) == 1
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines() if line.count("│") == 3}
+    assert rows == {
+        "truncated or corrupt image": "1",
+        "empty image file": "1",
+        "not an image": "1",
+        "absurd dimensions": "1",
+        "missing image": "1",
+        "empty text": "1",
+        "invalid record": "1",
+    }
+    assert f"first 1 of 1 truncated or corrupt image:\n  {images / '1.jpg'}: " in out
+    assert f"{images / '6.jpg'} is 4x300" in out
+    assert f"{root / 'text' / 'test2.txt'}:4: malformed line" in out
+    assert f"{root / 'text' / 'test2.txt'}:3: record '10' has an empty text" in out
+
+
+def test_check_show_limits_listing(tmp_path, capsys):
+    root = mmsd_tree(tmp_path, images=False)
+    assert run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root), "--show", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "first 2 of 6 missing image:" in out
+    assert out.count("does not exist") == 2
+
+
+def test_check_custom_jsonl(tmp_path, capsys):
+    jpeg(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"GIF89a nonsense")
+    lines = [{"id": "1", "text": "hi", "image": "a.jpg", "label": "x"}, {"id": "2", "text": "yo", "image": "b.jpg", "label": "y"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert run(["data", "check", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "not an image" in out or "truncated or corrupt image" in out
+    assert str(tmp_path / "b.jpg") in out and str(tmp_path / "a.jpg") not in out
+
+
+def test_inspect_image(tmp_path):
+    assert inspect_image(jpeg(tmp_path / "ok.jpg")) is None
+    png = tmp_path / "ok.png"
+    Image.new("L", (8, 8)).save(png)
+    assert inspect_image(png) is None
+    assert inspect_image(jpeg(tmp_path / "small.jpg", size=(7, 100)))[0] == "absurd dimensions"
+    assert inspect_image(tmp_path / "none.jpg")[0] == "missing image"
