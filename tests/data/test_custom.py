@@ -1,0 +1,85 @@
+"""Every kind of invalid record in the custom format is reported with its file and line, or counted when skipped."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from clfa.data.custom import read_custom
+from clfa.data.records import DataError, SkipReport
+from clfa.data.registry import load_dataset
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "ok.png")
+    (tmp_path / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg body")
+    return tmp_path
+
+
+GOOD = {"id": "1", "text": "so sunny", "image": "img/ok.png", "label": "pos"}
+
+
+def write_jsonl(folder, bad_line: str):
+    path = folder / "data.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2"}) + "\n" + bad_line + "\n")
+    return path
+
+
+CASES = {
+    "missing image": (json.dumps(GOOD | {"id": "3", "image": "img/nowhere.png"}), "missing image file"),
+    "corrupt image": (json.dumps(GOOD | {"id": "3", "image": "img/corrupt.jpg"}), "unreadable image file"),
+    "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
+    "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
+    "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
+    "missing field": (json.dumps({"id": "3", "text": "no image"}), "missing field 'image'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_record_names_file_and_line(folder, case):
+    line, message = CASES[case]
+    path = write_jsonl(folder, line)
+    with pytest.raises(DataError) as err:
+        read_custom(path, labels=["neg", "pos"])
+    assert f"{path}:3:" in str(err.value)
+    assert message in str(err.value)
+    assert err.value.line == 3
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_skip_invalid_counts_and_names_the_dropped_record(folder, case):
+    line, message = CASES[case]
+    skip = SkipReport()
+    records = read_custom(write_jsonl(folder, line), labels=["neg", "pos"], skip=skip)
+    assert [r.id for r in records] == ["1", "2"]
+    assert len(skip) == 1 and skip.skipped[0].line == 3
+    assert "skipped 1 invalid record" in skip.summary() and message in skip.summary()
+
+
+def test_csv_reader_and_relative_image_paths(folder):
+    path = folder / "sub" / "data.csv"
+    path.parent.mkdir()
+    path.write_text('id,text,image,label\n7,"hello, world",../img/ok.png,pos\n8,"",../img/ok.png,neg\n')
+    with pytest.raises(DataError, match=r"data.csv:3: empty text"):
+        read_custom(path)
+    skip = SkipReport()
+    (record,) = read_custom(path, skip=skip)
+    assert record.text == "hello, world" and record.image == (folder / "img" / "ok.png").resolve()
+
+
+def test_duplicate_ids_are_rejected(folder):
+    path = write_jsonl(folder, json.dumps(GOOD))
+    with pytest.raises(DataError, match="duplicate id '1' \\(first on line 1\\)"):
+        read_custom(path)
+
+
+def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n")
+    (folder / "dev.jsonl").write_text(json.dumps(GOOD | {"label": "meh"}) + "\n")
+    with pytest.raises(DataError, match="dev.jsonl:1: unknown label 'meh'"):
+        load_dataset("jsonl", folder)
+    data = load_dataset("jsonl", folder, skip_invalid=True)
+    assert data.labels == ["neg", "pos"] and data.positive_label == "pos"
+    assert data["dev"] == [] and len(data.skipped) == 1

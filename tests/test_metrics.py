@@ -1,0 +1,24 @@
+import pytest
+
+from clfa.metrics import classification_metrics
+
+
+def test_binary_metrics_report_the_positive_class():
+    labels = ["not_sarcastic", "sarcastic"]
+    y = [1, 1, 1, 0, 0, 0, 0, 0]
+    p = [1, 1, 0, 1, 0, 0, 0, 0]
+    m = classification_metrics(y, p, labels, positive_label="sarcastic")
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    # negative class: P = 4/5, R = 4/5
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert m["weighted_f1"] == pytest.approx((3 * 2 / 3 + 5 * 4 / 5) / 8)
+    assert m["confusion_matrix"] == {"labels": labels, "matrix": [[4, 1], [1, 2]]}
+    assert m["per_class"]["sarcastic"]["support"] == 3
+
+
+def test_multiclass_headline_f1_is_weighted():
+    m = classification_metrics([0, 1, 2, 2], [0, 2, 2, 2], ["positive", "neutral", "negative"])
+    assert "precision" not in m
+    assert m["f1"] == m["weighted_f1"] == pytest.approx((1 * 1 + 1 * 0 + 2 * 0.8) / 4)
+    assert m["confusion_matrix"]["matrix"][1] == [0, 0, 1]

@@ -1,0 +1,53 @@
+"""Teacher embeddings: computed once, cached, and never reused for other records, texts, images or teachers."""
+
+import dataclasses
+import os
+import shutil
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from clfa.data.registry import load_dataset
+from clfa.teacher import compute_teacher_embeddings, teacher_embeddings, teacher_projection_dim
+
+
+def cache_files(path):
+    return sorted(path.glob("teacher-*.safetensors"))
+
+
+def test_embeddings_are_the_teachers_projections(tiny_models, tiny_dataset):
+    records = load_dataset("jsonl", tiny_dataset)["train"][:5]
+    text, image = compute_teacher_embeddings(records, tiny_models["teacher"], batch_size=2, progress=False, device="cpu")
+    assert text.shape == image.shape == (5, teacher_projection_dim(tiny_models["teacher"])) == (5, 24)
+    clip = AutoModel.from_pretrained(tiny_models["teacher"]).eval()
+    enc = AutoTokenizer.from_pretrained(tiny_models["teacher"])([records[0].text], return_tensors="pt")
+    with torch.no_grad():
+        direct = clip.get_text_features(**enc).pooler_output
+    torch.testing.assert_close(text[0], direct[0], rtol=1e-4, atol=1e-5)
+
+
+def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    records = load_dataset("jsonl", tiny_dataset)["train"][:6]
+    first = teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
+    (path,) = cache_files(cache)
+    stamp = path.stat().st_mtime_ns
+    again = teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
+    assert path.stat().st_mtime_ns == stamp and torch.equal(first[0], again[0])
+
+    # Another text, another split, another image file, another length, another teacher: a new entry each.
+    edited = [dataclasses.replace(records[0], text=records[0].text + " indeed")] + records[1:]
+    teacher_embeddings(edited, tiny_models["teacher"], cache, progress=False)
+    teacher_embeddings(records[:4], tiny_models["teacher"], cache, progress=False)
+    teacher_embeddings(records, tiny_models["teacher"], cache, max_length=8, progress=False)
+    image = records[1].image
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
+    other = tmp_path / "other-teacher"
+    shutil.copytree(tiny_models["teacher"], other)
+    model = AutoModel.from_pretrained(other)
+    torch.nn.init.normal_(model.text_projection.weight)
+    model.save_pretrained(other)
+    changed = teacher_embeddings(records, str(other), cache, progress=False)
+    assert len(cache_files(cache)) == 6
+    assert not torch.allclose(changed[0], first[0])
