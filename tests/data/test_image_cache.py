@@ -1,0 +1,132 @@
+"""The image cache is built once, reused while nothing changes, and rebuilt when anything that shapes it does."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import CLIPImageProcessorPil
+
+from clfa.data.image_cache import cache_path, cached_images
+from clfa.data.processing import ImageTransform
+from clfa.data.records import DataError, Record
+
+
+class CountingTransform:
+    """Resizes to ``side`` x ``side``; counts loads so tests can tell a rebuild from a reuse."""
+
+    def __init__(self, side: int = 8, fail_on: str | None = None):
+        self.size = (side, side)
+        self.fail_on = fail_on
+        self.loads = 0
+        self._lock = threading.Lock()
+
+    def fingerprint(self) -> str:
+        return f"counting-{self.size}"
+
+    def load(self, path, source: str = "") -> np.ndarray:
+        with self._lock:
+            self.loads += 1
+        if self.fail_on and Path(path).name == self.fail_on:
+            raise DataError(f"unreadable image file {path}", file=path)
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB").resize(self.size)).transpose(2, 0, 1).copy()
+
+
+def make_records(root: Path, n: int = 6) -> list[Record]:
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        path = root / f"{i}.png"
+        Image.new("RGB", (10 + i, 12), (20 * i, 100, 255 - 20 * i)).save(path)
+        records.append(Record(id=str(i), text="t", image=path, label="a", source=f"list.jsonl:{i + 1}"))
+    return records
+
+
+def test_built_once_then_reused(tmp_path):
+    records = make_records(tmp_path / "img")
+    transform = CountingTransform()
+    images = cached_images(records, transform, tmp_path / "cache", num_workers=3, progress=False)
+    assert isinstance(images, np.memmap) and not images.flags.writeable
+    assert images.shape == (6, 3, 8, 8) and images.dtype == np.uint8
+    for i, record in enumerate(records):
+        np.testing.assert_array_equal(images[i], transform.load(record.image))
+    assert transform.loads == 12  # 6 to build + 6 above
+    again = cached_images(records, CountingTransform(), tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(again, images)
+    fresh = CountingTransform()
+    cached_images(records, fresh, tmp_path / "cache", progress=False)
+    assert fresh.loads == 0
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache_path(records, fresh, tmp_path / "cache").name]
+
+
+def test_changed_file_mtime_or_size_rebuilds(tmp_path):
+    records = make_records(tmp_path / "img")
+    cache = tmp_path / "cache"
+    first = np.array(cached_images(records, CountingTransform(), cache, progress=False))
+    stat = os.stat(records[2].image)
+    os.utime(records[2].image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    t = CountingTransform()
+    cached_images(records, t, cache, progress=False)
+    assert t.loads == 6
+    Image.new("RGB", (30, 30), (0, 0, 0)).save(records[3].image)  # new content and size
+    t = CountingTransform()
+    rebuilt = cached_images(records, t, cache, progress=False)
+    assert t.loads == 6
+    assert not np.array_equal(rebuilt[3], first[3]) and np.array_equal(rebuilt[0], first[0])
+    assert len(list(cache.glob("*.npy"))) == 3
+
+
+def test_transform_settings_order_and_ids_change_the_key(tmp_path):
+    records = make_records(tmp_path / "img")
+    cache = tmp_path / "cache"
+    base = cache_path(records, CountingTransform(8), cache)
+    assert cache_path(records, CountingTransform(8), cache) == base
+    assert cache_path(records, CountingTransform(12), cache) != base
+    assert cache_path(records[::-1], CountingTransform(8), cache) != base
+    assert cache_path(records[:5], CountingTransform(8), cache) != base
+    renamed = [Record(id=f"x{r.id}", text=r.text, image=r.image, label=r.label) for r in records]
+    assert cache_path(renamed, CountingTransform(8), cache) != base
+    small, big = CountingTransform(8), CountingTransform(12)
+    assert cached_images(records, small, cache, progress=False).shape == (6, 3, 8, 8)
+    assert cached_images(records, big, cache, progress=False).shape == (6, 3, 12, 12)
+    assert small.loads == big.loads == 6
+    reversed_images = cached_images(records[::-1], CountingTransform(8), cache, progress=False)
+    np.testing.assert_array_equal(reversed_images[0], cached_images(records, small, cache, progress=False)[5])
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path):
+    records = make_records(tmp_path / "img", n=8)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="5.png"):
+        cached_images(records, CountingTransform(fail_on="5.png"), cache, num_workers=2, progress=False)
+    assert list(cache.iterdir()) == []  # neither a cache file nor a temporary one
+    t = CountingTransform()
+    assert cached_images(records, t, cache, progress=False).shape == (8, 3, 8, 8) and t.loads == 8
+
+
+def test_missing_image_names_the_record(tmp_path):
+    records = make_records(tmp_path / "img")
+    records[4].image.unlink()
+    with pytest.raises(DataError, match=r"list.jsonl:5: missing or unreadable image file .*4.png"):
+        cached_images(records, CountingTransform(), tmp_path / "cache", progress=False)
+
+
+def test_empty_records(tmp_path):
+    images = cached_images([], CountingTransform(), tmp_path / "cache", progress=False)
+    assert images.shape == (0, 3, 8, 8) and not images.flags.writeable
+
+
+def test_with_a_real_image_processor(tmp_path):
+    records = make_records(tmp_path / "img", n=3)
+    transform = ImageTransform(CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}))
+    images = cached_images(records, transform, tmp_path / "cache", progress=False)
+    assert images.shape == (3, 3, 16, 16)
+    for i, record in enumerate(records):
+        np.testing.assert_array_equal(images[i], transform.load(record.image))
+    other = ImageTransform(CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, resample=0))
+    assert cache_path(records, other, tmp_path / "cache") != cache_path(records, transform, tmp_path / "cache")
