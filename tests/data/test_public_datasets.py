@@ -470,3 +470,25 @@ def test_decode_text_fallbacks():
     assert decode_text(b"\xef\xbb\xbfbom") == ("bom", False)
     assert decode_text(b"\x93hi\x94") == ("\u201chi\u201d", True)
     assert decode_text(b"\x81\x8d") == ("\x81\x8d", True)
+
+
+# ---------------------------------------------------------------- text normalisation
+
+
+@pytest.mark.parametrize(
+    "raw,normalized",
+    [
+        ("thanks <user> for <num> hours # fun  emoji_15 emoji_15 <url>", "thanks @user for 0 hours #fun emoji emoji http"),
+        ("# # funnyquotes #  4 is the best", "# #funnyquotes #4 is the best"),
+        ("link:<url>… and <URL>", "link: http … and http"),
+        ("#", "#"),
+        ("emoji_12x stays, so does myemoji_3", "emoji_12x stays, so does myemoji_3"),
+        ("  spaces \t and\nnewlines  ", "spaces and newlines"),
+        ("nothing to do", "nothing to do"),
+    ],
+)
+def test_normalize_tweet(raw, normalized):
+    from clfa.data.text_normalization import normalize_tweet
+
+    assert normalize_tweet(raw) == normalized
+    assert normalize_tweet(normalized) == normalized  # idempotent
