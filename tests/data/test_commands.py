@@ -83,6 +83,7 @@ def test_stats_mvsa_reports_split_and_decoding(tmp_path, capsys):
         "test": {"total": 3, "labels": {"positive": 1, "neutral": 1, "negative": 1}},
     }
     assert "cleaning removed 10 before splitting: 10 x text and image disagree" in err
+    assert "removed by cleaning: train 0, dev 0, test 0, before splitting 10" in err
     assert "1 text(s) were not valid UTF-8" in err
     assert f"split written to {tmp_path / 'clfa_splits'}" in err
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,7 +85,7 @@ def run_stats(args: argparse.Namespace) -> int:
     for split, row in counts.items():
         table.add_row(split, f"{row['total']:,}", *(f"{row['labels'].get(label, 0):,}" for label in labels), f"{missing[split]:,}", f"{notes.removed_total(split):,}")
     total = {label: sum(row["labels"].get(label, 0) for row in counts.values()) for label in labels}
-    table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels), f"{sum(missing.values()):,}", f"{sum(notes.removed_total(s) for s in counts):,}", style="bold")
+    table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels), f"{sum(missing.values()):,}", f"{sum(notes.removed_total(s) for s in notes.removed):,}", style="bold")
     out.print(table)
     _print_notes(out, dataset, notes, missing=None)
     return 0
@@ -96,7 +95,10 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
     """What the table cannot show: cleaning reasons, decoding fallbacks, the split's folder, skipped records."""
     if missing is not None:
         console.print("missing images: " + ", ".join(f"{s} {n:,}" for s, n in missing.items()), highlight=False)
-        console.print("removed by cleaning: " + ", ".join(f"{s} {notes.removed_total(s):,}" for s in dataset.splits), highlight=False)
+        removed = [f"{s} {notes.removed_total(s):,}" for s in dataset.splits]
+        if notes.removed_total("all"):
+            removed.append(f"before splitting {notes.removed_total('all'):,}")
+        console.print("removed by cleaning: " + ", ".join(removed), highlight=False)
     for split, reasons in notes.removed.items():
         if reasons:
             where = "before splitting" if split == "all" else f"from {split}"

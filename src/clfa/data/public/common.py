@@ -43,7 +43,7 @@ def notes_from(options: dict) -> ReaderNotes:
     return notes if isinstance(notes, ReaderNotes) else ReaderNotes()
 
 
-def keep_or_raise(error: DataError, skip: SkipReport | None) -> None:
+def raise_or_skip(error: DataError, skip: SkipReport | None) -> None:
     """Raise ``error``, or count it in ``skip`` under ``--skip-invalid``."""
     if skip is None:
         raise error

@@ -12,7 +12,7 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import SPLITS, image_error, iter_json_array, keep_or_raise, notes_from
+from clfa.data.public.common import SPLITS, image_error, iter_json_array, raise_or_skip, notes_from
 from clfa.data.records import DataError, Record, SkipReport
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
@@ -75,7 +75,7 @@ def _parse_mmsd_line(raw: bytes, path: Path, line: int) -> tuple[str, str, int]:
     return str(sample_id).strip(), sample_text, int(label)
 
 
-def _make_record(sample_id, text, label, image_dir, options, path, line, seen: dict) -> Record:
+def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict[str, str]) -> Record:
     if sample_id in seen:
         raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=path, line=line)
     image = image_dir / f"{sample_id}.jpg"
@@ -115,7 +115,7 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
                     records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
                     seen[sample_id] = f"{path.name}:{line}"
                 except DataError as err:
-                    keep_or_raise(err, skip)
+                    raise_or_skip(err, skip)
         splits[split] = records
     return splits, list(LABELS), POSITIVE
 
@@ -145,6 +145,6 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
                 records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
                 seen[sample_id] = f"{path.name}:{line}"
             except DataError as err:
-                keep_or_raise(err, skip)
+                raise_or_skip(err, skip)
         splits[split] = records
     return splits, list(LABELS), POSITIVE

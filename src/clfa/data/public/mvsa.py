@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from clfa.data.public.common import SPLITS, ReaderNotes, decode_text, image_error, iter_json_array, keep_or_raise, notes_from
+from clfa.data.public.common import SPLITS, ReaderNotes, decode_text, image_error, iter_json_array, raise_or_skip, notes_from
 from clfa.data.records import DataError, Record, SkipReport
 from clfa.data.registry import register_dataset
 
@@ -119,7 +119,7 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
             notes.fallback_decoded += fallback
             samples.append({"id": sample_id, "text": text.strip(), "emotion_label": LABELS.index(label), "line": line})
         except DataError as err:
-            keep_or_raise(err, skip)
+            raise_or_skip(err, skip)
     return samples
 
 
@@ -178,7 +178,7 @@ def _read_split_file(path: Path, image_dir: Path, options: dict, skip: SkipRepor
                 raise DataError(f"malformed item: emotion_label {label!r} is not 0, 1 or 2", file=path, line=line)
             records.append(_record(str(sample_id).strip(), text, label, image_dir, options, path, line, seen))
         except DataError as err:
-            keep_or_raise(err, skip)
+            raise_or_skip(err, skip)
     return records
 
 
@@ -229,7 +229,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
             try:
                 splits[split].append(_record(s["id"], s["text"], s["emotion_label"], image_dir, options, label_path, s["line"], seen))
             except DataError as err:
-                keep_or_raise(err, skip)
+                raise_or_skip(err, skip)
     return splits, list(LABELS), None
 
 
