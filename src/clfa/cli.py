@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
+        import transformers
+
+        transformers.logging.set_verbosity_error()
     try:
         return args.func(args)
     except DataError as err:
