@@ -54,8 +54,13 @@ class TrainOptions:
     metric: str = _opt("f1", "dev metric that picks the best checkpoint (f1, macro_f1, accuracy, weighted_f1)")
     # speed and infrastructure
     precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs that support it, else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
-    compile: bool = _opt(False, "torch.compile the model")
-    compile_mode: str | None = _opt(None, "torch.compile mode, e.g. max-autotune (uses CUDA graphs)")
+    compile: bool = _opt(False, "torch.compile the model; the last partial training batch of each epoch is then dropped so shapes stay static")
+    compile_mode: str | None = _opt(
+        None,
+        "torch.compile mode (implies --compile): reduce-overhead adds CUDA graphs (best for small batches), "
+        "max-autotune also tunes kernels (slow to compile)",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
     cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")
