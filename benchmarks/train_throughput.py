@@ -1,0 +1,384 @@
+"""Training throughput of a plain reading of the paper ("naive") against the project's training path ("fast").
+
+Both paths train the same CLFA model (same configs, same random init, same batches) on synthetic data: random
+token ids and random uint8 pixels, so nothing is downloaded and the figures depend only on the model's shapes.
+
+naive: fp32, eager (no compile), the CLIP teacher run on every batch inside the loop, torch AdamW without
+    foreach/fused kernels, pixels normalised on the host and copied with blocking copies, no loader workers,
+    eager (non-SDPA) attention. The same hyperparameters as the Trainer (AdamW groups, linear warm-up/decay,
+    gradient clipping), so the two paths differ only in how fast they compute the same thing.
+fast: exactly what ``clfa train`` runs: :func:`clfa.training.build_trainer` (CLFATrainer + training_arguments) on a
+    real :class:`clfa.data.processing.CLFADataset` whose teacher embeddings are cached (computed once, before
+    training) and whose images come from an in-memory uint8 array, as from the image cache.
+
+Steps are timed after ``--warmup`` steps (which include compilation), with torch.cuda.synchronize on GPU.
+By default both paths run, each in its own process (so peak memory is per path), and the ratio is printed.
+
+    python benchmarks/train_throughput.py --size tiny
+    python benchmarks/train_throughput.py --size paper --device cuda --batch-size 256 --compile --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_parameter_names
+
+from clfa.configuration import CLFAConfig
+from clfa.data.processing import CLFADataset, Collator, ImageTransform
+from clfa.data.records import Record
+from clfa.modeling import CLFAModel
+from clfa.options import TrainOptions
+from clfa.training import build_trainer, resolve_precision
+
+LABELS = ["negative", "positive"]
+
+
+# --- model ------------------------------------------------------------------------------------------------------
+
+def size_configs(size: str, dropout: float | None = None) -> dict:
+    """Configs of the students, the teacher and the CLFA head. ``paper``: BERT-base, ViT-B/32 at 224, CLIP ViT-B/32
+    teacher (projection 512), 3 cross-attention layers. ``tiny``: the same structure, a few thousand times smaller.
+    ``dropout``: overrides every dropout (0 makes two runs comparable step by step)."""
+    if size == "paper":
+        text = BertConfig()
+        image = ViTConfig(image_size=224, patch_size=32)
+        teacher = CLIPConfig(
+            text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77),
+            vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
+            projection_dim=512,
+        )
+        head = dict(align_dim=512, mapping_hidden_dim=1536, fusion_layers=3, fusion_heads=8, fusion_ffn_dim=2048, max_text_length=77)
+        image_size, vocab = 224, 30522
+    elif size == "tiny":
+        small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+        text = BertConfig(vocab_size=1000, max_position_embeddings=64, **small)
+        image = ViTConfig(image_size=32, patch_size=8, **small)
+        teacher = CLIPConfig(
+            text_config=dict(vocab_size=1000, max_position_embeddings=64, bos_token_id=1, eos_token_id=3, **small),
+            vision_config=dict(image_size=32, patch_size=8, **small),
+            projection_dim=32,
+        )
+        head = dict(align_dim=32, mapping_hidden_dim=64, fusion_layers=1, fusion_heads=2, fusion_ffn_dim=64, max_text_length=16)
+        image_size, vocab = 32, 1000
+    else:
+        raise ValueError(f"unknown size {size!r}")
+    if dropout is not None:
+        for config in (text, image, teacher.text_config, teacher.vision_config):
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout"):
+                if hasattr(config, name):
+                    setattr(config, name, dropout)
+        head["dropout"] = dropout
+    return {"text": text, "image": image, "teacher": teacher, "head": head, "image_size": image_size, "vocab": vocab}
+
+
+def build_model(configs: dict, seed: int, attention: str = "sdpa") -> CLFAModel:
+    """A randomly initialised CLFA model; the same ``seed`` gives the same weights whatever the attention kernel."""
+    torch.manual_seed(seed)
+    text = AutoModel.from_config(configs["text"], add_pooling_layer=False, attn_implementation=attention)
+    image = AutoModel.from_config(configs["image"], add_pooling_layer=False, attn_implementation=attention)
+    config = CLFAConfig(
+        text_config=text.config.to_dict(),
+        image_config=image.config.to_dict(),
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
+        **configs["head"],
+    )
+    return CLFAModel(config, text_model=text, image_model=image)
+
+
+def build_teacher(configs: dict, seed: int, attention: str = "sdpa") -> CLIPModel:
+    torch.manual_seed(seed + 1)
+    return AutoModel.from_config(configs["teacher"], attn_implementation=attention).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def teacher_forward(teacher: CLIPModel, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's projected (text, image) embeddings in fp32: what the cache holds and the naive path recomputes."""
+    text = teacher.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+    image = teacher.get_image_features(pixel_values=pixel_values)
+    pooled = [out if isinstance(out, torch.Tensor) else out.pooler_output for out in (text, image)]
+    return pooled[0].float(), pooled[1].float()
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+class RandomTokenizer:
+    """Stands in for a tokenizer: record ``i``'s text is ``str(i)`` and maps to row ``i % n`` of fixed random token
+    ids with random lengths, padded to ``max_length`` like the real tokenisation."""
+
+    def __init__(self, n: int, max_length: int, vocab: int, seed: int):
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(max(2, max_length // 4), max_length + 1, size=n)
+        self.mask = torch.from_numpy((np.arange(max_length)[None] < lengths[:, None]).astype(np.int64))
+        self.ids = torch.from_numpy(rng.integers(5, vocab, size=(n, max_length))) * self.mask
+
+    def __call__(self, texts, **_):
+        rows = torch.tensor([int(text) % len(self.ids) for text in texts])
+        return {"input_ids": self.ids[rows], "attention_mask": self.mask[rows]}
+
+
+class Cycle:
+    """``n`` rows repeated to length ``length``: a long epoch of images without holding every copy in memory."""
+
+    def __init__(self, rows: np.ndarray, length: int):
+        self.rows, self.length = rows, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.rows[i % len(self.rows)]
+
+
+class SyntheticData:
+    """``total`` samples cycling over ``unique`` distinct ones: token ids, uint8 pixels, labels."""
+
+    def __init__(self, configs: dict, total: int, unique: int, seed: int):
+        size, length = configs["image_size"], configs["head"]["max_text_length"]
+        rng = np.random.default_rng(seed)
+        self.total, self.unique = total, unique
+        self.pixels = rng.integers(0, 256, size=(unique, 3, size, size), dtype=np.uint8)
+        labels = rng.integers(0, len(LABELS), size=unique)
+        self.records = [Record(id=str(i), text=str(i), image=Path(f"synthetic/{i}.jpg"), label=LABELS[labels[i % unique]]) for i in range(total)]
+        self.tokenizer = RandomTokenizer(unique, length, configs["vocab"], seed)
+        self.transform = ImageTransform(ViTImageProcessor(size={"height": size, "width": size}))
+        self.max_length = length
+
+    def dataset(self, teacher_embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> CLFADataset:
+        if teacher_embeds is not None:
+            rows = torch.arange(self.total) % self.unique
+            teacher_embeds = (teacher_embeds[0][rows], teacher_embeds[1][rows])
+        label2id = {name: i for i, name in enumerate(LABELS)}
+        return CLFADataset(self.records, self.tokenizer, self.transform, self.max_length, label2id, Cycle(self.pixels, self.total), teacher_embeds)
+
+    def teacher_embeddings(self, teacher: CLIPModel, device: torch.device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache the fast path trains from: the teacher run once over the distinct samples."""
+        teacher = teacher.to(device)
+        texts, images = [], []
+        for start in range(0, self.unique, batch_size):
+            rows = torch.arange(start, min(start + batch_size, self.unique))
+            pixels = self.transform.normalize(torch.from_numpy(self.pixels[rows.numpy()]))
+            t, i = teacher_forward(teacher, self.tokenizer.ids[rows].to(device), self.tokenizer.mask[rows].to(device), pixels.to(device))
+            texts.append(t.cpu())
+            images.append(i.cpu())
+        teacher.cpu()
+        return torch.cat(texts), torch.cat(images)
+
+
+# --- the two paths ----------------------------------------------------------------------------------------------
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The Trainer's AdamW groups: no weight decay on biases and norm weights."""
+    decay = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in params if n in decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
+    ]
+
+
+def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, device: torch.device,
+              seed: int, lr: float = 1e-5, shuffle: bool = True, attention: str = "eager") -> dict:
+    """fp32 eager loop; the teacher runs on every batch. Returns timings and the per-step losses."""
+    opts = TrainOptions()
+    model = build_model(configs, seed, attention).to(device).train()
+    teacher = build_teacher(configs, seed, attention).to(device)
+    optimizer = torch.optim.AdamW(decay_groups(model, opts.weight_decay), lr=lr, foreach=False, fused=False)
+    total = warmup + steps
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * opts.warmup_ratio), total)
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(data.dataset(), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=Collator(data.transform))
+    losses, start = [], None
+    for step, batch in enumerate(loader):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        batch = {key: value.to(device) for key, value in batch.items()}
+        teacher_text, teacher_image = teacher_forward(teacher, batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        loss = model(**batch, teacher_text_embeds=teacher_text, teacher_image_embeds=teacher_image).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer's default max_grad_norm
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+        if step + 1 == total:
+            break
+    sync(device)
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "losses": [float(x) for x in losses]}
+
+
+class StepTimer(TrainerCallback):
+    """Times optimiser steps ``warmup`` to ``warmup + steps``, collects logged losses, and keeps the benchmark from
+    writing checkpoints."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device):
+        self.warmup, self.end, self.device = warmup, warmup + steps, device
+        self.start = self.stop = None
+        self.losses: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in (self.warmup, self.end):
+            sync(self.device)
+            now = time.perf_counter()
+            if state.global_step == self.warmup:
+                self.start = now
+            else:
+                self.stop = now
+        control.should_save = False
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_save = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(logs["loss"])
+
+
+def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
+             precision: str = "auto", compile: bool = False, compile_mode: str | None = None, workers: int = 2,
+             sampling: str = "random", record_losses: bool = False) -> dict:
+    """The project's training path on the synthetic data, with teacher embeddings cached before training."""
+    model = build_model(configs, seed, "sdpa")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cached = data.teacher_embeddings(build_teacher(configs, seed, "sdpa"), device)
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = TrainOptions(
+            output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps, learning_rate=lr, seed=seed, precision=precision,
+            compile=compile or compile_mode is not None, compile_mode=compile_mode, num_workers=workers, report_to="none",
+            progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
+        )
+        timer = StepTimer(warmup, steps, device)
+        trainer = build_trainer(opts, model, data.transform, data.dataset(cached), callbacks=[timer])
+        trainer.args.train_sampling_strategy = sampling
+        trainer.train()
+    return {"seconds": timer.stop - timer.start, "losses": timer.losses, "precision": resolve_precision(precision)}
+
+
+# --- reporting --------------------------------------------------------------------------------------------------
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(args) -> dict:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configs = size_configs(args.size)
+    total = (args.warmup + args.steps) * args.batch_size
+    data = SyntheticData(configs, total, min(total, args.unique), args.seed)
+    if args.path == "naive":
+        result = run_naive(configs, data, args.batch_size, args.warmup, args.steps, device, args.seed)
+        precision = "fp32"
+    else:
+        result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
+                          compile=args.compile, compile_mode=args.compile_mode, workers=args.workers)
+        precision = result["precision"]
+    seconds = result["seconds"]
+    return {
+        "path": args.path,
+        "size": args.size,
+        "device": device.type,
+        "machine": machine(device),
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "precision": precision,
+        "compile": args.path == "fast" and (args.compile or args.compile_mode is not None),
+        "compile_mode": args.compile_mode if args.path == "fast" else None,
+        "workers": args.workers if args.path == "fast" else 0,
+        "threads": torch.get_num_threads(),
+        "samples_per_s": round(args.steps * args.batch_size / seconds, 2),
+        "ms_per_step": round(1000 * seconds / args.steps, 2),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+    }
+
+
+def describe(r: dict) -> str:
+    setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
+    memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
+    return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step, "
+            f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
+    parser.add_argument("--size", choices=("paper", "tiny"), default="tiny")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="fast path only")
+    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")
+    parser.add_argument("--workers", type=int, default=2, help="fast path: data loader workers")
+    parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Trainer would otherwise pick the GPU
+    elif not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device available")
+    if args.path != "both":
+        result = measure(args)
+        print(describe(result), flush=True)
+        if args.json:
+            print(json.dumps(result))
+        return
+    # Each path in its own process: clean peak memory, no compiled state or allocator cache shared.
+    results = {}
+    forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
+    for path in ("naive", "fast"):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if args.device == "cpu" else None
+        proc = subprocess.run([sys.executable, __file__, *forwarded, "--path", path, "--json"], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            sys.exit(f"{path} path failed:\n{proc.stderr[-4000:]}")
+        results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(describe(results[path]), flush=True)
+    ratio = results["fast"]["samples_per_s"] / results["naive"]["samples_per_s"]
+    print(f"fast / naive: {ratio:.2f}x")
+    if args.json:
+        print(json.dumps({**results, "speedup": round(ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()
