@@ -26,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 class TrainingCollator:
     """Stacks items and leaves the pixels as uint8: :class:`CLFATrainer` normalises them after the copy to the
-    device, so loader workers, pinned memory and the host-to-device copy move a quarter of the bytes of floats."""
+    device, so loader workers, pinned memory and the host-to-device copy move a quarter of the bytes of floats.
+    ``default_collate`` stacks straight into shared memory inside a loader worker, saving a copy per batch."""
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        return torch.utils.data.default_collate(items)
 
 
 class CLFATrainer(Trainer):
