@@ -1,0 +1,105 @@
+"""Prediction throughput through :class:`clfa.predict.Predictor`, at batch 1 and batch 64, on CPU and (when there
+is one) GPU.
+
+batch 1: ``Predictor.predict(text, image)`` one pair at a time, from a 500x400 PIL image and a raw text, so the
+    figure includes tokenisation and resizing: the latency a service answering single requests sees.
+batch N: ``Predictor.run(records, batch_size=N, images=...)`` over preprocessed uint8 images (as from the image
+    cache): the throughput of bulk prediction.
+
+The model is randomly initialised at ``--size paper`` (BERT-base + ViT-B/32 + 3 cross-attention layers) or
+``tiny``; the tokenizer is a BERT WordPiece tokenizer over a synthetic vocabulary. Nothing is downloaded.
+
+    python benchmarks/predict_throughput.py --size paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BertTokenizerFast, ViTImageProcessor
+
+from clfa.data.records import Record
+from clfa.predict import Predictor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import build_model, machine, size_configs  # noqa: E402
+
+
+def synthetic_tokenizer(words: int = 2000) -> tuple[BertTokenizerFast, list[str]]:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(words))]
+    return BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True), vocab[5:]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(predictor: Predictor, words: list[str], device: torch.device, batch_size: int, count: int, warmup: int, seed: int = 0) -> float:
+    """Predictions per second."""
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(5, 40)))) for _ in range(count)]
+    if batch_size == 1:
+        image = Image.fromarray(rng.integers(0, 256, size=(400, 500, 3), dtype=np.uint8))
+        for text in texts[:warmup]:
+            predictor.predict(text, image)
+        sync(device)
+        start = time.perf_counter()
+        for text in texts:
+            predictor.predict(text, image)
+        sync(device)
+        return count / (time.perf_counter() - start)
+    height, width = predictor.transform.size
+    pixels = rng.integers(0, 256, size=(count, 3, height, width), dtype=np.uint8)
+    records = [Record(id=str(i), text=text, image=Path(f"synthetic/{i}.jpg")) for i, text in enumerate(texts)]
+    warm = warmup * batch_size
+    predictor.run(records[:warm], batch_size=batch_size, progress=False, images=pixels[:warm])
+    sync(device)
+    start = time.perf_counter()
+    predictor.run(records, batch_size=batch_size, progress=False, images=pixels)
+    sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--batches", type=int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    configs = size_configs(args.size)
+    image_size = configs["image_size"]
+    tokenizer, words = synthetic_tokenizer(min(2000, configs["vocab"] - 5))
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    results = []
+    for device_name in args.devices:
+        device = torch.device(device_name)
+        predictor = Predictor(build_model(configs, seed=0), tokenizer, processor, device=device)
+        for batch_size in args.batch_sizes:
+            count = args.batches * (4 if batch_size == 1 else batch_size)
+            rate = measure(predictor, words, device, batch_size, count, args.warmup)
+            result = {"size": args.size, "device": device_name, "machine": machine(device), "batch_size": batch_size,
+                      "predictions_per_s": round(rate, 2), "ms_per_batch": round(1000 * batch_size / rate, 2)}
+            results.append(result)
+            print(f"{device_name:>4} batch {batch_size:<3}: {rate:9.1f} predictions/s, {result['ms_per_batch']:8.1f} ms/batch  [{args.size}, {result['machine']}]", flush=True)
+        del predictor
+    if args.json:
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "runs": results}))
+
+
+if __name__ == "__main__":
+    main()
