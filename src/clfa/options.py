@@ -40,6 +40,7 @@ class TrainOptions:
     fusion_heads: int = _opt(8, "attention heads in the fusion layers")
     fusion_ffn_dim: int = _opt(2048, "feed-forward width in the fusion layers")
     dropout: float = _opt(0.1, "dropout in fusion and classifier")
+    initializer_range: float = _opt(0.02, "std of the initial weights of mapping nets, fusion and classifier")
     max_text_length: int = _opt(77, "tokens per text (texts are padded to this length)")
     # optimisation
     learning_rate: float = _opt(1e-5, "AdamW learning rate")

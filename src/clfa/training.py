@@ -130,6 +130,7 @@ def build_model(opts: TrainOptions, labels: list[str], positive_label: str | Non
         fusion_heads=opts.fusion_heads,
         fusion_ffn_dim=opts.fusion_ffn_dim,
         dropout=opts.dropout,
+        initializer_range=opts.initializer_range,
         classifier_pooling=opts.classifier_pooling,
         alignment=opts.alignment,
         alignment_pooling=opts.alignment_pooling,
