@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
     try:
         return args.func(args)
     except DataError as err:

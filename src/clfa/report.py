@@ -18,9 +18,9 @@ _TITLES = {
 }
 
 
-def metrics_table(rows: dict[str, dict], title: str = "", first_column: str = "split") -> Table:
+def metrics_table(rows: dict[str, dict], title: str = "", first_column: str = "split", keys: tuple[str, ...] = HEADLINE) -> Table:
     """One row per entry of ``rows`` (name -> metrics dict), percentages with two decimals like the paper."""
-    keys = [k for k in HEADLINE if any(k in m for m in rows.values())]
+    keys = [k for k in keys if any(k in m for m in rows.values())]
     table = Table(title=title or None)
     table.add_column(first_column)
     for key in keys:

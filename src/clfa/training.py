@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_torch_bf16_gpu_available
 
 from clfa.data.processing import CLFADataset, ImageTransform
@@ -235,8 +236,11 @@ def train(
     data: DatasetSplits,
     resume: bool | str = False,
     callbacks: list[TrainerCallback] | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Train on ``data['train']``, keep the best dev checkpoint, evaluate it on dev and test.
+
+    ``quiet``: the Trainer prints neither progress bars nor log lines; the given ``callbacks`` report instead.
 
     Writes the model (with tokenizer and image processor, ready for ``clfa predict``) and ``metrics.json``
     to ``opts.output_dir``, and returns the metrics.
@@ -268,6 +272,9 @@ def train(
         return headline(classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), data.labels, data.positive_label))
 
     trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics, callbacks)
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     result = trainer.train(resume_from_checkpoint=resume or None)
 
     metrics: dict = {

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from transformers import BertConfig, BertModel, ViTConfig, ViTImageProcessor, ViTModel
+from tqdm.auto import tqdm
+from transformers import BertConfig, BertModel, TrainerCallback, ViTConfig, ViTImageProcessor, ViTModel
 
 from clfa.data.registry import DatasetSplits, load_dataset
 from clfa.demo.teacher import train_teacher
@@ -43,16 +44,37 @@ class DemoSize:
 
 
 FULL = DemoSize(n_train=3000, n_dev=500, n_test=500, image_size=32, teacher_epochs=5, epochs=10, hidden=64, layers=2)
-QUICK = DemoSize(n_train=800, n_dev=200, n_test=200, image_size=32, teacher_epochs=5, epochs=6, hidden=64, layers=2)
+QUICK = DemoSize(n_train=800, n_dev=200, n_test=200, image_size=32, teacher_epochs=5, epochs=8, hidden=64, layers=2)
 
 # name -> options that make the variant; the paper's Table 4 / Table 7 naming.
 VARIANTS: dict[str, dict] = {
-    "CLFA (BERT+ViT, aligned)": {},
-    "BERT+ViT (no alignment)": {"alignment": "none"},
-    "text only (BERT)": {"alignment": "none", "fusion": "text_only"},
-    "image only (ViT)": {"alignment": "none", "fusion": "image_only"},
+    "CLFA": {},
+    "BERT+ViT": {"alignment": "none"},
+    "BERT (text only)": {"alignment": "none", "fusion": "text_only"},
+    "ViT (image only)": {"alignment": "none", "fusion": "image_only"},
 }
-CLFA = next(iter(VARIANTS))
+RUN_DIRS = {"CLFA": "model", "BERT+ViT": "runs/bert-vit", "BERT (text only)": "runs/text-only", "ViT (image only)": "runs/image-only"}
+
+
+class RunProgress(TrainerCallback):
+    """One progress bar per trained model, with its latest dev accuracy."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, desc=f"{self.name:<17}", unit="step", leave=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and self.bar is not None:
+            self.bar.set_postfix(dev_acc=f"{metrics.get('eval_accuracy', float('nan')):.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
 
 
 def _students(root: Path, tokenizer, size: DemoSize, seed: int) -> tuple[Path, Path]:
@@ -130,18 +152,23 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
         logging_steps=10**6,
         save_total_limit=1,
         metric="accuracy",
+        progress=False,
     )
     results, model_dirs = {}, {}
     for name, changes in VARIANTS.items():
-        run_dir = out / "model" if name == CLFA else out / "runs" / name.split(" (")[0].replace(" ", "-").replace("+", "-").lower()
+        run_dir = out / RUN_DIRS[name]
         tic = time.perf_counter()
-        console.print(f"[bold]{name}[/bold]")
-        results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data)
+        results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data, callbacks=[RunProgress(name)], quiet=True)
         results[name]["seconds"] = round(time.perf_counter() - tic, 1)
         model_dirs[name] = run_dir
 
     console.rule("3/3  results")
-    table = metrics_table({name: m["test"] for name, m in results.items()}, title="demo test set", first_column="model")
+    table = metrics_table(
+        {name: m["test"] for name, m in results.items()},
+        title="demo test set (%)",
+        first_column="model",
+        keys=("accuracy", "precision", "recall", "f1", "macro_f1"),
+    )
     console.print(table)
     heatmap = _heatmap(out, {name: model_dirs[name] for name in list(VARIANTS)[:2]}, data)
     summary = {
