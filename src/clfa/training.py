@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_torch_bf16_gpu_available
@@ -47,7 +48,6 @@ class CLFATrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.transform = transform
         self.drop_last_train = drop_last_train
-        self._normalizers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         # Running sums, not lists of outputs: CUDA graphs reuse output buffers, and a sum costs no host sync.
         self._parts: dict[str, torch.Tensor] = {}
         self._part_counts: dict[str, int] = {}
@@ -65,11 +65,7 @@ class CLFATrainer(Trainer):
     def _prepare_inputs(self, inputs):
         inputs = super()._prepare_inputs(inputs)
         if "pixels" in inputs:
-            pixels = inputs.pop("pixels")
-            if pixels.device not in self._normalizers:  # mean and std copied once, not every step
-                self._normalizers[pixels.device] = (self.transform.mean.to(pixels.device), self.transform.std.to(pixels.device))
-            mean, std = self._normalizers[pixels.device]
-            inputs["pixel_values"] = (pixels.float() * self.transform.rescale_factor - mean) / std
+            inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -254,19 +250,18 @@ def train(
     label2id = model.config.label2id
 
     train_records = data["train"]
-    teacher = None
-    if model.config.uses_alignment:
-        teacher = teacher_embeddings(
-            train_records, opts.teacher, Path(opts.cache_dir) / "teacher", max_length=model.config.max_text_length, progress=opts.progress
-        )
-
     max_length = model.config.max_text_length
 
     def dataset(records, teacher_embeds=None):
         return CLFADataset(records, tokenizer, transform, max_length, label2id, _images(records, transform, opts), teacher_embeds)
 
-    train_set = dataset(train_records, teacher)
-    eval_sets = {split: dataset(data[split]) for split in ("dev", "test") if split in data.splits and data[split]}
+    # Under torchrun / accelerate launch the first process fills the teacher and image caches; the others read them.
+    with PartialState().main_process_first():
+        teacher = None
+        if model.config.uses_alignment:
+            teacher = teacher_embeddings(train_records, opts.teacher, Path(opts.cache_dir) / "teacher", max_length=max_length, progress=opts.progress)
+        train_set = dataset(train_records, teacher)
+        eval_sets = {split: dataset(data[split]) for split in ("dev", "test") if split in data.splits and data[split]}
 
     def compute_metrics(prediction) -> dict:
         return headline(classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), data.labels, data.positive_label))
@@ -291,8 +286,8 @@ def train(
             prediction.label_ids, np.asarray(prediction.predictions).argmax(-1), data.labels, data.positive_label
         )
 
+    trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
     if trainer.is_world_process_zero():
-        trainer.save_model(str(out))
         tokenizer.save_pretrained(out)
         image_processor.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

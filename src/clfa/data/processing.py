@@ -25,6 +25,7 @@ class ImageTransform:
         self.rescale_factor = float(getattr(image_processor, "rescale_factor", 1 / 255))
         self.mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.size = self._output_size()
 
     def _output_size(self) -> tuple[int, int]:
@@ -53,9 +54,12 @@ class ImageTransform:
             raise DataError(f"unreadable image file {path}{where}: {exc}", file=path) from exc
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) -> float pixel_values, exactly as the image processor would."""
-        return (pixels.float() * self.rescale_factor - self.mean.to(pixels.device)) / self.std.to(pixels.device)
-
+        """uint8 (B, 3, H, W) -> float pixel_values, exactly as the image processor would; works on any device
+        (mean and std are copied to a device once, not at every batch)."""
+        if pixels.device not in self._stats:
+            self._stats[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
+        mean, std = self._stats[pixels.device]
+        return (pixels.float() * self.rescale_factor - mean) / std
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """Pad every text to ``max_length``: static shapes let compiled kernels and CUDA graphs be reused."""
