@@ -1,0 +1,68 @@
+"""``clfa train`` end to end on small trees in the published MMSD and MVSA formats, with tiny models."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from clfa.cli import main
+
+WORDS = "what a lovely sunny rainy day love this weather great night".split()
+
+
+def _jpeg(path, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(path, format="JPEG")
+
+
+def _text(rng) -> str:
+    return " ".join(rng.choice(WORDS, size=6))
+
+
+def _train_args(tiny_models, tmp_path, dataset, data_dir):
+    return ["train", "--dataset", dataset, "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run"),
+            "--text-model", tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
+            "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
+            "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false", "--cache-dir", str(tmp_path / "cache")]
+
+
+def test_train_on_mmsd_release_format(tiny_models, tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "MMSD"
+    (root / "text").mkdir(parents=True)
+    n = 0
+    for name, size in (("train.txt", 24), ("valid2.txt", 8), ("test2.txt", 8)):
+        lines = []
+        for _ in range(size):
+            label = int(rng.integers(2))
+            row = [str(800000 + n), _text(rng), label] if name == "train.txt" else [str(800000 + n), _text(rng), 1 - label, label]
+            lines.append(repr(row))
+            _jpeg(root / "dataset_image" / f"{800000 + n}.jpg", rng)
+            n += 1
+        lines.append(repr([str(800000 + n), "yeah right sarcasm", 1]))  # dropped by the standard cleaning
+        n += 1
+        (root / "text" / name).write_text("\n".join(lines) + "\n")
+    assert main(_train_args(tiny_models, tmp_path, "mmsd", root)) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["labels"] == ["not_sarcastic", "sarcastic"]
+    assert metrics["train"]["samples"] == 24 and metrics["test"]["num_samples"] == 8
+    assert metrics["test"]["positive_label"] == "sarcastic" and "f1" in metrics["test"]
+
+
+def test_train_on_mvsa_single_raw_release_three_classes(tiny_models, tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "MVSA_Single"
+    (root / "data").mkdir(parents=True)
+    pairs = ["positive,positive", "neutral,neutral", "negative,negative", "neutral,negative", "positive,neutral"]
+    lines = ["ID\ttext,image"]
+    for i in range(1, 61):
+        lines.append(f"{i}\t{pairs[i % len(pairs)]}")
+        (root / "data" / f"{i}.txt").write_text(_text(rng) + "\n")
+        _jpeg(root / "data" / f"{i}.jpg", rng)
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    assert main(_train_args(tiny_models, tmp_path, "mvsa-single", root) + ["--metric", "weighted_f1"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["labels"] == ["positive", "neutral", "negative"]
+    assert len(metrics["test"]["confusion_matrix"]["matrix"]) == 3
+    assert metrics["train"]["samples"] + metrics["dev"]["num_samples"] + metrics["test"]["num_samples"] == 60
+    assert (root / "clfa_splits" / "train.json").is_file()  # the split is written for reuse
