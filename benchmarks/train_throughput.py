@@ -210,9 +210,6 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
     loader = torch.utils.data.DataLoader(data.dataset(), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=Collator(data.transform))
     losses, start = [], None
     for step, batch in enumerate(loader):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
         batch = {key: value.to(device) for key, value in batch.items()}
         teacher_text, teacher_image = teacher_forward(teacher, batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
         loss = model(**batch, teacher_text_embeds=teacher_text, teacher_image_embeds=teacher_image).loss
@@ -222,6 +219,9 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
+        if step + 1 == warmup:  # as in the fast path: timed from the end of the last warm-up step
+            sync(device)
+            start = time.perf_counter()
         if step + 1 == total:
             break
     sync(device)
@@ -263,6 +263,9 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cached = data.teacher_embeddings(build_teacher(configs, seed, "sdpa"), device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)  # the one-off teacher pass is not part of training's memory
     with tempfile.TemporaryDirectory() as tmp:
         opts = TrainOptions(
             output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps, learning_rate=lr, seed=seed, precision=precision,
@@ -349,7 +352,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step)")
+    return args
 
 
 def main(argv=None) -> None:
