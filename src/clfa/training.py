@@ -38,8 +38,8 @@ class TrainingCollator:
 class CLFATrainer(Trainer):
     """Logs the cross-entropy and alignment parts of the loss next to the total.
 
-    ``transform``: batches from :class:`TrainingCollator` carry uint8 ``pixels``, normalised here on the device
-    exactly as :meth:`ImageTransform.normalize` would. ``drop_last_train``: drop the last partial training batch
+    ``transform``: batches from :class:`TrainingCollator` carry uint8 ``pixels``, normalised here, on the device,
+    with :meth:`ImageTransform.normalize`. ``drop_last_train``: drop the last partial training batch
     (not evaluation batches), so every training step has the same shapes and compiled kernels and CUDA graphs are
     reused instead of recompiled; with shuffling, a different handful of samples sits out each epoch.
     """
