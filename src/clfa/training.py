@@ -114,6 +114,13 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+# Training options that are model settings: they go into CLFAConfig under the same name.
+MODEL_OPTIONS = (
+    "mapping_hidden_dim", "fusion", "fusion_layers", "fusion_heads", "fusion_ffn_dim", "dropout", "initializer_range",
+    "classifier_pooling", "alignment", "alignment_pooling", "alignment_weight", "temperature", "max_text_length",
+)
+
+
 def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None) -> CLFAModel:
     uses_teacher = opts.alignment != "none" and opts.alignment_weight > 0
     return CLFAModel.from_encoders(
@@ -121,21 +128,9 @@ def build_model(opts: TrainOptions, labels: list[str], positive_label: str | Non
         opts.image_model,
         labels=labels,
         align_dim=teacher_projection_dim(opts.teacher) if uses_teacher else opts.align_dim,
-        mapping_hidden_dim=opts.mapping_hidden_dim,
-        fusion=opts.fusion,
-        fusion_layers=opts.fusion_layers,
-        fusion_heads=opts.fusion_heads,
-        fusion_ffn_dim=opts.fusion_ffn_dim,
-        dropout=opts.dropout,
-        initializer_range=opts.initializer_range,
-        classifier_pooling=opts.classifier_pooling,
-        alignment=opts.alignment,
-        alignment_pooling=opts.alignment_pooling,
-        alignment_weight=opts.alignment_weight,
-        temperature=opts.temperature,
-        max_text_length=opts.max_text_length,
         positive_label=positive_label,
         teacher_model_name=opts.teacher if uses_teacher else None,
+        **{name: getattr(opts, name) for name in MODEL_OPTIONS},
     )
 
 
