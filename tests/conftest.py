@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, ViTConfig, ViTImageProcessor, ViTModel
 
@@ -27,6 +28,8 @@ def _write_tokenizer(path: Path) -> BertTokenizerFast:
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     """Directories holding a tiny BERT (+tokenizer), ViT (+image processor) and CLIP teacher."""
     root = tmp_path_factory.mktemp("models")
+    # Seeded here: the fixture is built by whichever test needs it first, whatever the random state then.
+    torch.manual_seed(0)
     tokenizer = _write_tokenizer(root / "bert")
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **small)).save_pretrained(root / "bert")
