@@ -492,3 +492,43 @@ def test_normalize_tweet(raw, normalized):
 
     assert normalize_tweet(raw) == normalized
     assert normalize_tweet(normalized) == normalized  # idempotent
+
+
+# ---------------------------------------------------------------- edge cases of the published formats
+
+
+def test_mmsd_each_file_has_its_own_line_arity(tmp_path):
+    root = write_mmsd(tmp_path / "m", [["1", "a tweet", 0, 1]], [["2", "b", 0, 1]], [["3", "c", 0, 1]])
+    with pytest.raises(DataError, match=r"train.txt:1: malformed line: expected \['<id>', '<text>', <label>\]"):
+        load_dataset("mmsd", root)
+    root = write_mmsd(tmp_path / "n", [["1", "a tweet", 0]], [["2", "b", 1]], [["3", "c", 0, 1]])
+    with pytest.raises(DataError, match=r"valid2.txt:1: malformed line: expected .*<hashtag_label>"):
+        load_dataset("mmsd", root)
+
+
+def test_mmsd_byte_order_mark_on_the_first_line(tmp_path):
+    root = write_mmsd(tmp_path / "m", [b"\xef\xbb\xbf" + repr(["1", "a tweet", 0]).encode()], [["2", "b", 0, 1]], [["3", "c", 0, 1]])
+    jpeg(root / "dataset_image" / "1.jpg")
+    assert [r.id for r in load_dataset("mmsd", root)["train"]] == ["1"]
+
+
+def test_mvsa_first_line_is_skipped_only_when_it_is_the_header(tmp_path):
+    root = write_mvsa_raw(tmp_path / "s", ["positive,positive"] * 3)
+    lines = (root / "labelResultAll.txt").read_text().splitlines()
+    (root / "labelResultAll.txt").write_text("\n".join(["x1\tpositive,positive"] + lines[1:]) + "\n")
+    with pytest.raises(DataError, match=r"labelResultAll.txt:1: malformed line"):
+        load_dataset("mvsa-single", root)
+    (root / "labelResultAll.txt").write_text("\n".join(lines[:1] + ["\u00b2\tpositive,positive"] + lines[2:]) + "\n")
+    with pytest.raises(DataError, match=r"labelResultAll.txt:2: malformed line"):
+        load_dataset("mvsa-single", root)
+
+
+def test_stats_count_unlabelled_records_apart(tmp_path):
+    from clfa.data.commands import split_counts
+
+    jpeg(tmp_path / "i.jpg")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "1", "text": "t", "image": "i.jpg", "label": "p"}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "2", "text": "t", "image": "i.jpg"}) + "\n")
+    counts = split_counts(load_dataset("jsonl", tmp_path))
+    assert counts["test"] == {"total": 1, "labels": {"p": 0}, "unlabelled": 1}
+    assert counts["train"] == {"total": 1, "labels": {"p": 1}}

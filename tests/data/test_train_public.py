@@ -39,7 +39,8 @@ def test_train_on_mmsd_release_format(tiny_models, tmp_path):
             lines.append(repr(row))
             _jpeg(root / "dataset_image" / f"{800000 + n}.jpg", rng)
             n += 1
-        lines.append(repr([str(800000 + n), "yeah right sarcasm", 1]))  # dropped by the standard cleaning
+        dropped = [str(800000 + n), "yeah right sarcasm", 1] + ([] if name == "train.txt" else [1])
+        lines.append(repr(dropped))  # dropped by the standard cleaning
         n += 1
         (root / "text" / name).write_text("\n".join(lines) + "\n")
     assert main(_train_args(tiny_models, tmp_path, "mmsd", root)) == 0

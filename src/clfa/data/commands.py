@@ -53,8 +53,10 @@ def split_counts(dataset: DatasetSplits) -> dict[str, dict]:
     out = {}
     for split, records in dataset.splits.items():
         counts = Counter(r.label for r in records)
-        labels = list(dataset.labels) + sorted(str(k) for k in counts if k not in dataset.labels)
+        labels = list(dataset.labels) + sorted(str(k) for k in counts if k is not None and k not in dataset.labels)
         out[split] = {"total": len(records), "labels": {label: counts.get(label, 0) for label in labels}}
+        if counts.get(None):  # records without a label still add up to the total
+            out[split]["unlabelled"] = counts[None]
     return out
 
 
@@ -63,7 +65,7 @@ def run_stats(args: argparse.Namespace) -> int:
     notes = ReaderNotes()
     try:
         dataset = _load(args, notes)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     counts = split_counts(dataset)
@@ -139,7 +141,7 @@ def run_check(args: argparse.Namespace) -> int:
     notes = ReaderNotes()
     try:
         dataset = _load_collecting(args, notes)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     problems: dict[str, list[str]] = {}

@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
+import transformers
 from PIL import Image
 
 from clfa.data.records import DataError, Record
@@ -35,6 +37,8 @@ class ImageTransform:
     def fingerprint(self) -> str:
         """A short digest of every setting that changes the uint8 pixels, to key on-disk caches."""
         settings = {k: v for k, v in self.processor.to_dict().items() if k not in ("image_mean", "image_std", "rescale_factor")}
+        # A new Pillow or transformers may resize differently: their versions are part of the key.
+        settings["versions"] = [PIL.__version__, transformers.__version__]
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -54,17 +54,19 @@ def _image_dir(data_dir: Path, options: dict) -> Path:
     return Path(options["image_dir"]) if options.get("image_dir") else data_dir / "dataset_image"
 
 
-def _parse_mmsd_line(raw: bytes, path: Path, line: int) -> tuple[str, str, int]:
+def _parse_mmsd_line(raw: bytes, path: Path, line: int, fields: int) -> tuple[str, str, int]:
+    """``fields``: 3 in train.txt (id, text, label), 4 in valid2/test2 (id, text, hashtag label, human label)."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"malformed line: not valid UTF-8 (byte {exc.start})", file=path, line=line) from exc
     try:
         value = ast.literal_eval(text.strip())  # a literal parser: no code in the file is ever run
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise DataError(f"malformed line: not a Python literal list ({exc.__class__.__name__})", file=path, line=line) from exc
-    if not isinstance(value, (list, tuple)) or len(value) not in (3, 4):
-        raise DataError("malformed line: expected ['<id>', '<text>', <label>] or ['<id>', '<text>', <label>, <label>]", file=path, line=line)
+    if not isinstance(value, (list, tuple)) or len(value) != fields:
+        layout = "['<id>', '<text>', <label>]" if fields == 3 else "['<id>', '<text>', <hashtag_label>, <label>]"
+        raise DataError(f"malformed line: expected {layout} in {path.name}", file=path, line=line)
     sample_id, sample_text, label = value[0], value[1], value[-1]
     if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool) or not str(sample_id).strip():
         raise DataError(f"malformed line: bad id {sample_id!r}", file=path, line=line)
@@ -108,7 +110,7 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
                 if not raw.strip():
                     continue
                 try:
-                    sample_id, text, label = _parse_mmsd_line(raw, path, line)
+                    sample_id, text, label = _parse_mmsd_line(raw, path, line, 3 if split == "train" else 4)
                     if reason := filter_reason(text, mode):  # on the raw text, before any normalisation
                         notes.remove(split, f"filter: {reason}")
                         continue

@@ -85,9 +85,14 @@ def split_8_1_1(samples: list[dict], seed: int = SPLIT_SEED) -> dict[str, list[d
     return {split: sorted(items, key=_id_key) for split, items in out.items()}
 
 
+def _is_number(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts characters such as "²" that int() rejects.
+    return text.isascii() and text.isdigit()
+
+
 def _id_key(sample: dict) -> tuple[int, int | str]:
     sid = sample["id"]
-    return (0, int(sid)) if sid.isdigit() else (1, sid)
+    return (0, int(sid)) if _is_number(sid) else (1, sid)
 
 
 def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: SkipReport | None) -> list[dict]:
@@ -101,7 +106,7 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
     lines = path.read_bytes().decode("utf-8-sig", errors="replace").splitlines()
     for line, raw in enumerate(lines, start=1):
         fields = raw.split()
-        if not fields or (line == 1 and not fields[0].isdigit()):
+        if not fields or (line == 1 and fields[0].lower() == "id"):
             continue  # blank, or the "ID text,image" header
         try:
             sample_id, pairs = _parse_label_line(fields, annotators, path, line)
@@ -124,7 +129,7 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
 
 
 def _parse_label_line(fields: list[str], annotators: int, path: Path, line: int) -> tuple[str, list[tuple[str, str]]]:
-    if len(fields) != 1 + annotators or not fields[0].isdigit():
+    if len(fields) != 1 + annotators or not _is_number(fields[0]):
         layout = "ID<TAB>text,image" + "<TAB>text,image" * (annotators - 1)
         raise DataError(f"malformed line: expected {layout} ({annotators} annotator(s)), got {len(fields)} field(s)", file=path, line=line)
     pairs = []
