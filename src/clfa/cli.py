@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from clfa.data.arguments import add_dataset_arguments, dataset_from_args
-from clfa.data.records import DataError
+from clfa.data.records import DataError, require_labels
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -41,6 +41,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = {}
     for split in args.split:
         records = data[split]
+        require_labels(records, "evaluation")
         probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, config.positive_label)

@@ -15,7 +15,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_torch_bf16_gpu_available
 
 from clfa.data.processing import CLFADataset, ImageTransform
-from clfa.data.records import Record
+from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
@@ -236,6 +236,8 @@ def train(
     Writes the model (with tokenizer and image processor, ready for ``clfa predict``) and ``metrics.json``
     to ``opts.output_dir``, and returns the metrics.
     """
+    for split, records in data.splits.items():
+        require_labels(records, f"training ({split} split)")
     set_seed(opts.seed)
     out = Path(opts.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)

@@ -83,3 +83,14 @@ def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
     data = load_dataset("jsonl", folder, skip_invalid=True)
     assert data.labels == ["neg", "pos"] and data.positive_label == "pos"
     assert data["dev"] == [] and len(data.skipped) == 1
+
+
+def test_training_names_an_unlabelled_record(folder, tiny_models, tmp_path):
+    from clfa.options import TrainOptions
+    from clfa.training import train
+
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps({k: v for k, v in GOOD.items() if k != "label"} | {"id": "2"}) + "\n")
+    data = load_dataset("jsonl", folder)
+    opts = TrainOptions(output_dir=str(tmp_path / "run"), text_model=tiny_models["text"], image_model=tiny_models["image"], teacher=tiny_models["teacher"])
+    with pytest.raises(DataError, match=r"train.jsonl:2: record '2' has no label, which training \(train split\) needs"):
+        train(opts, data)

@@ -59,5 +59,10 @@ class SkipReport:
         return [{"file": e.file, "line": e.line, "reason": e.reason} for e in self.skipped]
 
 
-def label_counts(records: list[Record]) -> dict[str, int]:
-    return dict(Counter(r.label for r in records if r.label is not None))
+def require_labels(records: list[Record], purpose: str) -> None:
+    """Training and evaluation need a label on every record: name the first one without."""
+    for record in records:
+        if record.label is None:
+            file, _, line = record.source.rpartition(":")
+            raise DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file or None, line=int(line) if line.isdigit() else None)
+
