@@ -111,3 +111,22 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0
     lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(lines) == 16 and lines[0]["id"] == "64" and set(lines[0]) == {"id", "label", "probabilities"}
+
+
+def test_torchrun_two_processes_split_the_batches(tiny_models, tiny_dataset, tmp_path):
+    """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clfa.cli", "train",
+               "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+               "--text-model", tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
+               "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
+               "--epochs", "2", "--num-workers", "0", "--report-to", "none", "--progress", "false"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2 * 48 // (8 * 2)  # a global batch of 16: half the single-process steps
+    assert metrics["test"]["num_samples"] == 16
+    assert run.stdout.count("best dev checkpoint") == 1  # one summary, from the first process

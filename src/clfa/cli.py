@@ -13,6 +13,8 @@ from clfa.data.records import DataError, require_labels
 
 
 def _train(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from clfa.options import options_from_args
     from clfa.training import print_summary, train
 
@@ -21,8 +23,9 @@ def _train(args: argparse.Namespace) -> int:
     if len(data.skipped):
         print(data.skipped.summary(), file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
-    print_summary(metrics, f"{data.name}: best dev checkpoint")
-    print(f"model and metrics.json written to {opts.output_dir}")
+    if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
+        print_summary(metrics, f"{data.name}: best dev checkpoint")
+        print(f"model and metrics.json written to {opts.output_dir}")
     return 0
 
 

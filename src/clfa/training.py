@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.utils import is_torch_bf16_gpu_available
 
 from clfa.data.processing import CLFADataset, ImageTransform
 from clfa.data.records import Record, require_labels
@@ -178,8 +176,9 @@ def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
         data_seed=opts.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # bf16 autocast also works on CPUs; the Trainer wants that said explicitly when no GPU is present.
-        use_cpu=precision == "bf16" and not torch.cuda.is_available() and not is_torch_bf16_gpu_available(),
+        # Said explicitly on machines without an accelerator: only then do torchrun / accelerate launch start a
+        # multi-process CPU run (gloo), and the Trainer accepts bf16 autocast on the CPU.
+        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         optim="adamw_torch_fused" if fused_adamw_available() else "adamw_torch",
         torch_compile=opts.compile,
         torch_compile_mode=opts.compile_mode,
@@ -206,9 +205,10 @@ def build_trainer(
     eval_set: torch.utils.data.Dataset | None = None,
     compute_metrics=None,
     callbacks: list[TrainerCallback] | None = None,
+    args: TrainingArguments | None = None,
 ) -> CLFATrainer:
     """The trainer :func:`train` runs, for any dataset whose items are those of :class:`CLFADataset`."""
-    args = training_arguments(opts, eval_set is not None)
+    args = args if args is not None else training_arguments(opts, eval_set is not None)
     return CLFATrainer(
         model=model,
         args=args,
@@ -252,8 +252,11 @@ def train(
     def dataset(records, teacher_embeds=None):
         return CLFADataset(records, tokenizer, transform, max_length, label2id, _images(records, transform, opts), teacher_embeds)
 
-    # Under torchrun / accelerate launch the first process fills the teacher and image caches; the others read them.
-    with PartialState().main_process_first():
+    # The arguments come first: they set up the processes of a torchrun / accelerate launch run. The first
+    # process then fills the teacher and image caches, and the others read them.
+    has_dev = bool(data.splits.get("dev"))
+    args = training_arguments(opts, has_dev)
+    with args.main_process_first(desc="teacher and image caches"):
         teacher = None
         if model.config.uses_alignment:
             teacher = teacher_embeddings(train_records, opts.teacher, Path(opts.cache_dir) / "teacher", max_length=max_length, progress=opts.progress)
@@ -263,7 +266,7 @@ def train(
     def compute_metrics(prediction) -> dict:
         return headline(classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), data.labels, data.positive_label))
 
-    trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics, callbacks)
+    trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics, callbacks, args)
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
