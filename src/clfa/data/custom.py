@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
@@ -113,9 +113,7 @@ def read_custom(
             if record.id in seen:
                 raise DataError(f"duplicate id '{record.id}' (first on line {seen[record.id]})", file=path, line=line)
         except DataError as err:
-            if skip is None:
-                raise
-            skip.add(err)
+            raise_or_skip(err, skip)
             continue
         seen[record.id] = line
         records.append(record)

@@ -20,6 +20,9 @@ class Record:
     source: str = ""  # "file:line" the record came from, for error messages
 
 
+SPLITS = ("train", "dev", "test")
+
+
 class DataError(ValueError):
     """Bad input data; the message always names the file and, where there is one, the line."""
 
@@ -57,6 +60,13 @@ class SkipReport:
 
     def to_json(self) -> list[dict]:
         return [{"file": e.file, "line": e.line, "reason": e.reason} for e in self.skipped]
+
+
+def raise_or_skip(error: DataError, skip: "SkipReport | None") -> None:
+    """Raise ``error``, or count it in ``skip`` under ``--skip-invalid``."""
+    if skip is None:
+        raise error
+    skip.add(error)
 
 
 def require_labels(records: list[Record], purpose: str) -> None:

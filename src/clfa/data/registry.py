@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from clfa.data.custom import read_custom
-from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.records import SPLITS, DataError, Record, SkipReport
 
-SPLITS = ("train", "dev", "test")
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
 
 Reader = Callable[[Path, dict, "SkipReport | None"], "tuple[dict[str, list[Record]], list[str], str | None]"]

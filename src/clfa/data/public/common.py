@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clfa.data.custom import check_image_file
-from clfa.data.records import DataError, SkipReport
+from clfa.data.records import DataError
 
-SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -41,13 +40,6 @@ class ReaderNotes:
 def notes_from(options: dict) -> ReaderNotes:
     notes = options.get("notes")
     return notes if isinstance(notes, ReaderNotes) else ReaderNotes()
-
-
-def raise_or_skip(error: DataError, skip: SkipReport | None) -> None:
-    """Raise ``error``, or count it in ``skip`` under ``--skip-invalid``."""
-    if skip is None:
-        raise error
-    skip.add(error)
 
 
 def image_error(image: Path, file: Path, line: int, options: dict) -> DataError | None:

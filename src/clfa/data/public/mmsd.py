@@ -12,8 +12,8 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import SPLITS, image_error, iter_json_array, raise_or_skip, notes_from
-from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.public.common import image_error, iter_json_array, notes_from
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
 

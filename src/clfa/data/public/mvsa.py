@@ -24,8 +24,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from clfa.data.public.common import SPLITS, ReaderNotes, decode_text, image_error, iter_json_array, raise_or_skip, notes_from
-from clfa.data.records import DataError, Record, SkipReport
+from clfa.data.public.common import ReaderNotes, decode_text, image_error, iter_json_array, notes_from
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 
 LABELS = ["positive", "neutral", "negative"]  # class ids 0, 1, 2 as in the pre-made split files
