@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from clfa.data.processing import CLFADataset, Collator, ImageTransform
+from clfa.data.processing import CLFADataset, Collator, ImageTransform, tokenize
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
 
@@ -48,7 +48,7 @@ class Predictor:
     def predict(self, text: str, image: str | Path | Image.Image) -> dict:
         """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
-        enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.model.config.max_text_length, return_tensors="pt")
+        enc = tokenize(self.tokenizer, [text], self.model.config.max_text_length)
         batch = {**enc, "pixel_values": self.transform.normalize(torch.from_numpy(pixels)[None])}
         probs = self._forward(batch)["probabilities"][0]
         return self._result(probs)

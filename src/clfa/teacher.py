@@ -84,13 +84,14 @@ def compute_teacher_embeddings(
         pixels = torch.stack([torch.from_numpy(transform.load(r.image, r.source)) for r in batch])
         text_out = model.get_text_features(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device))
         image_out = model.get_image_features(pixel_values=transform.normalize(pixels).to(device))
-        texts.append(_pooled(text_out).float().cpu())
-        images.append(_pooled(image_out).float().cpu())
+        texts.append(projected_embedding(text_out).float().cpu())
+        images.append(projected_embedding(image_out).float().cpu())
     return torch.cat(texts), torch.cat(images)
 
 
-def _pooled(output) -> torch.Tensor:
-    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+def projected_embedding(output) -> torch.Tensor:
+    """The projected embedding from ``get_text_features`` / ``get_image_features``: transformers 5 returns a
+    ModelOutput whose pooler_output holds it, 4.x the tensor itself."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertModel, TrainerCallback, ViTConfig, ViTImageProcessor, ViTModel
 
 from clfa.data.registry import DatasetSplits, load_dataset
-from clfa.demo.teacher import train_teacher
+from clfa.demo.teacher import torch_threads, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import SCENES, generate_world, scene_of
 from clfa.options import TrainOptions
@@ -107,12 +107,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict:
     out = Path(out)
     # Kernels of models this small are too short to share between threads: one thread is faster, and much
     # faster on a machine whose other cores are busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _run(out, size, seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out: Path, size: DemoSize, seed: int) -> dict:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from clfa.data.records import Record
+from clfa.teacher import projected_embedding
 from clfa.demo.world import SCENES, filler_words, scene_of
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -112,11 +113,6 @@ def torch_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
-def _embeds(output) -> torch.Tensor:
-    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 def train_teacher(
     train_records: list[Record],
     out_dir: str | Path,
@@ -195,9 +191,9 @@ def embed(teacher_dir: str | Path, texts: list[str], records: list[Record], batc
     text, image = [], []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
-        text.append(_embeds(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])))
+        text.append(projected_embedding(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])))
     for start in range(0, len(records), batch_size):
-        image.append(_embeds(model.get_image_features(pixel_values=_pixels(processor, records[start : start + batch_size]))))
+        image.append(projected_embedding(model.get_image_features(pixel_values=_pixels(processor, records[start : start + batch_size]))))
     normalise = torch.nn.functional.normalize
     return normalise(torch.cat(text), dim=-1), normalise(torch.cat(image), dim=-1)
 
