@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clfa.data.custom import check_image_file
-from clfa.data.records import DataError
+from clfa.data.records import DataError, Record
 
 
 
@@ -48,6 +48,17 @@ def image_error(image: Path, file: Path, line: int, options: dict) -> DataError 
         return None
     problem = check_image_file(image)
     return DataError(problem, file=file, line=line) if problem else None
+
+
+def make_record(sample_id: str, text: str, label: str, image: Path, file: Path, line: int, seen: dict[str, str], options: dict) -> Record:
+    """A record whose id is new to the dataset (``seen`` spans all its splits, and is updated) and whose image
+    is usable; otherwise a DataError naming ``file`` and ``line``."""
+    if sample_id in seen:
+        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=file, line=line)
+    if error := image_error(image, file, line, options):
+        raise error
+    seen[sample_id] = f"{file.name}:{line}"
+    return Record(id=sample_id, text=text, image=image, label=label, source=f"{file}:{line}")
 
 
 def decode_text(raw: bytes) -> tuple[str, bool]:

@@ -12,7 +12,7 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import image_error, iter_json_array, notes_from
+from clfa.data.public.common import iter_json_array, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
@@ -78,14 +78,9 @@ def _parse_mmsd_line(raw: bytes, path: Path, line: int, fields: int) -> tuple[st
 
 
 def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict[str, str]) -> Record:
-    if sample_id in seen:
-        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=path, line=line)
-    image = image_dir / f"{sample_id}.jpg"
-    if error := image_error(image, path, line, options):
-        raise error
     if options.get("normalize_text"):
         text = normalize_tweet(text)
-    return Record(id=sample_id, text=text, image=image, label=LABELS[label], source=f"{path}:{line}")
+    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options)
 
 
 def _require_files(folder: Path, files: dict[str, str]) -> None:
@@ -115,7 +110,6 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
                         notes.remove(split, f"filter: {reason}")
                         continue
                     records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
-                    seen[sample_id] = f"{path.name}:{line}"
                 except DataError as err:
                     raise_or_skip(err, skip)
         splits[split] = records
@@ -145,7 +139,6 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
                     raise DataError(f"malformed item: label {label!r} is not 0 or 1", file=path, line=line)
                 sample_id = str(sample_id).strip()
                 records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
-                seen[sample_id] = f"{path.name}:{line}"
             except DataError as err:
                 raise_or_skip(err, skip)
         splits[split] = records

@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from clfa.data.public.common import ReaderNotes, decode_text, image_error, iter_json_array, notes_from
+from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 
@@ -188,13 +188,7 @@ def _read_split_file(path: Path, image_dir: Path, options: dict, skip: SkipRepor
 
 
 def _record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict) -> Record:
-    if sample_id in seen:
-        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=path, line=line)
-    image = image_dir / f"{sample_id}.jpg"
-    if error := image_error(image, path, line, options):
-        raise error
-    seen[sample_id] = f"{path.name}:{line}"
-    return Record(id=sample_id, text=text, image=image, label=LABELS[label], source=f"{path}:{line}")
+    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options)
 
 
 def _image_dir(data_dir: Path, options: dict) -> Path:
