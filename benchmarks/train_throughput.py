@@ -75,6 +75,21 @@ def size_configs(size: str, dropout: float | None = None) -> dict:
         )
         head = dict(align_dim=32, mapping_hidden_dim=64, fusion_layers=1, fusion_heads=2, fusion_ffn_dim=64, max_text_length=16)
         image_size, vocab = 32, 1000
+    elif size == "overhead":
+        # The paper's layers, heads and parameter tensors at widths so small that a step is almost all framework
+        # overhead (Python, module calls, optimiser bookkeeping): the floor that bounds small-batch GPU steps.
+        text_layers = dict(hidden_size=24, num_hidden_layers=12, num_attention_heads=12, intermediate_size=48)
+        vision_layers = dict(hidden_size=24, num_hidden_layers=12, num_attention_heads=12, intermediate_size=48)
+        text = BertConfig(vocab_size=1000, max_position_embeddings=64, **text_layers)
+        image = ViTConfig(image_size=32, patch_size=8, **vision_layers)
+        teacher = CLIPConfig(
+            text_config=dict(vocab_size=1000, max_position_embeddings=64, bos_token_id=1, eos_token_id=3, hidden_size=16,
+                             num_hidden_layers=12, num_attention_heads=8, intermediate_size=32),
+            vision_config=dict(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=12, num_attention_heads=12, intermediate_size=48),
+            projection_dim=16,
+        )
+        head = dict(align_dim=16, mapping_hidden_dim=48, fusion_layers=3, fusion_heads=8, fusion_ffn_dim=32, max_text_length=16)
+        image_size, vocab = 32, 1000
     else:
         raise ValueError(f"unknown size {size!r}")
     if dropout is not None:
@@ -338,7 +353,8 @@ def describe(r: dict) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
-    parser.add_argument("--size", choices=("paper", "tiny"), default="tiny")
+    parser.add_argument("--size", choices=("paper", "tiny", "overhead"), default="tiny",
+                        help="overhead: the paper's layer counts at tiny widths, to measure the per-step framework overhead")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")

@@ -77,6 +77,20 @@ def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_
     assert isinstance(auto, CLFAModel)
 
 
+def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(tiny_models):
+    model = make_model(tiny_models)
+    modes = lambda: {m.training for m in model.modules()}  # noqa: E731
+    assert model.train() is model and modes() == {True}
+    assert model.eval() is model and modes() == {False}
+    model.text_model.encoder.layer[0].attention.train()  # one deep submodule switched behind the model's back
+    assert modes() == {True, False}
+    model.eval()
+    assert modes() == {False}
+    model.image_model.train()
+    model.train()
+    assert modes() == {True}
+
+
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="alignment_pooling"):
         CLFAConfig(alignment_pooling="max")

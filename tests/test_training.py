@@ -60,6 +60,43 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     assert (torch.from_numpy(probs).argmax(-1) == labels).float().mean().item() == pytest.approx(metrics["test"]["accuracy"])
 
 
+def test_trainer_clips_and_counts_flops_as_the_stock_trainer_does(tiny_models, tmp_path):
+    """CLFATrainer lists the parameters and counts them once per run instead of at every step; the clipped gradients,
+    the returned norm and the FLOP estimate must be the stock Trainer's."""
+    from transformers import AutoImageProcessor, Trainer
+
+    from clfa import CLFAModel
+    from clfa.data.processing import ImageTransform
+    from clfa.training import build_trainer
+
+    model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24, fusion_heads=2)
+    opts = tiny_options(tiny_models, tmp_path)
+    trainer = build_trainer(opts, model, ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"])), [{}] * 8)
+    trainer.args.max_grad_norm = 0.05  # small enough that clipping changes every gradient
+    g = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(5, 20, (4, 10), generator=g), "attention_mask": torch.ones(4, 10, dtype=torch.long),
+              "pixel_values": torch.randn(4, 3, 16, 16, generator=g), "labels": torch.tensor([0, 1, 1, 0]),
+              "teacher_text_embeds": torch.randn(4, 24, generator=g), "teacher_image_embeds": torch.randn(4, 24, generator=g)}
+    model(**inputs).loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    norms, clipped = [], []
+    for clip in (Trainer._clip_grad_norm, type(trainer)._clip_grad_norm):
+        for name, p in model.named_parameters():
+            if name in grads:
+                p.grad = grads[name].clone()
+        norms.append(clip(trainer, model))
+        clipped.append({name: p.grad.clone() for name, p in model.named_parameters() if name in grads})
+    assert norms[0].item() > 10 * trainer.args.max_grad_norm
+    torch.testing.assert_close(norms[1], norms[0])
+    for name in grads:
+        torch.testing.assert_close(clipped[1][name], clipped[0][name], rtol=0, atol=0, msg=name)
+        assert not torch.equal(clipped[1][name], grads[name]) or not grads[name].any()
+
+    stock = Trainer.floating_point_ops(trainer, inputs)
+    assert stock > 0 and trainer.floating_point_ops(inputs) == stock == trainer.floating_point_ops(inputs)
+
+
 class Interrupt(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         raise KeyboardInterrupt("simulated interruption after the first checkpoint")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa.data.processing import CLFADataset, ImageTransform
 from clfa.data.records import Record, require_labels
@@ -49,6 +51,10 @@ class CLFATrainer(Trainer):
         # Running sums, not lists of outputs: CUDA graphs reuse output buffers, and a sum costs no host sync.
         self._parts: dict[str, torch.Tensor] = {}
         self._part_counts: dict[str, int] = {}
+        # Per-step host work the Trainer repeats over all ~450 parameter tensors at the paper's sizes; the
+        # parameters do not change during a run, so they are listed and counted once per model.
+        self._parameter_lists: dict[int, list[torch.nn.Parameter]] = {}
+        self._flop_parameters: dict[int, int] = {}
 
     def get_train_dataloader(self):
         if not self.drop_last_train or self.args.dataloader_drop_last:
@@ -78,6 +84,26 @@ class CLFATrainer(Trainer):
             # Evaluation keeps outputs across batches; with CUDA graphs the next batch would overwrite them.
             outputs = type(outputs)(**{key: value.clone() for key, value in outputs.items()})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def floating_point_ops(self, inputs) -> int:
+        """The Trainer's estimate (6 x input tokens x non-embedding parameters) with the parameters counted once."""
+        if "input_ids" not in inputs:
+            return 0
+        key = id(self.model)
+        if key not in self._flop_parameters:
+            self._flop_parameters[key] = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs["input_ids"].numel() * self._flop_parameters[key]
+
+    def _clip_grad_norm(self, model):
+        # What Accelerator.clip_grad_norm_ does outside FSDP / DeepSpeed / XLA / DTensor meshes (unscale, then
+        # torch's clip), on a parameter list made once instead of a walk over every module at every step.
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA) \
+                or is_sagemaker_mp_enabled() or self._has_mixed_mesh_grads(model):
+            return super()._clip_grad_norm(model)
+        if id(model) not in self._parameter_lists:
+            self._parameter_lists[id(model)] = list(model.parameters())
+        self.accelerator.unscale_gradients()
+        return torch.nn.utils.clip_grad_norm_(self._parameter_lists[id(model)], self.args.max_grad_norm)
 
     # transformers 5 saves some encoders (ViT, ...) under their legacy weight names and renames them back only in
     # from_pretrained, while the Trainer reloads checkpoints with a plain load_state_dict. Reloading through
