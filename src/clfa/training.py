@@ -52,9 +52,9 @@ class CLFATrainer(Trainer):
         self._parts: dict[str, torch.Tensor] = {}
         self._part_counts: dict[str, int] = {}
         # Per-step host work the Trainer repeats over all ~450 parameter tensors at the paper's sizes; the
-        # parameters do not change during a run, so they are listed and counted once per model.
-        self._parameter_lists: dict[int, list[torch.nn.Parameter]] = {}
-        self._flop_parameters: dict[int, int] = {}
+        # parameters do not change during a run, so they are listed and counted once per run and model.
+        self._clip_parameters: tuple[torch.nn.Module, list[torch.nn.Parameter]] | None = None
+        self._flop_parameters: tuple[torch.nn.Module, int] | None = None
 
     def get_train_dataloader(self):
         if not self.drop_last_train or self.args.dataloader_drop_last:
@@ -85,14 +85,17 @@ class CLFATrainer(Trainer):
             outputs = type(outputs)(**{key: value.clone() for key, value in outputs.items()})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def train(self, *args, **kwargs):
+        self._clip_parameters = self._flop_parameters = None  # a new run may bring a new model (model_init)
+        return super().train(*args, **kwargs)
+
     def floating_point_ops(self, inputs) -> int:
         """The Trainer's estimate (6 x input tokens x non-embedding parameters) with the parameters counted once."""
         if "input_ids" not in inputs:
             return 0
-        key = id(self.model)
-        if key not in self._flop_parameters:
-            self._flop_parameters[key] = self.model.num_parameters(exclude_embeddings=True)
-        return 6 * inputs["input_ids"].numel() * self._flop_parameters[key]
+        if self._flop_parameters is None or self._flop_parameters[0] is not self.model:
+            self._flop_parameters = (self.model, self.model.num_parameters(exclude_embeddings=True))
+        return 6 * inputs["input_ids"].numel() * self._flop_parameters[1]
 
     def _clip_grad_norm(self, model):
         # What Accelerator.clip_grad_norm_ does outside FSDP / DeepSpeed / XLA / DTensor meshes (unscale, then
@@ -100,10 +103,10 @@ class CLFATrainer(Trainer):
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA) \
                 or is_sagemaker_mp_enabled() or self._has_mixed_mesh_grads(model):
             return super()._clip_grad_norm(model)
-        if id(model) not in self._parameter_lists:
-            self._parameter_lists[id(model)] = list(model.parameters())
+        if self._clip_parameters is None or self._clip_parameters[0] is not model:
+            self._clip_parameters = (model, list(model.parameters()))
         self.accelerator.unscale_gradients()
-        return torch.nn.utils.clip_grad_norm_(self._parameter_lists[id(model)], self.args.max_grad_norm)
+        return torch.nn.utils.clip_grad_norm_(self._clip_parameters[1], self.args.max_grad_norm)
 
     # transformers 5 saves some encoders (ViT, ...) under their legacy weight names and renames them back only in
     # from_pretrained, while the Trainer reloads checkpoints with a plain load_state_dict. Reloading through
