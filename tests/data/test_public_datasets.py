@@ -345,6 +345,45 @@ def test_mvsa_single_raw_aggregates_splits_and_writes(tmp_path):
     assert [r.id for r in again["test"]] == [r.id for r in data["test"]]
 
 
+def test_mvsa_written_split_reports_its_cleaning_and_is_made_again_when_the_raw_release_changes(tmp_path, capsys):
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS, {2: b"undefined in cp1252 \x81"})
+    first_notes = ReaderNotes()
+    first = load_dataset("mvsa-single", root, notes=first_notes)
+    assert first_notes.split_written and (root / SPLIT_FOLDER / "source.json").is_file()
+
+    # Reused: the cleaning it recorded is reported again, as if the raw release had been read.
+    notes = ReaderNotes()
+    load_dataset("mvsa-single", root, notes=notes)
+    assert not notes.split_written and notes.split_dir == root / SPLIT_FOLDER
+    assert notes.removed == first_notes.removed == {"all": {"text and image disagree (positive vs negative)": 3}}
+    assert notes.fallback_decoded == first_notes.fallback_decoded == 1
+    assert "changed" not in capsys.readouterr().err
+
+    def label_of(data, sample_id):
+        return next(r.label for split in data.splits.values() for r in split if r.id == sample_id)
+
+    # A relabelled sample: the split is made and written again, with the new label.
+    assert label_of(first, "1") == "positive"
+    lines = (root / "labelResultAll.txt").read_text().splitlines()
+    lines[1] = "1\tnegative,negative"
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    notes = ReaderNotes()
+    relabelled = load_dataset("mvsa-single", root, notes=notes)
+    assert notes.split_written and "changed since the MVSA split" in capsys.readouterr().err
+    assert label_of(relabelled, "1") == "negative"
+    assert sum(len(split) for split in relabelled.splits.values()) == sum(len(split) for split in first.splits.values())
+
+    # An edited text, then a damaged source.json: made again each time.
+    (root / "data" / "9.txt").write_bytes(b"a corrected tweet, longer than before\r\n")
+    edited = load_dataset("mvsa-single", root)
+    assert next(r.text for split in edited.splits.values() for r in split if r.id == "9") == "a corrected tweet, longer than before"
+    assert "changed since the MVSA split" in capsys.readouterr().err
+    (root / SPLIT_FOLDER / "source.json").write_text("{not json")
+    notes = ReaderNotes()
+    load_dataset("mvsa-single", root, notes=notes)
+    assert notes.split_written and json.loads((root / SPLIT_FOLDER / "source.json").read_text())["cleaning"]["fallback_decoded"] == 1
+
+
 def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):
     a = write_mvsa_raw(tmp_path / "a", RAW_SINGLE_LABELS)
     b = write_mvsa_raw(tmp_path / "b", RAW_SINGLE_LABELS)

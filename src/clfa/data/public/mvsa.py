@@ -8,7 +8,8 @@ Two layouts are accepted:
 * the raw release: ``DATA_DIR/labelResultAll.txt`` + ``DATA_DIR/data/<id>.txt``. Labels are aggregated
   the standard way (:func:`aggregate`) and split 8:1:1 per class with a fixed seed (:func:`split_8_1_1`);
   the split is written in the pre-made format to ``--splits-dir`` or ``DATA_DIR/clfa_splits`` and read
-  from there on later runs (delete that folder to redo it).
+  from there on later runs, as long as the label file and the texts it came from are unchanged
+  (``source.json`` next to it records them, and what the cleaning removed).
 
 Images are ``IMAGE_DIR/<id>.jpg``: ``--image-dir`` if given, else ``DATA_DIR/data`` if that folder exists,
 else DATA_DIR itself.
@@ -16,6 +17,7 @@ else DATA_DIR itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,6 +34,8 @@ LABELS = ["positive", "neutral", "negative"]  # class ids 0, 1, 2 as in the pre-
 LABEL_FILE = "labelResultAll.txt"
 SPLIT_FOLDER = "clfa_splits"  # where a split made from the raw release is written, inside DATA_DIR
 SPLIT_SEED = 42  # the per-class shuffle before the 8:1:1 cut; fixed so every run and user gets one split
+SOURCE_FILE = "source.json"  # beside a written split: what it was made from, to notice when that changes
+SPLIT_VERSION = 1  # bump when the cleaning or the split changes, so written splits are made again
 
 # (text, image) -> the sample's label, or None to discard it (positive vs negative contradict each other).
 _COMBINE = {
@@ -141,19 +145,67 @@ def _parse_label_line(fields: list[str], annotators: int, path: Path, line: int)
     return fields[0], pairs
 
 
-def _write_splits(folder: Path, splits: dict[str, list[dict]]) -> None:
-    """Write the split in the pre-made format, each file atomically so a crash never leaves half a split."""
+def _source(data_dir: Path, annotators: int) -> dict:
+    """What a split made from the raw release depends on: the label file's bytes, every text file's size and
+    modification time (a stat, not a read: the point of reusing a split is not to read 20,000 files), the
+    number of annotators, the seed and the version of the cleaning rules."""
+    texts = hashlib.sha256()
+    text_dir = data_dir / "data"
+    if text_dir.is_dir():
+        for entry in sorted((e for e in os.scandir(text_dir) if e.name.endswith(".txt")), key=lambda e: e.name):
+            stat = entry.stat()
+            texts.update(f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return {
+        "version": SPLIT_VERSION,
+        "seed": SPLIT_SEED,
+        "annotators": annotators,
+        "label_file_sha256": hashlib.sha256((data_dir / LABEL_FILE).read_bytes()).hexdigest(),
+        "texts": texts.hexdigest(),
+    }
+
+
+def _atomic_json(path: Path, value) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(value, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, notes: ReaderNotes) -> None:
+    """Write the split in the pre-made format, each file atomically, then ``source.json`` (what it was made from
+    and what the cleaning removed); a crash before that last file leaves a split that is made again."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / SOURCE_FILE).unlink(missing_ok=True)
     for split in SPLITS:
-        items = [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]]
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{split}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(items, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, folder / f"{split}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_json(folder / f"{split}.json", [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]])
+    cleaning = {"removed": dict(notes.removed.get("all", {})), "fallback_decoded": notes.fallback_decoded}
+    _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
+
+
+def _written_split_is_current(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> bool:
+    """False when ``folder`` holds a split written from a raw release that has changed since (or by another
+    version of the cleaning); True otherwise, restoring the cleaning counts it recorded into ``notes``. A split
+    without ``source.json`` (made elsewhere) or without the raw release beside it is used as it is."""
+    source_path = folder / SOURCE_FILE
+    if not source_path.is_file() or not (data_dir / LABEL_FILE).is_file():
+        return True
+    try:
+        recorded = json.loads(source_path.read_text(encoding="utf-8"))
+        cleaning = recorded.pop("cleaning")
+    except (OSError, ValueError, KeyError, AttributeError):
+        recorded, cleaning = None, None
+    if not isinstance(cleaning, dict) or recorded != _source(data_dir, annotators):
+        print(f"note: {LABEL_FILE} or the texts in {data_dir / 'data'} changed since the MVSA split in {folder} was "
+              "written (or clfa's cleaning did); making the split again", file=sys.stderr)
+        return False
+    for reason, count in cleaning.get("removed", {}).items():
+        notes.removed.setdefault("all", Counter())[reason] += count
+    notes.fallback_decoded += cleaning.get("fallback_decoded", 0)
+    return True
 
 
 def _split_files(folder: Path) -> dict[str, Path] | None:
@@ -203,12 +255,13 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     seen: dict[str, str] = {}
     # Pre-made splits: --splits-dir, else DATA_DIR itself, else a split this reader wrote before.
     for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
-        if files := _split_files(folder):
+        if (files := _split_files(folder)) and _written_split_is_current(folder, data_dir, annotators, notes):
             notes.split_dir = folder
             splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
             return splits, list(LABELS), None
     # The raw release: aggregate, split, write the split for reuse, then build the records.
     skipped_before = len(skip) if skip is not None else 0
+    source = _source(data_dir, annotators) if (data_dir / LABEL_FILE).is_file() else None
     samples = _read_label_file(data_dir, annotators, notes, skip)  # discarded samples count under "all"
     parts = split_8_1_1(samples)
     target = splits_dir or data_dir / SPLIT_FOLDER
@@ -217,7 +270,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
         print(f"warning: invalid samples were skipped, so the MVSA split is not written to {target}", file=sys.stderr)
     else:
         try:
-            _write_splits(target, parts)
+            _write_splits(target, parts, source, notes)
             notes.split_dir, notes.split_written = target, True
         except OSError as exc:  # e.g. a read-only dataset folder: the split is deterministic, so go on without it
             print(f"warning: could not write the MVSA split to {target} ({exc}); use --splits-dir to keep it", file=sys.stderr)
