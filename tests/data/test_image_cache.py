@@ -109,6 +109,28 @@ def test_interrupted_build_leaves_no_cache(tmp_path):
     assert cached_images(records, t, cache, progress=False).shape == (8, 3, 8, 8) and t.loads == 8
 
 
+def test_files_of_killed_builds_are_removed_and_running_ones_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    records = make_records(tmp_path / "img", n=4)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+    name = ".images-4x3x8x8-0123.npy.{}@{}-0123abcd.tmp"
+    killed = cache / name.format(host, int(gone.stdout))  # its process has exited without cleaning up
+    running = cache / name.format(host, os.getpid())
+    elsewhere = cache / name.format("another-host.example.org", int(gone.stdout))
+    for tmp in (killed, running, elsewhere):
+        tmp.write_bytes(b"partial")
+    cached_images(records, CountingTransform(), cache, progress=False)
+    assert not killed.exists() and running.exists() and elsewhere.exists()
+    assert len(list(cache.glob("images-*.npy"))) == 1
+
+
 def test_missing_image_names_the_record(tmp_path):
     records = make_records(tmp_path / "img")
     records[4].image.unlink()

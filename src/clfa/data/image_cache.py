@@ -3,13 +3,15 @@
 The cache file is named by a digest of the transform's settings and of every record's (id, image path,
 file size, mtime), in order, so changing any of them selects a different file: a stale cache is never
 read. Files are written to a temporary name and renamed when complete, so an interrupted build leaves
-nothing that could be mistaken for a cache.
+nothing that could be mistaken for a cache; the temporary file of a killed build is removed by the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -61,9 +63,30 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
     return np.load(path, mmap_mode="r")
 
 
+_TMP_OWNER = re.compile(r"\.npy\.(?P<host>.+)@(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete the temporary files of builds that were killed (SIGKILL, power loss) and so never cleaned up: each
+    names its host and process, and one whose process is gone on this host is abandoned. A build still running,
+    here or on another host sharing the folder, is left alone."""
+    host = socket.gethostname()
+    for tmp in folder.glob(".images-*.tmp"):
+        owner = _TMP_OWNER.search(tmp.name)
+        if owner is None or owner["host"] != host:
+            continue
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...], workers: int, progress: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    _remove_abandoned(path.parent)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}@{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
 
     def load(i: int) -> None:
