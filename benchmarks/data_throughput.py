@@ -2,9 +2,10 @@
 
 Both go through the real path: :class:`clfa.data.processing.CLFADataset` + a torch DataLoader + a collator. The
 cache is :func:`clfa.data.image_cache.cached_images` (decoded and resized once into a memory-mapped uint8 array).
-Two collators are timed on the cache: :class:`clfa.training.TrainingCollator` (uint8 batches, normalised later on
-the device: what training uses) and :class:`clfa.data.processing.Collator` (float batches normalised on the host:
-what prediction uses). Synthetic JPEGs (default 500x400, like tweet photos) are written to a temporary folder; the
+Three ways of reading the cache are timed: whole uint8 batches (``CLFADataset.__getitems__`` and
+:func:`clfa.data.processing.stack`: what training and prediction use, normalised later on the device), the same
+one sample at a time (the DataLoader's default, through a ``ConcatDataset`` that hides ``__getitems__``), and
+float batches normalised on the host (:class:`clfa.data.processing.Collator`). Synthetic JPEGs (default 500x400, like tweet photos) are written to a temporary folder; the
 image processor is the paper's ViT-B/32 one (resize to 224x224). Files and cache are in the page cache when read,
 as they are from the second epoch on.
 
@@ -26,9 +27,8 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from clfa.data.image_cache import cached_images
-from clfa.data.processing import CLFADataset, Collator, ImageTransform
+from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack
 from clfa.data.records import Record
-from clfa.training import TrainingCollator
 
 
 class ConstantTokenizer:
@@ -94,11 +94,13 @@ def main(argv=None) -> None:
                    "batch_size": args.batch_size, "cache_build_images_per_s": round(build, 1), "runs": []}
         decoded = CLFADataset(records, tokenizer, transform, 77)
         cached = CLFADataset(records, tokenizer, transform, 77, images=cache)
+        one_by_one = torch.utils.data.ConcatDataset([cached])
         for workers in args.workers:
             runs = {
-                "decode JPEG, Collator": images_per_second(decoded, Collator(transform), args.batch_size, workers),
-                "cache, TrainingCollator (uint8)": images_per_second(cached, TrainingCollator(), args.batch_size, workers, args.cache_epochs),
-                "cache, Collator (float)": images_per_second(cached, Collator(transform), args.batch_size, workers, args.cache_epochs),
+                "decode JPEG every epoch": images_per_second(decoded, stack, args.batch_size, workers),
+                "cache, whole batches (uint8)": images_per_second(cached, stack, args.batch_size, workers, args.cache_epochs),
+                "cache, sample by sample (uint8)": images_per_second(one_by_one, stack, args.batch_size, workers, args.cache_epochs),
+                "cache, float on the host": images_per_second(cached, Collator(transform), args.batch_size, workers, args.cache_epochs),
             }
             for name, rate in runs.items():
                 print(f"workers={workers:<2} {name:<34} {rate:>9,.0f} images/s", flush=True)

@@ -14,7 +14,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCall
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_sagemaker_mp_enabled
 
-from clfa.data.processing import CLFADataset, ImageTransform
+from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.metrics import classification_metrics, headline
@@ -26,19 +26,10 @@ from clfa.teacher import teacher_embeddings, teacher_projection_dim
 logger = logging.getLogger(__name__)
 
 
-class TrainingCollator:
-    """Stacks items and leaves the pixels as uint8: :class:`CLFATrainer` normalises them after the copy to the
-    device, so loader workers, pinned memory and the host-to-device copy move a quarter of the bytes of floats.
-    ``default_collate`` stacks straight into shared memory inside a loader worker, saving a copy per batch."""
-
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return torch.utils.data.default_collate(items)
-
-
 class CLFATrainer(Trainer):
     """Logs the cross-entropy and alignment parts of the loss next to the total.
 
-    ``transform``: batches from :class:`TrainingCollator` carry uint8 ``pixels``, normalised here, on the device,
+    ``transform``: batches (from :func:`clfa.data.processing.stack`) carry uint8 ``pixels``, normalised here, on the device,
     with :meth:`ImageTransform.normalize`. ``drop_last_train``: drop the last partial training batch
     (not evaluation batches), so every training step has the same shapes and compiled kernels and CUDA graphs are
     reused instead of recompiled; with shuffling, a different handful of samples sits out each epoch.
@@ -243,7 +234,8 @@ def build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=TrainingCollator(),
+        # uint8 pixels, normalised on the device: workers, pinned memory and the copy move a quarter of the bytes.
+        data_collator=stack,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         transform=transform,

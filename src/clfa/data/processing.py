@@ -99,29 +99,57 @@ class CLFADataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        record = self.records[i]
-        pixels = self.images[i] if self.images is not None else self.transform.load(record.image, record.source)
-        item = {
-            "input_ids": self.encoded["input_ids"][i],
-            "attention_mask": self.encoded["attention_mask"][i],
-            "pixels": torch.from_numpy(np.array(pixels)),  # a copy: cached arrays are read-only memory maps
-        }
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch, which the DataLoader asks for instead of one sample at a time: from the image cache it is
+        one gather (numpy fancy indexing, also for a memory map) instead of a copy, a dict and five tensor views per
+        sample, 5-7x faster at batch 256. Pixels stay uint8; the same samples in the same order as item by item."""
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        # Texts first: their indexing raises IndexError for a row past the end, before any pixels are gathered.
+        batch = {"input_ids": self.encoded["input_ids"][rows], "attention_mask": self.encoded["attention_mask"][rows]}
+        if self.images is not None:
+            batch["pixels"] = _gather(self.images, rows.numpy())
+        else:
+            batch["pixels"] = torch.from_numpy(np.stack([self.transform.load(self.records[i].image, self.records[i].source) for i in indices]))
         if self.labels is not None:
-            item["labels"] = self.labels[i]
+            batch["labels"] = self.labels[rows]
         if self.teacher_embeds is not None:
-            item["teacher_text_embeds"] = self.teacher_embeds[0][i]
-            item["teacher_image_embeds"] = self.teacher_embeds[1][i]
-        return item
+            batch["teacher_text_embeds"] = self.teacher_embeds[0][rows]
+            batch["teacher_image_embeds"] = self.teacher_embeds[1][rows]
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+
+def _gather(images, rows: np.ndarray) -> torch.Tensor:
+    """``images[rows]`` as one tensor. In the main process numpy's fancy indexing is the fastest copy (about 4x faster
+    at batch 256 than filling a fresh torch tensor, whose new pages all fault in). In a loader worker the batch must end in
+    shared memory to reach the main process, so the rows are written there directly, as ``default_collate`` does,
+    instead of being copied a second time when the batch is sent."""
+    if torch.utils.data.get_worker_info() is None or not isinstance(images, np.ndarray):
+        return torch.from_numpy(np.asarray(images[rows]))
+    shape = (len(rows), *images.shape[1:])
+    like = torch.from_numpy(np.zeros(0, dtype=images.dtype))
+    out = like.new(like._typed_storage()._new_shared(int(np.prod(shape)), device=like.device)).resize_(shape)
+    # The rows are in range (the caller indexed the texts with them); mode "wrap" keeps numpy from buffering `out`.
+    np.take(images, rows, axis=0, out=out.numpy(), mode="wrap")
+    return out
+
+
+def stack(items: list[dict] | dict) -> dict[str, torch.Tensor]:
+    """A batch as one dict of tensors. :meth:`CLFADataset.__getitems__` delivers it whole; a dataset that wraps one
+    without passing that method on (``ConcatDataset``) delivers a list of samples, stacked here."""
+    return items if isinstance(items, dict) else torch.utils.data.default_collate(items)
 
 
 class Collator:
-    """Stacks items and turns uint8 pixels into normalised ``pixel_values``."""
+    """Model-ready batches for a loop of your own: stacks and turns the uint8 pixels into normalised
+    ``pixel_values`` on the host. Training and prediction use :func:`stack` and normalise on the device instead."""
 
     def __init__(self, transform: ImageTransform):
         self.transform = transform
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    def __call__(self, items: list[dict] | dict) -> dict[str, torch.Tensor]:
+        batch = dict(stack(items))
         batch["pixel_values"] = self.transform.normalize(batch.pop("pixels"))
         return batch
