@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from clfa.data.processing import CLFADataset, Collator, ImageTransform, tokenize
+from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
 
@@ -37,7 +37,9 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixel_values")}
+        """``batch`` holds uint8 ``pixels``, normalised after the copy to the device (a quarter of the bytes of floats)."""
+        inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixels")}
+        inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
         out = self.model(**inputs)
         return {
             "probabilities": out.logits.float().softmax(-1).cpu(),
@@ -49,7 +51,7 @@ class Predictor:
         """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
         enc = tokenize(self.tokenizer, [text], self.model.config.max_text_length)
-        batch = {**enc, "pixel_values": self.transform.normalize(torch.from_numpy(pixels)[None])}
+        batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}
         probs = self._forward(batch)["probabilities"][0]
         return self._result(probs)
 
@@ -60,7 +62,7 @@ class Predictor:
         """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records."""
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=Collator(self.transform), pin_memory=self.device.type == "cuda"
+            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"
         )
         parts: dict[str, list[torch.Tensor]] = {}
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
