@@ -4,7 +4,7 @@ Both paths train the same CLFA model (same configs, same random init, same batch
 token ids and random uint8 pixels, so nothing is downloaded and the figures depend only on the model's shapes.
 
 naive: fp32, eager (no compile), the CLIP teacher run on every batch inside the loop, torch AdamW without
-    foreach/fused kernels, pixels normalised on the host and copied with blocking copies, no loader workers,
+    foreach/fused kernels, samples read one at a time, pixels normalised on the host and copied with blocking copies, no loader workers,
     eager (non-SDPA) attention. The same hyperparameters as the Trainer (AdamW groups, linear warm-up/decay,
     gradient clipping), so the two paths differ only in how fast they compute the same thing.
 fast: exactly what ``clfa train`` runs: :func:`clfa.training.build_trainer` (CLFATrainer + training_arguments) on a
@@ -222,7 +222,9 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
     total = warmup + steps
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * opts.warmup_ratio), total)
     generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data.dataset(), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=Collator(data.transform))
+    # Sample by sample, as a plain Dataset is read (ConcatDataset hides CLFADataset's whole-batch __getitems__).
+    samples = torch.utils.data.ConcatDataset([data.dataset()])
+    loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=Collator(data.transform))
     losses, start = [], None
     for step, batch in enumerate(loader):
         batch = {key: value.to(device) for key, value in batch.items()}
