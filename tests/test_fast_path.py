@@ -60,3 +60,33 @@ def test_fast_path_bf16_matches_naive_within_bf16_tolerance(runs):
     relative = (fast["bf16"] - naive).abs() / naive.abs()
     assert relative.max() < 0.03, relative
     assert relative.mean() < 0.01, relative
+
+
+def test_training_step_is_one_graph_compiled_once():
+    """CUDA graphs (``--compile-mode reduce-overhead``) cover only what torch.compile captures: a graph break splits
+    the step, and a recompilation per batch would make every step slow. Checked with dynamo's ``fullgraph`` and
+    ``error_on_recompile`` on the AOT-autograd backend (no code generation, so it runs in seconds on a CPU)."""
+    tt = _benchmark_module()
+    configs = tt.size_configs("tiny", dropout=0.0)
+    data = tt.SyntheticData(configs, total=4 * BATCH, unique=4 * BATCH, seed=0)
+    dataset = data.dataset(data.teacher_embeddings(tt.build_teacher(configs, 0), torch.device("cpu")))
+    model = tt.build_model(configs, seed=0).train()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for step in range(4):
+                batch = dataset.__getitems__(list(range(step * BATCH, (step + 1) * BATCH)))
+                batch["pixel_values"] = data.transform.normalize(batch.pop("pixels"))
+                loss = compiled(**batch).loss
+                loss.backward()
+                grads = [p.grad.clone() for p in model.parameters()]
+                model.zero_grad()
+                eager = model(**batch).loss
+                eager.backward()
+                torch.testing.assert_close(loss.detach(), eager.detach(), rtol=1e-5, atol=1e-6)
+                for compiled_grad, p in zip(grads, model.parameters()):
+                    torch.testing.assert_close(compiled_grad, p.grad, rtol=1e-4, atol=1e-6)
+                model.zero_grad()
+    finally:
+        torch._dynamo.reset()
