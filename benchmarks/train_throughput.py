@@ -147,19 +147,6 @@ class RandomTokenizer:
         return {"input_ids": self.ids[rows], "attention_mask": self.mask[rows]}
 
 
-class Cycle:
-    """``n`` rows repeated to length ``length``: a long epoch of images without holding every copy in memory."""
-
-    def __init__(self, rows: np.ndarray, length: int):
-        self.rows, self.length = rows, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.rows[i % len(self.rows)]
-
-
 class SyntheticData:
     """``total`` samples cycling over ``unique`` distinct ones: token ids, uint8 pixels, labels."""
 
@@ -179,7 +166,9 @@ class SyntheticData:
             rows = torch.arange(self.total) % self.unique
             teacher_embeds = (teacher_embeds[0][rows], teacher_embeds[1][rows])
         label2id = {name: i for i, name in enumerate(LABELS)}
-        return CLFADataset(self.records, self.tokenizer, self.transform, self.max_length, label2id, Cycle(self.pixels, self.total), teacher_embeds)
+        # One real array, as the image cache is (numpy gathers batches from it): the distinct images repeated.
+        images = self.pixels[np.arange(self.total) % self.unique]
+        return CLFADataset(self.records, self.tokenizer, self.transform, self.max_length, label2id, images, teacher_embeds)
 
     def teacher_embeddings(self, teacher: CLIPModel, device: torch.device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """The cache the fast path trains from: the teacher run once over the distinct samples."""

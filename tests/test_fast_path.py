@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from clfa.data.processing import stack
+
 STEPS, BATCH, LR = 50, 8, 1e-3  # a learning rate high enough that the loss moves a lot in 50 steps
 
 
@@ -76,7 +78,7 @@ def test_training_step_is_one_graph_compiled_once():
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
             for step in range(4):
-                batch = dataset.__getitems__(list(range(step * BATCH, (step + 1) * BATCH)))
+                batch = stack(dataset.__getitems__(list(range(step * BATCH, (step + 1) * BATCH))))
                 batch["pixel_values"] = data.transform.normalize(batch.pop("pixels"))
                 loss = compiled(**batch).loss
                 loss.backward()

@@ -1,4 +1,4 @@
-"""Records to tensors: pixels as the image processor makes them, and whole batches equal to sample-by-sample ones."""
+"""Records to tensors: pixels as the image processor makes them, and whole batches that are the samples themselves."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,11 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from clfa.data.image_cache import cached_images
-from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack
+from clfa.data.processing import CLFADataset, Collator, ImageTransform, SampleBatch, stack, tokenize
 from clfa.data.registry import load_dataset
 
 LABEL2ID = {"negative": 0, "positive": 1}
+MAX_LENGTH = 12
 
 
 @pytest.fixture
@@ -24,16 +25,29 @@ def parts(tiny_models, tiny_dataset, tmp_path):
     return records, transform, tokenizer, teacher, cache
 
 
-def one_by_one(dataset, indices):
-    items = [dataset[i] for i in indices]
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+def expected_batch(parts, indices) -> dict[str, torch.Tensor]:
+    """The batch built from the sources themselves, not from the dataset under test."""
+    records, transform, tokenizer, teacher, _ = parts
+    enc = tokenize(tokenizer, [records[i].text for i in indices], MAX_LENGTH)
+    return {
+        **enc,
+        "pixels": torch.stack([torch.from_numpy(transform.load(records[i].image)) for i in indices]),
+        "labels": torch.tensor([LABEL2ID[records[i].label] for i in indices]),
+        "teacher_text_embeds": teacher[0][indices],
+        "teacher_image_embeds": teacher[1][indices],
+    }
 
 
-def assert_same_batches(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        assert torch.equal(a[key], b[key]), key
+def dataset(parts, source="cache") -> CLFADataset:
+    records, transform, tokenizer, teacher, cache = parts
+    return CLFADataset(records, tokenizer, transform, MAX_LENGTH, LABEL2ID, {"cache": cache, "files": None, "list": list(cache)}[source], teacher)
+
+
+def assert_same_batches(got: dict, want: dict):
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key].dtype == want[key].dtype, key
+        assert torch.equal(got[key], want[key]), key
 
 
 def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset):
@@ -45,48 +59,55 @@ def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset):
     torch.testing.assert_close(ours, expected.float(), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("source", ["cache", "files"])
-def test_a_whole_batch_equals_the_same_samples_one_by_one(parts, source):
-    records, transform, tokenizer, teacher, cache = parts
-    dataset = CLFADataset(records, tokenizer, transform, 12, LABEL2ID, cache if source == "cache" else None, teacher)
+@pytest.mark.parametrize("source", ["cache", "files", "list"])
+def test_a_whole_batch_holds_the_samples_in_the_samplers_order(parts, source):
+    data = dataset(parts, source)
     indices = [7, 0, 31, 7, 46]  # any order, repeats allowed, as a sampler may give
-    batch = dataset.__getitems__(indices)
-    assert_same_batches(batch, one_by_one(dataset, indices))
-    assert batch["pixels"].dtype == torch.uint8 and batch["pixels"].shape == (5, 3, 16, 16)
-    assert batch["labels"].tolist() == [LABEL2ID[records[i].label] for i in indices]
-    assert torch.equal(batch["teacher_text_embeds"][2], teacher[0][31])
-    assert torch.equal(batch["pixels"][1], torch.from_numpy(transform.load(records[0].image)))
+    batch = data.__getitems__(indices)
+    assert isinstance(batch, SampleBatch) and len(batch) == len(indices)
+    assert_same_batches(stack(batch), expected_batch(parts, indices))
+    for position, i in enumerate(indices):  # each element is the sample __getitem__ gives
+        sample, alone = batch[position], data[i]
+        assert sample.keys() == alone.keys() and all(torch.equal(sample[k], alone[k]) for k in alone)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_loader_batches_through_workers_and_wrappers(parts, workers):
-    """Workers write batches straight into shared memory; a ConcatDataset hides __getitems__ and is stacked sample by
-    sample: both give the batches a plain stack of the samples gives, in the sampler's order."""
-    records, transform, tokenizer, teacher, cache = parts
-    dataset = CLFADataset(records, tokenizer, transform, 12, LABEL2ID, cache, teacher)
+def test_loader_batches_through_workers_wrappers_and_other_collate_functions(parts, workers):
+    """Workers write batches straight into shared memory; ConcatDataset hides __getitems__; Subset passes it on;
+    the default collate function and the Trainer's take the samples one by one: all give the same batches."""
+    from transformers import default_data_collator
+
+    data = dataset(parts)
     sampler = [[3, 1, 4, 1, 5, 9, 2, 6], [47, 0, 12]]
-    expected = [one_by_one(dataset, indices) for indices in sampler]
-    for source in (dataset, torch.utils.data.ConcatDataset([dataset])):
-        loader = torch.utils.data.DataLoader(source, batch_sampler=sampler, num_workers=workers, collate_fn=stack)
+    expected = [expected_batch(parts, indices) for indices in sampler]
+    setups = [(data, stack), (torch.utils.data.ConcatDataset([data]), stack), (torch.utils.data.Subset(data, range(len(data))), stack),
+              (data, torch.utils.data.default_collate), (data, default_data_collator)]
+    for source, collate in setups:
+        loader = torch.utils.data.DataLoader(source, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
         for got, want in zip(loader, expected, strict=True):
             assert_same_batches(got, want)
-    floats = next(iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=Collator(transform))))
+    floats = next(iter(torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=Collator(parts[1]))))
     assert "pixels" not in floats
-    torch.testing.assert_close(floats["pixel_values"], transform.normalize(expected[0]["pixels"]), rtol=0, atol=0)
+    torch.testing.assert_close(floats["pixel_values"], parts[1].normalize(expected[0]["pixels"]), rtol=0, atol=0)
+
+
+def test_stack_dataset_pairs_samples_not_fields(parts):
+    data = dataset(parts)
+    pairs = torch.utils.data.StackDataset(data, data).__getitems__([5, 2, 9, 1])  # 4 samples, like the 4+ fields
+    assert len(pairs) == 4 and all(torch.equal(a["input_ids"], expected_batch(parts, [i])["input_ids"][0]) for (a, _), i in zip(pairs, [5, 2, 9, 1]))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_index_past_the_end_is_an_error_not_a_wrapped_row(parts, workers):
-    records, transform, tokenizer, _, cache = parts
-    dataset = CLFADataset(records, tokenizer, transform, 12, LABEL2ID, cache)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[0, len(records)]], num_workers=workers, collate_fn=stack)
+    data = dataset(parts)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=[[0, len(data)]], num_workers=workers, collate_fn=stack)
     with pytest.raises(IndexError):
         next(iter(loader))
 
 
 def test_cached_rows_are_copies_the_batch_can_own(parts):
-    records, transform, tokenizer, _, cache = parts
+    cache = parts[4]
     assert not cache.flags.writeable  # a read-only memory map
-    batch = CLFADataset(records, tokenizer, transform, 12, LABEL2ID, cache).__getitems__([0, 1])
+    batch = stack(dataset(parts).__getitems__([0, 1]))
     batch["pixels"] += 1  # writable, and writing does not reach the cache
-    assert np.array_equal(cache[0], transform.load(records[0].image))
+    assert np.array_equal(cache[0], parts[1].load(parts[0][0].image))
