@@ -369,7 +369,7 @@ def test_mvsa_written_split_reports_its_cleaning_and_is_made_again_when_the_raw_
     (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
     notes = ReaderNotes()
     relabelled = load_dataset("mvsa-single", root, notes=notes)
-    assert notes.split_written and "changed since the MVSA split" in capsys.readouterr().err
+    assert notes.split_written and "was made from another labelResultAll.txt" in capsys.readouterr().err
     assert label_of(relabelled, "1") == "negative"
     assert sum(len(split) for split in relabelled.splits.values()) == sum(len(split) for split in first.splits.values())
 
@@ -377,11 +377,49 @@ def test_mvsa_written_split_reports_its_cleaning_and_is_made_again_when_the_raw_
     (root / "data" / "9.txt").write_bytes(b"a corrected tweet, longer than before\r\n")
     edited = load_dataset("mvsa-single", root)
     assert next(r.text for split in edited.splits.values() for r in split if r.id == "9") == "a corrected tweet, longer than before"
-    assert "changed since the MVSA split" in capsys.readouterr().err
+    assert "was made from another" in capsys.readouterr().err
     (root / SPLIT_FOLDER / "source.json").write_text("{not json")
     notes = ReaderNotes()
     load_dataset("mvsa-single", root, notes=notes)
     assert notes.split_written and json.loads((root / SPLIT_FOLDER / "source.json").read_text())["cleaning"]["fallback_decoded"] == 1
+    assert "has no valid source.json" in capsys.readouterr().err
+
+
+def test_mvsa_written_split_cut_short_or_from_an_earlier_version_is_made_again(tmp_path, monkeypatch, capsys):
+    import clfa.data.public.mvsa as mvsa
+
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS)
+    load_dataset("mvsa-single", root)
+    split_dir = root / SPLIT_FOLDER
+
+    # A relabelling whose split write fails after train.json: the old source.json no longer matches, so the next run
+    # makes the split again instead of reading new train.json with old dev/test.
+    lines = (root / "labelResultAll.txt").read_text().splitlines()
+    lines[1:5] = [f"{i}\tnegative,negative" for i in range(1, 5)]
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    write = mvsa._atomic_json
+
+    def failing(path, value):
+        if path.name == "dev.json":
+            raise OSError(28, "No space left on device")
+        write(path, value)
+
+    monkeypatch.setattr(mvsa, "_atomic_json", failing)
+    cut_short = load_dataset("mvsa-single", root)
+    assert "could not write the MVSA split" in capsys.readouterr().err
+    monkeypatch.setattr(mvsa, "_atomic_json", write)
+    notes = ReaderNotes()
+    again = load_dataset("mvsa-single", root, notes=notes)
+    assert notes.split_written and "making it again" in capsys.readouterr().err
+    for split in ("train", "dev", "test"):
+        assert [(r.id, r.label) for r in again[split]] == [(r.id, r.label) for r in cut_short[split]]
+
+    # A split written by an earlier version (no source.json), even an incomplete one, is made again, not trusted.
+    (split_dir / "source.json").unlink()
+    (split_dir / "test.json").unlink()
+    notes = ReaderNotes()
+    load_dataset("mvsa-single", root, notes=notes)
+    assert notes.split_written and (split_dir / "source.json").is_file() and (split_dir / "test.json").is_file()
 
 
 def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):

@@ -9,7 +9,7 @@ Two layouts are accepted:
   the standard way (:func:`aggregate`) and split 8:1:1 per class with a fixed seed (:func:`split_8_1_1`);
   the split is written in the pre-made format to ``--splits-dir`` or ``DATA_DIR/clfa_splits`` and read
   from there on later runs, as long as the label file and the texts it came from are unchanged
-  (``source.json`` next to it records them, and what the cleaning removed).
+  (``source.json`` next to it records them, and what the cleaning removed; see :func:`_reusable_split`).
 
 Images are ``IMAGE_DIR/<id>.jpg``: ``--image-dir`` if given, else ``DATA_DIR/data`` if that folder exists,
 else DATA_DIR itself.
@@ -176,36 +176,43 @@ def _atomic_json(path: Path, value) -> None:
 
 
 def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, notes: ReaderNotes) -> None:
-    """Write the split in the pre-made format, each file atomically, then ``source.json`` (what it was made from
-    and what the cleaning removed); a crash before that last file leaves a split that is made again."""
+    """Write the split in the pre-made format, each file atomically, and ``source.json`` (what it was made from and
+    what the cleaning removed) last. An older ``source.json`` stays until then, so a write that fails half-way, or a
+    process reading meanwhile, sees a split that does not match its raw release and makes it again."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / SOURCE_FILE).unlink(missing_ok=True)
     for split in SPLITS:
         _atomic_json(folder / f"{split}.json", [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]])
     cleaning = {"removed": dict(notes.removed.get("all", {})), "fallback_decoded": notes.fallback_decoded}
     _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
 
 
-def _written_split_is_current(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> bool:
-    """False when ``folder`` holds a split written from a raw release that has changed since (or by another
-    version of the cleaning); True otherwise, restoring the cleaning counts it recorded into ``notes``. A split
-    without ``source.json`` (made elsewhere) or without the raw release beside it is used as it is."""
+def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> dict[str, Path] | None:
+    """The split files in ``folder`` to read, or None to look further (and, at the end, split the raw release).
+
+    A split made elsewhere (no ``source.json``, outside ``DATA_DIR/clfa_splits``) is used as it is. One that clfa
+    wrote is used only while the raw release beside it is the one ``source.json`` records, and then the cleaning
+    counts recorded there are reported again; without ``source.json`` (an earlier clfa, or a write cut short) or
+    after any change it is made again. Without the raw release there is nothing to compare: it is used as it is."""
     source_path = folder / SOURCE_FILE
-    if not source_path.is_file() or not (data_dir / LABEL_FILE).is_file():
-        return True
+    if folder != data_dir / SPLIT_FOLDER and not source_path.is_file():
+        return _split_files(folder)
+    if not any((folder / f"{split}.json").is_file() for split in SPLITS):
+        return None
     try:
         recorded = json.loads(source_path.read_text(encoding="utf-8"))
         cleaning = recorded.pop("cleaning")
+        if not isinstance(cleaning, dict):
+            raise ValueError(cleaning)
     except (OSError, ValueError, KeyError, AttributeError):
-        recorded, cleaning = None, None
-    if not isinstance(cleaning, dict) or recorded != _source(data_dir, annotators):
-        print(f"note: {LABEL_FILE} or the texts in {data_dir / 'data'} changed since the MVSA split in {folder} was "
-              "written (or clfa's cleaning did); making the split again", file=sys.stderr)
-        return False
+        recorded, cleaning = None, {}
+    if (data_dir / LABEL_FILE).is_file() and recorded != _source(data_dir, annotators):
+        why = "has no valid source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
+        print(f"note: the MVSA split in {folder} {why}; making it again from the raw release", file=sys.stderr)
+        return None
     for reason, count in cleaning.get("removed", {}).items():
         notes.removed.setdefault("all", Counter())[reason] += count
     notes.fallback_decoded += cleaning.get("fallback_decoded", 0)
-    return True
+    return _split_files(folder)
 
 
 def _split_files(folder: Path) -> dict[str, Path] | None:
@@ -255,7 +262,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     seen: dict[str, str] = {}
     # Pre-made splits: --splits-dir, else DATA_DIR itself, else a split this reader wrote before.
     for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
-        if (files := _split_files(folder)) and _written_split_is_current(folder, data_dir, annotators, notes):
+        if files := _reusable_split(folder, data_dir, annotators, notes):
             notes.split_dir = folder
             splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
             return splits, list(LABELS), None
