@@ -110,25 +110,46 @@ def test_interrupted_build_leaves_no_cache(tmp_path):
 
 
 def test_files_of_killed_builds_are_removed_and_running_ones_kept(tmp_path):
+    import fcntl
     import os
-    import socket
-    import subprocess
-    import sys
+    import time
 
     records = make_records(tmp_path / "img", n=4)
     cache = tmp_path / "cache"
     cache.mkdir()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    host = socket.gethostname()
-    name = ".images-4x3x8x8-0123.npy.{}@{}-0123abcd.tmp"
-    killed = cache / name.format(host, int(gone.stdout))  # its process has exited without cleaning up
-    running = cache / name.format(host, os.getpid())
-    elsewhere = cache / name.format("another-host.example.org", int(gone.stdout))
-    for tmp in (killed, running, elsewhere):
+    hour_ago = time.time() - 3600
+    killed, running, fresh = (cache / f".images-4x3x8x8-0123.npy.{pid}-0123abcd.tmp" for pid in (11, 12, 13))
+    for tmp in (killed, running, fresh):
         tmp.write_bytes(b"partial")
-    cached_images(records, CountingTransform(), cache, progress=False)
-    assert not killed.exists() and running.exists() and elsewhere.exists()
-    assert len(list(cache.glob("images-*.npy"))) == 1
+    os.utime(killed, (hour_ago, hour_ago))  # untouched for an hour and nobody holds it: a killed build's
+    os.utime(running, (hour_ago, hour_ago))
+    with open(running, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a build still running holds its lock, however old the file
+        cached_images(records, CountingTransform(), cache, progress=False)
+    assert not killed.exists() and running.exists() and fresh.exists()  # fresh: its writer may take no lock
+    assert len(list(cache.glob("images-*.npy"))) == 1 and len(list(cache.glob(".*.tmp"))) == 2
+
+
+def test_a_running_build_holds_its_file_against_cleaners(tmp_path):
+    """However old its file looks, a build in progress keeps it: its lock stops a concurrent cleaner."""
+    import os
+
+    from clfa.data.image_cache import _remove_abandoned
+
+    records = make_records(tmp_path / "img", n=4)
+    cache = tmp_path / "cache"
+    seen = []
+
+    class CleanerMidBuild(CountingTransform):
+        def load(self, path, source=""):
+            for tmp in cache.glob(".*.tmp"):
+                os.utime(tmp, (0, 0))
+                _remove_abandoned(cache)
+                seen.append(tmp.exists())
+            return super().load(path, source)
+
+    images = cached_images(records, CleanerMidBuild(), cache, num_workers=1, progress=False)
+    assert seen and all(seen) and images.shape == (4, 3, 8, 8)
 
 
 def test_missing_image_names_the_record(tmp_path):

@@ -3,21 +3,25 @@
 The cache file is named by a digest of the transform's settings and of every record's (id, image path,
 file size, mtime), in order, so changing any of them selects a different file: a stale cache is never
 read. Files are written to a temporary name and renamed when complete, so an interrupted build leaves
-nothing that could be mistaken for a cache; the temporary file of a killed build is removed by the next one.
+nothing that could be mistaken for a cache; the temporary file of a killed build is removed by a later one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import socket
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: abandoned temporary files are then left for the user to delete
+    fcntl = None
 
 from clfa.data.records import DataError, Record
 
@@ -63,31 +67,34 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
     return np.load(path, mmap_mode="r")
 
 
-_TMP_OWNER = re.compile(r"\.npy\.(?P<host>.+)@(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+ABANDONED_AFTER_S = 600  # a temporary file untouched this long, with no build holding its lock, is a killed build's
 
 
 def _remove_abandoned(folder: Path) -> None:
-    """Delete the temporary files of builds that were killed (SIGKILL, power loss) and so never cleaned up: each
-    names its host and process, and one whose process is gone on this host is abandoned. A build still running,
-    here or on another host sharing the folder, is left alone."""
-    host = socket.gethostname()
+    """Delete the temporary files of builds that were killed (SIGKILL, power loss) and so never cleaned up. A build
+    holds an exclusive lock on its file until it is renamed; a file that nobody holds and nobody has written to for
+    ten minutes is abandoned. Locks, unlike process ids, hold across containers sharing a volume; the age spares a
+    writer that takes no lock (an older clfa) or a file system without locks."""
+    if fcntl is None:
+        return
     for tmp in folder.glob(".images-*.tmp"):
-        owner = _TMP_OWNER.search(tmp.name)
-        if owner is None or owner["host"] != host:
-            continue
         try:
-            os.kill(int(owner["pid"]), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, another user's
+            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            with open(tmp, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tmp.unlink()
+        except OSError:  # held by a running build, already gone, or not ours to delete
+            continue
 
 
 def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...], workers: int, progress: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(path.parent)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}@{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    lock = open(tmp, "xb")  # created here and locked for the whole build, so cleaners leave it alone
+    if fcntl is not None:
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     def load(i: int) -> None:
         pixels = transform.load(records[i].image, records[i].source)
@@ -96,6 +103,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
         out[i] = pixels  # rows are disjoint, so threads never write the same bytes
 
     try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # the same file: the lock holds
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(load, i) for i in range(len(records))]
             try:
@@ -107,9 +115,10 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
                 raise
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the data is on disk before the name says the cache exists
+        os.fsync(lock.fileno())  # the data is on disk before the name says the cache exists
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        lock.close()
