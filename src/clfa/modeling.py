@@ -72,7 +72,7 @@ class CLFAPreTrainedModel(PreTrainedModel):
     def train(self, mode: bool = True):
         # The Trainer calls train() before every step. Re-setting the flag on ~450 modules costs about 1 ms of host
         # time at the paper's sizes, checking it a fifth of that: host time a small-batch GPU step does not have.
-        if _in_mode(self, mode):
+        if isinstance(mode, bool) and _in_mode(self, mode):  # anything else goes to torch, which rejects it
             return self
         return super().train(mode)
 
