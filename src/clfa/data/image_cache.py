@@ -18,11 +18,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: abandoned temporary files are then left for the user to delete
-    fcntl = None
-
 from clfa.data.records import DataError, Record
 
 CACHE_FORMAT = 1  # bump when the file layout changes, so old caches are ignored
@@ -67,24 +62,19 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
     return np.load(path, mmap_mode="r")
 
 
-ABANDONED_AFTER_S = 600  # a temporary file untouched this long, with no build holding its lock, is a killed build's
+ABANDONED_AFTER_S = 3600  # a temporary file no build has written to for an hour is a killed build's
 
 
 def _remove_abandoned(folder: Path) -> None:
     """Delete the temporary files of builds that were killed (SIGKILL, power loss) and so never cleaned up. A build
-    holds an exclusive lock on its file until it is renamed; a file that nobody holds and nobody has written to for
-    ten minutes is abandoned. Locks, unlike process ids, hold across containers sharing a volume; the age spares a
-    writer that takes no lock (an older clfa) or a file system without locks."""
-    if fcntl is None:
-        return
+    touches its file after every image, so one untouched for an hour has no build behind it, whichever host,
+    container or process it came from; the age alone decides, so no lock or process id is needed (neither holds on
+    every file system a cache folder may sit on)."""
     for tmp in folder.glob(".images-*.tmp"):
         try:
-            if time.time() - tmp.stat().st_mtime < ABANDONED_AFTER_S:
-                continue
-            with open(tmp, "rb") as f:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S:
                 tmp.unlink()
-        except OSError:  # held by a running build, already gone, or not ours to delete
+        except OSError:  # already gone, or not ours to delete
             continue
 
 
@@ -92,18 +82,16 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    lock = open(tmp, "xb")  # created here and locked for the whole build, so cleaners leave it alone
-    if fcntl is not None:
-        fcntl.flock(lock, fcntl.LOCK_EX)
 
     def load(i: int) -> None:
         pixels = transform.load(records[i].image, records[i].source)
         if pixels.shape != shape[1:]:
             raise DataError(f"image {records[i].image} became {pixels.shape}, expected {shape[1:]}", file=records[i].source or None)
         out[i] = pixels  # rows are disjoint, so threads never write the same bytes
+        os.utime(tmp)  # progress, for cleaners: see _remove_abandoned
 
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # the same file: the lock holds
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(load, i) for i in range(len(records))]
             try:
@@ -115,10 +103,9 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
                 raise
         out.flush()
         del out
-        os.fsync(lock.fileno())  # the data is on disk before the name says the cache exists
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name says the cache exists
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        lock.close()
