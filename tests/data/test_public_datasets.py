@@ -382,7 +382,7 @@ def test_mvsa_written_split_reports_its_cleaning_and_is_made_again_when_the_raw_
     notes = ReaderNotes()
     load_dataset("mvsa-single", root, notes=notes)
     assert notes.split_written and json.loads((root / SPLIT_FOLDER / "source.json").read_text())["cleaning"]["fallback_decoded"] == 1
-    assert "has no valid source.json" in capsys.readouterr().err
+    assert "has no complete source.json" in capsys.readouterr().err
 
 
 def test_mvsa_written_split_cut_short_or_from_an_earlier_version_is_made_again(tmp_path, monkeypatch, capsys):
@@ -420,6 +420,47 @@ def test_mvsa_written_split_cut_short_or_from_an_earlier_version_is_made_again(t
     notes = ReaderNotes()
     load_dataset("mvsa-single", root, notes=notes)
     assert notes.split_written and (split_dir / "source.json").is_file() and (split_dir / "test.json").is_file()
+
+
+@pytest.mark.parametrize("fail_on", ["dev.json", "final source.json"])
+def test_mvsa_split_write_cut_short_in_a_splits_dir_is_made_again_not_trusted(tmp_path, monkeypatch, capsys, fail_on):
+    import clfa.data.public.mvsa as mvsa
+
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS)
+    splits_dir = tmp_path / "my_split"
+    reference = load_dataset("mvsa-single", root, splits_dir=str(splits_dir))
+    original_labels = (root / "labelResultAll.txt").read_text()
+    write = mvsa._atomic_json
+
+    def failing(path, value):
+        if path.name == fail_on or (fail_on == "final source.json" and path.name == "source.json" and "cleaning" in value):
+            raise OSError(28, "No space left on device")
+        write(path, value)
+
+    # Relabel, have the rewrite cut short, then put the old label file back (a restore from a backup): the files
+    # on disk are now a mix, and must not be read as the split of the restored release.
+    lines = original_labels.splitlines()
+    lines[1:5] = [f"{i}\tnegative,negative" for i in range(1, 5)]
+    (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(mvsa, "_atomic_json", failing)
+    load_dataset("mvsa-single", root, splits_dir=str(splits_dir))
+    monkeypatch.setattr(mvsa, "_atomic_json", write)
+    (root / "labelResultAll.txt").write_text(original_labels)
+    capsys.readouterr()
+    notes = ReaderNotes()
+    again = load_dataset("mvsa-single", root, splits_dir=str(splits_dir), notes=notes)
+    assert notes.split_written and "has no complete source.json" in capsys.readouterr().err
+    for split in ("train", "dev", "test"):
+        assert [(r.id, r.label) for r in again[split]] == [(r.id, r.label) for r in reference[split]]
+
+    # A first write into an empty --splits-dir cut short is made again on the next run, not an "incomplete split".
+    fresh = tmp_path / "fresh_split"
+    monkeypatch.setattr(mvsa, "_atomic_json", failing)
+    load_dataset("mvsa-single", root, splits_dir=str(fresh))
+    monkeypatch.setattr(mvsa, "_atomic_json", write)
+    notes = ReaderNotes()
+    load_dataset("mvsa-single", root, splits_dir=str(fresh), notes=notes)
+    assert notes.split_written and json.loads((fresh / "source.json").read_text())["label_file_sha256"]
 
 
 def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):

@@ -175,44 +175,51 @@ def _atomic_json(path: Path, value) -> None:
         raise
 
 
+WRITING = {"writing": "a split is being written here; until it is complete, it is made again on every read"}
+
+
 def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, notes: ReaderNotes) -> None:
-    """Write the split in the pre-made format, each file atomically, and ``source.json`` (what it was made from and
-    what the cleaning removed) last. An older ``source.json`` stays until then, so a write that fails half-way, or a
-    process reading meanwhile, sees a split that does not match its raw release and makes it again."""
+    """Write the split in the pre-made format: first a ``source.json`` that matches no release (so that a write cut
+    short, or read half-way by another process, is made again rather than read), then each file atomically, then
+    the real ``source.json``: what the split was made from and what the cleaning removed."""
     folder.mkdir(parents=True, exist_ok=True)
+    _atomic_json(folder / SOURCE_FILE, WRITING)
     for split in SPLITS:
         _atomic_json(folder / f"{split}.json", [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]])
     cleaning = {"removed": dict(notes.removed.get("all", {})), "fallback_decoded": notes.fallback_decoded}
     _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
 
 
-def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> dict[str, Path] | None:
-    """The split files in ``folder`` to read, or None to look further (and, at the end, split the raw release).
+def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> tuple[dict[str, Path] | None, str | None]:
+    """The split files in ``folder`` to read (or None to look further and, at the end, split the raw release), and
+    why a split clfa wrote there is not reused.
 
-    A split made elsewhere (no ``source.json``, outside ``DATA_DIR/clfa_splits``) is used as it is. One that clfa
-    wrote is used only while the raw release beside it is the one ``source.json`` records, and then the cleaning
-    counts recorded there are reported again; without ``source.json`` (an earlier clfa, or a write cut short) or
-    after any change it is made again. Without the raw release there is nothing to compare: it is used as it is."""
+    A folder with ``source.json`` (and ``DATA_DIR/clfa_splits``) holds a split clfa wrote: it is reused only while
+    the raw release beside it is the one ``source.json`` records, and then the cleaning counts recorded there are
+    reported again; without a valid ``source.json`` (an earlier clfa, or a write cut short) or after any change it is
+    made again. Without the raw release there is nothing to compare, and it is used as it is. Any other folder holds
+    a split made elsewhere, used as it is."""
     source_path = folder / SOURCE_FILE
-    if folder != data_dir / SPLIT_FOLDER and not source_path.is_file():
-        return _split_files(folder)
-    if not any((folder / f"{split}.json").is_file() for split in SPLITS):
-        return None
+    if not source_path.is_file() and folder.resolve() != (data_dir / SPLIT_FOLDER).resolve():
+        return _split_files(folder), None
+    if not source_path.is_file() and not any((folder / f"{split}.json").is_file() for split in SPLITS):
+        return None, None
     try:
         recorded = json.loads(source_path.read_text(encoding="utf-8"))
         cleaning = recorded.pop("cleaning")
         if not isinstance(cleaning, dict):
             raise ValueError(cleaning)
-    except (OSError, ValueError, KeyError, AttributeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
         recorded, cleaning = None, {}
-    if (data_dir / LABEL_FILE).is_file() and recorded != _source(data_dir, annotators):
-        why = "has no valid source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
-        print(f"note: the MVSA split in {folder} {why}; making it again from the raw release", file=sys.stderr)
-        return None
+    if not (data_dir / LABEL_FILE).is_file():
+        if recorded is None:
+            return _split_files(folder), None
+    elif recorded != _source(data_dir, annotators):
+        return None, "has no complete source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
     for reason, count in cleaning.get("removed", {}).items():
         notes.removed.setdefault("all", Counter())[reason] += count
     notes.fallback_decoded += cleaning.get("fallback_decoded", 0)
-    return _split_files(folder)
+    return _split_files(folder), None
 
 
 def _split_files(folder: Path) -> dict[str, Path] | None:
@@ -261,12 +268,18 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     splits_dir = Path(options["splits_dir"]) if options.get("splits_dir") else None
     seen: dict[str, str] = {}
     # Pre-made splits: --splits-dir, else DATA_DIR itself, else a split this reader wrote before.
+    stale = []
     for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
-        if files := _reusable_split(folder, data_dir, annotators, notes):
+        files, why = _reusable_split(folder, data_dir, annotators, notes)
+        if files:
             notes.split_dir = folder
             splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
             return splits, list(LABELS), None
+        if why:
+            stale.append(f"note: the MVSA split in {folder} {why}; making it again from the raw release")
     # The raw release: aggregate, split, write the split for reuse, then build the records.
+    for note in stale:
+        print(note, file=sys.stderr)
     skipped_before = len(skip) if skip is not None else 0
     source = _source(data_dir, annotators) if (data_dir / LABEL_FILE).is_file() else None
     samples = _read_label_file(data_dir, annotators, notes, skip)  # discarded samples count under "all"
