@@ -89,6 +89,8 @@ def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(t
     model.image_model.train()
     model.train()
     assert modes() == {True}
+    with pytest.raises(ValueError):  # the shortcut leaves torch's check of the mode in place
+        model.train(1)
 
 
 def test_config_rejects_unknown_choices():

@@ -97,6 +97,26 @@ def test_stack_dataset_pairs_samples_not_fields(parts):
     assert len(pairs) == 4 and all(torch.equal(a["input_ids"], expected_batch(parts, [i])["input_ids"][0]) for (a, _), i in zip(pairs, [5, 2, 9, 1]))
 
 
+def gathered_where(samples) -> dict[str, torch.Tensor]:
+    return {**stack(samples), "in_shared_memory": torch.tensor(samples.tensors["pixels"].is_shared())}
+
+
+def test_whole_batches_are_taken_as_they_are_and_gathered_into_shared_memory_by_workers(parts):
+    batch = dataset(parts).__getitems__([1, 2, 3])
+    assert stack(batch)["pixels"] is batch.tensors["pixels"]  # not split into samples and stacked again
+    assert not batch.tensors["pixels"].is_shared()
+    worker_batch = next(iter(torch.utils.data.DataLoader(dataset(parts), batch_sampler=[[1, 2, 3]], num_workers=1, collate_fn=gathered_where)))
+    assert worker_batch["in_shared_memory"].item()
+    assert_same_batches({k: v for k, v in worker_batch.items() if k != "in_shared_memory"}, expected_batch(parts, [1, 2, 3]))
+
+
+def test_a_sample_batch_rebuilt_from_its_samples_is_still_a_batch(parts):
+    batch = dataset(parts).__getitems__([4, 0, 8])
+    rebuilt = type(batch)([sample for sample in batch])  # what pinning memory does to a sequence
+    assert len(rebuilt) == 3 and rebuilt.tensors is None
+    assert_same_batches(stack(rebuilt), expected_batch(parts, [4, 0, 8]))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_index_past_the_end_is_an_error_not_a_wrapped_row(parts, workers):
     data = dataset(parts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +135,24 @@ class CLFADataset(torch.utils.data.Dataset):
 
 
 class SampleBatch(Sequence):
-    """What :meth:`CLFADataset.__getitems__` returns: a sequence of samples, as the DataLoader's contract asks (any
-    collate function, ``Subset``, ``StackDataset`` work), that keeps the stacked tensors, so that :func:`stack` and
-    :class:`Collator` take the batch as it is instead of splitting it into samples and stacking them again."""
+    """What :meth:`CLFADataset.__getitems__` returns: the sequence of samples the DataLoader's contract asks for
+    (collate functions that index or iterate their samples, such as torch's and the Trainer's defaults, ``Subset``,
+    ``StackDataset`` and pinned memory work on it), which also keeps the stacked tensors, so that :func:`stack` and
+    :class:`Collator` take the batch as it is instead of splitting it into samples and stacking them again. Built
+    from samples instead (as torch rebuilds a sequence it pins), it is a plain sequence of them."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
+    def __init__(self, samples: dict[str, torch.Tensor] | Iterable[dict]):
+        if isinstance(samples, dict):
+            self.tensors, self._samples = samples, None
+        else:
+            self.tensors, self._samples = None, list(samples)
 
     def __len__(self) -> int:
-        return len(self.tensors["input_ids"])
+        return len(self._samples) if self._samples is not None else len(self.tensors["input_ids"])
 
     def __getitem__(self, i):
+        if self._samples is not None:
+            return self._samples[i]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return {key: value[i] for key, value in self.tensors.items()}
@@ -170,7 +177,7 @@ def stack(samples: Sequence[dict]) -> dict[str, torch.Tensor]:
     """The collate function of training and prediction: a batch as one dict of tensors, pixels left uint8. A
     :class:`SampleBatch` is already stacked; samples from a dataset that wraps :class:`CLFADataset` without passing
     ``__getitems__`` on (``ConcatDataset``) are stacked here."""
-    if isinstance(samples, SampleBatch):
+    if isinstance(samples, SampleBatch) and samples.tensors is not None:
         return dict(samples.tensors)
     return torch.utils.data.default_collate(list(samples))
 
