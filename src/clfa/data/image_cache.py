@@ -3,7 +3,8 @@
 The cache file is named by a digest of the transform's settings and of every record's (id, image path,
 file size, mtime), in order, so changing any of them selects a different file: a stale cache is never
 read. Files are written to a temporary name and renamed when complete, so an interrupted build leaves
-nothing that could be mistaken for a cache; the temporary file of a killed build is removed by a later one.
+nothing that could be mistaken for a cache; the temporary file of a killed build is removed by a later build once
+it has been untouched for an hour.
 """
 
 from __future__ import annotations
