@@ -118,7 +118,8 @@ class CLFADataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> "SampleBatch":
         """The samples of a whole batch, which the DataLoader asks for instead of one sample at a time. From an image
         array (the cache) the pixels are one gather instead of a copy, a dict and five tensor views per sample: 3-4x
-        more images/s at batch 256 in the main process, 1.3-1.8x through loader workers. The samples are those of ``__getitem__``, in the same order."""
+        more images/s at batch 256 in the main process, 1.3-1.8x through loader workers. The samples are those of
+        ``__getitem__``, in the same order."""
         rows = torch.as_tensor(indices, dtype=torch.long)
         # Texts first: their indexing raises IndexError for a row past the end, before any pixels are gathered.
         batch = {"input_ids": self.encoded["input_ids"][rows], "attention_mask": self.encoded["attention_mask"][rows]}

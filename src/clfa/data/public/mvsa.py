@@ -207,18 +207,18 @@ def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: Reader
     try:
         recorded = json.loads(source_path.read_text(encoding="utf-8"))
         cleaning = recorded.pop("cleaning")
-        if not isinstance(cleaning, dict):
-            raise ValueError(cleaning)
+        removed = {str(reason): int(count) for reason, count in cleaning["removed"].items()}
+        fallback_decoded = int(cleaning["fallback_decoded"])
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        recorded, cleaning = None, {}
+        recorded, removed, fallback_decoded = None, {}, 0
     if not (data_dir / LABEL_FILE).is_file():
         if recorded is None:
             return _split_files(folder), None
     elif recorded != _source(data_dir, annotators):
         return None, "has no complete source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
-    for reason, count in cleaning.get("removed", {}).items():
+    for reason, count in removed.items():
         notes.removed.setdefault("all", Counter())[reason] += count
-    notes.fallback_decoded += cleaning.get("fallback_decoded", 0)
+    notes.fallback_decoded += fallback_decoded
     return _split_files(folder), None
 
 
