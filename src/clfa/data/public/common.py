@@ -61,6 +61,26 @@ def make_record(sample_id: str, text: str, label: str, image: Path, file: Path, 
     return Record(id=sample_id, text=text, image=image, label=label, source=f"{file}:{line}")
 
 
+def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...], file: Path, line: int) -> tuple[str, str, int]:
+    """(id, text, label) of one item of a published JSON split, ``{id_key: str|int, "text": str, label_key: int}``;
+    a DataError naming ``file`` and ``line`` for anything else."""
+    def fail(problem: str) -> DataError:
+        return DataError(f"malformed item: {problem}", file=file, line=line)
+
+    choices = "|".join(map(str, labels))
+    if not isinstance(item, dict) or any(key not in item for key in (id_key, "text", label_key)):
+        raise fail(f'expected {{"{id_key}": ..., "text": ..., "{label_key}": {choices}}}')
+    sample_id, text, label = item[id_key], item["text"], item[label_key]
+    if isinstance(sample_id, bool) or not isinstance(sample_id, (int, str)) or not str(sample_id).strip():
+        raise fail(f"bad {id_key} {sample_id!r}")
+    if not isinstance(text, str):
+        raise fail(f"text is {type(text).__name__}, not a string")
+    if label not in labels or isinstance(label, (bool, float)):
+        allowed = ", ".join(map(str, labels[:-1])) + f" or {labels[-1]}"
+        raise fail(f"{label_key} {label!r} is not {allowed}")
+    return str(sample_id).strip(), text, label
+
+
 def decode_text(raw: bytes) -> tuple[str, bool]:
     """Decode a text file: UTF-8 (a BOM is dropped), else Windows-1252, else Latin-1 (which never fails).
 

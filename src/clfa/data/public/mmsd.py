@@ -12,7 +12,7 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import iter_json_array, make_record, notes_from
+from clfa.data.public.common import iter_json_array, json_sample, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
@@ -128,16 +128,7 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
         path, records = folder / MMSD2_FILES[split], []
         for line, item in iter_json_array(path):
             try:
-                if not isinstance(item, dict) or any(k not in item for k in ("image_id", "text", "label")):
-                    raise DataError('malformed item: expected {"image_id": ..., "text": ..., "label": 0|1}', file=path, line=line)
-                sample_id, text, label = item["image_id"], item["text"], item["label"]
-                if isinstance(sample_id, bool) or not isinstance(sample_id, (int, str)) or not str(sample_id).strip():
-                    raise DataError(f"malformed item: bad image_id {sample_id!r}", file=path, line=line)
-                if not isinstance(text, str):
-                    raise DataError(f"malformed item: text is {type(text).__name__}, not a string", file=path, line=line)
-                if label not in (0, 1) or isinstance(label, (bool, float)):
-                    raise DataError(f"malformed item: label {label!r} is not 0 or 1", file=path, line=line)
-                sample_id = str(sample_id).strip()
+                sample_id, text, label = json_sample(item, "image_id", "label", (0, 1), path, line)
                 records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
             except DataError as err:
                 raise_or_skip(err, skip)

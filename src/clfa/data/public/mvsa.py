@@ -26,7 +26,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, make_record, notes_from
+from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, json_sample, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 
@@ -238,16 +238,8 @@ def _read_split_file(path: Path, image_dir: Path, options: dict, skip: SkipRepor
     records = []
     for line, item in iter_json_array(path):
         try:
-            if not isinstance(item, dict) or any(k not in item for k in ("id", "text", "emotion_label")):
-                raise DataError('malformed item: expected {"id": ..., "text": ..., "emotion_label": 0|1|2}', file=path, line=line)
-            sample_id, text, label = item["id"], item["text"], item["emotion_label"]
-            if isinstance(sample_id, bool) or not isinstance(sample_id, (str, int)) or not str(sample_id).strip():
-                raise DataError(f"malformed item: bad id {sample_id!r}", file=path, line=line)
-            if not isinstance(text, str):
-                raise DataError(f"malformed item: text is {type(text).__name__}, not a string", file=path, line=line)
-            if label not in (0, 1, 2) or isinstance(label, (bool, float)):
-                raise DataError(f"malformed item: emotion_label {label!r} is not 0, 1 or 2", file=path, line=line)
-            records.append(_record(str(sample_id).strip(), text, label, image_dir, options, path, line, seen))
+            sample_id, text, label = json_sample(item, "id", "emotion_label", (0, 1, 2), path, line)
+            records.append(_record(sample_id, text, label, image_dir, options, path, line, seen))
         except DataError as err:
             raise_or_skip(err, skip)
     return records
