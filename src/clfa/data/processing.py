@@ -100,13 +100,16 @@ class CLFADataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _pixels(self, i: int) -> torch.Tensor:
         record = self.records[i]
         pixels = self.images[i] if self.images is not None else self.transform.load(record.image, record.source)
+        return torch.from_numpy(np.array(pixels))  # a copy: cached arrays are read-only memory maps
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {
             "input_ids": self.encoded["input_ids"][i],
             "attention_mask": self.encoded["attention_mask"][i],
-            "pixels": torch.from_numpy(np.array(pixels)),  # a copy: cached arrays are read-only memory maps
+            "pixels": self._pixels(i),
         }
         if self.labels is not None:
             item["labels"] = self.labels[i]
@@ -126,7 +129,7 @@ class CLFADataset(torch.utils.data.Dataset):
         if isinstance(self.images, np.ndarray):
             batch["pixels"] = _gather(self.images, rows.numpy())
         else:  # decoded on demand, or an image source numpy cannot index with an array
-            batch["pixels"] = torch.stack([self[i]["pixels"] for i in indices])
+            batch["pixels"] = torch.stack([self._pixels(i) for i in indices])
         if self.labels is not None:
             batch["labels"] = self.labels[rows]
         if self.teacher_embeds is not None:
