@@ -17,6 +17,7 @@ else DATA_DIR itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, json_sample, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
@@ -190,9 +192,9 @@ def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, not
     _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
 
 
-def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: ReaderNotes) -> tuple[dict[str, Path] | None, str | None]:
+def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], notes: ReaderNotes) -> tuple[dict[str, Path] | None, str | None]:
     """The split files in ``folder`` to read (or None to look further and, at the end, split the raw release), and
-    why a split clfa wrote there is not reused.
+    why a split clfa wrote there is not reused. ``current()`` is the :func:`_source` of the raw release.
 
     A folder with ``source.json`` (and ``DATA_DIR/clfa_splits``) holds a split clfa wrote: it is reused only while
     the raw release beside it is the one ``source.json`` records, and then the cleaning counts recorded there are
@@ -214,7 +216,7 @@ def _reusable_split(folder: Path, data_dir: Path, annotators: int, notes: Reader
     if not (data_dir / LABEL_FILE).is_file():
         if recorded is None:
             return _split_files(folder), None
-    elif recorded != _source(data_dir, annotators):
+    elif recorded != current():
         return None, "has no complete source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
     for reason, count in removed.items():
         notes.removed.setdefault("all", Counter())[reason] += count
@@ -260,9 +262,11 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     splits_dir = Path(options["splits_dir"]) if options.get("splits_dir") else None
     seen: dict[str, str] = {}
     # Pre-made splits: --splits-dir, else DATA_DIR itself, else a split this reader wrote before.
+    # What the raw release is now, computed once if at all (it reads the label file and stats every text).
+    current = functools.cache(lambda: _source(data_dir, annotators))
     stale = []
     for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
-        files, why = _reusable_split(folder, data_dir, annotators, notes)
+        files, why = _reusable_split(folder, data_dir, current, notes)
         if files:
             notes.split_dir = folder
             splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
@@ -273,7 +277,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     for note in stale:
         print(note, file=sys.stderr)
     skipped_before = len(skip) if skip is not None else 0
-    source = _source(data_dir, annotators) if (data_dir / LABEL_FILE).is_file() else None
+    source = current() if (data_dir / LABEL_FILE).is_file() else None
     samples = _read_label_file(data_dir, annotators, notes, skip)  # discarded samples count under "all"
     parts = split_8_1_1(samples)
     target = splits_dir or data_dir / SPLIT_FOLDER
