@@ -30,19 +30,26 @@ def _benchmark_module():
 @pytest.fixture(scope="module")
 def runs():
     tt = _benchmark_module()
+    # Both paths on the device the Trainer picks, so that only the paths differ, not the kernels of two devices.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models gain nothing from more, and a busy machine makes more much slower
+    # On CUDA, cuDNN convolutions default to TF32, whose rounding would turn the paths' last-bit differences into
+    # loss differences far above fp32's; the comparison is of fp32 arithmetic.
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     try:
         configs = tt.size_configs("tiny", dropout=0.0)
         data = tt.SyntheticData(configs, total=STEPS * BATCH, unique=100, seed=0)
         common = dict(batch_size=BATCH, warmup=1, steps=STEPS - 1, seed=0, lr=LR)
-        naive = tt.run_naive(configs, data, device=torch.device("cpu"), shuffle=False, **common)["losses"]
+        naive = tt.run_naive(configs, data, device=device, shuffle=False, **common)["losses"]
         fast = {
             precision: tt.run_fast(configs, data, precision=precision, workers=0, sampling="sequential", record_losses=True, **common)["losses"]
             for precision in ("fp32", "bf16")
         }
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.allow_tf32 = tf32
     return torch.tensor(naive), {k: torch.tensor(v) for k, v in fast.items()}
 
 
