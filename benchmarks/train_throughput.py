@@ -191,6 +191,43 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class StepProfiler:
+    """torch.profiler over ``steps`` more steps after the timed ones, to tell where a step's time goes: how long the
+    GPU computes per step against the wall time of a step (the rest is the GPU waiting for the host), and the
+    operators that cost most on the device and on the host. The profiler slows the host, so the throughput figures
+    come from the unprofiled steps before."""
+
+    def __init__(self, device: torch.device, steps: int):
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.device, self.steps = device, steps
+        self.profile = torch.profiler.profile(activities=activities)
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        self.profile.start()
+        self.seconds = time.perf_counter()
+
+    def stop(self) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.seconds
+        self.profile.stop()
+
+    def summary(self, rows: int = 12) -> str:
+        events, steps, seconds = self.profile.key_averages(), self.steps, self.seconds
+        lines = [f"profiled {steps} steps: {1000 * seconds / steps:.2f} ms/step wall (profiler on)"]
+        if self.device.type == "cuda":
+            # Kernels only: user annotations (Optimizer.step#...) are GPU-side ranges over kernels counted already.
+            kernels = sum(e.self_device_time_total for e in events
+                          if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation)
+            lines.append(f"GPU kernels: {kernels / 1000 / steps:.2f} ms/step ({kernels / 1e4 / seconds:.0f}% of the profiled wall time)")
+            lines.append(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70))
+        lines.append(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=70))
+        lines.append(events.table(sort_by="cpu_time_total", row_limit=rows, max_name_column_width=70))
+        return "\n".join(lines)
+
+
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """The Trainer's AdamW groups: no weight decay on biases and norm weights."""
     decay = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
@@ -202,7 +239,7 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, device: torch.device,
-              seed: int, lr: float = 1e-5, shuffle: bool = True, attention: str = "eager") -> dict:
+              seed: int, lr: float = 1e-5, shuffle: bool = True, attention: str = "eager", profiler: StepProfiler | None = None) -> dict:
     """fp32 eager loop; the teacher runs on every batch. Returns timings and the per-step losses."""
     opts = TrainOptions()
     model = build_model(configs, seed, attention).to(device).train()
@@ -229,9 +266,14 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
             sync(device)
             start = time.perf_counter()
         if step + 1 == total:
+            sync(device)
+            elapsed = time.perf_counter() - start
+            if profiler:
+                profiler.start()
+        if step + 1 == total + (profiler.steps if profiler else 0):
             break
-    sync(device)
-    elapsed = time.perf_counter() - start
+    if profiler:
+        profiler.stop()
     return {"seconds": elapsed, "losses": [float(x) for x in losses]}
 
 
@@ -239,8 +281,8 @@ class StepTimer(TrainerCallback):
     """Times optimiser steps ``warmup`` to ``warmup + steps``, collects logged losses, and keeps the benchmark from
     writing checkpoints."""
 
-    def __init__(self, warmup: int, steps: int, device: torch.device):
-        self.warmup, self.end, self.device = warmup, warmup + steps, device
+    def __init__(self, warmup: int, steps: int, device: torch.device, profiler: StepProfiler | None = None):
+        self.warmup, self.end, self.device, self.profiler = warmup, warmup + steps, device, profiler
         self.start = self.stop = None
         self.losses: list[float] = []
 
@@ -252,6 +294,10 @@ class StepTimer(TrainerCallback):
                 self.start = now
             else:
                 self.stop = now
+                if self.profiler:
+                    self.profiler.start()
+        if self.profiler and state.global_step == self.end + self.profiler.steps:
+            self.profiler.stop()
         control.should_save = False
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -264,7 +310,7 @@ class StepTimer(TrainerCallback):
 
 def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
              precision: str = "auto", compile: bool = False, compile_mode: str | None = None, workers: int = 2,
-             sampling: str = "random", record_losses: bool = False) -> dict:
+             sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
     """The project's training path on the synthetic data, with teacher embeddings cached before training."""
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -274,11 +320,11 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
         torch.cuda.reset_peak_memory_stats(device)  # the one-off teacher pass is not part of training's memory
     with tempfile.TemporaryDirectory() as tmp:
         opts = TrainOptions(
-            output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps, learning_rate=lr, seed=seed, precision=precision,
+            output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps + (profiler.steps if profiler else 0), learning_rate=lr, seed=seed, precision=precision,
             compile=compile or compile_mode is not None, compile_mode=compile_mode, num_workers=workers, report_to="none",
             progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
         )
-        timer = StepTimer(warmup, steps, device)
+        timer = StepTimer(warmup, steps, device, profiler)
         trainer = build_trainer(opts, model, data.transform, data.dataset(cached), callbacks=[timer])
         trainer.args.train_sampling_strategy = sampling
         trainer.train()
@@ -304,15 +350,18 @@ def measure(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = size_configs(args.size)
-    total = (args.warmup + args.steps) * args.batch_size
+    total = (args.warmup + args.steps + args.profile) * args.batch_size
     data = SyntheticData(configs, total, min(total, args.unique), args.seed)
+    profiler = StepProfiler(device, args.profile) if args.profile else None
     if args.path == "naive":
-        result = run_naive(configs, data, args.batch_size, args.warmup, args.steps, device, args.seed)
+        result = run_naive(configs, data, args.batch_size, args.warmup, args.steps, device, args.seed, profiler=profiler)
         precision = "fp32"
     else:
         result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
-                          compile=args.compile, compile_mode=args.compile_mode, workers=args.workers)
+                          compile=args.compile, compile_mode=args.compile_mode, workers=args.workers, profiler=profiler)
         precision = result["precision"]
+    if profiler:
+        print(profiler.summary(), flush=True)
     seconds = result["seconds"]
     return {
         "path": args.path,
@@ -358,10 +407,12 @@ def parse_args(argv=None):
     parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the timed steps, profile N more (torch.profiler) and print where a step's time goes")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step)")
+    if args.warmup < 1 or args.steps < 1 or args.profile < 0:
+        parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
     return args
 
 
