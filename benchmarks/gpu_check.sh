@@ -49,7 +49,7 @@ timeout 120 "$PYTHON" benchmarks/data_throughput.py --images "${DATA_IMAGES:-800
 echo "== predict" >&2
 timeout 120 "$PYTHON" benchmarks/predict_throughput.py --size "$SIZE" --json 2>"$OUT_DIR/predict.err" | tee "$OUT_DIR/predict.log" | grep -v '^{'
 
-echo "== fast path against naive path, on the GPU" >&2
+echo "== tests/test_fast_path.py: the fast path's losses against the naive path's, on this device" >&2
 timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_fast_path.py >"$OUT_DIR/pytest.log" 2>&1
 tail -1 "$OUT_DIR/pytest.log"
 
