@@ -29,17 +29,12 @@ from clfa.data.records import Record
 from clfa.predict import Predictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import build_model, machine, size_configs  # noqa: E402
+from train_throughput import build_model, machine, size_configs, sync  # noqa: E402
 
 
 def synthetic_tokenizer(words: int = 2000) -> tuple[BertTokenizerFast, list[str]]:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(words))]
     return BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True), vocab[5:]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(predictor: Predictor, words: list[str], device: torch.device, batch_size: int, count: int, warmup: int, seed: int = 0) -> float:

@@ -43,6 +43,7 @@ from clfa.data.processing import CLFADataset, Collator, ImageTransform
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
+from clfa.teacher import projected_embedding
 from clfa.training import build_trainer, resolve_precision
 
 LABELS = ["negative", "positive"]
@@ -126,8 +127,7 @@ def teacher_forward(teacher: CLIPModel, input_ids, attention_mask, pixel_values)
     """The teacher's projected (text, image) embeddings in fp32: what the cache holds and the naive path recomputes."""
     text = teacher.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
     image = teacher.get_image_features(pixel_values=pixel_values)
-    pooled = [out if isinstance(out, torch.Tensor) else out.pooler_output for out in (text, image)]
-    return pooled[0].float(), pooled[1].float()
+    return projected_embedding(text).float(), projected_embedding(image).float()
 
 
 # --- data -------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from clfa.data.custom import read_custom
 from clfa.demo.teacher import add_filler, teacher_retrieval_accuracy, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import filler_words, generate_world, scene_of
-from clfa.teacher import compute_teacher_embeddings, teacher_projection_dim
+from clfa.teacher import compute_teacher_embeddings, projected_embedding, teacher_projection_dim
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,7 @@ def test_text_tower_pools_at_sep(trained):
         hidden = model.text_model(**enc).last_hidden_state
         sep = (enc["input_ids"] == tokenizer.sep_token_id).int().argmax(-1)
         expected = model.text_projection(hidden[torch.arange(len(sep)), sep])
-        got = model.get_text_features(**enc)
-    got = got if isinstance(got, torch.Tensor) else got.pooler_output
+        got = projected_embedding(model.get_text_features(**enc))
     assert torch.allclose(got, expected, atol=1e-5)
     assert (enc["attention_mask"].sum(-1) - 1 == sep).all()  # [SEP] is the last real token
 
