@@ -23,14 +23,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from clfa.data.records import Record
 from clfa.teacher import projected_embedding
 from clfa.demo.world import SCENES, filler_words, scene_of
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
 
 def teacher_config(
     tokenizer,
@@ -69,8 +66,8 @@ def image_processor(image_size: int = 32) -> CLIPImageProcessor:
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         do_center_crop=True,
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
     )
 
 

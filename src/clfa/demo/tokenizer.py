@@ -21,11 +21,12 @@ def build_tokenizer(out_dir: str | Path, model_max_length: int = MAX_LENGTH) -> 
     """Write ``vocab.txt`` and the tokenizer files into ``out_dir``; ``AutoTokenizer`` loads them from there."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    words = SPECIAL_TOKENS + demo_vocabulary()
+    demo_words = demo_vocabulary()
+    words = SPECIAL_TOKENS + demo_words
     (out_dir / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     vocab = {word: i for i, word in enumerate(words)}
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=model_max_length)
-    broken = [w for w in demo_vocabulary() if tokenizer.tokenize(w) != [w]]
+    broken = [w for w in demo_words if tokenizer.tokenize(w) != [w]]
     if broken:  # a word the basic tokenizer splits differently would reach the models as [UNK]
         raise ValueError(f"demo words the tokenizer does not keep whole: {broken}")
     tokenizer.save_pretrained(str(out_dir))

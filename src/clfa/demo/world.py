@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clfa.data.records import SPLITS
+
 SCENES: tuple[str, ...] = ("sunny", "rainy", "snowy", "night")
 LABELS: tuple[str, ...] = ("not_sarcastic", "sarcastic")
-SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 # Scene words shared by tweets and captions: the link a caption-trained teacher needs to read tweets.
 # Every scene has its own words of each kind, so that no scene is easier to spot in text than another.
@@ -87,11 +88,15 @@ def _literals(template: str) -> str:
     return " ".join(literal for literal, *_ in string.Formatter().parse(template))
 
 
+def _tweet_fragments() -> list[str]:
+    """The fixed words of every tweet template and the words of every non-scene slot."""
+    fragments = [_literals(t) for t in TWEET_TEMPLATES] + [_literals(t) for ts in SCENE_TWEET_TEMPLATES.values() for t in ts]
+    return fragments + [w for words in TWEET_SLOTS.values() for w in words]
+
+
 def demo_vocabulary() -> list[str]:
     """Every word piece a demo tweet or caption can contain, sorted: the vocabulary of a word-level tokenizer."""
-    fragments = [_literals(t) for t in TWEET_TEMPLATES + CAPTION_TEMPLATES]
-    fragments += [_literals(t) for ts in SCENE_TWEET_TEMPLATES.values() for t in ts]
-    fragments += [w for words in TWEET_SLOTS.values() for w in words]
+    fragments = _tweet_fragments() + [_literals(t) for t in CAPTION_TEMPLATES]
     fragments += [w for scene in SCENE_WORDS.values() for words in scene.values() for w in words]
     fragments += [w for words in CAPTION_DETAILS.values() for w in words] + CAPTION_PLACES
     return sorted({token for fragment in fragments for token in basic_split(fragment)})
@@ -100,9 +105,7 @@ def demo_vocabulary() -> list[str]:
 def filler_words() -> list[str]:
     """Tweet words that name no scene (sentiment, placeholders, punctuation, hashtags): noise for a scene reader."""
     scene = {t for kinds in SCENE_WORDS.values() for words in kinds.values() for w in words for t in basic_split(w)}
-    fragments = [_literals(t) for t in TWEET_TEMPLATES] + [_literals(t) for ts in SCENE_TWEET_TEMPLATES.values() for t in ts]
-    fragments += [w for words in TWEET_SLOTS.values() for w in words]
-    return sorted({t for fragment in fragments for t in basic_split(fragment)} - scene)
+    return sorted({t for fragment in _tweet_fragments() for t in basic_split(fragment)} - scene)
 
 
 def scene_of(text: str) -> str:
