@@ -66,6 +66,7 @@ class ImageTransform:
         mean, std = self._stats[pixels.device]
         return (pixels.float() * self.rescale_factor - mean) / std
 
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """Pad every text to ``max_length``: static shapes let compiled kernels and CUDA graphs be reused."""
     enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")

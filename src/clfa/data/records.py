@@ -75,4 +75,3 @@ def require_labels(records: list[Record], purpose: str) -> None:
         if record.label is None:
             file, _, line = record.source.rpartition(":")
             raise DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file or None, line=int(line) if line.isdigit() else None)
-

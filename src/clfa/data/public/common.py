@@ -14,7 +14,6 @@ from clfa.data.custom import check_image_file
 from clfa.data.records import DataError, Record
 
 
-
 @dataclass
 class ReaderNotes:
     """What a reader did besides producing records, for ``clfa data stats``.
