@@ -2,7 +2,7 @@
 
 benchmarks/train_throughput.py times a plain fp32 loop that runs the CLIP teacher on every batch ("naive") against
 the project's Trainer path with cached teacher embeddings, fused AdamW, bf16 autocast and uint8 batches normalised
-after the copy ("fast"). Speed is only worth having if the math is the same: with the same init, the same batches
+after the copy ("fast"), with or without whole steps in one CUDA graph. Speed is only worth having if the math is the same: with the same init, the same batches
 in the same order and dropout off, the per-step losses must agree exactly in fp32 and within bf16 rounding in bf16.
 """
 
@@ -44,8 +44,9 @@ def runs():
         common = dict(batch_size=BATCH, warmup=1, steps=STEPS - 1, seed=0, lr=LR)
         naive = tt.run_naive(configs, data, device=device, shuffle=False, **common)["losses"]
         fast = {
-            precision: tt.run_fast(configs, data, precision=precision, workers=0, sampling="sequential", record_losses=True, **common)["losses"]
-            for precision in ("fp32", "bf16")
+            (precision, cuda_graph): tt.run_fast(configs, data, precision=precision, cuda_graph=cuda_graph, workers=0,
+                                                 sampling="sequential", record_losses=True, **common)["losses"]
+            for precision in ("fp32", "bf16") for cuda_graph in (False, True)
         }
     finally:
         torch.set_num_threads(threads)
@@ -59,14 +60,18 @@ def test_runs_are_long_enough_to_mean_something(runs):
     assert naive[-10:].mean() < 0.6 * naive[:10].mean()  # the model learns: a real trajectory is compared
 
 
-def test_fast_path_fp32_matches_naive_loss_for_loss(runs):
+# cuda_graph: whole steps (forward, backward, clipping, AdamW) as one function; on a GPU captured in a CUDA graph
+# after 3 eager steps and replayed for the other 46, elsewhere run eagerly.
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["trainer_step", "whole_step"])
+def test_fast_path_fp32_matches_naive_loss_for_loss(runs, cuda_graph):
     naive, fast = runs
-    torch.testing.assert_close(fast["fp32"], naive, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast["fp32", cuda_graph], naive, rtol=1e-4, atol=1e-4)
 
 
-def test_fast_path_bf16_matches_naive_within_bf16_tolerance(runs):
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["trainer_step", "whole_step"])
+def test_fast_path_bf16_matches_naive_within_bf16_tolerance(runs, cuda_graph):
     naive, fast = runs
-    relative = (fast["bf16"] - naive).abs() / naive.abs()
+    relative = (fast["bf16", cuda_graph] - naive).abs() / naive.abs()
     assert relative.max() < 0.03, relative
     assert relative.mean() < 0.01, relative
 

@@ -167,3 +167,26 @@ def test_torchrun_two_processes_split_the_batches(tiny_models, tiny_dataset, tmp
     assert metrics["train"]["steps"] == 2 * 48 // (8 * 2)  # a global batch of 16: half the single-process steps
     assert metrics["test"]["num_samples"] == 16
     assert run.stdout.count("best dev checkpoint") == 1  # one summary, from the first process
+
+
+def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, tiny_dataset, tmp_path):
+    """--cuda-graph moves clipping and the AdamW update into the training step (on a GPU captured with the rest of
+    it); where no GPU captures it, the run must be the standard one, weight for weight, metric for metric."""
+    data = load_dataset("jsonl", tiny_dataset)  # 48 training samples: no partial batch for --cuda-graph to drop
+    runs = {graph: train(tiny_options(tiny_models, tmp_path / str(graph), epochs=2, cuda_graph=graph), data) for graph in (False, True)}
+    assert runs[True]["train"]["steps"] == runs[False]["train"]["steps"] == 12
+    for split in ("dev", "test"):
+        assert runs[True][split] == runs[False][split]
+    weights = {graph: load_file(tmp_path / str(graph) / "run" / "model.safetensors") for graph in runs}
+    for name, tensor in weights[False].items():
+        torch.testing.assert_close(weights[True][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    state = json.loads(next((tmp_path / "True" / "run" / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert logged and all(entry["grad_norm"] > 0 and {"ce_loss", "alignment_loss"} <= entry.keys() for entry in logged)
+
+
+def test_cuda_graph_refuses_what_a_captured_step_cannot_do(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, cuda_graph=True, gradient_accumulation_steps=2, compile_mode="reduce-overhead")
+    with pytest.raises(ValueError, match=r"gradient accumulation \(2 micro-batches.*'reduce-overhead'"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    assert not (tmp_path / "cache").exists()  # refused before any cache was filled

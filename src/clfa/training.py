@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import AutocastKwargs, DistributedType
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_sagemaker_mp_enabled
 
+from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
@@ -33,12 +34,25 @@ class CLFATrainer(Trainer):
     with :meth:`ImageTransform.normalize`. ``drop_last_train``: drop the last partial training batch
     (not evaluation batches), so every training step has the same shapes and compiled kernels and CUDA graphs are
     reused instead of recompiled; with shuffling, a different handful of samples sits out each epoch.
+    ``cuda_graph``: each training step (forward, backward, clipping, AdamW update) runs as one function, captured in
+    a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``.
     """
 
-    def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False, **kwargs):
+    graph_warmup = 3
+
+    def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False,
+                 cuda_graph: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.transform = transform
-        self.drop_last_train = drop_last_train
+        self.cuda_graph = cuda_graph
+        self.drop_last_train = drop_last_train or cuda_graph
+        if cuda_graph:
+            check_cuda_graph_support(self.args, self.is_deepspeed_enabled or self.is_fsdp_enabled)
+            # PyTorch's CUDA graph notes: autocast inside a captured region must not cache its casts.
+            self.accelerator.autocast_handler = AutocastKwargs(cache_enabled=False)
+        self._step_graph: StepGraph | None = None
+        self._graph_grads: list[torch.Tensor] = []
+        self._step_grad_norm: torch.Tensor | None = None
         # Running sums, not lists of outputs: CUDA graphs reuse output buffers, and a sum costs no host sync.
         self._parts: dict[str, torch.Tensor] = {}
         self._part_counts: dict[str, int] = {}
@@ -58,19 +72,24 @@ class CLFATrainer(Trainer):
             self.args.dataloader_drop_last = False
 
     def _prepare_inputs(self, inputs):
-        inputs = super()._prepare_inputs(inputs)
+        return self._normalized(super()._prepare_inputs(inputs))
+
+    def _normalized(self, inputs: dict) -> dict:
         if "pixels" in inputs:
             inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
         return inputs
 
+    def _record_parts(self, **parts: torch.Tensor | None) -> None:
+        for name, value in parts.items():
+            if value is not None:
+                value = value.detach().float()
+                self._parts[name] = self._parts[name] + value if name in self._parts else value.clone()
+                self._part_counts[name] = self._part_counts.get(name, 0) + 1
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            for name in ("ce_loss", "alignment_loss"):
-                if (value := getattr(outputs, name)) is not None:
-                    value = value.detach().float()
-                    self._parts[name] = self._parts[name] + value if name in self._parts else value.clone()
-                    self._part_counts[name] = self._part_counts.get(name, 0) + 1
+            self._record_parts(ce_loss=outputs.ce_loss, alignment_loss=outputs.alignment_loss)
         elif self.args.torch_compile:
             # Evaluation keeps outputs across batches; with CUDA graphs the next batch would overwrite them.
             outputs = type(outputs)(**{key: value.clone() for key, value in outputs.items()})
@@ -78,7 +97,68 @@ class CLFATrainer(Trainer):
 
     def train(self, *args, **kwargs):
         self._clip_parameters = self._flop_parameters = None  # a new run may bring a new model (model_init)
-        return super().train(*args, **kwargs)
+        self._step_graph, self._graph_grads = None, []
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._step_graph, self._graph_grads = None, []  # the graph's memory pool goes back for evaluation
+
+    # --- whole steps (cuda_graph) -------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.cuda_graph and type(optimizer) is torch.optim.AdamW:
+            # The Trainer's AdamW (its groups: no decay on biases and norms), rebuilt as one whose update the step runs.
+            defaults = {key: value for key, value in optimizer.defaults.items() if key != "decoupled_weight_decay"}
+            self.optimizer = optimizer = GraphableAdamW(optimizer.param_groups, **defaults)
+        return optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.cuda_graph:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if self._step_graph is None:
+            self._step_graph = StepGraph(lambda batch: self._whole_step(model, batch), self.args.device,
+                                         self.graph_warmup, lambda: self._before_capture(model))
+        optimizer = self._graphable_optimizer()
+        optimizer.refresh_lr()
+        loss, ce_loss, alignment_loss, self._step_grad_norm = self._step_graph(inputs)
+        optimizer.mark_updated()
+        if self._step_graph.graph is not None and not self._graph_grads:
+            # The Trainer sets gradients to None after each step; these references keep the graph's gradient
+            # buffers from ever being handed out again.
+            self._graph_grads = [p.grad for p in self._parameters(model) if p.grad is not None]
+        self._record_parts(ce_loss=ce_loss, alignment_loss=alignment_loss)
+        return loss
+
+    def _whole_step(self, model, batch: dict[str, torch.Tensor]) -> tuple:
+        """What the Trainer spreads over training_step, clipping and optimizer.step, as one function of the batch."""
+        inputs = self._normalized(dict(batch))
+        with self.compute_loss_context_manager():
+            outputs = model(**inputs)
+        self.accelerator.backward(outputs.loss)
+        parameters = self._parameters(model)
+        if self.args.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.args.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        self._graphable_optimizer().update()
+        return outputs.loss.detach(), outputs.ce_loss, outputs.alignment_loss, grad_norm
+
+    def _before_capture(self, model) -> None:
+        self._graphable_optimizer().make_capturable()
+        model.zero_grad(set_to_none=True)  # the captured backward then allocates the gradients in the graph's pool
+
+    def _graphable_optimizer(self) -> GraphableAdamW:
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+        if not isinstance(optimizer, GraphableAdamW):
+            raise TypeError(f"--cuda-graph needs the Trainer's own AdamW, not a given {type(optimizer).__name__}")
+        return optimizer
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if self.cuda_graph:
+            return self._step_grad_norm  # clipped (or measured) inside the step
+        return super()._get_grad_norm(model, grad_norm)
 
     def floating_point_ops(self, inputs) -> int:
         """The Trainer's estimate (6 x input tokens x non-embedding parameters) with the parameters counted once."""
@@ -88,16 +168,21 @@ class CLFATrainer(Trainer):
             self._flop_parameters = (self.model, self.model.num_parameters(exclude_embeddings=True))
         return 6 * inputs["input_ids"].numel() * self._flop_parameters[1]
 
+    def _parameters(self, model) -> list[torch.nn.Parameter]:
+        if self._clip_parameters is None or self._clip_parameters[0] is not model:
+            self._clip_parameters = (model, list(model.parameters()))
+        return self._clip_parameters[1]
+
     def _clip_grad_norm(self, model):
+        if self.cuda_graph:
+            return self._step_grad_norm  # clipped inside the step
         # What Accelerator.clip_grad_norm_ does outside FSDP / DeepSpeed / XLA / DTensor meshes (unscale, then
         # torch's clip), on a parameter list made once instead of a walk over every module at every step.
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA) \
                 or is_sagemaker_mp_enabled() or self._has_mixed_mesh_grads(model):
             return super()._clip_grad_norm(model)
-        if self._clip_parameters is None or self._clip_parameters[0] is not model:
-            self._clip_parameters = (model, list(model.parameters()))
         self.accelerator.unscale_gradients()
-        return torch.nn.utils.clip_grad_norm_(self._clip_parameters[1], self.args.max_grad_norm)
+        return torch.nn.utils.clip_grad_norm_(self._parameters(model), self.args.max_grad_norm)
 
     # transformers 5 saves some encoders (ViT, ...) under their legacy weight names and renames them back only in
     # from_pretrained, while the Trainer reloads checkpoints with a plain load_state_dict. Reloading through
@@ -124,6 +209,26 @@ class CLFATrainer(Trainer):
             self._parts.clear()
             self._part_counts.clear()
         super().log(logs, start_time)
+
+
+def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> None:
+    """A captured step is one process's whole optimiser step, replayed without the host: what needs more (another
+    process, a host-side loss scaler, several micro-batches per update, an optimiser other than fused AdamW) or
+    captures graphs itself is refused here, before anything runs."""
+    problems = []
+    if args.gradient_accumulation_steps != 1:
+        problems.append(f"gradient accumulation ({args.gradient_accumulation_steps} micro-batches per step)")
+    if args.world_size > 1 or args.n_gpu > 1 or sharded:
+        problems.append("several processes or GPUs")
+    if args.fp16:
+        problems.append("fp16 (its loss scaler checks every step on the host; bf16 needs none)")
+    if args.optim not in ("adamw_torch_fused", "adamw_torch"):
+        problems.append(f"the optimizer {args.optim!r} (fused AdamW only)")
+    if args.torch_compile_mode in ("reduce-overhead", "max-autotune"):
+        problems.append(f"torch.compile mode {args.torch_compile_mode!r}, which captures CUDA graphs of its own "
+                        "(use the default mode or max-autotune-no-cudagraphs)")
+    if problems:
+        raise ValueError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
 
 
 def resolve_precision(precision: str) -> str:
@@ -240,6 +345,7 @@ def build_trainer(
         callbacks=callbacks,
         transform=transform,
         drop_last_train=args.torch_compile,  # a compile mode alone also turns compiling on
+        cuda_graph=opts.cuda_graph,
     )
 
 
@@ -277,6 +383,8 @@ def train(
     # process then fills the teacher and image caches, and the others read them.
     has_dev = bool(data.splits.get("dev"))
     args = training_arguments(opts, has_dev)
+    if opts.cuda_graph:
+        check_cuda_graph_support(args)  # before the caches are filled, which can take long
     with args.main_process_first(desc="teacher and image caches"):
         teacher = None
         if model.config.uses_alignment:

@@ -1,0 +1,98 @@
+"""Whole training steps in one CUDA graph: the optimizer that updates inside the step, and the capture itself
+(on a GPU; tests/test_fast_path.py checks whole CLFA training runs against the plain loop on any device)."""
+
+import pytest
+import torch
+
+from clfa.cuda_graph import GraphableAdamW, StepGraph
+
+
+def _groups(model: torch.nn.Module) -> list[dict]:
+    return [{"params": [model.weight], "weight_decay": 0.1}, {"params": [model.bias], "weight_decay": 0.0}]
+
+
+def _model(device="cpu") -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(6, 3).to(device)
+
+
+def test_update_is_adamw_at_the_scheduled_learning_rate():
+    model, reference = _model(), _model()
+    optimizer = GraphableAdamW(_groups(model), lr=0.1, fused=True)
+    stock = torch.optim.AdamW(_groups(reference), lr=0.1, fused=True)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 / (1 + step)) for o in (optimizer, stock)]
+    for step in range(4):
+        x = torch.randn(5, 6)
+        for m in (model, reference):
+            m.zero_grad()
+            m(x).square().mean().backward()
+        optimizer.refresh_lr()
+        optimizer.update()
+        optimizer.mark_updated()
+        optimizer.step()  # what the Trainer calls after the step: acknowledges, does not update again
+        stock.step()
+        for schedule in schedules:
+            schedule.step()
+        torch.testing.assert_close(model.weight, reference.weight)
+        torch.testing.assert_close(model.bias, reference.bias)
+    assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in stock.param_groups] == [pytest.approx(0.1 / 5)] * 2
+    assert all(isinstance(g["lr"], float) for g in optimizer.param_groups)  # what schedulers and logs read
+
+
+def test_step_without_an_update_in_the_training_step_is_an_error():
+    optimizer = GraphableAdamW(_groups(_model()), lr=0.1)
+    with pytest.raises(RuntimeError, match="without such an update"):
+        optimizer.step()
+    with pytest.raises(RuntimeError, match="before refresh_lr"):
+        optimizer.update()
+
+
+def _train(device, steps: int, warmup: int | None):
+    """``steps`` steps of a small regression with a decaying learning rate; ``warmup=None``: plain eager loop."""
+    model = _model(device)
+    optimizer = GraphableAdamW(_groups(model), lr=0.05, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
+
+    def step(batch):
+        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.update()
+        return loss.detach(), norm
+
+    def before_capture():
+        optimizer.make_capturable()
+        model.zero_grad(set_to_none=True)
+
+    graph = StepGraph(step, device, warmup, before_capture) if warmup is not None else None
+    generator = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(steps):
+        batch = {"x": torch.randn(4, 6, generator=generator), "y": torch.randn(4, 3, generator=generator)}
+        optimizer.refresh_lr()
+        loss, _ = graph(batch) if graph else step({k: v.to(device) for k, v in batch.items()})
+        optimizer.mark_updated()
+        optimizer.step()
+        schedule.step()
+        model.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, model, graph
+
+
+def test_step_graph_runs_every_step_eagerly_off_cuda():
+    eager, model, _ = _train("cpu", 8, warmup=None)
+    stepped, stepped_model, graph = _train("cpu", 8, warmup=2)
+    assert graph.graph is None
+    assert stepped == eager and eager[-1] != eager[0]
+    torch.testing.assert_close(stepped_model.weight, model.weight, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_captured_step_replays_training_with_new_batches_and_learning_rates():
+    eager, model, _ = _train("cuda", 12, warmup=None)
+    replayed, replayed_model, graph = _train("cuda", 12, warmup=3)
+    assert graph.graph is not None  # steps 5-12 were replays of the captured fourth
+    torch.testing.assert_close(torch.tensor(replayed), torch.tensor(eager), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(replayed_model.weight, model.weight, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="'x' is \\(2, 6\\)"):
+        graph({"x": torch.randn(2, 6), "y": torch.randn(2, 3)})
