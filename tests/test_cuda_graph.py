@@ -1,10 +1,24 @@
 """Whole training steps in one CUDA graph: the optimizer that updates inside the step, and the capture itself
 (on a GPU; tests/test_fast_path.py checks whole CLFA training runs against the plain loop on any device)."""
 
+import importlib.util
+import traceback
+from pathlib import Path
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
+from clfa.data.processing import stack
+
+
+def _benchmark_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _groups(model: torch.nn.Module) -> list[dict]:
@@ -96,3 +110,49 @@ def test_captured_step_replays_training_with_new_batches_and_learning_rates():
     torch.testing.assert_close(replayed_model.weight, model.weight, rtol=1e-5, atol=1e-6)
     with pytest.raises(RuntimeError, match="'x' is \\(2, 6\\)"):
         graph({"x": torch.randn(2, 6), "y": torch.randn(2, 3)})
+
+
+# Reading a device value on the host (.item(), bool(tensor), data-dependent shapes) cannot be captured; torch.tensor
+# from Python data would copy pageable memory, which capture also forbids. On a CPU nothing fails, so the whole step
+# is run under a dispatch mode that records such operators, as it would run during capture.
+HOST_READS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::masked_select", "aten::unique2",
+              "aten::lift_fresh", "aten::lift_fresh_copy"}
+
+
+class HostReads(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[str, str] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in HOST_READS:
+            self.seen.setdefault(func._schema.name, "".join(traceback.format_stack(limit=8)[:-1]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_whole_step_reads_nothing_back_to_the_host(monkeypatch, tmp_path, precision):
+    import transformers.utils.import_utils as import_utils
+
+    from clfa.options import TrainOptions
+    from clfa.training import build_trainer
+
+    tt = _benchmark_module()
+    configs = tt.size_configs("tiny")
+    data = tt.SyntheticData(configs, total=16, unique=16, seed=0)
+    dataset = data.dataset(data.teacher_embeddings(tt.build_teacher(configs, 0), torch.device("cpu")))
+    model = tt.build_model(configs, seed=0).train()
+    opts = TrainOptions(output_dir=str(tmp_path), cuda_graph=True, report_to="none", progress=False, cache_dir=str(tmp_path))
+    trainer = build_trainer(opts, model, data.transform, dataset)
+    trainer.create_optimizer()
+    trainer._graphable_optimizer().refresh_lr()
+    batch = stack(dataset.__getitems__(list(range(8))))
+    # transformers skips its data-dependent checks (e.g. "is any token padded?") while a CUDA stream captures.
+    monkeypatch.setattr(import_utils, "is_cuda_stream_capturing", lambda: True)
+    before = [p.detach().clone() for p in model.parameters()]
+    reads = HostReads()
+    with reads, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+        loss, ce_loss, alignment_loss, grad_norm = trainer._whole_step(model, batch)
+    assert not reads.seen, "\n\n".join(f"{name} at\n{stack}" for name, stack in reads.seen.items())
+    assert loss > 0 and ce_loss > 0 and alignment_loss > 0 and grad_norm > 0
+    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before) if p.grad is not None)  # it updated
