@@ -3,8 +3,9 @@
 # stages, most important first:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time)
-#   tests:   tests/test_cuda_graph.py and tests/test_fast_path.py on the GPU: capture and replay, and the fast
-#            path's losses (with and without the captured step) against the naive path's, all on the GPU
+#   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training test on the GPU: capture
+#            and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA graph)
+#            against the naive path's, and a captured run with dropout, evaluation, checkpoints and a resume
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
@@ -50,8 +51,9 @@ if stage graph; then
 fi
 
 if stage tests; then
-    echo "== tests/test_cuda_graph.py tests/test_fast_path.py: capture, replay and the fast path's losses on this device" >&2
-    timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py >"$OUT_DIR/pytest.log" 2>&1
+    echo "== GPU tests: capture and replay, the fast path's losses, a captured run with dropout, evaluation and resume" >&2
+    timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
+        tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu >"$OUT_DIR/pytest.log" 2>&1
     tail -1 "$OUT_DIR/pytest.log"
 fi
 

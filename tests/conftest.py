@@ -3,6 +3,7 @@ in the custom format. Tiny models keep the real loading code (Auto classes from 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -67,3 +68,14 @@ def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positi
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / "data", {"train": 48, "dev": 16, "test": 16})
+
+
+@pytest.fixture(scope="session")
+def train_throughput():
+    """benchmarks/train_throughput.py as a module: its CLFA models at the paper's structure, synthetic data and the
+    naive and fast training paths."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,9 +1,7 @@
 """Whole training steps in one CUDA graph: the optimizer that updates inside the step, and the capture itself
 (on a GPU; tests/test_fast_path.py checks whole CLFA training runs against the plain loop on any device)."""
 
-import importlib.util
 import traceback
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +9,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import stack
-
-
-def _benchmark_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    spec = importlib.util.spec_from_file_location("train_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _groups(model: torch.nn.Module) -> list[dict]:
@@ -131,13 +121,13 @@ class HostReads(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_whole_step_reads_nothing_back_to_the_host(monkeypatch, tmp_path, precision):
+def test_whole_step_reads_nothing_back_to_the_host(train_throughput, monkeypatch, tmp_path, precision):
     import transformers.utils.import_utils as import_utils
 
     from clfa.options import TrainOptions
     from clfa.training import build_trainer
 
-    tt = _benchmark_module()
+    tt = train_throughput
     configs = tt.size_configs("tiny")
     data = tt.SyntheticData(configs, total=16, unique=16, seed=0)
     dataset = data.dataset(data.teacher_embeddings(tt.build_teacher(configs, 0), torch.device("cpu")))

@@ -185,6 +185,22 @@ def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, t
     assert logged and all(entry["grad_norm"] > 0 and {"ce_loss", "alignment_loss"} <= entry.keys() for entry in logged)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures the step only on a GPU")
+def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_models, tiny_dataset, tmp_path):
+    """Dropout draws new random numbers at every replay; evaluation, checkpoints, a resume (which captures again)
+    and the best-checkpoint reload all happen around a captured step."""
+    data = load_dataset("jsonl", tiny_dataset)
+    full = train(tiny_options(tiny_models, tmp_path / "full", epochs=8, cuda_graph=True, dropout=0.1), data)
+    assert full["test"]["accuracy"] >= 0.8 and full["train"]["steps"] == 8 * 6
+    assert full["best_checkpoint"]
+    opts = tiny_options(tiny_models, tmp_path / "cut", epochs=8, cuda_graph=True, dropout=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts, data, callbacks=[Interrupt()])
+    resumed = train(opts, data, resume=True)
+    assert resumed["train"]["steps"] == full["train"]["steps"]
+    assert resumed["test"]["accuracy"] >= 0.8
+
+
 def test_cuda_graph_refuses_what_a_captured_step_cannot_do(tiny_models, tiny_dataset, tmp_path):
     opts = tiny_options(tiny_models, tmp_path, cuda_graph=True, gradient_accumulation_steps=2, compile_mode="reduce-overhead")
     with pytest.raises(ValueError, match=r"gradient accumulation \(2 micro-batches.*'reduce-overhead'"):

@@ -40,7 +40,9 @@ class GraphableAdamW(torch.optim.AdamW):
 
     def refresh_lr(self) -> None:
         if self._device_lrs is None:
-            self._device_lrs = [torch.zeros((), device=group["params"][0].device) for group in self.param_groups]
+            # float32: fused AdamW's CUDA kernel reads a tensor learning rate as a float pointer.
+            self._device_lrs = [torch.zeros((), dtype=torch.float32, device=group["params"][0].device)
+                                for group in self.param_groups]
         for lr, group in zip(self._device_lrs, self.param_groups):
             lr.fill_(group["lr"])
 
@@ -89,6 +91,7 @@ class StepGraph:
         self.step, self.device, self.warmup, self.before_capture = step, torch.device(device), warmup, before_capture
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self._side_stream: torch.cuda.Stream | None = None
         self._inputs: Batch = {}
         self._outputs: tuple = ()
         if self.device.type != "cuda":
@@ -109,9 +112,11 @@ class StepGraph:
 
     def _on_side_stream(self, batch: Batch) -> tuple:
         # As PyTorch's whole-network capture does: warm-up work on a side stream, so that nothing the capture
-        # stream will need is tied to the default stream.
-        ambient = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
+        # stream will need is tied to the default stream; one stream for all of it, as memory cached for one
+        # stream is not handed to another.
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        ambient, side = torch.cuda.current_stream(self.device), self._side_stream
         side.wait_stream(ambient)
         with torch.cuda.stream(side):
             outputs = self.step(batch)
@@ -119,12 +124,14 @@ class StepGraph:
         return outputs
 
     def _capture(self, batch: Batch) -> tuple:
-        self._inputs = batch  # fresh copies of this batch: from now on, the graph's input tensors
+        # The graph's input tensors, owned here: the batch may be the data loader's own device tensors.
+        self._inputs = {key: value.clone() for key, value in batch.items()}
         if self.before_capture:
             self.before_capture()
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the data loader's pin-memory thread keeps calling the CUDA runtime during the capture;
-        # only this thread's calls must be capture-safe.
+        # thread_local: the data loader's pin-memory thread keeps calling the CUDA runtime during the capture, and
+        # only this thread's calls must be capture-safe. (Unsafe calls from other threads, autograd's included, go
+        # unreported; work queued on the capture stream is still checked.)
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._outputs = self.step(self._inputs)
         self.graph = graph

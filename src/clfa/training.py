@@ -101,7 +101,8 @@ class CLFATrainer(Trainer):
         try:
             return super().train(*args, **kwargs)
         finally:
-            self._step_graph, self._graph_grads = None, []  # the graph's memory pool goes back for evaluation
+            # The graph's memory pool goes back for evaluation: nothing may keep a tensor from it.
+            self._step_graph, self._graph_grads, self._step_grad_norm = None, [], None
 
     # --- whole steps (cuda_graph) -------------------------------------------------------------------------------
 
@@ -222,8 +223,8 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("several processes or GPUs")
     if args.fp16:
         problems.append("fp16 (its loss scaler checks every step on the host; bf16 needs none)")
-    if args.optim not in ("adamw_torch_fused", "adamw_torch"):
-        problems.append(f"the optimizer {args.optim!r} (fused AdamW only)")
+    if args.optim != "adamw_torch_fused" and (args.optim != "adamw_torch" or torch.cuda.is_available()):
+        problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
     if args.torch_compile_mode in ("reduce-overhead", "max-autotune"):
         problems.append(f"torch.compile mode {args.torch_compile_mode!r}, which captures CUDA graphs of its own "
                         "(use the default mode or max-autotune-no-cudagraphs)")
