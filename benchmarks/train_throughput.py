@@ -388,7 +388,7 @@ def measure(args) -> dict:
 
 def describe(r: dict) -> str:
     setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
-    setup += ", whole-step CUDA graph" if r.get("cuda_graph") else ""
+    setup += ", --cuda-graph" if r.get("cuda_graph") else ""
     memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
     return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step, "
             f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
@@ -408,7 +408,7 @@ def parse_args(argv=None):
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")
     parser.add_argument("--cuda-graph", action="store_true",
-                        help="fast path: capture whole training steps in one CUDA graph (clfa train --cuda-graph)")
+                        help="fast path: whole training steps, captured in one CUDA graph on a GPU (clfa train --cuda-graph true)")
     parser.add_argument("--workers", type=int, default=2, help="fast path: data loader workers")
     parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")

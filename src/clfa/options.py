@@ -65,8 +65,9 @@ class TrainOptions:
     cuda_graph: bool = _opt(
         False,
         "on a GPU, capture the whole training step (forward, backward, clipping, AdamW) in one CUDA graph after 3 "
-        "eager steps: the fastest small-batch training; one process, bf16 or fp32, no gradient accumulation, "
-        "combines with --compile (default mode); the last partial batch of each epoch is dropped",
+        "eager steps, for small batches, where the GPU otherwise waits for the host; one process, bf16 or fp32, "
+        "no gradient accumulation, combines with --compile (default mode); the last partial batch of each epoch "
+        "is dropped",
     )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
