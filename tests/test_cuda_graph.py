@@ -2,6 +2,7 @@
 (on a GPU; tests/test_fast_path.py checks whole CLFA training runs against the plain loop on any device)."""
 
 import traceback
+from collections import Counter
 
 import pytest
 import torch
@@ -113,32 +114,43 @@ class HostReads(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.seen: dict[str, str] = {}
+        self.counts: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func._schema.name in HOST_READS:
             self.seen.setdefault(func._schema.name, "".join(traceback.format_stack(limit=8)[:-1]))
+            self.counts[func._schema.name] += 1
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_whole_step_reads_nothing_back_to_the_host(train_throughput, monkeypatch, tmp_path, precision):
+@pytest.fixture
+def as_if_capturing(monkeypatch):
+    """transformers skips its data-dependent checks (e.g. "is any token padded?") while a CUDA stream captures."""
     import transformers.utils.import_utils as import_utils
 
+    monkeypatch.setattr(import_utils, "is_cuda_stream_capturing", lambda: True)
+
+
+def _trainer(tt, tmp_path, samples: int, **options):
     from clfa.options import TrainOptions
     from clfa.training import build_trainer
 
-    tt = train_throughput
     configs = tt.size_configs("tiny")
-    data = tt.SyntheticData(configs, total=16, unique=16, seed=0)
+    data = tt.SyntheticData(configs, total=samples, unique=16, seed=0)
     dataset = data.dataset(data.teacher_embeddings(tt.build_teacher(configs, 0), torch.device("cpu")))
     model = tt.build_model(configs, seed=0).train()
-    opts = TrainOptions(output_dir=str(tmp_path), cuda_graph=True, report_to="none", progress=False, cache_dir=str(tmp_path))
-    trainer = build_trainer(opts, model, data.transform, dataset)
+    opts = TrainOptions(output_dir=str(tmp_path), cuda_graph=True, report_to="none", progress=False, cache_dir=str(tmp_path),
+                        num_workers=0, **options)
+    return build_trainer(opts, model, data.transform, dataset), dataset
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_whole_step_reads_nothing_back_to_the_host(train_throughput, as_if_capturing, tmp_path, precision):
+    trainer, dataset = _trainer(train_throughput, tmp_path, 16)
+    model = trainer.model
     trainer.create_optimizer()
     trainer._graphable_optimizer().refresh_lr()
     batch = stack(dataset.__getitems__(list(range(8))))
-    # transformers skips its data-dependent checks (e.g. "is any token padded?") while a CUDA stream captures.
-    monkeypatch.setattr(import_utils, "is_cuda_stream_capturing", lambda: True)
     before = [p.detach().clone() for p in model.parameters()]
     reads = HostReads()
     with reads, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
@@ -146,3 +158,16 @@ def test_whole_step_reads_nothing_back_to_the_host(train_throughput, monkeypatch
     assert not reads.seen, "\n\n".join(f"{name} at\n{stack}" for name, stack in reads.seen.items())
     assert loss > 0 and ce_loss > 0 and alignment_loss > 0 and grad_norm > 0
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before) if p.grad is not None)  # it updated
+
+
+def test_training_loop_waits_for_no_device_value_at_any_step(train_throughput, as_if_capturing, tmp_path):
+    """The host queues step after step only if nothing in the loop or the step reads a device value back (a .item()
+    waits for the GPU to finish). Reads once per run (the loader's seed, the final loss) are fine: a run twice as
+    long must read no more."""
+    reads = {}
+    for steps in (6, 12):
+        trainer, _ = _trainer(train_throughput, tmp_path / str(steps), steps * 8, max_steps=steps, logging_steps=10**6)
+        with HostReads() as mode:
+            trainer.train()
+        reads[steps] = mode.counts["aten::_local_scalar_dense"] + mode.counts["aten::is_nonzero"]
+    assert 0 < reads[6] == reads[12], reads
