@@ -220,7 +220,7 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
     if args.gradient_accumulation_steps != 1:
         problems.append(f"gradient accumulation ({args.gradient_accumulation_steps} micro-batches per step)")
     if args.world_size > 1 or args.n_gpu > 1 or sharded:
-        problems.append("several processes or GPUs")
+        problems.append("several processes or GPUs (to train on one of several GPUs, pick it with CUDA_VISIBLE_DEVICES)")
     if args.fp16:
         problems.append("fp16 (its loss scaler checks every step on the host; bf16 needs none)")
     if args.optim != "adamw_torch_fused" and (args.optim != "adamw_torch" or torch.cuda.is_available()):
