@@ -155,7 +155,7 @@ def test_whole_step_reads_nothing_back_to_the_host(train_throughput, as_if_captu
     reads = HostReads()
     with reads, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
         loss, ce_loss, alignment_loss, grad_norm = trainer._whole_step(model, batch)
-    assert not reads.seen, "\n\n".join(f"{name} at\n{stack}" for name, stack in reads.seen.items())
+    assert not reads.seen, "\n\n".join(f"{name} at\n{where}" for name, where in reads.seen.items())
     assert loss > 0 and ce_loss > 0 and alignment_loss > 0 and grad_norm > 0
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before) if p.grad is not None)  # it updated
 
