@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 from clfa.configuration import CLFAConfig
 from clfa.fusion import build_fusion
 from clfa.losses import contrastive_alignment_loss, pool_tokens
+from clfa.patch_projection import use_patch_projections
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class CLFAModel(CLFAPreTrainedModel):
         for encoder, sub_config in ((self.text_model, config.text_config), (self.image_model, config.image_config)):
             sub_config._attn_implementation = encoder.config._attn_implementation
             encoder.config = sub_config
+        use_patch_projections(self.image_model)  # ViT / CLIP patch embeddings as matmuls: same values, faster
         self.text_mapping = MappingNet(config.text_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.image_mapping = MappingNet(config.image_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.fusion = build_fusion(config)
