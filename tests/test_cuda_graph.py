@@ -44,6 +44,28 @@ def test_update_is_adamw_at_the_scheduled_learning_rate():
     assert all(isinstance(g["lr"], float) for g in optimizer.param_groups)  # what schedulers and logs read
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-tensor"])
+def test_update_applies_the_clipping_factor_as_clip_grad_norm_does(fused):
+    model, reference = _model(), _model()
+    optimizer = GraphableAdamW(_groups(model), lr=0.1, fused=fused, foreach=False)
+    stock = torch.optim.AdamW(_groups(reference), lr=0.1, fused=True)
+    for _ in range(3):
+        x = torch.randn(5, 6)
+        for m in (model, reference):
+            m.zero_grad()
+            (10 * m(x)).square().mean().backward()
+        norm = torch.nn.utils.get_total_norm([model.weight.grad, model.bias.grad])
+        assert norm > 1.0  # so that clipping to 0.5 changes every gradient
+        optimizer.refresh_lr()
+        optimizer.update(grad_factor=torch.clamp(0.5 / (norm + 1e-6), max=1.0))
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        stock.step()
+        for mine, theirs in ((model.weight, reference.weight), (model.bias, reference.bias)):
+            torch.testing.assert_close(mine, theirs)
+            torch.testing.assert_close(mine.grad, theirs.grad)  # left clipped, as clip_grad_norm_ leaves them
+    assert optimizer.grad_scale is None
+
+
 def test_step_without_an_update_in_the_training_step_is_an_error():
     optimizer = GraphableAdamW(_groups(_model()), lr=0.1)
     with pytest.raises(RuntimeError, match="without such an update"):

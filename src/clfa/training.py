@@ -138,12 +138,12 @@ class CLFATrainer(Trainer):
         with self.compute_loss_context_manager():
             outputs = model(**inputs)
         self.accelerator.backward(outputs.loss)
-        parameters = self._parameters(model)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters(model) if p.grad is not None])
+        clip = None
         if self.args.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.args.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-        self._graphable_optimizer().update()
+            # torch's clip_grad_norm_ coefficient; the update applies it (see GraphableAdamW.update)
+            clip = torch.clamp(self.args.max_grad_norm / (grad_norm + 1e-6), max=1.0)
+        self._graphable_optimizer().update(grad_factor=clip)
         return outputs.loss.detach(), outputs.ce_loss, outputs.alignment_loss, grad_norm
 
     def _before_capture(self, model) -> None:
