@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU figure in docs/benchmarks.md, in one run (about 12 minutes on one H100, most of it compilation), in
+# Every GPU figure in docs/benchmarks.md, in one run (about 12.5 minutes on one H100, most of it compilation), in
 # stages, most important first:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time)
+#   parts:   two parts of a step, timed the plain way and clfa's way: ViT-B/32's patch embedding as a convolution
+#            and as a matmul, and clipping + fused AdamW as two passes and folded into one (benchmarks/step_parts.py)
 #   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training test on the GPU: capture
 #            and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA graph)
 #            against the naive path's, and a captured run with dropout, evaluation, checkpoints and a resume
@@ -18,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"
 shift $(( $# > 0 ? 1 : 0 ))
-STAGES=" ${*:-graph tests train data predict} "
+STAGES=" ${*:-graph parts tests train data predict} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT_DIR"
 rm -f "$OUT_DIR/train.jsonl"
@@ -48,6 +50,14 @@ train() {  # name, timeout in seconds, arguments for train_throughput.py
 if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --profile 5
+fi
+
+if stage parts; then
+    echo "== step parts" >&2
+    # At tiny size (checking the script on a CPU) the parts stay paper-sized: a few repeats are enough.
+    parts_args=(); [ "$SIZE" = tiny ] && parts_args=(--batch-size 8 --precision bf16 --repeats 2)
+    timeout 180 "$PYTHON" benchmarks/step_parts.py --device "$DEVICE" "${parts_args[@]}" --json 2>"$OUT_DIR/step_parts.err" \
+        | tee "$OUT_DIR/step_parts.log" | grep -v '^{'
 fi
 
 if stage tests; then

@@ -5,7 +5,7 @@ token ids and random uint8 pixels, so nothing is downloaded and the figures depe
 
 naive: fp32, eager (no compile), the CLIP teacher run on every batch inside the loop, torch AdamW without
     foreach/fused kernels, samples read one at a time, pixels normalised on the host and copied with blocking copies, no loader workers,
-    eager (non-SDPA) attention. The same hyperparameters as the Trainer (AdamW groups, linear warm-up/decay,
+    eager (non-SDPA) attention, patch embeddings as convolutions. The same hyperparameters as the Trainer (AdamW groups, linear warm-up/decay,
     gradient clipping), so the two paths differ only in how fast they compute the same thing.
 fast: exactly what ``clfa train`` runs: :func:`clfa.training.build_trainer` (CLFATrainer + training_arguments) on a
     real :class:`clfa.data.processing.CLFADataset` whose teacher embeddings are cached (computed once, before
@@ -44,6 +44,7 @@ from clfa.data.processing import CLFADataset, Collator, ImageTransform
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
+from clfa.patch_projection import PatchProjection
 from clfa.teacher import projected_embedding
 from clfa.training import build_trainer, resolve_precision
 
@@ -244,6 +245,9 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
     """fp32 eager loop; the teacher runs on every batch. Returns timings and the per-step losses."""
     opts = TrainOptions()
     model = build_model(configs, seed, attention).to(device).train()
+    for module in model.modules():
+        if isinstance(module, PatchProjection):
+            module.__class__ = nn.Conv2d  # the patch embedding as the convolution the encoders write it as
     teacher = build_teacher(configs, seed, attention).to(device)
     optimizer = torch.optim.AdamW(decay_groups(model, opts.weight_decay), lr=lr, foreach=False, fused=False)
     total = warmup + steps
