@@ -60,6 +60,7 @@ if stage parts; then
     parts_args=(); [ "$SIZE" = tiny ] && parts_args=(--batch-size 8 --precision bf16 --repeats 2)
     timeout 180 "$PYTHON" benchmarks/step_parts.py --device "$DEVICE" "${parts_args[@]}" --json 2>"$OUT_DIR/step_parts.err" \
         | tee "$OUT_DIR/step_parts.log" | grep -v '^{'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   step parts failed: see $OUT_DIR/step_parts.err"
 fi
 
 if stage tests; then

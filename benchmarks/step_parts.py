@@ -2,7 +2,9 @@
 
 patch:  ViT-B/32's patch embedding (a 3 -> 768 convolution with a 32x32 kernel and stride) forward and backward,
         as torch's convolution against :class:`clfa.patch_projection.PatchProjection` (the same layer as a matmul
-        over patches); on a GPU also the convolution with ``cudnn.benchmark``.
+        over patches); on a GPU also the convolution with ``cudnn.benchmark``. In fp32 on a GPU torch runs
+        convolutions in TF32 by default and matmuls in full fp32 (the JSON records both flags), so there the two
+        ways differ in arithmetic as well; in bf16 they do not.
 update: gradient clipping and fused AdamW over the paper-size model's 210 M parameters (449 tensors), as
         ``clip_grad_norm_`` then ``step()`` against the norm then :meth:`clfa.cuda_graph.GraphableAdamW.update`, which
         applies the clipping coefficient inside the fused kernel (what ``--cuda-graph`` steps do).
@@ -122,7 +124,8 @@ def main() -> None:
         results.append(update(device, args.repeats))
     if args.json:
         print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                          "torch": torch.__version__, "results": results}))
+                          "torch": torch.__version__, "results": results,
+                          "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}}))
 
 
 if __name__ == "__main__":

@@ -44,13 +44,18 @@ def test_update_is_adamw_at_the_scheduled_learning_rate():
     assert all(isinstance(g["lr"], float) for g in optimizer.param_groups)  # what schedulers and logs read
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-tensor"])
-def test_update_applies_the_clipping_factor_as_clip_grad_norm_does(fused):
-    model, reference = _model(), _model()
+@pytest.mark.parametrize(
+    "device, fused",
+    [("cpu", True), ("cpu", False),
+     pytest.param("cuda", True, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))],
+    ids=["fused", "per-tensor", "cuda-fused"],
+)
+def test_update_applies_the_clipping_factor_as_clip_grad_norm_does(device, fused):
+    model, reference = _model(device), _model(device)
     optimizer = GraphableAdamW(_groups(model), lr=0.1, fused=fused, foreach=False)
     stock = torch.optim.AdamW(_groups(reference), lr=0.1, fused=True)
     for _ in range(3):
-        x = torch.randn(5, 6)
+        x = torch.randn(5, 6, device=device)
         for m in (model, reference):
             m.zero_grad()
             (10 * m(x)).square().mean().backward()
@@ -83,8 +88,8 @@ def _train(device, steps: int, warmup: int | None):
     def step(batch):
         loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        optimizer.update()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+        optimizer.update(grad_factor=torch.clamp(0.5 / (norm + 1e-6), max=1.0))  # clipped to 0.5 in the update
         return loss.detach(), norm
 
     def before_capture():

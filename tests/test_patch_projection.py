@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, CLIPVisionConfig, ViTConfig
 
-from clfa.patch_projection import PatchProjection, is_patch_convolution, use_patch_projections
+from clfa.patch_projection import PatchProjection, is_patch_embedding, use_patch_projections
 
 
 @pytest.mark.parametrize(
@@ -44,14 +44,32 @@ def test_patch_projection_equals_the_convolution_in_values_and_gradients(channel
         nn.Conv2d(4, 8, 4, stride=4, groups=2),
         nn.Conv2d(3, 8, 2, stride=2, dilation=2),
         nn.Conv2d(3, 8, 4, stride=4, padding_mode="reflect"),
+        nn.Conv2d(3, 8, 1),
     ],
-    ids=["overlapping", "padded", "grouped", "dilated", "reflect-padded"],
+    ids=["overlapping", "padded", "grouped", "dilated", "reflect-padded", "1x1"],
 )
-def test_only_plain_patch_convolutions_are_replaced(conv):
-    assert not is_patch_convolution(conv)
+def test_only_patch_embeddings_are_replaced(conv):
+    assert not is_patch_embedding(conv)
     model = nn.Sequential(conv, nn.Conv2d(8, 8, 2, stride=2, padding="valid"))
     assert use_patch_projections(model) == 1
     assert type(model[0]) is nn.Conv2d and type(model[1]) is PatchProjection
+    # Only the one reading the image's channels, when they are given: a ConvNeXt-style downsampling layer stays.
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.Conv2d(8, 16, 2, stride=2))
+    assert use_patch_projections(model, in_channels=3) == 1
+    assert type(model[0]) is PatchProjection and type(model[1]) is nn.Conv2d
+
+
+def test_a_projection_of_another_geometry_or_an_unbatched_input_runs_as_the_convolution():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 4, stride=2, padding=1)
+    projection = copy.deepcopy(conv)
+    projection.__class__ = PatchProjection
+    pixels = torch.randn(2, 3, 12, 12)
+    torch.testing.assert_close(projection(pixels), conv(pixels), rtol=0, atol=0)
+    patch = nn.Conv2d(3, 8, 4, stride=4)
+    patch_projection = copy.deepcopy(patch)
+    patch_projection.__class__ = PatchProjection
+    torch.testing.assert_close(patch_projection(pixels[0]), patch(pixels[0]), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,8 @@ def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, t
     state = json.loads(next((tmp_path / "True" / "run" / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry]
     assert logged and all({"ce_loss", "alignment_loss"} <= entry.keys() for entry in logged)
-    # Above the default max_grad_norm of 1: clipping, which the whole step folds into the update, changed every step.
+    # Above the default max_grad_norm of 1: clipping, which the whole step folds into the update, changed every
+    # logged step.
     assert all(entry["grad_norm"] > 1.0 for entry in logged)
 
 

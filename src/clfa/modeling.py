@@ -93,7 +93,8 @@ class CLFAModel(CLFAPreTrainedModel):
         for encoder, sub_config in ((self.text_model, config.text_config), (self.image_model, config.image_config)):
             sub_config._attn_implementation = encoder.config._attn_implementation
             encoder.config = sub_config
-        use_patch_projections(self.image_model)  # ViT / CLIP patch embeddings as matmuls: same values, faster
+        # ViT / CLIP patch embeddings (the convolutions that read the pixels) as matmuls: same values, faster.
+        use_patch_projections(self.image_model, in_channels=getattr(config.image_config, "num_channels", 3))
         self.text_mapping = MappingNet(config.text_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.image_mapping = MappingNet(config.image_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.fusion = build_fusion(config)
@@ -111,7 +112,9 @@ class CLFAModel(CLFAPreTrainedModel):
     ) -> "CLFAModel":
         """A new classifier on pretrained students: each given as a hub name, a local dir or a loaded model.
 
-        ``align_dim`` must equal the teacher's projection dim (see :func:`clfa.teacher.teacher_projection_dim`).
+        ``align_dim`` must equal the teacher's projection dim (see :func:`clfa.teacher.teacher_projection_dim`). A
+        given image model becomes part of the classifier as it is, its patch embedding turned into a
+        :class:`clfa.patch_projection.PatchProjection` (same parameters, same values).
         """
         by_name = (str, os.PathLike)
         text = _encoder(str(text_model)) if isinstance(text_model, by_name) else text_model

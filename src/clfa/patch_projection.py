@@ -17,9 +17,12 @@ from torch import nn
 class PatchProjection(nn.Conv2d):
     """A ``Conv2d`` with stride equal to its kernel, no padding, dilation or groups, computed as a matmul over
     patches. Its output has the convolution's shape and values, in a channels-last layout: ``flatten(2)`` and
-    ``transpose(1, 2)``, what patch embeddings do next, are then views."""
+    ``transpose(1, 2)``, what patch embeddings do next, are then views. Any other geometry, or an unbatched input,
+    runs as the convolution."""
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dim() != 4 or not _patch_geometry(self):
+            return super().forward(pixels)
         (k_h, k_w), out = self.kernel_size, self.out_channels
         batch, channels, height, width = pixels.shape
         rows, cols = height // k_h, width // k_w
@@ -30,21 +33,32 @@ class PatchProjection(nn.Conv2d):
         return embedded.reshape(batch, rows, cols, out).permute(0, 3, 1, 2)
 
 
-def is_patch_convolution(module: nn.Module) -> bool:
+def _patch_geometry(conv: nn.Conv2d) -> bool:
     return (
-        type(module) is nn.Conv2d
-        and module.stride == module.kernel_size
-        and module.padding in ((0, 0), "valid")
-        and module.dilation == (1, 1)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
+        conv.stride == conv.kernel_size
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
     )
 
 
-def use_patch_projections(model: nn.Module) -> int:
-    """Turns every patch convolution in ``model`` into a :class:`PatchProjection`, in place (the module keeps its
-    parameters, buffers and hooks: only its class changes, as torch's parametrizations do). Returns how many."""
-    convolutions = [module for module in model.modules() if is_patch_convolution(module)]
+def is_patch_embedding(module: nn.Module, in_channels: int | None = None) -> bool:
+    """A plain ``Conv2d`` that cuts its input into non-overlapping patches larger than one pixel (1x1 convolutions
+    and the strided ones inside convolutional networks are left alone), reading ``in_channels`` if given."""
+    return (
+        type(module) is nn.Conv2d
+        and _patch_geometry(module)
+        and module.kernel_size != (1, 1)
+        and (in_channels is None or module.in_channels == in_channels)
+    )
+
+
+def use_patch_projections(model: nn.Module, in_channels: int | None = None) -> int:
+    """Turns every patch embedding of ``model`` (reading ``in_channels``, the image's channels, if given) into a
+    :class:`PatchProjection`, in place: the module keeps its parameters, buffers and hooks, only its class changes,
+    as torch's parametrizations do. Returns how many."""
+    convolutions = [module for module in model.modules() if is_patch_embedding(module, in_channels)]
     for module in convolutions:
         module.__class__ = PatchProjection
     return len(convolutions)
