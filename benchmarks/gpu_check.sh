@@ -43,7 +43,7 @@ train() {  # name, timeout in seconds, arguments for train_throughput.py
     timeout "$limit" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --device "$DEVICE" --json "$@" >"$OUT_DIR/$name.log" 2>&1
     local rc=$?
     grep -E "samples/s" "$OUT_DIR/$name.log" | tail -1
-    grep -E "^(profiled|GPU kernels)" "$OUT_DIR/$name.log" | sed 's/^/   /'
+    grep -E "^(profiled|GPU kernels|GPU time by kind)" "$OUT_DIR/$name.log" | sed 's/^/   /'
     grep -m3 -i "skipping cudagraphs" "$OUT_DIR/$name.log" || true
     if [ $rc -eq 0 ]; then grep '^{"path"' "$OUT_DIR/$name.log" | tail -1 | sed "s/^{/{\"run\": \"$name\", /" >>"$OUT_DIR/train.jsonl"
     else echo "   $name failed (exit $rc): see $OUT_DIR/$name.log"; fi

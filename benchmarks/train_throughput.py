@@ -193,6 +193,38 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Checked in this order: Triton kernels first, as inductor names them after the operators they fuse
+# ("triton_poi_fused_convolution_backward_..." is elementwise work, not a convolution), attention before matrix
+# products (memory-efficient attention's kernels are named fmha_cutlass...).
+KERNEL_FAMILIES = (
+    ("Triton (inductor's fused elementwise and reductions)", ("triton_",)),
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("matrix products and convolutions", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "wgrad", "dgrad", "conv")),
+    ("optimizer and other multi-tensor kernels", ("adam", "multi_tensor")),
+    ("copies and fills", ("memcpy", "memset", "copy", "fill")),
+)
+
+
+def kernel_breakdown(kernels: list[tuple[str, float, int]], steps: int, top: int = 12) -> list[str]:
+    """GPU time per step by kind of kernel, then the Triton kernels that take most: where elementwise time goes.
+    ``kernels``: (name, total device microseconds, calls) over ``steps`` profiled steps."""
+    families: dict[str, float] = {}
+    triton: dict[str, list[float]] = {}
+    for name, micros, calls in kernels:
+        lower = name.lower()
+        family = next((label for label, marks in KERNEL_FAMILIES if any(mark in lower for mark in marks)), "other")
+        families[family] = families.get(family, 0.0) + micros
+        if family == KERNEL_FAMILIES[0][0]:
+            entry = triton.setdefault(name.rstrip("0123456789").rstrip("_"), [0.0, 0])
+            entry[0] += micros
+            entry[1] += calls
+    lines = ["GPU time by kind of kernel, ms/step: " + "; ".join(
+        f"{label} {micros / 1000 / steps:.2f}" for label, micros in sorted(families.items(), key=lambda item: -item[1]))]
+    for name, (micros, calls) in sorted(triton.items(), key=lambda item: -item[1][0])[:top]:
+        lines.append(f"  {micros / 1000 / steps:7.3f} ms/step {calls / steps:6.1f} calls/step  {name}")
+    return lines
+
+
 class StepProfiler:
     """torch.profiler over ``steps`` more steps after the timed ones, to tell where a step's time goes: how long the
     GPU computes per step against the wall time of a step (the rest is the GPU waiting for the host), and the
@@ -224,6 +256,8 @@ class StepProfiler:
             kernels = sum(e.self_device_time_total for e in events
                           if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation)
             lines.append(f"GPU kernels: {kernels / 1000 / steps:.2f} ms/step ({kernels / 1e4 / seconds:.0f}% of the profiled wall time)")
+            lines += kernel_breakdown([(e.key, e.self_device_time_total, e.count) for e in events
+                                       if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation], steps)
             lines.append(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70))
         lines.append(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=70))
         lines.append(events.table(sort_by="cpu_time_total", row_limit=rows, max_name_column_width=70))
