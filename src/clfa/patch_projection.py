@@ -3,8 +3,9 @@
 ViT's and CLIP's first layer is a ``Conv2d`` whose stride equals its kernel: each output pixel is one
 non-overlapping patch times a weight matrix. GPU convolution libraries treat it as a general convolution; on one
 H100 the weight gradient of ViT-B/32's patch embedding took 3.0 ms a step at batch 256 through cuDNN, for a 59 GFLOP
-product that would take about 0.1 ms at the rate the step's other matrix products ran. :class:`PatchProjection` computes the same layer as
-reshape, matmul and reshape, with the same parameters under the same names, so checkpoints do not change.
+product that would take about 0.1 ms at the rate the step's other matrix products ran. :class:`PatchProjection`
+computes the same layer as reshape, matmul and reshape, with the same parameters under the same names, so
+checkpoints do not change.
 """
 
 from __future__ import annotations
