@@ -253,11 +253,11 @@ class StepProfiler:
         lines = [f"profiled {steps} steps: {1000 * seconds / steps:.2f} ms/step wall (profiler on)"]
         if self.device.type == "cuda":
             # Kernels only: user annotations (Optimizer.step#...) are GPU-side ranges over kernels counted already.
-            kernels = sum(e.self_device_time_total for e in events
-                          if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation)
-            lines.append(f"GPU kernels: {kernels / 1000 / steps:.2f} ms/step ({kernels / 1e4 / seconds:.0f}% of the profiled wall time)")
-            lines += kernel_breakdown([(e.key, e.self_device_time_total, e.count) for e in events
-                                       if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation], steps)
+            kernels = [(e.key, e.self_device_time_total, e.count) for e in events
+                       if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
+            micros = sum(duration for _, duration, _ in kernels)
+            lines.append(f"GPU kernels: {micros / 1000 / steps:.2f} ms/step ({micros / 1e4 / seconds:.0f}% of the profiled wall time)")
+            lines += kernel_breakdown(kernels, steps)
             lines.append(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70))
         lines.append(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=70))
         lines.append(events.table(sort_by="cpu_time_total", row_limit=rows, max_name_column_width=70))
