@@ -97,7 +97,6 @@ class CLFATrainer(Trainer):
 
     def train(self, *args, **kwargs):
         self._clip_parameters = self._flop_parameters = None  # a new run may bring a new model (model_init)
-        self._step_graph, self._graph_grads = None, []
         try:
             return super().train(*args, **kwargs)
         finally:
