@@ -8,6 +8,13 @@ from transformers import AutoModel, CLIPVisionConfig, ViTConfig
 from clfa.patch_projection import PatchProjection, is_patch_embedding, use_patch_projections
 
 
+def _projection_of(conv: nn.Conv2d) -> PatchProjection:
+    """A copy of ``conv`` as a PatchProjection, whatever its geometry (use_patch_projections would refuse some)."""
+    projection = copy.deepcopy(conv)
+    projection.__class__ = PatchProjection
+    return projection
+
+
 @pytest.mark.parametrize(
     "channels, out, kernel, size, bias",
     [
@@ -19,8 +26,7 @@ from clfa.patch_projection import PatchProjection, is_patch_embedding, use_patch
 def test_patch_projection_equals_the_convolution_in_values_and_gradients(channels, out, kernel, size, bias):
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, out, kernel, stride=kernel, bias=bias)
-    projection = copy.deepcopy(conv)
-    projection.__class__ = PatchProjection
+    projection = _projection_of(conv)
     pixels = torch.randn(5, channels, *size, requires_grad=True)
     expected = conv(pixels)
     got = projection(pixels)
@@ -62,14 +68,10 @@ def test_only_patch_embeddings_are_replaced(conv):
 def test_a_projection_of_another_geometry_or_an_unbatched_input_runs_as_the_convolution():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 8, 4, stride=2, padding=1)
-    projection = copy.deepcopy(conv)
-    projection.__class__ = PatchProjection
     pixels = torch.randn(2, 3, 12, 12)
-    torch.testing.assert_close(projection(pixels), conv(pixels), rtol=0, atol=0)
+    torch.testing.assert_close(_projection_of(conv)(pixels), conv(pixels), rtol=0, atol=0)
     patch = nn.Conv2d(3, 8, 4, stride=4)
-    patch_projection = copy.deepcopy(patch)
-    patch_projection.__class__ = PatchProjection
-    torch.testing.assert_close(patch_projection(pixels[0]), patch(pixels[0]), rtol=0, atol=0)
+    torch.testing.assert_close(_projection_of(patch)(pixels[0]), patch(pixels[0]), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
