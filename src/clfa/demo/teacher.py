@@ -29,6 +29,7 @@ from clfa.data.records import Record
 from clfa.teacher import projected_embedding
 from clfa.demo.world import SCENES, filler_words, scene_of
 
+
 def teacher_config(
     tokenizer,
     image_size: int = 32,
