@@ -12,6 +12,10 @@
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the --cuda-graph runs again with inductor's combo kernels, which fuse independent
 #            small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1)
+#   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
+#            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
+#   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
+#            256, and the time they take at the H100's bandwidth (benchmarks/step_bytes.py)
 #   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU and CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
@@ -80,6 +84,17 @@ fi
 if stage tune; then
     TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph
     TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph
+fi
+
+if stage autotune; then
+    train fast_b256_graph_autotune 480 --path fast --batch-size 256 --warmup 5 --steps 40 --compile-mode max-autotune-no-cudagraphs --cuda-graph
+fi
+
+if stage bytes; then
+    echo "== bytes moved by the compiled step's own kernels" >&2
+    timeout 300 "$PYTHON" benchmarks/step_bytes.py --device "$DEVICE" --size "$SIZE" --batch-size 32 64 --json \
+        2>"$OUT_DIR/step_bytes.err" | tee "$OUT_DIR/step_bytes.log" | grep -v '^{'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   step bytes failed: see $OUT_DIR/step_bytes.err"
 fi
 
 if stage data; then

@@ -1,0 +1,221 @@
+"""The bytes a compiled training step's own kernels move: where the non-matmul time of a large-batch step goes.
+
+Compiles the paper-size (``--size``) training forward and backward (train mode, bf16 autocast by default) with
+torch.compile and takes inductor's own count of the bytes each kernel it generates reads and writes, grouped by
+what the kernel computes (layer norms, GELU, dropout, casts and copies, gradient reductions, ...). Matrix products
+and attention run in library kernels (cuBLAS, cuDNN, ATen) and are listed apart. Counts at two batch sizes give a fixed part
+(the bf16 casts of the weights, the embedding gradient) and a part per sample; both are projected to
+``--target-batch`` and turned into the time the bytes take at ``--bandwidth`` GB/s. That time is a floor for these
+kernels: memory-bound kernels move data at a fraction of the bandwidth, never faster.
+
+On a CPU inductor generates C++ rather than Triton kernels and splits some work differently: it computes the text
+encoder's attention (padding mask and dropout) as matmuls, a softmax and copies, which on a GPU are one cuDNN or
+flash kernel. The generated kernels that come from an attention call are therefore counted as their own kind on a
+CPU, listed, and kept out of the projection.
+
+    python benchmarks/step_bytes.py --threads 2                      # CPU codegen, batches 16 and 32
+    python benchmarks/step_bytes.py --device cuda --batch-size 32 64
+
+Compiling takes about 2 minutes per batch size on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+
+import torch
+
+from train_throughput import build_model, size_configs
+
+H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
+
+# Kinds of kernel by the ATen / prims operators inductor fused into them, first match wins.
+KINDS = (
+    ("embedding gradient", {"index_put", "_unsafe_masked_index_put_accumulate", "embedding_dense_backward"}),
+    ("GELU", {"erf", "gelu"}),
+    ("layer norm", {"var_mean", "rsqrt", "native_layer_norm"}),
+    ("dropout", {"inductor_random", "native_dropout", "bernoulli"}),
+)
+LIBRARY_KINDS = (("matrix products", {"mm", "addmm", "bmm", "baddbmm", "convolution"}),)
+COPIES = {"convert_element_type", "permute", "reshape", "view", "clone", "t", "transpose", "expand", "squeeze",
+          "unsqueeze", "slice", "select", "cat", "copy", "_to_copy", "full", "zeros"}
+# Attention a CPU computes in generated kernels (a masked softmax, its backward, layout copies of q, k and v): the
+# kernels that come from a scaled_dot_product_attention call in the model's code.
+CPU_ATTENTION = "attention as softmax and copies (CPU)"
+
+
+def _origins(node):
+    for inner in node.get_nodes():
+        yield from (inner.node.origins if inner.node is not None else ())
+
+
+def _operators(node) -> set[str]:
+    names = set()
+    for origin in _origins(node):
+        name = str(origin.target).split(".")
+        names.add(name[1] if name[0] in ("aten", "prims") and len(name) > 1 else name[0])
+    return names
+
+
+def _from_attention(node) -> bool:
+    """Whether the model code line a kernel's operators come from is an attention call (the stack traces' last lines
+    that are not markers)."""
+    for origin in _origins(node):
+        lines = [line for line in (origin.meta.get("stack_trace") or "").splitlines() if line.strip(" ^~")]
+        if lines and "scaled_dot_product_attention(" in lines[-1]:
+            return True
+    return False
+
+
+def kind_of(node, cpu: bool = False) -> str:
+    operators = _operators(node)
+    if node.is_extern():
+        if any("attention" in name for name in operators):
+            return "attention"
+        for kind, names in LIBRARY_KINDS:
+            if operators & names:
+                return kind
+        return "other library kernels"
+    if cpu and _from_attention(node):
+        return CPU_ATTENTION
+    for kind, names in KINDS:
+        if operators & names:
+            return kind
+    if operators <= COPIES:
+        return "casts and copies"
+    if "sum" in operators:
+        return "reductions (norm backward, bias gradients)"
+    return "other pointwise"
+
+
+@contextlib.contextmanager
+def kernel_bytes(graphs: list[dict], cpu: bool):
+    """While active, every graph inductor compiles appends {"backward": bool, "kinds": {kind: bytes}}."""
+    from torch._inductor.graph import GraphLowering
+
+    compile_to_module = GraphLowering.compile_to_module
+
+    def counting(self):
+        module = compile_to_module(self)
+        _, per_node, _ = self.count_bytes()  # inductor's metric: the bytes of every buffer a kernel reads or writes
+        kinds: collections.Counter[str] = collections.Counter()
+        for node, words in per_node:  # count_bytes reports bytes // 4
+            if words:
+                kinds[kind_of(node, cpu)] += 4 * words
+        graphs.append({"backward": bool(self.is_backward), "kinds": dict(kinds)})
+        return module
+
+    GraphLowering.compile_to_module = counting
+    try:
+        # A cached graph is not lowered again, and so would not be counted.
+        with torch._inductor.config.patch(force_disable_caches=True):
+            yield
+    finally:
+        GraphLowering.compile_to_module = compile_to_module
+
+
+def synthetic_batch(configs: dict, batch: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    length, size, align = configs["head"]["max_text_length"], configs["image_size"], configs["head"]["align_dim"]
+    lengths = torch.randint(length // 4, length + 1, (batch, 1), generator=generator)
+    mask = (torch.arange(length)[None] < lengths).long()
+    return {
+        "input_ids": torch.randint(5, configs["vocab"], (batch, length), generator=generator) * mask,
+        "attention_mask": mask,
+        "pixel_values": torch.randn(batch, 3, size, size, generator=generator),
+        "labels": torch.randint(0, 2, (batch,), generator=generator),
+        "teacher_text_embeds": torch.randn(batch, align, generator=generator),
+        "teacher_image_embeds": torch.randn(batch, align, generator=generator),
+    }
+
+
+def count_step(size: str, batch_size: int, device: torch.device, precision: str, mode: str | None) -> list[dict]:
+    """Compiles one training forward + backward at ``batch_size`` and returns inductor's counts for its graphs."""
+    torch._dynamo.reset()
+    configs = size_configs(size)
+    model = build_model(configs, seed=0).to(device).train()
+    batch = {key: value.to(device) for key, value in synthetic_batch(configs, batch_size).items()}
+    compiled = torch.compile(model, fullgraph=True, mode=mode)
+    graphs: list[dict] = []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with kernel_bytes(graphs, cpu=device.type == "cpu"), autocast:
+        compiled(**batch).loss.backward()
+    if not any(g["backward"] for g in graphs) or not any(not g["backward"] for g in graphs):
+        raise RuntimeError(f"expected a forward and a backward graph from inductor, got {len(graphs)} graphs")
+    return graphs
+
+
+def totals(graphs: list[dict]) -> dict[str, dict[str, float]]:
+    """{"forward" / "backward": {kind: bytes}}."""
+    out = {"forward": collections.Counter(), "backward": collections.Counter()}
+    for graph in graphs:
+        for kind, nbytes in graph["kinds"].items():
+            out["backward" if graph["backward"] else "forward"][kind] += nbytes
+    return {part: dict(counts) for part, counts in out.items()}
+
+
+def project(small: dict, large: dict, b_small: int, b_large: int, target: int) -> dict[str, dict[str, float]]:
+    """Bytes at ``target`` from a straight line through the two counts, per part and kind."""
+    projected = {}
+    for part in ("forward", "backward"):
+        kinds = set(small[part]) | set(large[part])
+        projected[part] = {}
+        for kind in kinds:
+            a, b = small[part].get(kind, 0), large[part].get(kind, 0)
+            per_sample = (b - a) / (b_large - b_small)
+            projected[part][kind] = max(0.0, a + per_sample * (target - b_small))
+    return projected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--target-batch", type=int, default=256)
+    parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH, help="memory bandwidth, GB/s")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--mode", help="torch.compile mode (for example max-autotune-no-cudagraphs)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    small_b, large_b = sorted(args.batch_size)
+    if small_b == large_b:
+        parser.error("--batch-size needs two different batch sizes")
+    counts = {}
+    for batch in (small_b, large_b):
+        counts[batch] = totals(count_step(args.size, batch, device, args.precision, args.mode))
+        for part, kinds in counts[batch].items():
+            ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
+            print(f"batch {batch:>4}, {part:>8}: " + ", ".join(f"{kind} {nbytes / 1e9:.2f} GB" for kind, nbytes in ranked),
+                  flush=True)
+    projected = project(counts[small_b], counts[large_b], small_b, large_b, args.target_batch)
+    print(f"\nprojected to batch {args.target_batch} ({args.precision}, {args.device} codegen), GB per step, and ms at "
+          f"{args.bandwidth:,.0f} GB/s:")
+    generated = 0.0
+    for part in ("forward", "backward"):
+        for kind, nbytes in sorted(projected[part].items(), key=lambda kv: -kv[1]):
+            library = kind in ("matrix products", "attention", "other library kernels")
+            note = "library kernels" if library else "CPU only" if kind == CPU_ATTENTION else ""
+            note = f"  ({note}: not counted below)" if note else ""
+            print(f"  {part:>8}  {kind:<44} {nbytes / 1e9:7.2f} GB  {nbytes / args.bandwidth / 1e6:6.2f} ms{note}")
+            if not library and kind != CPU_ATTENTION:
+                generated += nbytes
+    print(f"generated kernels, forward + backward: {generated / 1e9:.1f} GB per step, at least "
+          f"{generated / args.bandwidth / 1e6:.1f} ms at {args.bandwidth:,.0f} GB/s")
+    if args.json:
+        print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                          "torch": torch.__version__, "precision": args.precision, "mode": args.mode,
+                          "counts": {str(b): c for b, c in counts.items()}, "target_batch": args.target_batch,
+                          "projected": projected, "generated_gb": generated / 1e9,
+                          "floor_ms": generated / args.bandwidth / 1e6}))
+
+
+if __name__ == "__main__":
+    main()
