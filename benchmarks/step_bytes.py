@@ -3,7 +3,8 @@
 Compiles the paper-size (``--size``) training forward and backward (train mode, bf16 autocast by default) with
 torch.compile and takes inductor's own count of the bytes each kernel it generates reads and writes, grouped by
 what the kernel computes (layer norms, GELU, dropout, casts and copies, gradient reductions, ...). Matrix products
-and attention run in library kernels (cuBLAS, cuDNN, ATen) and are listed apart. Counts at two batch sizes give a fixed part
+and attention run in library kernels (cuBLAS, cuDNN, ATen) and are listed apart, as are inductor's Triton matmul
+templates under max-autotune, with whatever they fuse. Counts at two batch sizes give a fixed part
 (the bf16 casts of the weights, the embedding gradient) and a part per sample; both are projected to
 ``--target-batch`` and turned into the time the bytes take at ``--bandwidth`` GB/s. That time is a floor for these
 kernels: memory-bound kernels move data at a fraction of the bandwidth, never faster.
@@ -72,7 +73,8 @@ def _from_attention(node) -> bool:
 
 def kind_of(node, cpu: bool = False) -> str:
     operators = _operators(node)
-    if node.is_extern():
+    # Matmul templates (max-autotune) are generated, with any epilogue fused in, but count as matrix products.
+    if node.is_extern() or node.is_template():
         if any("attention" in name for name in operators):
             return "attention"
         for kind, names in LIBRARY_KINDS:
