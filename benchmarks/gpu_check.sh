@@ -15,13 +15,13 @@
 #   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
 #            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
-#            256, and the time they take at the H100's bandwidth (benchmarks/step_bytes.py)
+#            256, and the time they would take at the H100 SXM's bandwidth (benchmarks/step_bytes.py)
 #   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU and CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
-# Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: all stages; logs and JSON lines are
-# kept in the folder). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the same steps small,
-# to check the script.
+# Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: every stage not marked "only when
+# named"; logs and JSON lines are kept in the folder). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash
+# benchmarks/gpu_check.sh runs the same steps small, to check the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"
@@ -92,7 +92,7 @@ fi
 
 if stage bytes; then
     echo "== bytes moved by the compiled step's own kernels" >&2
-    timeout 300 "$PYTHON" benchmarks/step_bytes.py --device "$DEVICE" --size "$SIZE" --batch-size 32 64 --json \
+    timeout 480 "$PYTHON" benchmarks/step_bytes.py --device "$DEVICE" --size "$SIZE" --batch-size 32 64 --json \
         2>"$OUT_DIR/step_bytes.err" | tee "$OUT_DIR/step_bytes.log" | grep -v '^{'
     [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   step bytes failed: see $OUT_DIR/step_bytes.err"
 fi
