@@ -31,7 +31,7 @@ import json
 
 import torch
 
-from train_throughput import build_model, size_configs
+from train_throughput import RandomTokenizer, build_model, size_configs
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
@@ -130,12 +130,11 @@ def kernel_bytes(graphs: list[dict], cpu: bool):
 
 def synthetic_batch(configs: dict, batch: int) -> dict:
     generator = torch.Generator().manual_seed(0)
-    length, size, align = configs["head"]["max_text_length"], configs["image_size"], configs["head"]["align_dim"]
-    lengths = torch.randint(length // 4, length + 1, (batch, 1), generator=generator)
-    mask = (torch.arange(length)[None] < lengths).long()
+    size, align = configs["image_size"], configs["head"]["align_dim"]
+    texts = RandomTokenizer(batch, configs["head"]["max_text_length"], configs["vocab"], seed=0)
     return {
-        "input_ids": torch.randint(5, configs["vocab"], (batch, length), generator=generator) * mask,
-        "attention_mask": mask,
+        "input_ids": texts.ids,
+        "attention_mask": texts.mask,
         "pixel_values": torch.randn(batch, 3, size, size, generator=generator),
         "labels": torch.randint(0, 2, (batch,), generator=generator),
         "teacher_text_embeds": torch.randn(batch, align, generator=generator),
