@@ -53,18 +53,22 @@ train() {  # name, timeout in seconds, arguments for train_throughput.py
     else echo "   $name failed (exit $rc): see $OUT_DIR/$name.log"; fi
 }
 
+script() {  # log name, title, timeout in seconds, benchmark script, its arguments: figures printed, JSON kept in the log
+    local name=$1 title=$2 limit=$3 file=$4; shift 4
+    echo "== $title" >&2
+    timeout "$limit" "$PYTHON" "benchmarks/$file" "$@" --json 2>"$OUT_DIR/$name.err" | tee "$OUT_DIR/$name.log" | grep -v '^{'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   $title failed: see $OUT_DIR/$name.err"
+}
+
 if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --profile 5
 fi
 
 if stage parts; then
-    echo "== step parts" >&2
     # At tiny size (checking the script on a CPU) the parts stay paper-sized: a few repeats are enough.
     parts_args=(); [ "$SIZE" = tiny ] && parts_args=(--batch-size 8 --precision bf16 --repeats 2)
-    timeout 180 "$PYTHON" benchmarks/step_parts.py --device "$DEVICE" "${parts_args[@]}" --json 2>"$OUT_DIR/step_parts.err" \
-        | tee "$OUT_DIR/step_parts.log" | grep -v '^{'
-    [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   step parts failed: see $OUT_DIR/step_parts.err"
+    script step_parts "step parts" 180 step_parts.py --device "$DEVICE" "${parts_args[@]}"
 fi
 
 if stage tests; then
@@ -91,20 +95,16 @@ if stage autotune; then
 fi
 
 if stage bytes; then
-    echo "== bytes moved by the compiled step's own kernels" >&2
-    timeout 480 "$PYTHON" benchmarks/step_bytes.py --device "$DEVICE" --size "$SIZE" --batch-size 32 64 --json \
-        2>"$OUT_DIR/step_bytes.err" | tee "$OUT_DIR/step_bytes.log" | grep -v '^{'
-    [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   step bytes failed: see $OUT_DIR/step_bytes.err"
+    script step_bytes "bytes moved by the compiled step's own kernels" 480 step_bytes.py --device "$DEVICE" --size "$SIZE" \
+        --batch-size 32 64
 fi
 
 if stage data; then
-    echo "== data" >&2
-    timeout 120 "$PYTHON" benchmarks/data_throughput.py --images "${DATA_IMAGES:-800}" --workers 0 4 16 --json 2>"$OUT_DIR/data.err" | tee "$OUT_DIR/data.log" | grep -v '^{'
+    script data data 120 data_throughput.py --images "${DATA_IMAGES:-800}" --workers 0 4 16
 fi
 
 if stage predict; then
-    echo "== predict" >&2
-    timeout 120 "$PYTHON" benchmarks/predict_throughput.py --size "$SIZE" --json 2>"$OUT_DIR/predict.err" | tee "$OUT_DIR/predict.log" | grep -v '^{'
+    script predict predict 120 predict_throughput.py --size "$SIZE"
 fi
 
 "$PYTHON" - "$OUT_DIR/train.jsonl" <<'EOF'
