@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU figure in docs/benchmarks.md, in one run (about 12.5 minutes on one H100, most of it compilation), in
+# Every GPU figure in docs/benchmarks.md, in one run (about 13 minutes on one H100, most of it compilation), in
 # stages, most important first:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time)
-#   parts:   two parts of a step, timed the plain way and clfa's way: ViT-B/32's patch embedding as a convolution
-#            and as a matmul, and clipping + fused AdamW as two passes and folded into one (benchmarks/step_parts.py)
+#   parts:   parts of a step, each timed two ways: ViT-B/32's patch embedding as a convolution and as a matmul,
+#            clipping + fused AdamW as two passes and folded into one, and the two students' forward and backward
+#            in a CUDA graph, one after the other and on two streams (benchmarks/step_parts.py)
 #   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training test on the GPU: capture
 #            and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA graph)
 #            against the naive path's, and a captured run with dropout, evaluation, checkpoints and a resume
@@ -68,7 +69,7 @@ fi
 if stage parts; then
     # At tiny size (checking the script on a CPU) the parts stay paper-sized: a few repeats are enough.
     parts_args=(); [ "$SIZE" = tiny ] && parts_args=(--batch-size 8 --precision bf16 --repeats 2)
-    script step_parts "step parts" 180 step_parts.py --device "$DEVICE" "${parts_args[@]}"
+    script step_parts "step parts" 240 step_parts.py --device "$DEVICE" "${parts_args[@]}"
 fi
 
 if stage tests; then

@@ -1,4 +1,4 @@
-"""Two parts of a paper-size training step, each timed the plain way and the way clfa computes it:
+"""Parts of a paper-size training step, each timed the plain way and another way:
 
 patch:  ViT-B/32's patch embedding (a 3 -> 768 convolution with a 32x32 kernel and stride) forward and backward,
         as torch's convolution against :class:`clfa.patch_projection.PatchProjection` (the same layer as a matmul
@@ -8,6 +8,10 @@ patch:  ViT-B/32's patch embedding (a 3 -> 768 convolution with a 32x32 kernel a
 update: gradient clipping and fused AdamW over the paper-size model's 210 M parameters (449 tensors), as
         ``clip_grad_norm_`` then ``step()`` against the norm then :meth:`clfa.cuda_graph.GraphableAdamW.update`, which
         applies the clipping coefficient inside the fused kernel (what ``--cuda-graph`` steps do).
+towers: the two students' (BERT-base, ViT-B/32) forward and backward in bf16, captured in a CUDA graph and replayed
+        as ``--cuda-graph`` replays a whole step, with the towers one after the other against side by side on two
+        streams. They are independent until the fusion layers, and at small batches each kernel leaves most of the
+        GPU idle: this measures what running them concurrently would save. (On a CPU: one after the other, eagerly.)
 
     python benchmarks/step_parts.py --device cuda
     python benchmarks/step_parts.py --threads 1 --batch-size 8 64 --repeats 5
@@ -26,9 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from clfa.cuda_graph import GraphableAdamW
+from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.patch_projection import PatchProjection
-from train_throughput import build_model, decay_groups, size_configs, sync
+from train_throughput import RandomTokenizer, build_model, decay_groups, size_configs, sync
 
 
 def timed(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -104,11 +108,57 @@ def update(device: torch.device, repeats: int) -> dict:
     return row
 
 
+def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
+    configs = size_configs("paper")
+    model = build_model(configs, seed=0).to(device).train()
+    text, image = model.text_model, model.image_model
+    side = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def forward_backward(batch: dict, two_streams: bool) -> tuple:
+        model.zero_grad(set_to_none=True)  # captured: the backward writes the gradients anew at every replay
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            if two_streams:
+                ambient = torch.cuda.current_stream(device)
+                side.wait_stream(ambient)
+                with torch.cuda.stream(side):
+                    image_states = image(pixel_values=batch["pixel_values"]).last_hidden_state
+            else:
+                image_states = image(pixel_values=batch["pixel_values"]).last_hidden_state
+            text_states = text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            if two_streams:
+                ambient.wait_stream(side)
+                image_states.record_stream(ambient)
+        # Stands in for the fusion layers and losses. Autograd runs each operator's backward on the stream of its
+        # forward, so the two towers' backward passes overlap as well, and it joins their streams at the end.
+        loss = text_states.float().square().mean() + image_states.float().square().mean()
+        loss.backward()
+        return (loss.detach(),)
+
+    ways = {"one after the other": False} | ({"two streams": True} if side is not None else {})
+    rows = []
+    for size in batch_sizes:
+        tokens = RandomTokenizer(size, configs["head"]["max_text_length"], configs["vocab"], seed=0)
+        pixels = torch.randn(size, 3, configs["image_size"], configs["image_size"], generator=torch.Generator().manual_seed(0))
+        batch = {"input_ids": tokens.ids, "attention_mask": tokens.mask, "pixel_values": pixels}
+        batch = {key: value.to(device) for key, value in batch.items()}
+        row = {"part": "towers", "batch_size": size, "precision": "bf16"}
+        for name, two_streams in ways.items():
+            step = StepGraph(lambda batch, two_streams=two_streams: forward_backward(batch, two_streams), device)
+            row[name] = timed(lambda step=step: step(batch), device, repeats, warmup=step.warmup + 2)
+            del step  # its graph's memory goes back before the next is captured
+        rows.append(row)
+        figures = ", ".join(f"{name} {row[name]:.3f}" for name in ways)
+        saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if side is not None else ""
+        print(f"students' forward + backward, batch {size:>3}, bf16{', each step one CUDA graph' if side else ', eager'}: "
+              f"ms per step: {figures}{saved}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("patch", "update"), nargs="+", default=["patch", "update"])
+    parser.add_argument("--part", choices=("patch", "update", "towers"), nargs="+", default=["patch", "update", "towers"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="patch embedding batch sizes")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="patch embedding and towers batch sizes")
     parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -122,6 +172,8 @@ def main() -> None:
         results += patch_embedding(device, args.batch_size, args.precision, args.repeats)
     if "update" in args.part:
         results.append(update(device, args.repeats))
+    if "towers" in args.part:
+        results += towers(device, args.batch_size, args.repeats)
     if args.json:
         print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                           "torch": torch.__version__, "results": results,
