@@ -12,6 +12,11 @@ towers: the two students' (BERT-base, ViT-B/32) forward and backward in bf16, ca
         as ``--cuda-graph`` replays a whole step, with the towers one after the other against side by side on two
         streams. They are independent until the fusion layers, and at small batches each kernel leaves most of the
         GPU idle: this measures what running them concurrently would save. (On a CPU: one after the other, eagerly.)
+attention: every attention call of a paper-size training forward (recorded from the model: BERT's masked
+        self-attention, ViT's, the fusion's cross-attention, with their dropout), forward and backward, each captured
+        in a CUDA graph, with the kernel PyTorch picks (default) against each SDPA backend forced, and the fastest
+        backend of each call. The sequences are short (77 text, 50 image tokens), where attention kernels are far
+        from their best.
 
     python benchmarks/step_parts.py --device cuda
     python benchmarks/step_parts.py --threads 1 --batch-size 8 64 --repeats 5
@@ -24,11 +29,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.patch_projection import PatchProjection
@@ -108,6 +118,13 @@ def update(device: torch.device, repeats: int) -> dict:
     return row
 
 
+def paper_batch(configs: dict, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    tokens = RandomTokenizer(size, configs["head"]["max_text_length"], configs["vocab"], seed=0)
+    pixels = torch.randn(size, 3, configs["image_size"], configs["image_size"], generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": tokens.ids, "attention_mask": tokens.mask, "pixel_values": pixels}
+    return {key: value.to(device) for key, value in batch.items()}
+
+
 def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
@@ -137,10 +154,7 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
     ways = {"one after the other": False} | ({"two streams": True} if side is not None else {})
     rows = []
     for size in batch_sizes:
-        tokens = RandomTokenizer(size, configs["head"]["max_text_length"], configs["vocab"], seed=0)
-        pixels = torch.randn(size, 3, configs["image_size"], configs["image_size"], generator=torch.Generator().manual_seed(0))
-        batch = {"input_ids": tokens.ids, "attention_mask": tokens.mask, "pixel_values": pixels}
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = paper_batch(configs, size, device)
         row = {"part": "towers", "batch_size": size, "precision": "bf16"}
         for name, two_streams in ways.items():
             step = StepGraph(lambda batch, two_streams=two_streams: forward_backward(batch, two_streams), device)
@@ -154,11 +168,88 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
     return rows
 
 
+def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list[dict]:
+    """Each distinct SDPA call of one bf16 training forward (shapes, mask, dropout), how often a step makes it, and
+    one copy of its arguments (strides kept)."""
+    calls: dict[tuple, dict] = {}
+    original = F.scaled_dot_product_attention
+
+    def recording(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        mask = None if attn_mask is None else (tuple(attn_mask.shape), str(attn_mask.dtype))
+        signature = (tuple(query.shape), tuple(key.shape), mask, dropout_p, is_causal, scale, tuple(sorted(kwargs.items())))
+        if signature not in calls:
+            calls[signature] = {"query": tuple(query.shape), "key": tuple(key.shape), "mask": mask, "dropout_p": dropout_p,
+                                "count": 0, "tensors": [t.detach().clone() for t in (query, key, value)],
+                                "attn_mask": None if attn_mask is None else attn_mask.detach().clone(),
+                                "kwargs": dict(is_causal=is_causal, scale=scale, **kwargs)}
+        calls[signature]["count"] += 1
+        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs)
+
+    F.scaled_dot_product_attention = recording
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            model(**batch)
+    finally:
+        F.scaled_dot_product_attention = original
+    return list(calls.values())
+
+
+def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
+    configs = size_configs("paper")
+    model = build_model(configs, seed=0).to(device).train()
+    backends = {"default": None, "cuDNN": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    rows = []
+    for size in batch_sizes:
+        calls = attention_calls(model, paper_batch(configs, size, device), device)
+        row = {"part": "attention", "batch_size": size, "precision": "bf16", "calls": []}
+        for call in calls:
+            query, key, value = (t.requires_grad_() for t in call.pop("tensors"))
+            attn_mask, kwargs = call.pop("attn_mask"), call.pop("kwargs")
+            picked = torch._fused_sdp_choice(query, key, value, attn_mask, call["dropout_p"], **kwargs)
+            call["picks"] = next((name for name, b in backends.items() if b is not None and int(b) == picked), str(picked))
+            grad = torch.randn_like(query)
+
+            for name, backend in backends.items():
+                def step(_, backend=backend):
+                    with sdpa_kernel(backend) if backend is not None else nullcontext():
+                        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
+                                                             dropout_p=call["dropout_p"], **kwargs)
+                    return torch.autograd.grad(out, (query, key, value), grad)
+
+                graph = StepGraph(step, device)
+                try:
+                    with warnings.catch_warnings():  # SDPA warns why each backend it cannot use does not apply
+                        warnings.simplefilter("ignore", UserWarning)
+                        call[name] = timed(lambda graph=graph: graph({}), device, repeats, warmup=graph.warmup + 2)
+                except RuntimeError as error:  # a backend that does not take these inputs (on this device)
+                    call[name] = None
+                    call.setdefault("unavailable", {})[name] = str(error).splitlines()[0][:200]
+                del graph
+            available = {name: call[name] for name in backends if name != "default" and call[name] is not None}
+            call["fastest"] = min(available, key=available.get, default=None)
+            row["calls"].append(call)
+        for name in backends:
+            times = [call[name] for call in row["calls"]]
+            row[name] = None if None in times else sum(call["count"] * t for call, t in zip(row["calls"], times))
+        row["fastest per call"] = sum(call["count"] * call[call["fastest"] or "default"] for call in row["calls"])
+        rows.append(row)
+        kinds = "; ".join(f"{call['count']} x q{list(call['query'])} k{list(call['key'])}"
+                          f"{' masked' if call['mask'] else ''}, dropout {call['dropout_p']}: default {call['picks']}, fastest {call['fastest']}"
+                          for call in row["calls"])
+        figures = ", ".join(f"{name} " + ("n/a" if row[name] is None else f"{row[name]:.3f}") for name in [*backends, "fastest per call"])
+        graphed = "each call one CUDA graph" if device.type == "cuda" else "eager"
+        print(f"attention, batch {size:>3}, bf16 ({kinds}): ms per step, forward + backward ({graphed}): {figures}",
+              flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("patch", "update", "towers"), nargs="+", default=["patch", "update", "towers"])
+    parts = ("patch", "update", "towers", "attention")
+    parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="patch embedding and towers batch sizes")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -167,6 +258,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type != "cuda":  # each timed way would warn again that it runs eagerly: the figures say so once
+        logging.getLogger("clfa.cuda_graph").setLevel(logging.ERROR)
     results = []
     if "patch" in args.part:
         results += patch_embedding(device, args.batch_size, args.precision, args.repeats)
@@ -174,6 +267,8 @@ def main() -> None:
         results.append(update(device, args.repeats))
     if "towers" in args.part:
         results += towers(device, args.batch_size, args.repeats)
+    if "attention" in args.part:
+        results += attention(device, args.batch_size, args.repeats)
     if args.json:
         print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                           "torch": torch.__version__, "results": results,
