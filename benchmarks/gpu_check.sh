@@ -3,10 +3,10 @@
 # stages, most important first:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time)
-#   parts:   parts of a step, each timed two ways: ViT-B/32's patch embedding as a convolution and as a matmul,
-#            clipping + fused AdamW as two passes and folded into one, and the two students' forward and backward
-#            in a CUDA graph, one after the other and on two streams, and the model's attention calls with each
-#            SDPA backend (benchmarks/step_parts.py)
+#   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
+#            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
+#            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
+#            each SDPA backend (benchmarks/step_parts.py)
 #   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training test on the GPU: capture
 #            and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA graph)
 #            against the naive path's, and a captured run with dropout, evaluation, checkpoints and a resume

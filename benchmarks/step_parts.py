@@ -1,4 +1,4 @@
-"""Parts of a paper-size training step, each timed the plain way and another way:
+"""Parts of a paper-size training step, each timed more than one way:
 
 patch:  ViT-B/32's patch embedding (a 3 -> 768 convolution with a 32x32 kernel and stride) forward and backward,
         as torch's convolution against :class:`clfa.patch_projection.PatchProjection` (the same layer as a matmul
@@ -10,18 +10,18 @@ update: gradient clipping and fused AdamW over the paper-size model's 210 M para
         applies the clipping coefficient inside the fused kernel (what ``--cuda-graph`` steps do).
 towers: the two students' (BERT-base, ViT-B/32) forward and backward in bf16, captured in a CUDA graph and replayed
         as ``--cuda-graph`` replays a whole step, with the towers one after the other against side by side on two
-        streams. They are independent until the fusion layers, and at small batches each kernel leaves most of the
+        streams. They are independent until the fusion layers, and at small batches a kernel may leave much of the
         GPU idle: this measures what running them concurrently would save. (On a CPU: one after the other, eagerly.)
 attention: every attention call of a paper-size training forward (recorded from the model: BERT's masked
-        self-attention, ViT's, the fusion's cross-attention, with their dropout), forward and backward, each captured
-        in a CUDA graph, with the kernel PyTorch picks (default) against each SDPA backend forced, and the fastest
-        backend of each call. The sequences are short (77 text, 50 image tokens), where attention kernels are far
-        from their best.
+        self-attention, ViT's, the fusion's cross-attention, with their dropout), forward and backward, a step's
+        calls of one kind together in a CUDA graph, with the kernel PyTorch picks (default) against each SDPA backend
+        forced, and the fastest backend of each kind of call. At these short sequences (77 text, 50 image tokens)
+        attention kernels are far from their best.
 
     python benchmarks/step_parts.py --device cuda
     python benchmarks/step_parts.py --threads 1 --batch-size 8 64 --repeats 5
 
-Prints ms per call for each; ``--json`` adds one JSON object on the last line.
+Prints ms per call or per step for each; ``--json`` adds one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -118,6 +118,15 @@ def update(device: torch.device, repeats: int) -> dict:
     return row
 
 
+def timed_in_graph(step: Callable[[], tuple], device: torch.device, repeats: int,
+                   before_capture: Callable[[], None] | None = None) -> float:
+    """ms per replay of ``step`` captured in a CUDA graph by :class:`clfa.cuda_graph.StepGraph`, as ``--cuda-graph``
+    runs a training step (eagerly on a CPU). ``step`` must return detached tensors only: an autograd node that
+    outlived a warm-up step would carry the warm-up's stream into the capture."""
+    graph = StepGraph(lambda _: step(), device, before_capture=before_capture)
+    return timed(lambda: graph({}), device, repeats, warmup=graph.warmup + 2)  # the warm-up, capture, one replay
+
+
 def paper_batch(configs: dict, size: int, device: torch.device) -> dict[str, torch.Tensor]:
     tokens = RandomTokenizer(size, configs["head"]["max_text_length"], configs["vocab"], seed=0)
     pixels = torch.randn(size, 3, configs["image_size"], configs["image_size"], generator=torch.Generator().manual_seed(0))
@@ -132,24 +141,24 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def forward_backward(batch: dict, two_streams: bool) -> tuple:
-        model.zero_grad(set_to_none=True)  # captured: the backward writes the gradients anew at every replay
+        ambient = torch.cuda.current_stream(device) if two_streams else None
         with torch.autocast(device.type, dtype=torch.bfloat16):
             if two_streams:
-                ambient = torch.cuda.current_stream(device)
                 side.wait_stream(ambient)
-                with torch.cuda.stream(side):
-                    image_states = image(pixel_values=batch["pixel_values"]).last_hidden_state
-            else:
+            with torch.cuda.stream(side) if two_streams else nullcontext():
                 image_states = image(pixel_values=batch["pixel_values"]).last_hidden_state
             text_states = text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             if two_streams:
                 ambient.wait_stream(side)
-                image_states.record_stream(ambient)
+                image_states.record_stream(ambient)  # read on this stream, allocated on the other
         # Stands in for the fusion layers and losses. Autograd runs each operator's backward on the stream of its
         # forward, so the two towers' backward passes overlap as well, and it joins their streams at the end.
         loss = text_states.float().square().mean() + image_states.float().square().mean()
         loss.backward()
         return (loss.detach(),)
+
+    def no_gradients():  # so that the captured backward writes them anew at each replay instead of adding to them
+        model.zero_grad(set_to_none=True)
 
     ways = {"one after the other": False} | ({"two streams": True} if side is not None else {})
     rows = []
@@ -157,20 +166,23 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
         batch = paper_batch(configs, size, device)
         row = {"part": "towers", "batch_size": size, "precision": "bf16"}
         for name, two_streams in ways.items():
-            step = StepGraph(lambda batch, two_streams=two_streams: forward_backward(batch, two_streams), device)
-            row[name] = timed(lambda step=step: step(batch), device, repeats, warmup=step.warmup + 2)
-            del step  # its graph's memory goes back before the next is captured
+            row[name] = timed_in_graph(lambda: forward_backward(batch, two_streams), device, repeats, no_gradients)
         rows.append(row)
         figures = ", ".join(f"{name} {row[name]:.3f}" for name in ways)
         saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if side is not None else ""
-        print(f"students' forward + backward, batch {size:>3}, bf16{', each step one CUDA graph' if side else ', eager'}: "
-              f"ms per step: {figures}{saved}", flush=True)
+        print(f"students' forward + backward, batch {size:>3}, bf16, "
+              f"{'each step one CUDA graph' if side is not None else 'eager'}: ms per step: {figures}{saved}", flush=True)
     return rows
 
 
+def copy_with_strides(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy laid out as the original (``clone`` packs a view such as a slice of a fused projection densely)."""
+    return torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device=tensor.device).copy_(tensor)
+
+
 def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list[dict]:
-    """Each distinct SDPA call of one bf16 training forward (shapes, mask, dropout), how often a step makes it, and
-    one copy of its arguments (strides kept)."""
+    """Each distinct SDPA call of one bf16 training forward (shapes, mask, dropout): how often a step makes it,
+    and a copy of its arguments."""
     calls: dict[tuple, dict] = {}
     original = F.scaled_dot_product_attention
 
@@ -178,11 +190,14 @@ def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list
         mask = None if attn_mask is None else (tuple(attn_mask.shape), str(attn_mask.dtype))
         signature = (tuple(query.shape), tuple(key.shape), mask, dropout_p, is_causal, scale, tuple(sorted(kwargs.items())))
         if signature not in calls:
-            calls[signature] = {"query": tuple(query.shape), "key": tuple(key.shape), "mask": mask, "dropout_p": dropout_p,
-                                "count": 0, "tensors": [t.detach().clone() for t in (query, key, value)],
-                                "attn_mask": None if attn_mask is None else attn_mask.detach().clone(),
-                                "kwargs": dict(is_causal=is_causal, scale=scale, **kwargs)}
-        calls[signature]["count"] += 1
+            calls[signature] = {
+                "info": {"query": tuple(query.shape), "key": tuple(key.shape), "mask": mask, "dropout_p": dropout_p,
+                         "scale": scale, "count": 0},
+                "tensors": [copy_with_strides(t.detach()) for t in (query, key, value)],
+                "kwargs": dict(attn_mask=None if attn_mask is None else copy_with_strides(attn_mask), dropout_p=dropout_p,
+                               is_causal=is_causal, scale=scale, **kwargs),
+            }
+        calls[signature]["info"]["count"] += 1
         return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs)
 
     F.scaled_dot_product_attention = recording
@@ -194,51 +209,55 @@ def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list
     return list(calls.values())
 
 
+SDPA_BACKENDS = {"cuDNN": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
 def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
-    backends = {"default": None, "cuDNN": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    ways = {"default": None, **SDPA_BACKENDS}
     rows = []
     for size in batch_sizes:
-        calls = attention_calls(model, paper_batch(configs, size, device), device)
         row = {"part": "attention", "batch_size": size, "precision": "bf16", "calls": []}
-        for call in calls:
-            query, key, value = (t.requires_grad_() for t in call.pop("tensors"))
-            attn_mask, kwargs = call.pop("attn_mask"), call.pop("kwargs")
-            picked = torch._fused_sdp_choice(query, key, value, attn_mask, call["dropout_p"], **kwargs)
-            call["picks"] = next((name for name, b in backends.items() if b is not None and int(b) == picked), str(picked))
+        for call in attention_calls(model, paper_batch(configs, size, device), device):
+            info, kwargs = call["info"], call["kwargs"]
+            query, key, value = (t.requires_grad_() for t in call["tensors"])
+            chosen = torch._fused_sdp_choice(query, key, value, **kwargs)
+            info["default backend"] = next((name for name, b in SDPA_BACKENDS.items() if int(b) == chosen), str(chosen))
             grad = torch.randn_like(query)
 
-            for name, backend in backends.items():
-                def step(_, backend=backend):
-                    with sdpa_kernel(backend) if backend is not None else nullcontext():
-                        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
-                                                             dropout_p=call["dropout_p"], **kwargs)
-                    return torch.autograd.grad(out, (query, key, value), grad)
+            def forward_backward(backend: SDPBackend | None) -> tuple:
+                with sdpa_kernel(backend) if backend is not None else nullcontext():
+                    out = F.scaled_dot_product_attention(query, key, value, **kwargs)
+                return torch.autograd.grad(out, (query, key, value), grad)
 
-                graph = StepGraph(step, device)
-                try:
+            def all_calls(backend: SDPBackend | None) -> tuple:  # a step's worth, so one replay is not all launch
+                return sum((forward_backward(backend) for _ in range(info["count"])), ())
+
+            for name, backend in ways.items():
+                try:  # eagerly first: a backend that refuses these inputs must do so outside a capture
                     with warnings.catch_warnings():  # SDPA warns why each backend it cannot use does not apply
                         warnings.simplefilter("ignore", UserWarning)
-                        call[name] = timed(lambda graph=graph: graph({}), device, repeats, warmup=graph.warmup + 2)
-                except RuntimeError as error:  # a backend that does not take these inputs (on this device)
-                    call[name] = None
-                    call.setdefault("unavailable", {})[name] = str(error).splitlines()[0][:200]
-                del graph
-            available = {name: call[name] for name in backends if name != "default" and call[name] is not None}
-            call["fastest"] = min(available, key=available.get, default=None)
-            row["calls"].append(call)
-        for name in backends:
-            times = [call[name] for call in row["calls"]]
-            row[name] = None if None in times else sum(call["count"] * t for call, t in zip(row["calls"], times))
-        row["fastest per call"] = sum(call["count"] * call[call["fastest"] or "default"] for call in row["calls"])
+                        forward_backward(backend)
+                except RuntimeError as error:
+                    info[name] = None
+                    info.setdefault("unavailable", {})[name] = str(error).splitlines()[0][:200]
+                    continue
+                info[name] = timed_in_graph(lambda: all_calls(backend), device, repeats)
+            available = {name: info[name] for name in SDPA_BACKENDS if info[name] is not None}
+            info["fastest"] = min(available, key=available.get, default="default")
+            row["calls"].append(info)
+        for name in ways:
+            times = [info[name] for info in row["calls"]]
+            row[name] = None if None in times else sum(times)
+        row["fastest per call"] = sum(info[info["fastest"]] for info in row["calls"])
         rows.append(row)
-        kinds = "; ".join(f"{call['count']} x q{list(call['query'])} k{list(call['key'])}"
-                          f"{' masked' if call['mask'] else ''}, dropout {call['dropout_p']}: default {call['picks']}, fastest {call['fastest']}"
-                          for call in row["calls"])
-        figures = ", ".join(f"{name} " + ("n/a" if row[name] is None else f"{row[name]:.3f}") for name in [*backends, "fastest per call"])
-        graphed = "each call one CUDA graph" if device.type == "cuda" else "eager"
+        kinds = "; ".join(f"{info['count']} x q{list(info['query'])} k{list(info['key'])}"
+                          f"{' masked' if info['mask'] else ''}, dropout {info['dropout_p']}: default "
+                          f"{info['default backend']}, fastest {info['fastest']}" for info in row["calls"])
+        figures = ", ".join(f"{name} " + ("n/a" if row[name] is None else f"{row[name]:.3f}") for name in [*ways, "fastest per call"])
+        graphed = "a step's calls of each kind one CUDA graph" if device.type == "cuda" else "eager"
         print(f"attention, batch {size:>3}, bf16 ({kinds}): ms per step, forward + backward ({graphed}): {figures}",
               flush=True)
     return rows
@@ -250,7 +269,8 @@ def main() -> None:
     parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"],
+                        help="patch embedding precisions (towers and attention run in bf16, as the fast path does)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
