@@ -143,7 +143,10 @@ class CLFATrainer(Trainer):
             # torch's clip_grad_norm_ coefficient; the update applies it (see GraphableAdamW.update)
             clip = torch.clamp(self.args.max_grad_norm / (grad_norm + 1e-6), max=1.0)
         self._graphable_optimizer().update(grad_factor=clip)
-        return outputs.loss.detach(), outputs.ce_loss, outputs.alignment_loss, grad_norm
+        # Detached: a warm-up step's autograd graph kept alive past its step would carry the warm-up's stream into
+        # the capture, which then fails.
+        detached = [None if value is None else value.detach() for value in (outputs.ce_loss, outputs.alignment_loss)]
+        return outputs.loss.detach(), *detached, grad_norm
 
     def _before_capture(self, model) -> None:
         self._graphable_optimizer().make_capturable()
