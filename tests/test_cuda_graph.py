@@ -185,6 +185,8 @@ def test_whole_step_reads_nothing_back_to_the_host(train_throughput, as_if_captu
     assert not reads.seen, "\n\n".join(f"{name} at\n{where}" for name, where in reads.seen.items())
     assert loss > 0 and ce_loss > 0 and alignment_loss > 0 and grad_norm > 0
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before) if p.grad is not None)  # it updated
+    # Nothing returned keeps the step's autograd graph alive into the next step, which may be the capture.
+    assert not any(value.requires_grad for value in (loss, ce_loss, alignment_loss, grad_norm))
 
 
 def test_training_loop_waits_for_no_device_value_at_any_step(train_throughput, as_if_capturing, tmp_path):
