@@ -11,7 +11,9 @@ fast: exactly what ``clfa train`` runs: :func:`clfa.training.build_trainer` (CLF
     real :class:`clfa.data.processing.CLFADataset` whose teacher embeddings are cached (computed once, before
     training) and whose images come from an in-memory uint8 array, as from the image cache.
 
-Steps are timed after ``--warmup`` steps (which include compilation), with torch.cuda.synchronize on GPU.
+Steps are timed after ``--warmup`` steps (which include compilation), with torch.cuda.synchronize on GPU. For the
+fast path it also prints how long the host was busy per step, and how much of that in the Trainer's ``training_step``:
+on a GPU, a host busy for less than a step's time is not what bounds it.
 By default both paths run, each in its own process (so peak memory is per path), and the ratio is printed.
 
     python benchmarks/train_throughput.py --size tiny
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
+from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
 
 from clfa.configuration import CLFAConfig
@@ -318,15 +320,37 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
 
 class StepTimer(TrainerCallback):
     """Times optimiser steps ``warmup`` to ``warmup + steps``, collects logged losses, and keeps the benchmark from
-    writing checkpoints."""
+    writing checkpoints.
+
+    Also the host's side of those steps: ``host_stop`` is when the host had queued the last of them (before waiting
+    for the device), and ``in_training_step`` the host time spent in the Trainer's ``training_step`` (with
+    ``--cuda-graph`` on a GPU: copying a batch in and launching the graph); the rest of the host's time is the
+    Trainer's loop, the data loader and the callbacks. A host that finishes well before the device is not what
+    bounds the step."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device, profiler: StepProfiler | None = None):
         self.warmup, self.end, self.device, self.profiler = warmup, warmup + steps, device, profiler
-        self.start = self.stop = None
+        self.start = self.stop = self.host_stop = None
+        self.in_training_step = 0.0
         self.losses: list[float] = []
+
+    def time_training_steps(self, trainer: Trainer) -> None:
+        inner = trainer.training_step
+
+        def training_step(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                if self.start is not None and self.host_stop is None:
+                    self.in_training_step += time.perf_counter() - begin
+
+        trainer.training_step = training_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in (self.warmup, self.end):
+            if state.global_step == self.end:
+                self.host_stop = time.perf_counter()
             sync(self.device)
             now = time.perf_counter()
             if state.global_step == self.warmup:
@@ -366,8 +390,10 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
         timer = StepTimer(warmup, steps, device, profiler)
         trainer = build_trainer(opts, model, data.transform, data.dataset(cached), callbacks=[timer])
         trainer.args.train_sampling_strategy = sampling
+        timer.time_training_steps(trainer)
         trainer.train()
-    return {"seconds": timer.stop - timer.start, "losses": timer.losses, "precision": resolve_precision(precision)}
+    return {"seconds": timer.stop - timer.start, "losses": timer.losses, "precision": resolve_precision(precision),
+            "host_seconds": timer.host_stop - timer.start, "training_step_seconds": timer.in_training_step}
 
 
 # --- reporting --------------------------------------------------------------------------------------------------
@@ -420,6 +446,9 @@ def measure(args) -> dict:
         "threads": torch.get_num_threads(),
         "samples_per_s": round(args.steps * args.batch_size / seconds, 2),
         "ms_per_step": round(1000 * seconds / args.steps, 2),
+        # the fast path's host time per step (see StepTimer): all of it, and the part in the Trainer's training_step
+        "host_ms_per_step": round(1000 * result["host_seconds"] / args.steps, 2) if "host_seconds" in result else None,
+        "training_step_ms": round(1000 * result["training_step_seconds"] / args.steps, 2) if "host_seconds" in result else None,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
 
@@ -428,7 +457,9 @@ def describe(r: dict) -> str:
     setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
     setup += ", --cuda-graph" if r.get("cuda_graph") else ""
     memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
-    return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step, "
+    host = (f" (host busy {r['host_ms_per_step']:.1f}, of which {r['training_step_ms']:.1f} in training_step)"
+            if r.get("host_ms_per_step") is not None else "")
+    return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step{host}, "
             f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
 
 
