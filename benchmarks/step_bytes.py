@@ -31,7 +31,7 @@ import json
 
 import torch
 
-from train_throughput import RandomTokenizer, build_model, size_configs
+from train_throughput import build_model, size_configs, synthetic_batch
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
@@ -128,26 +128,12 @@ def kernel_bytes(graphs: list[dict], cpu: bool):
         GraphLowering.compile_to_module = compile_to_module
 
 
-def synthetic_batch(configs: dict, batch: int) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    size, align = configs["image_size"], configs["head"]["align_dim"]
-    texts = RandomTokenizer(batch, configs["head"]["max_text_length"], configs["vocab"], seed=0)
-    return {
-        "input_ids": texts.ids,
-        "attention_mask": texts.mask,
-        "pixel_values": torch.randn(batch, 3, size, size, generator=generator),
-        "labels": torch.randint(0, 2, (batch,), generator=generator),
-        "teacher_text_embeds": torch.randn(batch, align, generator=generator),
-        "teacher_image_embeds": torch.randn(batch, align, generator=generator),
-    }
-
-
 def count_step(size: str, batch_size: int, device: torch.device, precision: str, mode: str | None) -> list[dict]:
     """Compiles one training forward + backward at ``batch_size`` and returns inductor's counts for its graphs."""
     torch._dynamo.reset()
     configs = size_configs(size)
     model = build_model(configs, seed=0).to(device).train()
-    batch = {key: value.to(device) for key, value in synthetic_batch(configs, batch_size).items()}
+    batch = synthetic_batch(configs, batch_size, device)
     compiled = torch.compile(model, fullgraph=True, mode=mode)
     graphs: list[dict] = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -42,7 +42,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.patch_projection import PatchProjection
-from train_throughput import RandomTokenizer, build_model, decay_groups, size_configs, sync
+from train_throughput import build_model, decay_groups, size_configs, sync, synthetic_batch
 
 
 def timed(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -127,13 +127,6 @@ def timed_in_graph(step: Callable[[], tuple], device: torch.device, repeats: int
     return timed(lambda: graph({}), device, repeats, warmup=graph.warmup + 2)  # the warm-up, capture, one replay
 
 
-def paper_batch(configs: dict, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-    tokens = RandomTokenizer(size, configs["head"]["max_text_length"], configs["vocab"], seed=0)
-    pixels = torch.randn(size, 3, configs["image_size"], configs["image_size"], generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": tokens.ids, "attention_mask": tokens.mask, "pixel_values": pixels}
-    return {key: value.to(device) for key, value in batch.items()}
-
-
 def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
@@ -163,7 +156,7 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
     ways = {"one after the other": False} | ({"two streams": True} if side is not None else {})
     rows = []
     for size in batch_sizes:
-        batch = paper_batch(configs, size, device)
+        batch = synthetic_batch(configs, size, device)
         row = {"part": "towers", "batch_size": size, "precision": "bf16"}
         for name, two_streams in ways.items():
             row[name] = timed_in_graph(lambda: forward_backward(batch, two_streams), device, repeats, no_gradients)
@@ -220,7 +213,7 @@ def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> lis
     rows = []
     for size in batch_sizes:
         row = {"part": "attention", "batch_size": size, "precision": "bf16", "calls": []}
-        for call in attention_calls(model, paper_batch(configs, size, device), device):
+        for call in attention_calls(model, synthetic_batch(configs, size, device), device):
             info, kwargs = call["info"], call["kwargs"]
             query, key, value = (t.requires_grad_() for t in call["tensors"])
             chosen = torch._fused_sdp_choice(query, key, value, **kwargs)

@@ -151,6 +151,22 @@ class RandomTokenizer:
         return {"input_ids": self.ids[rows], "attention_mask": self.mask[rows]}
 
 
+def synthetic_batch(configs: dict, batch: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """One training batch of the model's inputs on ``device``, random and the same for the same configs and size."""
+    generator = torch.Generator().manual_seed(0)
+    size, align = configs["image_size"], configs["head"]["align_dim"]
+    texts = RandomTokenizer(batch, configs["head"]["max_text_length"], configs["vocab"], seed=0)
+    inputs = {
+        "input_ids": texts.ids,
+        "attention_mask": texts.mask,
+        "pixel_values": torch.randn(batch, 3, size, size, generator=generator),
+        "labels": torch.randint(0, 2, (batch,), generator=generator),
+        "teacher_text_embeds": torch.randn(batch, align, generator=generator),
+        "teacher_image_embeds": torch.randn(batch, align, generator=generator),
+    }
+    return {key: value.to(device) for key, value in inputs.items()}
+
+
 class SyntheticData:
     """``total`` samples cycling over ``unique`` distinct ones: token ids, uint8 pixels, labels."""
 
