@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Every GPU figure in docs/benchmarks.md, in one run (about 13 minutes on one H100, most of it compilation), in
+# Every GPU figure in docs/benchmarks.md, in one run (about 14.5 minutes on one H100, most of it compilation), in
 # stages, most important first:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
-#            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time)
+#            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), and
+#            batch 8 again with the students side by side on two CUDA streams (--overlap-towers)
 #   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
 #            each SDPA backend (benchmarks/step_parts.py)
-#   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training test on the GPU: capture
-#            and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA graph)
-#            against the naive path's, and a captured run with dropout, evaluation, checkpoints and a resume
+#   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training and model tests on the GPU:
+#            capture and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA
+#            graph, on one stream and two) against the naive path's, a captured run with dropout, evaluation,
+#            checkpoints and a resume, and the students on two streams against one
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the --cuda-graph runs again with inductor's combo kernels, which fuse independent
@@ -65,6 +67,7 @@ script() {  # log name, title, timeout in seconds, benchmark script, its argumen
 if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --profile 5
+    train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers --profile 20
 fi
 
 if stage parts; then
@@ -76,7 +79,8 @@ fi
 if stage tests; then
     echo "== GPU tests: capture and replay, the fast path's losses, a captured run with dropout, evaluation and resume" >&2
     timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
-        tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu >"$OUT_DIR/pytest.log" 2>&1
+        tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu \
+        "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other" >"$OUT_DIR/pytest.log" 2>&1
     tail -1 "$OUT_DIR/pytest.log"
 fi
 
@@ -123,7 +127,7 @@ print(f"\nsummary: {first['size']} size, {first['machine']}, torch {first['torch
 naive = {r["batch_size"]: r for r in runs if r["path"] == "naive"}
 for r in sorted(runs, key=lambda r: (r["batch_size"], r["path"] != "naive")):
     ratio = f"  {r['samples_per_s'] / naive[r['batch_size']]['samples_per_s']:5.2f}x naive" if r["path"] == "fast" and r["batch_size"] in naive else ""
-    setup = "fp32 eager" if r["path"] == "naive" else f"{r['precision']}, compile {r['compile_mode'] or ('default' if r['compile'] else 'none')}" + (", --cuda-graph" if r.get("cuda_graph") else "")
+    setup = "fp32 eager" if r["path"] == "naive" else f"{r['precision']}, compile {r['compile_mode'] or ('default' if r['compile'] else 'none')}" + (", --cuda-graph" if r.get("cuda_graph") else "") + (", --overlap-towers" if r.get("overlap_towers") else "")
     host = f" (host {r['host_ms_per_step']:.1f})" if r.get("host_ms_per_step") is not None else ""
     print(f"batch {r['batch_size']:>3}  {r['run']} ({setup}): {r['samples_per_s']:8.1f} samples/s, {r['ms_per_step']:6.1f} ms/step{host}, "
           f"{r['peak_memory_mb']:6.0f} MiB{ratio}")

@@ -389,7 +389,7 @@ class StepTimer(TrainerCallback):
 
 def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
              precision: str = "auto", compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False,
-             workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
+             overlap_towers: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
     """The project's training path on the synthetic data, with teacher embeddings cached before training."""
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -400,7 +400,7 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
     with tempfile.TemporaryDirectory() as tmp:
         opts = TrainOptions(
             output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps + (profiler.steps if profiler else 0), learning_rate=lr, seed=seed, precision=precision,
-            compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, num_workers=workers, report_to="none",
+            compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, overlap_towers=overlap_towers, num_workers=workers, report_to="none",
             progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
         )
         timer = StepTimer(warmup, steps, device, profiler)
@@ -439,8 +439,8 @@ def measure(args) -> dict:
         precision = "fp32"
     else:
         result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
-                          compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, workers=args.workers,
-                          profiler=profiler)
+                          compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, overlap_towers=args.overlap_towers,
+                          workers=args.workers, profiler=profiler)
         precision = result["precision"]
     if profiler:
         print(profiler.summary(), flush=True)
@@ -458,6 +458,7 @@ def measure(args) -> dict:
         "compile": args.path == "fast" and (args.compile or args.compile_mode is not None),
         "compile_mode": args.compile_mode if args.path == "fast" else None,
         "cuda_graph": args.path == "fast" and args.cuda_graph,
+        "overlap_towers": args.path == "fast" and args.overlap_towers,
         "workers": args.workers if args.path == "fast" else 0,
         "threads": torch.get_num_threads(),
         "samples_per_s": round(args.steps * args.batch_size / seconds, 2),
@@ -472,6 +473,7 @@ def measure(args) -> dict:
 def describe(r: dict) -> str:
     setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
     setup += ", --cuda-graph" if r.get("cuda_graph") else ""
+    setup += ", --overlap-towers" if r.get("overlap_towers") else ""
     memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
     host = (f" (host busy {r['host_ms_per_step']:.1f}, of which {r['training_step_ms']:.1f} in training_step)"
             if r.get("host_ms_per_step") is not None else "")
@@ -494,6 +496,8 @@ def parse_args(argv=None):
                         help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="fast path: whole training steps, captured in one CUDA graph on a GPU (clfa train --cuda-graph true)")
+    parser.add_argument("--overlap-towers", action="store_true",
+                        help="fast path, with --cuda-graph: the students side by side on two CUDA streams (clfa train --overlap-towers true)")
     parser.add_argument("--workers", type=int, default=2, help="fast path: data loader workers")
     parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")

@@ -33,15 +33,17 @@ def runs(train_throughput):
         data = tt.SyntheticData(configs, total=STEPS * BATCH, unique=100, seed=0)
         common = dict(batch_size=BATCH, warmup=1, steps=STEPS - 1, seed=0, lr=LR)
         naive = tt.run_naive(configs, data, device=device, shuffle=False, **common)["losses"]
-        variants = [(precision, cuda_graph, False) for precision in ("fp32", "bf16") for cuda_graph in (False, True)]
+        # (precision, whole steps, compiled, students side by side)
+        variants = [(precision, cuda_graph, False, False) for precision in ("fp32", "bf16") for cuda_graph in (False, True)]
+        variants.append(("fp32", True, False, True))
         if device.type == "cuda":  # compiling costs minutes on a CPU; on a GPU it is the configuration that runs
-            variants.append(("bf16", True, True))
+            variants += [("bf16", True, True, False), ("bf16", True, True, True)]
         fast = {
-            (precision, cuda_graph, compile): tt.run_fast(
-                configs, data, precision=precision, cuda_graph=cuda_graph, compile=compile, workers=0,
-                sampling="sequential", record_losses=True, **common,
+            (precision, cuda_graph, compile, overlap): tt.run_fast(
+                configs, data, precision=precision, cuda_graph=cuda_graph, compile=compile, overlap_towers=overlap,
+                workers=0, sampling="sequential", record_losses=True, **common,
             )["losses"]
-            for precision, cuda_graph, compile in variants
+            for precision, cuda_graph, compile, overlap in variants
         }
     finally:
         torch.set_num_threads(threads)
@@ -52,28 +54,31 @@ def runs(train_throughput):
 def test_runs_are_long_enough_to_mean_something(runs):
     naive, fast = runs
     assert len(naive) == STEPS and all(len(losses) == STEPS for losses in fast.values())
-    assert len(fast) == (5 if torch.cuda.is_available() else 4)
+    assert len(fast) == (7 if torch.cuda.is_available() else 5)
     assert naive[-10:].mean() < 0.6 * naive[:10].mean()  # the model learns: a real trajectory is compared
 
 
 # cuda_graph: whole steps (forward, backward, clipping, AdamW) as one function; on a GPU captured in a CUDA graph
-# after 3 eager steps and replayed for the other 46, elsewhere run eagerly.
-@pytest.mark.parametrize("cuda_graph", [False, True], ids=["trainer_step", "whole_step"])
-def test_fast_path_fp32_matches_naive_loss_for_loss(runs, cuda_graph):
+# after 3 eager steps and replayed for the other 46, elsewhere run eagerly. overlap: the students on two CUDA streams
+# (on a CPU one after the other).
+@pytest.mark.parametrize("cuda_graph, overlap", [(False, False), (True, False), (True, True)],
+                         ids=["trainer_step", "whole_step", "whole_step_side_by_side"])
+def test_fast_path_fp32_matches_naive_loss_for_loss(runs, cuda_graph, overlap):
     naive, fast = runs
-    torch.testing.assert_close(fast["fp32", cuda_graph, False], naive, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast["fp32", cuda_graph, False, overlap], naive, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cuda_graph", [False, True], ids=["trainer_step", "whole_step"])
 def test_fast_path_bf16_matches_naive_within_bf16_tolerance(runs, cuda_graph):
     naive, fast = runs
-    _assert_within_bf16_tolerance(fast["bf16", cuda_graph, False], naive)
+    _assert_within_bf16_tolerance(fast["bf16", cuda_graph, False, False], naive)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled and captured: the GPU configuration")
-def test_compiled_whole_step_in_a_cuda_graph_matches_naive_within_bf16_tolerance(runs):
+@pytest.mark.parametrize("overlap", [False, True], ids=["one_stream", "side_by_side"])
+def test_compiled_whole_step_in_a_cuda_graph_matches_naive_within_bf16_tolerance(runs, overlap):
     naive, fast = runs
-    _assert_within_bf16_tolerance(fast["bf16", True, True], naive)
+    _assert_within_bf16_tolerance(fast["bf16", True, True, overlap], naive)
 
 
 def _assert_within_bf16_tolerance(losses, naive):
@@ -110,3 +115,43 @@ def test_training_step_is_one_graph_compiled_once(train_throughput):
                 model.zero_grad()
     finally:
         torch._dynamo.reset()
+
+
+def test_side_by_side_students_are_each_compiled_and_train_as_the_model_does(train_throughput, tmp_path):
+    """--overlap-towers puts the students outside the model's compiled graph (one graph runs on one stream), so the
+    Trainer compiles each on its own: they must be compiled, once, and the run must be the plain one, loss for loss.
+    AOT-autograd backend (no code generation) on a CPU, where the students run one after the other."""
+    from torch._dynamo.utils import counters
+
+    from clfa.options import TrainOptions
+    from clfa.training import build_trainer, training_arguments
+
+    tt = train_throughput
+    configs = tt.size_configs("tiny", dropout=0.0)
+    data = tt.SyntheticData(configs, total=6 * BATCH, unique=6 * BATCH, seed=0)
+    dataset = data.dataset(data.teacher_embeddings(tt.build_teacher(configs, 0), torch.device("cpu")))
+    losses, students = {}, {}
+    for overlap in (False, True):
+        opts = TrainOptions(output_dir=str(tmp_path / str(overlap)), batch_size=BATCH, max_steps=6, learning_rate=LR,
+                            seed=0, precision="fp32", compile=overlap, cuda_graph=True, overlap_towers=overlap,
+                            num_workers=0, report_to="none", progress=False, logging_steps=1, cache_dir=str(tmp_path))
+        args = training_arguments(opts, has_dev=False)
+        args.torch_compile_backend = "aot_eager"
+        args.train_sampling_strategy = "sequential"
+        model = tt.build_model(configs, seed=0)
+        trainer = build_trainer(opts, model, data.transform, dataset, args=args)
+        torch._dynamo.reset()
+        counters.clear()
+        try:
+            trainer.train()
+        finally:
+            torch._dynamo.reset()
+        losses[overlap] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        students[overlap] = [student._compiled_call_impl is not None for student in (model.text_model, model.image_model)]
+        assert model.overlap_towers == overlap
+    assert students == {False: [False, False], True: [True, True]}
+    # The model's own graph (fusion, head, losses) and one per student, over 6 steps: nothing recompiled per batch.
+    # (Both students enter through the same transformers wrapper, so the second one counts as a recompilation.)
+    assert counters["stats"]["unique_graphs"] == 3, dict(counters["stats"])
+    assert len(losses[True]) == 6
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-4, atol=1e-4)

@@ -209,3 +209,10 @@ def test_cuda_graph_refuses_what_a_captured_step_cannot_do(tiny_models, tiny_dat
     with pytest.raises(ValueError, match=r"gradient accumulation \(2 micro-batches.*'reduce-overhead'"):
         train(opts, load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "cache").exists()  # refused before any cache was filled
+
+
+def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, overlap_towers=True)
+    with pytest.raises(ValueError, match="--overlap-towers .* needs --cuda-graph"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    assert not (tmp_path / "cache").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class CLFAModel(CLFAPreTrainedModel):
         self.image_mapping = MappingNet(config.image_config.hidden_size, config.mapping_hidden_dim, config.align_dim)
         self.fusion = build_fusion(config)
         self.classifier = ClassifierHead(self.fusion.output_dim, config.num_labels, config.dropout)
+        # How to run, not what: not part of the config or the checkpoint (see _encode_side_by_side).
+        self.overlap_towers = False
         self.post_init()
 
     @classmethod
@@ -147,8 +150,8 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
         cfg = self.config
-        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+        encode = self._encode_side_by_side if self.overlap_towers else self._encode
+        text_states, image_states = encode(input_ids, attention_mask, pixel_values)
         text = self.text_mapping(text_states)
         image = self.image_mapping(image_states)
         logits = self.classifier(self.fusion(text, attention_mask, image))
@@ -171,6 +174,38 @@ class CLFAModel(CLFAPreTrainedModel):
             text_features=pool_tokens(text, attention_mask, cfg.alignment_pooling),
             image_features=pool_tokens(image, None, cfg.alignment_pooling),
         )
+
+    def _encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
+        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+        return text_states, image_states
+
+    # Outside torch.compile's graph of the model: a compiled graph runs on one stream. Each student is then its own
+    # compiled graph (CLFATrainer compiles them so when the Trainer compiles the model).
+    @torch.compiler.disable
+    def _encode_side_by_side(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
+        """The students are independent until the fusion layers. On a GPU the image student runs on a second stream
+        while the text student runs on the current one; autograd runs each backward operator on the stream of its
+        forward, so the two backward passes overlap too, and backward() ends joined with the current stream. At
+        small batches each student's kernels leave most of the GPU idle. Elsewhere the students run one after the
+        other, as in :meth:`_encode`."""
+        if pixel_values.device.type != "cuda":
+            return self._encode(input_ids, attention_mask, pixel_values)
+        ambient, side = torch.cuda.current_stream(pixel_values.device), _side_stream(pixel_values.device)
+        side.wait_stream(ambient)
+        with torch.cuda.stream(side):
+            # Made on the current stream, read on the side one: its memory must not be reused before that read.
+            pixel_values.record_stream(side)
+            image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        ambient.wait_stream(side)
+        image_states.record_stream(ambient)
+        return text_states, image_states
+
+
+@functools.cache
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_features", "image_features"]

@@ -69,6 +69,11 @@ class TrainOptions:
         "no gradient accumulation, combines with --compile (default mode); the last partial batch of each epoch "
         "is dropped",
     )
+    overlap_towers: bool = _opt(
+        False,
+        "with --cuda-graph on a GPU: run the image student on a second CUDA stream, side by side with the text "
+        "student, forward and backward (at small batches each leaves much of the GPU idle)",
+    )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
     cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")

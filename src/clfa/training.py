@@ -36,12 +36,14 @@ class CLFATrainer(Trainer):
     reused instead of recompiled; with shuffling, a different handful of samples sits out each epoch.
     ``cuda_graph``: each training step (forward, backward, clipping, AdamW update) runs as one function, captured in
     a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``.
+    ``overlap_towers`` (with ``cuda_graph``): the text and image students run side by side on two CUDA streams
+    (:meth:`CLFAModel._encode_side_by_side`); when the Trainer compiles the model, each student is compiled on its own.
     """
 
     graph_warmup = 3
 
     def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False,
-                 cuda_graph: bool = False, **kwargs):
+                 cuda_graph: bool = False, overlap_towers: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.transform = transform
         self.cuda_graph = cuda_graph
@@ -50,6 +52,8 @@ class CLFATrainer(Trainer):
             check_cuda_graph_support(self.args, self.is_deepspeed_enabled or self.is_fsdp_enabled)
             # PyTorch's CUDA graph notes: autocast inside a captured region must not cache its casts.
             self.accelerator.autocast_handler = AutocastKwargs(cache_enabled=False)
+        if overlap_towers:
+            self._overlap_towers(self.model)
         self._step_graph: StepGraph | None = None
         self._graph_grads: list[torch.Tensor] = []
         self._step_grad_norm: torch.Tensor | None = None
@@ -60,6 +64,16 @@ class CLFATrainer(Trainer):
         # parameters do not change during a run, so they are listed and counted once per run and model.
         self._clip_parameters: tuple[torch.nn.Module, list[torch.nn.Parameter]] | None = None
         self._flop_parameters: tuple[torch.nn.Module, int] | None = None
+
+    def _overlap_towers(self, model: CLFAModel) -> None:
+        if not self.cuda_graph:
+            raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
+        model.overlap_towers = True
+        if self.args.torch_compile:
+            # The model's compiled graph stops at the side-by-side students (one graph runs on one stream), so each
+            # student needs its own, or it would run uncompiled.
+            for student in (model.text_model, model.image_model):
+                student.compile(backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
 
     def get_train_dataloader(self):
         if not self.drop_last_train or self.args.dataloader_drop_last:
@@ -214,6 +228,10 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
+OVERLAP_NEEDS_CUDA_GRAPH = ("--overlap-towers runs the students side by side inside whole training steps: it needs "
+                            "--cuda-graph")
+
+
 def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> None:
     """A captured step is one process's whole optimiser step, replayed without the host: what needs more (another
     process, a host-side loss scaler, several micro-batches per update, an optimiser other than fused AdamW) or
@@ -349,6 +367,7 @@ def build_trainer(
         transform=transform,
         drop_last_train=args.torch_compile,  # a compile mode alone also turns compiling on
         cuda_graph=opts.cuda_graph,
+        overlap_towers=opts.overlap_towers,
     )
 
 
@@ -386,8 +405,11 @@ def train(
     # process then fills the teacher and image caches, and the others read them.
     has_dev = bool(data.splits.get("dev"))
     args = training_arguments(opts, has_dev)
+    # Refused before the caches are filled, which can take long.
+    if opts.overlap_towers and not opts.cuda_graph:
+        raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
     if opts.cuda_graph:
-        check_cuda_graph_support(args)  # before the caches are filled, which can take long
+        check_cuda_graph_support(args)
     with args.main_process_first(desc="teacher and image caches"):
         teacher = None
         if model.config.uses_alignment:
