@@ -15,7 +15,9 @@
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the --cuda-graph runs again with inductor's combo kernels, which fuse independent
-#            small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1)
+#            small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1), and batch 256 with
+#            coordinate-descent tuning of the generated Triton kernels' block sizes, the memory-bound ones included
+#            (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1; max-autotune does it as well, with its matmul tuning)
 #   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
 #            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
@@ -94,6 +96,7 @@ fi
 if stage tune; then
     TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph
     TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph
 fi
 
 if stage autotune; then
