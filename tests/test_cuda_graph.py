@@ -200,3 +200,11 @@ def test_training_loop_waits_for_no_device_value_at_any_step(train_throughput, a
             trainer.train()
         reads[steps] = mode.counts["aten::_local_scalar_dense"] + mode.counts["aten::is_nonzero"]
     assert 0 < reads[6] == reads[12], reads
+
+
+def test_side_by_side_students_refuse_a_full_graph_compile(train_throughput, tmp_path, monkeypatch):
+    """The students sit outside the model's compiled graph; a compile that must capture the model whole would fail
+    at the first step with dynamo's own message, so it is refused when the trainer is built."""
+    monkeypatch.setenv("ACCELERATE_DYNAMO_USE_FULLGRAPH", "true")
+    with pytest.raises(ValueError, match="--overlap-towers .* one full graph"):
+        _trainer(train_throughput, tmp_path, 16, compile=True, overlap_towers=True)

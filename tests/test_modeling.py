@@ -63,34 +63,44 @@ def test_every_fusion_trains(tiny_models, fusion):
     assert losses[-1] < losses[0]
 
 
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="streams need a CUDA device"))])
 def test_students_side_by_side_compute_what_they_compute_one_after_the_other(tiny_models, device):
-    """overlap_towers: on a GPU the image student runs on a second stream (forward, and autograd runs its backward
-    there too); losses and every gradient are those of the students run one after the other."""
+    """overlap_towers: on a GPU the image student runs on a second stream, forward and backward; losses and every
+    gradient are those of the students run one after the other. The image student's work is held back on the GPU
+    (``torch.cuda._sleep``), so that a missing wait between the streams reads unfinished values instead of passing
+    because tiny kernels finish early."""
     # eval(): no dropout, whose random draws would come in another order with the image student first
     model = make_model(tiny_models).to(device).eval()
     inputs = {key: value.to(device) for key, value in batch().items()}
     streams = {}
-    for name in ("text_model", "image_model"):
-        getattr(model, name).register_forward_hook(
-            lambda module, args, output, name=name: streams.__setitem__(name, torch.cuda.current_stream() if device == "cuda" else None))
+
+    def seen(where):
+        if device == "cuda":
+            streams[where] = torch.cuda.current_stream()
+            torch.cuda._sleep(50_000_000)  # tens of milliseconds of this stream's time
+
+    model.text_model.register_forward_pre_hook(lambda module, args: seen("text forward"))
+    model.image_model.register_forward_pre_hook(lambda module, args: seen("image forward"))
+    next(model.text_model.parameters()).register_hook(lambda grad: seen("text backward"))
+    next(model.image_model.parameters()).register_hook(lambda grad: seen("image backward"))
     results = {}
     for overlap in (False, True):
         model.overlap_towers = overlap
         model.zero_grad(set_to_none=True)
         loss = model(**inputs).loss
         loss.backward()
-        results[overlap] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+        results[overlap] = (loss.detach().clone(), [p.grad.clone() for p in model.parameters()])
         if device == "cuda":
             ambient = torch.cuda.current_stream()
-            assert streams["text_model"] == ambient
-            assert (streams["image_model"] != ambient) == overlap
+            assert streams["text forward"] == streams["text backward"] == ambient
+            assert streams["image forward"] == streams["image backward"]
+            assert (streams["image forward"] != ambient) == overlap
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-6, atol=1e-6)
     for side_by_side, one_after_the_other in zip(results[True][1], results[False][1]):
         torch.testing.assert_close(side_by_side, one_after_the_other, rtol=1e-5, atol=1e-6)
     assert "overlap_towers" not in model.config.to_dict()  # how the model runs, not what it is
+
 
 def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_path):
     model = make_model(tiny_models, fusion="cross_attention").eval()

@@ -189,14 +189,16 @@ def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, t
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures the step only on a GPU")
-def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_models, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["one_stream", "side_by_side"])
+def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_models, tiny_dataset, tmp_path, overlap):
     """Dropout draws new random numbers at every replay; evaluation, checkpoints, a resume (which captures again)
     and the best-checkpoint reload all happen around a captured step."""
     data = load_dataset("jsonl", tiny_dataset)
-    full = train(tiny_options(tiny_models, tmp_path / "full", epochs=8, cuda_graph=True, dropout=0.1), data)
+    common = dict(epochs=8, cuda_graph=True, overlap_towers=overlap, dropout=0.1)
+    full = train(tiny_options(tiny_models, tmp_path / "full", **common), data)
     assert full["test"]["accuracy"] >= 0.8 and full["train"]["steps"] == 8 * 6
     assert full["best_checkpoint"]
-    opts = tiny_options(tiny_models, tmp_path / "cut", epochs=8, cuda_graph=True, dropout=0.1)
+    opts = tiny_options(tiny_models, tmp_path / "cut", **common)
     with pytest.raises(KeyboardInterrupt):
         train(opts, data, callbacks=[Interrupt()])
     resumed = train(opts, data, resume=True)

@@ -205,7 +205,9 @@ class CLFAModel(CLFAPreTrainedModel):
 
 @functools.cache
 def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    return torch.cuda.Stream(device)
+    # Streams come round-robin from a pool per priority; the current stream may itself be one from the default
+    # priority's pool (StepGraph's), and in a long process the two would meet and run one after the other.
+    return torch.cuda.Stream(device, priority=-1)
 
 
 CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_features", "image_features"]

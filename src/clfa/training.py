@@ -69,11 +69,20 @@ class CLFATrainer(Trainer):
         if not self.cuda_graph:
             raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
         model.overlap_towers = True
-        if self.args.torch_compile:
-            # The model's compiled graph stops at the side-by-side students (one graph runs on one stream), so each
-            # student needs its own, or it would run uncompiled.
-            for student in (model.text_model, model.image_model):
-                student.compile(backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
+        if not self.args.torch_compile:
+            return
+        # The model's compiled graph stops at the side-by-side students (one graph runs on one stream), so each
+        # student needs its own, compiled as the Trainer compiles the model, or it would run uncompiled.
+        options = self.accelerator.state.dynamo_plugin.to_kwargs()
+        if options.get("fullgraph"):
+            raise ValueError("--overlap-towers leaves the students out of the model's compiled graph: the model cannot "
+                             "compile as one full graph (unset ACCELERATE_DYNAMO_USE_FULLGRAPH)")
+        for student in (model.text_model, model.image_model):
+            student.compile(**options)
+        # Both students enter compiled code through the same transformers function, whose compiled versions (train
+        # and eval, static and dynamic shapes, per student) then share one recompile budget; past it, dynamo would
+        # quietly run them uncompiled.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
 
     def get_train_dataloader(self):
         if not self.drop_last_train or self.args.dataloader_drop_last:
