@@ -10,8 +10,9 @@ update: gradient clipping and fused AdamW over the paper-size model's 210 M para
         applies the clipping coefficient inside the fused kernel (what ``--cuda-graph`` steps do).
 towers: the two students' (BERT-base, ViT-B/32) forward and backward in bf16, captured in a CUDA graph and replayed
         as ``--cuda-graph`` replays a whole step, with the towers one after the other against side by side on two
-        streams. They are independent until the fusion layers, and at small batches a kernel may leave much of the
-        GPU idle: this measures what running them concurrently would save. (On a CPU: one after the other, eagerly.)
+        streams (:meth:`clfa.modeling.CLFAModel.encode`, as ``--overlap-towers`` trains). They are independent until
+        the fusion layers, and at small batches a kernel may leave much of the GPU idle: this measures what running
+        them concurrently saves, uncompiled. (On a CPU: one after the other, eagerly.)
 attention: every attention call of a paper-size training forward (recorded from the model: BERT's masked
         self-attention, ViT's, the fusion's cross-attention, with their dropout), forward and backward, a step's
         calls of one kind together in a CUDA graph, with the kernel PyTorch picks (default) against each SDPA backend
@@ -130,22 +131,12 @@ def timed_in_graph(step: Callable[[], tuple], device: torch.device, repeats: int
 def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
-    text, image = model.text_model, model.image_model
-    side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def forward_backward(batch: dict, two_streams: bool) -> tuple:
-        ambient = torch.cuda.current_stream(device) if two_streams else None
+        model.overlap_towers = two_streams  # what --overlap-towers sets
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            if two_streams:
-                side.wait_stream(ambient)
-            with torch.cuda.stream(side) if two_streams else nullcontext():
-                image_states = image(pixel_values=batch["pixel_values"]).last_hidden_state
-            text_states = text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            if two_streams:
-                ambient.wait_stream(side)
-                image_states.record_stream(ambient)  # read on this stream, allocated on the other
-        # Stands in for the fusion layers and losses. Autograd runs each operator's backward on the stream of its
-        # forward, so the two towers' backward passes overlap as well, and it joins their streams at the end.
+            text_states, image_states = model.encode(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        # Stands in for the fusion layers and losses.
         loss = text_states.float().square().mean() + image_states.float().square().mean()
         loss.backward()
         return (loss.detach(),)
@@ -153,7 +144,8 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
     def no_gradients():  # so that the captured backward writes them anew at each replay instead of adding to them
         model.zero_grad(set_to_none=True)
 
-    ways = {"one after the other": False} | ({"two streams": True} if side is not None else {})
+    on_gpu = device.type == "cuda"
+    ways = {"one after the other": False} | ({"two streams": True} if on_gpu else {})
     rows = []
     for size in batch_sizes:
         batch = synthetic_batch(configs, size, device)
@@ -162,9 +154,9 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
             row[name] = timed_in_graph(lambda: forward_backward(batch, two_streams), device, repeats, no_gradients)
         rows.append(row)
         figures = ", ".join(f"{name} {row[name]:.3f}" for name in ways)
-        saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if side is not None else ""
+        saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if on_gpu else ""
         print(f"students' forward + backward, batch {size:>3}, bf16, "
-              f"{'each step one CUDA graph' if side is not None else 'eager'}: ms per step: {figures}{saved}", flush=True)
+              f"{'each step one CUDA graph' if on_gpu else 'eager'}: ms per step: {figures}{saved}", flush=True)
     return rows
 
 

@@ -150,8 +150,7 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
         cfg = self.config
-        encode = self._encode_side_by_side if self.overlap_towers else self._encode
-        text_states, image_states = encode(input_ids, attention_mask, pixel_values)
+        text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
         text = self.text_mapping(text_states)
         image = self.image_mapping(image_states)
         logits = self.classifier(self.fusion(text, attention_mask, image))
@@ -174,6 +173,12 @@ class CLFAModel(CLFAPreTrainedModel):
             text_features=pool_tokens(text, attention_mask, cfg.alignment_pooling),
             image_features=pool_tokens(image, None, cfg.alignment_pooling),
         )
+
+    def encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
+        """The students' last hidden states (text, image); side by side on two CUDA streams if ``overlap_towers``."""
+        if self.overlap_towers:
+            return self._encode_side_by_side(input_ids, attention_mask, pixel_values)
+        return self._encode(input_ids, attention_mask, pixel_values)
 
     def _encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
         text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

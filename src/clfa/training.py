@@ -37,7 +37,7 @@ class CLFATrainer(Trainer):
     ``cuda_graph``: each training step (forward, backward, clipping, AdamW update) runs as one function, captured in
     a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``.
     ``overlap_towers`` (with ``cuda_graph``): the text and image students run side by side on two CUDA streams
-    (:meth:`CLFAModel._encode_side_by_side`); when the Trainer compiles the model, each student is compiled on its own.
+    (:meth:`CLFAModel.encode`); when the Trainer compiles the model, each student is compiled on its own.
     """
 
     graph_warmup = 3
