@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure in docs/benchmarks.md, in one run (about 14.5 minutes on one H100, most of it compilation), in
-# stages, most important first:
+# Every GPU figure in docs/benchmarks.md, in one run (most of it compilation; each step stops at its own timeout),
+# in stages, most important first; tune, autotune and bytes run only when named:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), and
 #            batch 8 again with the students side by side on two CUDA streams (--overlap-towers)
@@ -14,10 +14,11 @@
 #            checkpoints and a resume, and the students on two streams against one
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
-#   tune:    (only when named) the --cuda-graph runs again with inductor's combo kernels, which fuse independent
-#            small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1), and batch 256 with
-#            coordinate-descent tuning of the generated Triton kernels' block sizes, the memory-bound ones included
-#            (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1; max-autotune does it as well, with its matmul tuning)
+#   tune:    (only when named) the batch-8 and batch-256 --cuda-graph runs again with inductor's combo kernels,
+#            which fuse independent small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1),
+#            and batch 256 with coordinate-descent tuning of the generated Triton kernels' block sizes, the
+#            memory-bound ones included (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1; max-autotune does it as well,
+#            with its matmul tuning)
 #   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
 #            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to

@@ -66,8 +66,8 @@ class TrainOptions:
         False,
         "on a GPU, capture the whole training step (forward, backward, clipping, AdamW) in one CUDA graph after 3 "
         "eager steps, for small batches, where the GPU otherwise waits for the host; one process, bf16 or fp32, "
-        "no gradient accumulation, combines with --compile (default mode); the last partial batch of each epoch "
-        "is dropped",
+        "no gradient accumulation, combines with --compile (default mode or max-autotune-no-cudagraphs); the last "
+        "partial batch of each epoch is dropped",
     )
     overlap_towers: bool = _opt(
         False,
