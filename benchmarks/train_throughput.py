@@ -24,6 +24,7 @@ By default both paths run, each in its own process (so peak memory is per path),
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch._inductor.config
 from torch import nn
 from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
@@ -389,7 +391,7 @@ class StepTimer(TrainerCallback):
 
 def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
              precision: str = "auto", compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False,
-             overlap_towers: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
+             overlap_towers: bool = False, fuse_linears: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
     """The project's training path on the synthetic data, with teacher embeddings cached before training."""
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -400,7 +402,7 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
     with tempfile.TemporaryDirectory() as tmp:
         opts = TrainOptions(
             output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps + (profiler.steps if profiler else 0), learning_rate=lr, seed=seed, precision=precision,
-            compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, overlap_towers=overlap_towers, num_workers=workers, report_to="none",
+            compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, overlap_towers=overlap_towers, fuse_linears=fuse_linears, num_workers=workers, report_to="none",
             progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
         )
         timer = StepTimer(warmup, steps, device, profiler)
@@ -430,6 +432,9 @@ def measure(args) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.path == "fast":
+        for key, value in args.inductor:
+            setattr(torch._inductor.config, key, value)
     configs = size_configs(args.size)
     total = (args.warmup + args.steps + args.profile) * args.batch_size
     data = SyntheticData(configs, total, min(total, args.unique), args.seed)
@@ -440,7 +445,7 @@ def measure(args) -> dict:
     else:
         result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
                           compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, overlap_towers=args.overlap_towers,
-                          workers=args.workers, profiler=profiler)
+                          fuse_linears=args.fuse_linears, workers=args.workers, profiler=profiler)
         precision = result["precision"]
     if profiler:
         print(profiler.summary(), flush=True)
@@ -459,6 +464,8 @@ def measure(args) -> dict:
         "compile_mode": args.compile_mode if args.path == "fast" else None,
         "cuda_graph": args.path == "fast" and args.cuda_graph,
         "overlap_towers": args.path == "fast" and args.overlap_towers,
+        "fuse_linears": args.path == "fast" and args.fuse_linears,
+        "inductor": dict(args.inductor) if args.path == "fast" else {},
         "workers": args.workers if args.path == "fast" else 0,
         "threads": torch.get_num_threads(),
         "samples_per_s": round(args.steps * args.batch_size / seconds, 2),
@@ -474,11 +481,24 @@ def describe(r: dict) -> str:
     setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
     setup += ", --cuda-graph" if r.get("cuda_graph") else ""
     setup += ", --overlap-towers" if r.get("overlap_towers") else ""
+    setup += ", --fuse-linears" if r.get("fuse_linears") else ""
+    setup += "".join(f", {key}={value}" for key, value in r.get("inductor", {}).items())
     memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
     host = (f" (host busy {r['host_ms_per_step']:.1f}, of which {r['training_step_ms']:.1f} in training_step)"
             if r.get("host_ms_per_step") is not None else "")
     return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step{host}, "
             f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
+
+
+def inductor_setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE for torch._inductor.config; VALUE is read as a Python literal (True, 8, 'name'), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not hasattr(torch._inductor.config, key):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY one of torch._inductor.config's settings, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def parse_args(argv=None):
@@ -498,6 +518,11 @@ def parse_args(argv=None):
                         help="fast path: whole training steps, captured in one CUDA graph on a GPU (clfa train --cuda-graph true)")
     parser.add_argument("--overlap-towers", action="store_true",
                         help="fast path, with --cuda-graph: the students side by side on two CUDA streams (clfa train --overlap-towers true)")
+    parser.add_argument("--fuse-linears", action="store_true",
+                        help="fast path, compiled: linears that read one input as one matrix product (clfa train --fuse-linears true)")
+    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="fast path: set one of torch._inductor.config's values before anything compiles (for example "
+                             "combo_kernels=True; repeatable; most of them have no environment variable)")
     parser.add_argument("--workers", type=int, default=2, help="fast path: data loader workers")
     parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")

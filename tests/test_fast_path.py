@@ -155,3 +155,31 @@ def test_side_by_side_students_are_each_compiled_and_train_as_the_model_does(tra
     assert counters["stats"]["unique_graphs"] == 3, dict(counters["stats"])
     assert len(losses[True]) == 6
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_linears_compile_one_product_per_shared_input_and_train_as_the_naive_path(runs, train_throughput):
+    """--fuse-linears rewrites the graph inductor compiles: each student layer's queries, keys and values become one
+    matrix product (tiny: 2 BERT and 2 ViT layers; one fusion layer, whose keys and values are one layer already).
+    The Trainer's compiled fp32 run must then be the naive run, loss for loss. Compiling takes about a minute here."""
+    from torch._dynamo.utils import counters
+
+    tt = train_throughput
+    naive, _ = runs
+    configs = tt.size_configs("tiny", dropout=0.0)
+    data = tt.SyntheticData(configs, total=STEPS * BATCH, unique=100, seed=0)
+    threads, tf32 = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
+    torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False  # as for the runs it is compared with
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        # A graph from inductor's cache would not pass through the pass again, and so would not be counted.
+        with torch._inductor.config.patch(force_disable_caches=True):
+            losses = tt.run_fast(configs, data, batch_size=BATCH, warmup=1, steps=STEPS - 1, seed=0, lr=LR, precision="fp32",
+                                 compile=True, fuse_linears=True, workers=0, sampling="sequential", record_losses=True)["losses"]
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch._dynamo.reset()
+    assert counters["inductor"]["fused_linear_groups"] == 4, dict(counters["inductor"])
+    torch.testing.assert_close(torch.tensor(losses), naive, rtol=1e-4, atol=1e-4)

@@ -11,7 +11,7 @@ from clfa.cli import main
 from clfa.data.registry import load_dataset
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import train
+from clfa.training import build_model, build_trainer, train
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -218,3 +218,13 @@ def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_mode
     with pytest.raises(ValueError, match="--overlap-towers .* needs --cuda-graph"):
         train(opts, load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "cache").exists()
+
+
+def test_fuse_linears_without_compile_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, fuse_linears=True)
+    with pytest.raises(ValueError, match="--fuse-linears .* needs --compile"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    assert not (tmp_path / "cache").exists()
+    # The Trainer refuses it too, for code that builds one itself.
+    with pytest.raises(ValueError, match="--fuse-linears .* needs --compile"):
+        build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [])

@@ -74,6 +74,12 @@ class TrainOptions:
         "with --cuda-graph on a GPU: run the image student on a second CUDA stream, side by side with the text "
         "student, forward and backward (at small batches each leaves much of the GPU idle)",
     )
+    fuse_linears: bool = _opt(
+        False,
+        "with --compile: linear layers that read the same input (attention's queries, keys and values) run as one "
+        "matrix product over their concatenated weights, forward and backward: fewer, larger kernels for the same "
+        "products; parameters and checkpoints are unchanged",
+    )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
     cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")

@@ -3,6 +3,7 @@ multi-GPU (torchrun / accelerate launch) come from it. This module only prepares
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -18,6 +19,7 @@ from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
+from clfa.fused_linears import fusing_linears
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
@@ -38,13 +40,19 @@ class CLFATrainer(Trainer):
     a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``.
     ``overlap_towers`` (with ``cuda_graph``): the text and image students run side by side on two CUDA streams
     (:meth:`CLFAModel.encode`); when the Trainer compiles the model, each student is compiled on its own.
+    ``fuse_linears`` (with torch.compile): linear layers that read the same input compile as one matrix product
+    (:mod:`clfa.fused_linears`).
     """
 
     graph_warmup = 3
 
     def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False,
-                 cuda_graph: bool = False, overlap_towers: bool = False, **kwargs):
+                 cuda_graph: bool = False, overlap_towers: bool = False, fuse_linears: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        if fuse_linears and not self.args.torch_compile:
+            raise ValueError(FUSE_NEEDS_COMPILE)
+        # Models compile when first called: every call of the model runs inside this.
+        self._compiling = fusing_linears if fuse_linears else contextlib.nullcontext
         self.transform = transform
         self.cuda_graph = cuda_graph
         self.drop_last_train = drop_last_train or cuda_graph
@@ -110,7 +118,8 @@ class CLFATrainer(Trainer):
                 self._part_counts[name] = self._part_counts.get(name, 0) + 1
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        with self._compiling():
+            outputs = model(**inputs)
         if model.training:
             self._record_parts(ce_loss=outputs.ce_loss, alignment_loss=outputs.alignment_loss)
         elif self.args.torch_compile:
@@ -157,7 +166,7 @@ class CLFATrainer(Trainer):
     def _whole_step(self, model, batch: dict[str, torch.Tensor]) -> tuple:
         """What the Trainer spreads over training_step, clipping and optimizer.step, as one function of the batch."""
         inputs = self._normalized(dict(batch))
-        with self.compute_loss_context_manager():
+        with self.compute_loss_context_manager(), self._compiling():
             outputs = model(**inputs)
         self.accelerator.backward(outputs.loss)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters(model) if p.grad is not None])
@@ -237,6 +246,7 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
+FUSE_NEEDS_COMPILE = "--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)"
 OVERLAP_NEEDS_CUDA_GRAPH = ("--overlap-towers runs the students side by side inside whole training steps: it needs "
                             "--cuda-graph")
 
@@ -377,6 +387,7 @@ def build_trainer(
         drop_last_train=args.torch_compile,  # a compile mode alone also turns compiling on
         cuda_graph=opts.cuda_graph,
         overlap_towers=opts.overlap_towers,
+        fuse_linears=opts.fuse_linears,
     )
 
 
@@ -417,6 +428,8 @@ def train(
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
+    if opts.fuse_linears and not args.torch_compile:
+        raise ValueError(FUSE_NEEDS_COMPILE)
     if opts.cuda_graph:
         check_cuda_graph_support(args)
     with args.main_process_first(desc="teacher and image caches"):
