@@ -2,27 +2,32 @@
 # Every GPU figure in docs/benchmarks.md, in one run (most of it compilation; each step stops at its own timeout),
 # in stages, most important first; tune, autotune and bytes run only when named:
 #   graph:   training, paper size, fast path with torch.compile and whole steps in one CUDA graph (--cuda-graph),
-#            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), and
-#            batch 8 again with the students side by side on two CUDA streams (--overlap-towers)
+#            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), then
+#            batch 8 again with the students side by side on two CUDA streams (--overlap-towers), and batch 8 and 256
+#            with each shared-input group of linears (attention's queries, keys and values) as one matmul
+#            (--fuse-linears); about 8 minutes, so run it in a call of its own
 #   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
 #            each SDPA backend (benchmarks/step_parts.py)
 #   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training and model tests on the GPU:
 #            capture and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA
-#            graph, on one stream and two) against the naive path's, a captured run with dropout, evaluation,
+#            graph, on one stream and two, compiled with --fuse-linears) against the naive path's, a captured run
+#            with dropout, evaluation,
 #            checkpoints and a resume, and the students on two streams against one
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the batch-8 and batch-256 --cuda-graph runs again with inductor's combo kernels,
-#            which fuse independent small kernels such as the per-weight bf16 casts (TORCHINDUCTOR_COMBO_KERNELS=1),
+#            which fuse independent small kernels such as the per-weight bf16 casts (--inductor combo_kernels=True:
+#            torch reads no environment variable for it),
 #            and batch 256 with coordinate-descent tuning of the generated Triton kernels' block sizes, the
-#            memory-bound ones included (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1; max-autotune does it as well,
+#            memory-bound ones included (--inductor coordinate_descent_tuning=True; max-autotune does it as well,
 #            with its matmul tuning)
 #   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
 #            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
-#            256, and the time they would take at the H100 SXM's bandwidth (benchmarks/step_bytes.py)
+#            256, and the time they would take at the H100 SXM's bandwidth, and the number of kernels of each kind
+#            (benchmarks/step_bytes.py)
 #   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU and CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
@@ -71,6 +76,8 @@ if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --profile 5
     train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers --profile 20
+    train fast_b8_graph_fused 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --fuse-linears --profile 20
+    train fast_b256_graph_fused 200 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --fuse-linears --profile 5
 fi
 
 if stage parts; then
@@ -95,9 +102,9 @@ if stage train; then
 fi
 
 if stage tune; then
-    TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph
-    TORCHINDUCTOR_COMBO_KERNELS=1 train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph
-    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph
+    train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --inductor combo_kernels=True
+    train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --inductor combo_kernels=True
+    train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --inductor coordinate_descent_tuning=True
 fi
 
 if stage autotune; then
@@ -131,7 +138,7 @@ print(f"\nsummary: {first['size']} size, {first['machine']}, torch {first['torch
 naive = {r["batch_size"]: r for r in runs if r["path"] == "naive"}
 for r in sorted(runs, key=lambda r: (r["batch_size"], r["path"] != "naive")):
     ratio = f"  {r['samples_per_s'] / naive[r['batch_size']]['samples_per_s']:5.2f}x naive" if r["path"] == "fast" and r["batch_size"] in naive else ""
-    setup = "fp32 eager" if r["path"] == "naive" else f"{r['precision']}, compile {r['compile_mode'] or ('default' if r['compile'] else 'none')}" + (", --cuda-graph" if r.get("cuda_graph") else "") + (", --overlap-towers" if r.get("overlap_towers") else "")
+    setup = "fp32 eager" if r["path"] == "naive" else f"{r['precision']}, compile {r['compile_mode'] or ('default' if r['compile'] else 'none')}" + (", --cuda-graph" if r.get("cuda_graph") else "") + (", --overlap-towers" if r.get("overlap_towers") else "") + (", --fuse-linears" if r.get("fuse_linears") else "") + "".join(f", {k}={v}" for k, v in r.get("inductor", {}).items())
     host = f" (host {r['host_ms_per_step']:.1f})" if r.get("host_ms_per_step") is not None else ""
     print(f"batch {r['batch_size']:>3}  {r['run']} ({setup}): {r['samples_per_s']:8.1f} samples/s, {r['ms_per_step']:6.1f} ms/step{host}, "
           f"{r['peak_memory_mb']:6.0f} MiB{ratio}")

@@ -16,8 +16,14 @@ kernel (cuDNN, flash or memory-efficient). On a CPU the generated kernels that c
 therefore counted as their own kind, listed, and kept out of the projection (with whatever else inductor fused into
 them, which may be a little more), and the matrix products include attention's.
 
+It also counts the kernels of each kind, which do not depend on the batch: at small batches their number, more than
+their bytes, sets a step's GPU time. ``--fuse-linears`` compiles with clfa's shared-input linear fusion. On a CPU
+inductor copies concatenated weights into a buffer of their own, where a GPU's code reads them in the cast that
+follows; ``--inductor force_pointwise_cat=True`` counts the GPU's way.
+
     python benchmarks/step_bytes.py --threads 2                      # CPU codegen, batches 16 and 32
     python benchmarks/step_bytes.py --device cuda --batch-size 32 64
+    python benchmarks/step_bytes.py --threads 2 --batch-size 8 16 --fuse-linears --inductor force_pointwise_cat=True
 
 Compiling takes about 2 minutes per batch size on a 2-core CPU.
 """
@@ -31,7 +37,8 @@ import json
 
 import torch
 
-from train_throughput import build_model, size_configs, synthetic_batch
+from clfa.fused_linears import fusing_linears
+from train_throughput import build_model, inductor_setting, size_configs, synthetic_batch
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
@@ -101,7 +108,8 @@ def kind_of(node, cpu: bool = False) -> str:
 
 @contextlib.contextmanager
 def kernel_bytes(graphs: list[dict], cpu: bool):
-    """While active, every graph inductor compiles appends {"backward": bool, "kinds": {kind: bytes}}."""
+    """While active, every graph inductor compiles appends {"backward": bool, "kinds": {kind: bytes},
+    "kernels": {kind: number of kernels}}."""
     from torch._inductor.graph import GraphLowering
 
     compile_to_module = GraphLowering.compile_to_module
@@ -111,12 +119,15 @@ def kernel_bytes(graphs: list[dict], cpu: bool):
         # Autotuning compiles candidate subgraphs of its own to time them; they are not part of the step.
         if not (self.name or "").startswith("benchmark_"):
             kinds: collections.Counter[str] = collections.Counter()
+            kernels: collections.Counter[str] = collections.Counter()
             for node in self.scheduler.nodes:
                 # inductor's metric (what count_bytes sums): the bytes of every buffer a kernel reads or writes
                 nbytes = node.get_read_write_buffers_sizes()
                 if nbytes:
-                    kinds[kind_of(node, cpu)] += nbytes
-            graphs.append({"backward": bool(self.is_backward), "kinds": dict(kinds)})
+                    kind = kind_of(node, cpu)
+                    kinds[kind] += nbytes
+                    kernels[kind] += 1
+            graphs.append({"backward": bool(self.is_backward), "kinds": dict(kinds), "kernels": dict(kernels)})
         return module
 
     GraphLowering.compile_to_module = counting
@@ -128,7 +139,8 @@ def kernel_bytes(graphs: list[dict], cpu: bool):
         GraphLowering.compile_to_module = compile_to_module
 
 
-def count_step(size: str, batch_size: int, device: torch.device, precision: str, mode: str | None) -> list[dict]:
+def count_step(size: str, batch_size: int, device: torch.device, precision: str, mode: str | None,
+               fuse_linears: bool = False) -> list[dict]:
     """Compiles one training forward + backward at ``batch_size`` and returns inductor's counts for its graphs."""
     torch._dynamo.reset()
     configs = size_configs(size)
@@ -137,7 +149,8 @@ def count_step(size: str, batch_size: int, device: torch.device, precision: str,
     compiled = torch.compile(model, fullgraph=True, mode=mode)
     graphs: list[dict] = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with kernel_bytes(graphs, cpu=device.type == "cpu"), autocast:
+    fusing = fusing_linears() if fuse_linears else contextlib.nullcontext()
+    with kernel_bytes(graphs, cpu=device.type == "cpu"), fusing, autocast:
         compiled(**batch).loss.backward()
     if not any(g["backward"] for g in graphs) or not any(not g["backward"] for g in graphs):
         raise RuntimeError(f"expected a forward and a backward graph from inductor, got {len(graphs)} graphs")
@@ -148,12 +161,12 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
-def totals(graphs: list[dict]) -> dict[str, dict[str, float]]:
-    """{"forward" / "backward": {kind: bytes}}."""
+def totals(graphs: list[dict], field: str = "kinds") -> dict[str, dict[str, float]]:
+    """{"forward" / "backward": {kind: bytes}} (or, with ``field="kernels"``, {kind: number of kernels})."""
     out = {"forward": collections.Counter(), "backward": collections.Counter()}
     for graph in graphs:
-        for kind, nbytes in graph["kinds"].items():
-            out["backward" if graph["backward"] else "forward"][kind] += nbytes
+        for kind, value in graph[field].items():
+            out["backward" if graph["backward"] else "forward"][kind] += value
     return {part: dict(counts) for part, counts in out.items()}
 
 
@@ -180,11 +193,17 @@ def main() -> None:
                         help="memory bandwidth, GB/s (default: the H100 SXM's)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     parser.add_argument("--mode", help="torch.compile mode (for example max-autotune-no-cudagraphs)")
+    parser.add_argument("--fuse-linears", action="store_true", help="compile with clfa's shared-input linear fusion")
+    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="set one of torch._inductor.config's values first (for example force_pointwise_cat=True, "
+                             "the lowering a GPU picks for the concatenated weights of --fuse-linears); repeatable")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    for key, value in args.inductor:
+        setattr(torch._inductor.config, key, value)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if device.type == "cuda" and "H100" not in name and args.bandwidth == H100_SXM_BANDWIDTH:
@@ -192,12 +211,16 @@ def main() -> None:
     small_b, large_b = sorted(args.batch_size)
     if small_b == large_b:
         parser.error("--batch-size needs two different batch sizes")
-    counts = {}
+    counts, kernels = {}, {}
     for batch in (small_b, large_b):
-        counts[batch] = totals(count_step(args.size, batch, device, args.precision, args.mode))
+        graphs = count_step(args.size, batch, device, args.precision, args.mode, args.fuse_linears)
+        counts[batch], kernels[batch] = totals(graphs), totals(graphs, "kernels")
         for part, kinds in counts[batch].items():
             ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
             print(f"batch {batch:>4}, {part:>8}: " + ", ".join(f"{kind} {_size(nbytes)}" for kind, nbytes in ranked),
+                  flush=True)
+            ranked = sorted(kernels[batch][part].items(), key=lambda kv: -kv[1])
+            print(f"{'':>10}{sum(kernels[batch][part].values()):>6} kernels: " + ", ".join(f"{kind} {n}" for kind, n in ranked),
                   flush=True)
     projected = project(counts[small_b], counts[large_b], small_b, large_b, args.target_batch)
     print(f"\nprojected to batch {args.target_batch} ({args.precision}, {name} code generation), GB per step, and ms at "
@@ -216,7 +239,9 @@ def main() -> None:
     if args.json:
         print(json.dumps({"device": name, "bandwidth_gb_s": args.bandwidth,
                           "torch": torch.__version__, "precision": args.precision, "mode": args.mode,
-                          "counts": {str(b): c for b, c in counts.items()}, "target_batch": args.target_batch,
+                          "fuse_linears": args.fuse_linears, "inductor": dict(args.inductor),
+                          "counts": {str(b): c for b, c in counts.items()},
+                          "kernels": {str(b): c for b, c in kernels.items()}, "target_batch": args.target_batch,
                           "projected": projected, "generated_gb": generated / 1e9,
                           "full_bandwidth_ms": generated / args.bandwidth / 1e6}))
 
