@@ -3,6 +3,8 @@ gradients, and only where that is the same computation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ class Attentionish(nn.Module):
         return out + self.flattened(x).view(2, -1).cos().sum()
 
 
-def _compiled_with_pass(module: nn.Module, x: torch.Tensor):
+def _compiled_with_pass(module: nn.Module, x: torch.Tensor, loss=lambda out: out):
     """Output and gradients of ``module`` compiled with the pass applied to dynamo's graph (no code generation),
     and the graph's linear calls before and after."""
     found = {}
@@ -47,10 +49,14 @@ def _compiled_with_pass(module: nn.Module, x: torch.Tensor):
     torch._dynamo.reset()
     try:
         out = torch.compile(module, backend=backend, fullgraph=True)(x)
-        out.backward()
+        loss(out).backward()
     finally:
         torch._dynamo.reset()
-    return out.detach(), _grads(module), found
+    return _detached(out), _grads(module), found
+
+
+def _detached(out):
+    return tuple(o.detach() for o in out) if isinstance(out, tuple) else out.detach()
 
 
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -59,10 +65,10 @@ def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _eager(module: nn.Module, x: torch.Tensor):
+def _eager(module: nn.Module, x: torch.Tensor, loss=lambda out: out):
     out = module(x)
-    out.backward()
-    return out.detach(), _grads(module)
+    loss(out).backward()
+    return _detached(out), _grads(module)
 
 
 def _assert_same(actual, expected):
@@ -142,9 +148,21 @@ def test_the_pass_runs_under_inductor_alongside_passes_already_set():
     _assert_same((out.detach(), _grads(module)), expected)
 
 
-def test_the_pass_is_known_by_its_source_so_cached_graphs_follow_changes_to_it():
+def test_the_pass_is_known_by_its_source_so_cached_graphs_follow_changes_to_it(tmp_path):
+    """Inductor caches compiled graphs under the identity of their passes: a changed pass must not find the graphs
+    the old one made."""
+    import importlib.util
+
+    import clfa.fused_linears
+
+    source = Path(clfa.fused_linears.__file__).read_text()
+    changed = tmp_path / "fused_linears_changed.py"
+    changed.write_text(source.replace("MODE_SWITCH_NAMES = (", "MODE_SWITCH_NAMES = ('changed', "))
+    spec = importlib.util.spec_from_file_location("fused_linears_changed", changed)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     assert FuseSharedInputLinears().uuid() == FuseSharedInputLinears().uuid()
-    assert isinstance(FuseSharedInputLinears().uuid(), bytes)
+    assert module.FuseSharedInputLinears().uuid() != FuseSharedInputLinears().uuid()
 
 
 @pytest.mark.parametrize("view", ["split_last", "merge_last"])
@@ -164,3 +182,78 @@ def test_a_view_that_merges_the_output_width_keeps_a_linear_out(view):
     out, grads, found = _compiled_with_pass(module, x)
     assert found["fused"] == (1 if view == "split_last" else 0)
     _assert_same((out, grads), expected)
+
+
+class SharedInput(nn.Module):
+    """Two linears of one input, and between or after them what must keep them apart."""
+
+    def __init__(self, case: str):
+        super().__init__()
+        self.case = case
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        if case == "input_changed_in_place":
+            self.a.weight.requires_grad_(False)  # so that a's backward does not need the input as it was
+
+    def forward(self, x):
+        if self.case == "input_changed_in_place":
+            a = self.a(x)
+            x.add_(1)  # b reads the changed input
+            return a.sum() * self.b(x).sum()
+        a, b = self.a(x), self.b(x)
+        if self.case == "output_changed_in_place":
+            a.mul_(2)
+        elif self.case == "view_of_a_view":
+            a = a.unsqueeze(0).view(-1)  # merges the width with the rows, through another view
+        elif self.case == "detached":
+            return a.square().sum() * b.detach().sum()  # b's weight gets no gradient at all
+        elif self.case == "returned":
+            return a, b.sum()  # the caller gets a, and may view it as it likes
+        return a.square().sum() * b.sum()
+
+
+@pytest.mark.parametrize("case", ["input_changed_in_place", "output_changed_in_place", "view_of_a_view", "detached",
+                                  "returned"])
+def test_linears_whose_fusion_would_change_something_stay_apart(case):
+    torch.manual_seed(0)
+    module, x = SharedInput(case), torch.randn(4, 8)
+    loss = (lambda out: out[0].sum() + out[1]) if case == "returned" else (lambda out: out)
+    expected = _eager(module, x.clone(), loss)
+    out, grads, found = _compiled_with_pass(module, x.clone(), loss)
+    assert found == {"before": 2, "fused": 0, "after": 2}
+    _assert_same((out[0] if case == "returned" else out, grads), (expected[0][0] if case == "returned" else expected[0], expected[1]))
+    if case == "detached":
+        assert grads["b.weight"] is None and grads["b.bias"] is None
+    if case == "returned":
+        assert out[0].is_contiguous()
+
+
+def test_weights_computed_by_linears_that_were_fused_themselves():
+    class Generated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h1, self.h2 = nn.Linear(4, 8), nn.Linear(4, 8)
+
+        def forward(self, x, z):
+            w1, w2 = self.h1(z), self.h2(z)  # (8, 8) weights made from z, then used on x
+            return (F.linear(x, w1) * F.linear(x, w2)).sum()
+
+    torch.manual_seed(0)
+    module, x, z = Generated(), torch.randn(3, 8), torch.randn(8, 4)
+    out = module(x, z)
+    out.backward()
+    expected = (out.detach(), _grads(module))
+    fused = []
+
+    def backend(gm, example_inputs):
+        fused.append(fuse_shared_input_linears(gm.graph))
+        gm.recompile()
+        return gm
+
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(module, backend=backend, fullgraph=True)(x, z)
+        compiled.backward()
+    finally:
+        torch._dynamo.reset()
+    assert fused == [2]  # h1 and h2 on z, then the two products on x over their split output
+    _assert_same((compiled.detach(), _grads(module)), expected)

@@ -11,7 +11,7 @@ from clfa.cli import main
 from clfa.data.registry import load_dataset
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, train
+from clfa.training import build_model, build_trainer, train, training_arguments
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -225,6 +225,11 @@ def test_fuse_linears_without_compile_is_refused_before_any_cache(tiny_models, t
     with pytest.raises(ValueError, match="--fuse-linears .* needs --compile"):
         train(opts, load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "cache").exists()
-    # The Trainer refuses it too, for code that builds one itself.
+    # The Trainer refuses it too, for code that builds one itself, and with a backend that is not inductor.
     with pytest.raises(ValueError, match="--fuse-linears .* needs --compile"):
         build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [])
+    opts.compile = True
+    args = training_arguments(opts, has_dev=False)
+    args.torch_compile_backend = "aot_eager"
+    with pytest.raises(ValueError, match="--fuse-linears is a pass of .* inductor backend, not of 'aot_eager'"):
+        build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)

@@ -49,8 +49,8 @@ class CLFATrainer(Trainer):
     def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False,
                  cuda_graph: bool = False, overlap_towers: bool = False, fuse_linears: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        if fuse_linears and not self.args.torch_compile:
-            raise ValueError(FUSE_NEEDS_COMPILE)
+        if fuse_linears:
+            check_fuse_linears_support(self.args)
         # Models compile when first called: every call of the model runs inside this.
         self._compiling = fusing_linears if fuse_linears else contextlib.nullcontext
         self.transform = transform
@@ -116,6 +116,10 @@ class CLFATrainer(Trainer):
                 value = value.detach().float()
                 self._parts[name] = self._parts[name] + value if name in self._parts else value.clone()
                 self._part_counts[name] = self._part_counts.get(name, 0) + 1
+
+    def prediction_step(self, *args, **kwargs):
+        with self._compiling():  # without labels the Trainer calls the model itself, not compute_loss
+            return super().prediction_step(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         with self._compiling():
@@ -246,7 +250,14 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
-FUSE_NEEDS_COMPILE = "--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)"
+def check_fuse_linears_support(args: TrainingArguments) -> None:
+    """--fuse-linears is a pass of inductor's: without torch.compile, or with another backend, it would do nothing."""
+    if not args.torch_compile:
+        raise ValueError("--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)")
+    if args.torch_compile_backend not in (None, "inductor"):
+        raise ValueError(f"--fuse-linears is a pass of torch.compile's inductor backend, not of {args.torch_compile_backend!r}")
+
+
 OVERLAP_NEEDS_CUDA_GRAPH = ("--overlap-towers runs the students side by side inside whole training steps: it needs "
                             "--cuda-graph")
 
@@ -428,8 +439,8 @@ def train(
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
-    if opts.fuse_linears and not args.torch_compile:
-        raise ValueError(FUSE_NEEDS_COMPILE)
+    if opts.fuse_linears:
+        check_fuse_linears_support(args)
     if opts.cuda_graph:
         check_cuda_graph_support(args)
     with args.main_process_first(desc="teacher and image caches"):
