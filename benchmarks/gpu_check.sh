@@ -88,7 +88,7 @@ fi
 
 if stage tests; then
     echo "== GPU tests: capture and replay, the fast path's losses, a captured run with dropout, evaluation and resume" >&2
-    timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
+    timeout 420 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
         tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu \
         "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other" >"$OUT_DIR/pytest.log" 2>&1
     tail -1 "$OUT_DIR/pytest.log"
