@@ -41,7 +41,9 @@ shift $(( $# > 0 ? 1 : 0 ))
 STAGES=" ${*:-graph parts tests train data predict} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT_DIR"
-rm -f "$OUT_DIR/train.jsonl"
+# The training figures of this call (a later call into the same folder with no training stage keeps them).
+training=false; for s in graph train tune autotune; do stage $s && training=true; done
+$training && rm -f "$OUT_DIR/train.jsonl"
 SIZE="${SIZE:-paper}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
@@ -124,6 +126,7 @@ if stage predict; then
     script predict predict 120 predict_throughput.py --size "$SIZE"
 fi
 
+$training || exit 0
 "$PYTHON" - "$OUT_DIR/train.jsonl" <<'EOF'
 import json, sys
 runs = []
