@@ -5,16 +5,16 @@
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), then
 #            batch 8 again with the students side by side on two CUDA streams (--overlap-towers), and batch 8 and 256
 #            with each shared-input group of linears (attention's queries, keys and values) as one matmul
-#            (--fuse-linears); about 8 minutes, so run it in a call of its own
+#            (--fuse-linears); about 8 minutes
 #   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
 #            each SDPA backend (benchmarks/step_parts.py)
 #   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training and model tests on the GPU:
 #            capture and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA
-#            graph, on one stream and two, compiled with --fuse-linears) against the naive path's, a captured run
-#            with dropout, evaluation,
-#            checkpoints and a resume, and the students on two streams against one
+#            graph, on one stream and two, and the Trainer's compiled fp32 steps with --fuse-linears) against the
+#            naive path's, a captured run with dropout, evaluation, checkpoints and a resume, and the students on
+#            two streams against one
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the batch-8 and batch-256 --cuda-graph runs again with inductor's combo kernels,
@@ -32,8 +32,9 @@
 #   predict: prediction throughput, batch 1 and 64, GPU and CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
 # Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: every stage not marked "only when
-# named"; logs and JSON lines are kept in the folder). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash
-# benchmarks/gpu_check.sh runs the same steps small, to check the script.
+# named"; logs and JSON lines are kept in the folder; a call without a training stage keeps the folder's
+# train.jsonl and prints no summary). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the
+# same steps small, to check the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"

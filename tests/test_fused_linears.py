@@ -91,26 +91,33 @@ def test_linears_on_one_input_become_one_product_with_the_same_outputs_and_gradi
     _assert_same((out, grads), expected)
 
 
-def test_linears_in_different_autocast_or_grad_modes_or_with_later_weights_stay_apart():
+def test_linears_in_different_autocast_or_grad_modes_or_dtypes_or_with_later_weights_stay_apart():
     class Mixed(nn.Module):
+        """Each neighbouring pair is kept apart by one rule alone."""
+
         def __init__(self):
             super().__init__()
-            self.a, self.b, self.c, self.d = (nn.Linear(8, 8) for _ in range(4))
+            self.b, self.d, self.g = (nn.Linear(8, 8) for _ in range(3))
+            # bias-free, so that only the autocast region tells a from c, and only the weights' dtype a from e
+            self.a, self.c = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False)
+            self.e = nn.Linear(8, 8, bias=False).to(torch.bfloat16)
 
         def forward(self, x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                a = self.a(x)  # bf16, the others fp32
+                a = self.a(x)
+                e = self.e(x)  # bf16 weights where a's are fp32
+            c = self.c(x)  # fp32, just after the autocast region
             with torch.no_grad():
                 b = self.b(x)  # no gradient flows to b
-            c = self.c(x)
-            d = F.linear(x, self.d.weight * 2, self.d.bias)  # a weight computed after c: not there yet where c was
-            return a.float().sum() + (b * c).sum() + d.sum()
+            g = self.g(x)  # gradients again, just after
+            d = F.linear(x, self.d.weight * 2, self.d.bias)  # a weight computed after g: not there yet where g was
+            return a.float().sum() + e.float().sum() + (b * c).sum() + g.sum() + d.sum()
 
     torch.manual_seed(0)
     module, x = Mixed(), torch.randn(4, 8)
     expected = _eager(module, x)
     out, grads, found = _compiled_with_pass(module, x)
-    assert found == {"before": 4, "fused": 0, "after": 4}
+    assert found == {"before": 6, "fused": 0, "after": 6}
     _assert_same((out, grads), expected)
     assert grads["b.weight"] is None
 
