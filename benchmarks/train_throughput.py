@@ -226,20 +226,23 @@ KERNEL_FAMILIES = (
 
 
 def kernel_breakdown(kernels: list[tuple[str, float, int]], steps: int, top: int = 12) -> list[str]:
-    """GPU time per step by kind of kernel, then the Triton kernels that take most: where elementwise time goes.
-    ``kernels``: (name, total device microseconds, calls) over ``steps`` profiled steps."""
-    families: dict[str, float] = {}
+    """GPU time and kernels per step by kind of kernel, then the Triton kernels that take most: where elementwise
+    time goes. ``kernels``: (name, total device microseconds, calls) over ``steps`` profiled steps."""
+    families: dict[str, list[float]] = {}
     triton: dict[str, list[float]] = {}
     for name, micros, calls in kernels:
         lower = name.lower()
         family = next((label for label, marks in KERNEL_FAMILIES if any(mark in lower for mark in marks)), "other")
-        families[family] = families.get(family, 0.0) + micros
+        entry = families.setdefault(family, [0.0, 0])
+        entry[0] += micros
+        entry[1] += calls
         if family == KERNEL_FAMILIES[0][0]:
             entry = triton.setdefault(name.rstrip("0123456789").rstrip("_"), [0.0, 0])
             entry[0] += micros
             entry[1] += calls
-    lines = ["GPU time by kind of kernel, ms/step: " + "; ".join(
-        f"{label} {micros / 1000 / steps:.2f}" for label, micros in sorted(families.items(), key=lambda item: -item[1]))]
+    lines = ["GPU time by kind of kernel, ms/step (kernels/step): " + "; ".join(
+        f"{label} {micros / 1000 / steps:.2f} ({calls / steps:.0f})"
+        for label, (micros, calls) in sorted(families.items(), key=lambda item: -item[1][0]))]
     for name, (micros, calls) in sorted(triton.items(), key=lambda item: -item[1][0])[:top]:
         lines.append(f"  {micros / 1000 / steps:7.3f} ms/step {calls / steps:6.1f} calls/step  {name}")
     return lines
@@ -276,7 +279,10 @@ class StepProfiler:
             kernels = [(e.key, e.self_device_time_total, e.count) for e in events
                        if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
             micros = sum(duration for _, duration, _ in kernels)
-            lines.append(f"GPU kernels: {micros / 1000 / steps:.2f} ms/step ({micros / 1e4 / seconds:.0f}% of the profiled wall time)")
+            calls = sum(count for _, _, count in kernels)
+            # At small batches the number of kernels, more than their arithmetic, sets the GPU's time.
+            lines.append(f"GPU kernels: {micros / 1000 / steps:.2f} ms/step ({micros / 1e4 / seconds:.0f}% of the profiled "
+                         f"wall time), {calls / steps:.0f} kernels/step, {micros / max(calls, 1):.1f} us each on average")
             lines += kernel_breakdown(kernels, steps)
             lines.append(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70))
         lines.append(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=70))
