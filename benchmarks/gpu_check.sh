@@ -130,6 +130,8 @@ fi
 $training || exit 0
 "$PYTHON" - "$OUT_DIR/train.jsonl" <<'EOF'
 import json, sys
+sys.path.insert(0, "benchmarks")
+from train_throughput import setup
 runs = []
 try:
     runs = [json.loads(line) for line in open(sys.argv[1])]
@@ -142,9 +144,8 @@ print(f"\nsummary: {first['size']} size, {first['machine']}, torch {first['torch
 naive = {r["batch_size"]: r for r in runs if r["path"] == "naive"}
 for r in sorted(runs, key=lambda r: (r["batch_size"], r["path"] != "naive")):
     ratio = f"  {r['samples_per_s'] / naive[r['batch_size']]['samples_per_s']:5.2f}x naive" if r["path"] == "fast" and r["batch_size"] in naive else ""
-    setup = "fp32 eager" if r["path"] == "naive" else f"{r['precision']}, compile {r['compile_mode'] or ('default' if r['compile'] else 'none')}" + (", --cuda-graph" if r.get("cuda_graph") else "") + (", --overlap-towers" if r.get("overlap_towers") else "") + (", --fuse-linears" if r.get("fuse_linears") else "") + "".join(f", {k}={v}" for k, v in r.get("inductor", {}).items())
     host = f" (host {r['host_ms_per_step']:.1f})" if r.get("host_ms_per_step") is not None else ""
-    print(f"batch {r['batch_size']:>3}  {r['run']} ({setup}): {r['samples_per_s']:8.1f} samples/s, {r['ms_per_step']:6.1f} ms/step{host}, "
+    print(f"batch {r['batch_size']:>3}  {r['run']} ({setup(r)}): {r['samples_per_s']:8.1f} samples/s, {r['ms_per_step']:6.1f} ms/step{host}, "
           f"{r['peak_memory_mb']:6.0f} MiB{ratio}")
 for batch, target in ((8, 700), (256, 4300)):
     fast = [r["samples_per_s"] for r in runs if r["path"] == "fast" and r["batch_size"] == batch]

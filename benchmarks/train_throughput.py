@@ -233,11 +233,11 @@ def kernel_breakdown(kernels: list[tuple[str, float, int]], steps: int, top: int
     for name, micros, calls in kernels:
         lower = name.lower()
         family = next((label for label, marks in KERNEL_FAMILIES if any(mark in lower for mark in marks)), "other")
-        entry = families.setdefault(family, [0.0, 0])
-        entry[0] += micros
-        entry[1] += calls
+        tables = [(families, family)]
         if family == KERNEL_FAMILIES[0][0]:
-            entry = triton.setdefault(name.rstrip("0123456789").rstrip("_"), [0.0, 0])
+            tables.append((triton, name.rstrip("0123456789").rstrip("_")))
+        for table, key in tables:
+            entry = table.setdefault(key, [0.0, 0])
             entry[0] += micros
             entry[1] += calls
     lines = ["GPU time by kind of kernel, ms/step (kernels/step): " + "; ".join(
@@ -483,16 +483,20 @@ def measure(args) -> dict:
     }
 
 
+def setup(r: dict) -> str:
+    """How a run computed, from its JSON object: precision, compilation and the fast path's options."""
+    text = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
+    text += ", --cuda-graph" if r.get("cuda_graph") else ""
+    text += ", --overlap-towers" if r.get("overlap_towers") else ""
+    text += ", --fuse-linears" if r.get("fuse_linears") else ""
+    return text + "".join(f", {key}={value}" for key, value in r.get("inductor", {}).items())
+
+
 def describe(r: dict) -> str:
-    setup = f"{r['precision']}" + (f", compile={r['compile_mode'] or 'default'}" if r["compile"] else ", eager")
-    setup += ", --cuda-graph" if r.get("cuda_graph") else ""
-    setup += ", --overlap-towers" if r.get("overlap_towers") else ""
-    setup += ", --fuse-linears" if r.get("fuse_linears") else ""
-    setup += "".join(f", {key}={value}" for key, value in r.get("inductor", {}).items())
     memory = "peak GPU memory" if r["device"] == "cuda" else "peak RSS"
     host = (f" (host busy {r['host_ms_per_step']:.1f}, of which {r['training_step_ms']:.1f} in training_step)"
             if r.get("host_ms_per_step") is not None else "")
-    return (f"{r['path']:>5} ({setup}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step{host}, "
+    return (f"{r['path']:>5} ({setup(r)}): {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.1f} ms/step{host}, "
             f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
 
 

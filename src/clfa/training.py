@@ -51,7 +51,7 @@ class CLFATrainer(Trainer):
         super().__init__(*args, **kwargs)
         if fuse_linears:
             check_fuse_linears_support(self.args)
-        # Models compile when first called: every call of the model runs inside this.
+        # Models compile when first called, which is inside train, evaluate or predict: each runs inside this.
         self._compiling = fusing_linears if fuse_linears else contextlib.nullcontext
         self.transform = transform
         self.cuda_graph = cuda_graph
@@ -117,13 +117,8 @@ class CLFATrainer(Trainer):
                 self._parts[name] = self._parts[name] + value if name in self._parts else value.clone()
                 self._part_counts[name] = self._part_counts.get(name, 0) + 1
 
-    def prediction_step(self, *args, **kwargs):
-        with self._compiling():  # without labels the Trainer calls the model itself, not compute_loss
-            return super().prediction_step(*args, **kwargs)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with self._compiling():
-            outputs = model(**inputs)
+        outputs = model(**inputs)
         if model.training:
             self._record_parts(ce_loss=outputs.ce_loss, alignment_loss=outputs.alignment_loss)
         elif self.args.torch_compile:
@@ -134,10 +129,19 @@ class CLFATrainer(Trainer):
     def train(self, *args, **kwargs):
         self._clip_parameters = self._flop_parameters = None  # a new run may bring a new model (model_init)
         try:
-            return super().train(*args, **kwargs)
+            with self._compiling():
+                return super().train(*args, **kwargs)
         finally:
             # The graph's memory pool goes back for evaluation: nothing may keep a tensor from it.
             self._step_graph, self._graph_grads, self._step_grad_norm = None, [], None
+
+    def evaluate(self, *args, **kwargs):
+        with self._compiling():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with self._compiling():
+            return super().predict(*args, **kwargs)
 
     # --- whole steps (cuda_graph) -------------------------------------------------------------------------------
 
@@ -170,7 +174,7 @@ class CLFATrainer(Trainer):
     def _whole_step(self, model, batch: dict[str, torch.Tensor]) -> tuple:
         """What the Trainer spreads over training_step, clipping and optimizer.step, as one function of the batch."""
         inputs = self._normalized(dict(batch))
-        with self.compute_loss_context_manager(), self._compiling():
+        with self.compute_loss_context_manager():
             outputs = model(**inputs)
         self.accelerator.backward(outputs.loss)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters(model) if p.grad is not None])
