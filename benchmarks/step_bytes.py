@@ -38,7 +38,7 @@ import json
 import torch
 
 from clfa.fused_linears import fusing_linears
-from train_throughput import build_model, inductor_setting, size_configs, synthetic_batch
+from train_throughput import apply_inductor_settings, build_model, inductor_setting, size_configs, synthetic_batch
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
@@ -202,8 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for key, value in args.inductor:
-        setattr(torch._inductor.config, key, value)
+    apply_inductor_settings(args.inductor)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if device.type == "cuda" and "H100" not in name and args.bandwidth == H100_SXM_BANDWIDTH:

@@ -439,8 +439,7 @@ def measure(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.path == "fast":
-        for key, value in args.inductor:
-            setattr(torch._inductor.config, key, value)
+        apply_inductor_settings(args.inductor)
     configs = size_configs(args.size)
     total = (args.warmup + args.steps + args.profile) * args.batch_size
     data = SyntheticData(configs, total, min(total, args.unique), args.seed)
@@ -509,6 +508,12 @@ def inductor_setting(text: str) -> tuple[str, object]:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value
+
+
+def apply_inductor_settings(settings: list[tuple[str, object]]) -> None:
+    """Sets what ``--inductor`` gave (see :func:`inductor_setting`), before anything compiles."""
+    for key, value in settings:
+        setattr(torch._inductor.config, key, value)
 
 
 def parse_args(argv=None):
