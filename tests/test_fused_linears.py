@@ -12,7 +12,9 @@ from torch import nn
 from torch._dynamo.utils import counters
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-from clfa.fused_linears import LINEAR, FuseSharedInputLinears, fuse_shared_input_linears, fusing_linears
+import clfa.fused_linears
+from clfa.fused_linears import (LINEAR, PASS_LISTS, FuseSharedInputLinears, PassSequence, fuse_shared_input_linears,
+                                fusing_linears, pre_grad_passes)
 
 
 class Attentionish(nn.Module):
@@ -122,7 +124,13 @@ def test_linears_in_different_autocast_or_grad_modes_or_dtypes_or_with_later_wei
     assert grads["b.weight"] is None
 
 
-def test_the_pass_runs_under_inductor_alongside_passes_already_set():
+# Inductor takes a list of pre-autograd passes in newer torch, one pass in older: both ways, where the torch has them.
+@pytest.mark.parametrize("pass_lists", [
+    pytest.param(True, marks=pytest.mark.skipif(not PASS_LISTS, reason="this torch takes one pass")), False],
+    ids=["list", "sequence"])
+def test_the_pass_runs_under_inductor_alongside_passes_already_set(monkeypatch, pass_lists):
+    monkeypatch.setattr(clfa.fused_linears, "PASS_LISTS", pass_lists)
+
     class Counting(CustomGraphPass):
         calls = 0
 
@@ -149,7 +157,8 @@ def test_the_pass_runs_under_inductor_alongside_passes_already_set():
         finally:
             torch._dynamo.reset()
         assert config.pre_grad_custom_pass is before  # restored
-    assert [type(p) for p in passes] == [Counting, FuseSharedInputLinears]
+    assert isinstance(passes, list if pass_lists else PassSequence)
+    assert [type(p) for p in pre_grad_passes(passes)] == [Counting, FuseSharedInputLinears]
     assert Counting.calls == 1
     assert counters["inductor"]["fused_linear_groups"] == 1
     _assert_same((out.detach(), _grads(module)), expected)
@@ -170,6 +179,12 @@ def test_the_pass_is_known_by_its_source_so_cached_graphs_follow_changes_to_it(t
     spec.loader.exec_module(module)
     assert FuseSharedInputLinears().uuid() == FuseSharedInputLinears().uuid()
     assert module.FuseSharedInputLinears().uuid() != FuseSharedInputLinears().uuid()
+    # Chained with other passes (torch that takes one pass), the chain is known by its members.
+    assert PassSequence([FuseSharedInputLinears()]).uuid() == PassSequence([FuseSharedInputLinears()]).uuid()
+    assert PassSequence([module.FuseSharedInputLinears()]).uuid() != PassSequence([FuseSharedInputLinears()]).uuid()
+    # A member with no identity (a plain function) must never find graphs cached for another chain.
+    unknown = [lambda graph: None, FuseSharedInputLinears()]
+    assert PassSequence(unknown).uuid() != PassSequence(unknown).uuid()
 
 
 @pytest.mark.parametrize("view", ["split_last", "merge_last"])

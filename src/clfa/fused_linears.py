@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import uuid as uuids
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_custom_graph_passes, get_hash_for_files
+from torch._inductor import custom_graph_pass
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.multiprocessing.reductions import StorageWeakRef
+
+# Whether inductor takes a list of pre-autograd passes (newer torch); where it takes one, they are chained into one.
+PASS_LISTS = hasattr(custom_graph_pass, "get_custom_graph_passes")
 
 LINEAR = {torch._C._nn.linear, F.linear}
 # Calls that change how what follows them computes: a linear before one and a linear after it are never fused,
@@ -202,11 +207,40 @@ class FuseSharedInputLinears(CustomGraphPass):
         return get_hash_for_files((__file__,))
 
 
+class PassSequence(CustomGraphPass):
+    """Several pre-autograd passes run in order, as the single pass inductor takes before torch 2.12."""
+
+    def __init__(self, passes):
+        self.passes = tuple(passes)
+        # A pass without an identity of its own makes the sequence's unique to this object: a cached graph is then
+        # never reused for it, rather than reused after the pass changed.
+        ids = [p.uuid() if isinstance(p, CustomGraphPass) else None for p in self.passes]
+        self._uuid = repr(ids).encode() if all(i is not None for i in ids) else uuids.uuid4().bytes
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        for graph_pass in self.passes:
+            graph_pass(graph)
+
+    def uuid(self) -> bytes:
+        return self._uuid
+
+
+def pre_grad_passes(setting) -> tuple:
+    """The passes an inductor ``pre_grad_custom_pass`` setting holds, in the order they run."""
+    if setting is None:
+        return ()
+    if isinstance(setting, PassSequence):
+        return setting.passes
+    return tuple(setting) if isinstance(setting, (list, tuple)) else (setting,)
+
+
 @contextlib.contextmanager
 def fusing_linears():
     """While active, models that torch.compile compiles (with inductor) get :class:`FuseSharedInputLinears`, after
     any pre-autograd pass already set."""
     config = torch._inductor.config
-    passes = [p for p in get_custom_graph_passes(config.pre_grad_custom_pass) if not isinstance(p, FuseSharedInputLinears)]
-    with config.patch(pre_grad_custom_pass=[*passes, FuseSharedInputLinears()] if passes else FuseSharedInputLinears()):
+    passes = [p for p in pre_grad_passes(config.pre_grad_custom_pass) if not isinstance(p, FuseSharedInputLinears)]
+    passes.append(FuseSharedInputLinears())
+    setting = passes[0] if len(passes) == 1 else passes if PASS_LISTS else PassSequence(passes)
+    with config.patch(pre_grad_custom_pass=setting):
         yield
