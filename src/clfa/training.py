@@ -277,7 +277,7 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("several processes or GPUs (to train on one of several GPUs, pick it with CUDA_VISIBLE_DEVICES)")
     if args.fp16:
         problems.append("fp16 (its loss scaler checks every step on the host; bf16 needs none)")
-    if args.optim != "adamw_torch_fused" and (args.optim != "adamw_torch" or torch.cuda.is_available()):
+    if args.optim != "adamw_torch_fused":
         problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
     if args.torch_compile_mode in ("reduce-overhead", "max-autotune"):
         problems.append(f"torch.compile mode {args.torch_compile_mode!r}, which captures CUDA graphs of its own "
@@ -320,12 +320,6 @@ def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions
     return cached_images(records, transform, Path(opts.cache_dir) / "images", num_workers=opts.num_workers or None, progress=opts.progress)
 
 
-def fused_adamw_available() -> bool:
-    """Fused AdamW (one kernel for all parameters) runs on CUDA, and on CPU from torch 2.4."""
-    version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return torch.cuda.is_available() or version >= (2, 4)
-
-
 def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
     """The Trainer's settings. Besides the paper's hyperparameters, what makes a step fast: bf16 autocast where the
     GPU supports it, fused AdamW, optional torch.compile (a ``reduce-overhead`` / ``max-autotune`` mode adds CUDA
@@ -359,7 +353,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
         # Said explicitly on machines without an accelerator: only then do torchrun / accelerate launch start a
         # multi-process CPU run (gloo), and the Trainer accepts bf16 autocast on the CPU.
         use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
-        optim="adamw_torch_fused" if fused_adamw_available() else "adamw_torch",
+        optim="adamw_torch_fused",  # one kernel for all parameters, on CUDA and on CPU
         torch_compile=opts.compile,
         torch_compile_mode=opts.compile_mode,
         dataloader_num_workers=opts.num_workers,
