@@ -208,12 +208,12 @@ class FuseSharedInputLinears(CustomGraphPass):
 
 
 class PassSequence(CustomGraphPass):
-    """Several pre-autograd passes run in order, as the single pass inductor takes before torch 2.12."""
+    """Several pre-autograd passes run in order, as the single pass that older torch (2.11 among them) takes."""
 
     def __init__(self, passes):
         self.passes = tuple(passes)
-        # A pass without an identity of its own makes the sequence's unique to this object: a cached graph is then
-        # never reused for it, rather than reused after the pass changed.
+        # A member without an identity of its own gives the sequence one unique to this object: a cached graph is
+        # then never reused for it, rather than reused after that member changed.
         ids = [p.uuid() if isinstance(p, CustomGraphPass) else None for p in self.passes]
         self._uuid = repr(ids).encode() if all(i is not None for i in ids) else uuids.uuid4().bytes
 
