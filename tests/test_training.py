@@ -233,3 +233,53 @@ def test_fuse_linears_without_compile_is_refused_before_any_cache(tiny_models, t
     args.torch_compile_backend = "aot_eager"
     with pytest.raises(ValueError, match="--fuse-linears is a pass of .* inductor backend, not of 'aot_eager'"):
         build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
+
+
+
+def children() -> set[int]:
+    import multiprocessing
+
+    return {child.pid for child in multiprocessing.active_children()}
+
+
+class LoaderWorkers(TrainerCallback):
+    """Records the child processes (the data loader workers) alive at each training and evaluation step."""
+
+    def __init__(self):
+        self.pids: set[int] = set()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.pids |= children()
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.pids |= children()
+
+
+def test_loader_workers_end_with_the_call_that_started_them(tiny_models, tiny_dataset, tmp_path):
+    """Persistent loader workers end when train, evaluate or predict ends, not when the garbage collector frees the
+    Trainer (it would find their queues closed and wait 5 s for each worker); a later call starts new ones."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from clfa.data.processing import CLFADataset, ImageTransform
+
+    before = children()
+    data = load_dataset("jsonl", tiny_dataset)
+    workers = LoaderWorkers()
+    metrics = train(tiny_options(tiny_models, tmp_path / "run", epochs=1, num_workers=2), data, callbacks=[workers])
+    assert metrics["train"]["steps"] == 6 and len(workers.pids - before) >= 2
+    assert children() <= before
+
+    # The Trainer keeps its evaluation loader for the next evaluation, which then starts workers of its own.
+    opts = tiny_options(tiny_models, tmp_path / "again", epochs=1, num_workers=2, alignment="none", image_cache=False)
+    model = build_model(opts, data.labels, data.positive_label)
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(opts.image_model))
+    dev = CLFADataset(data["dev"], AutoTokenizer.from_pretrained(opts.text_model), transform, model.config.max_text_length,
+                      model.config.label2id)
+    # No evaluation during training: the calls here are the evaluations.
+    trainer = build_trainer(opts, model, transform, dev, dev, callbacks=[workers], args=training_arguments(opts, has_dev=False))
+    results = []
+    for call in (trainer.evaluate, trainer.train, trainer.evaluate):
+        workers.pids.clear()
+        results.append(call())
+        assert len(workers.pids - before) >= 2 and children() <= before, call.__name__
+    assert results[2]["eval_loss"] != results[0]["eval_loss"]  # trained in between

@@ -72,6 +72,8 @@ class CLFATrainer(Trainer):
         # parameters do not change during a run, so they are listed and counted once per run and model.
         self._clip_parameters: tuple[torch.nn.Module, list[torch.nn.Parameter]] | None = None
         self._flop_parameters: tuple[torch.nn.Module, int] | None = None
+        self._loaders: list = []  # the data loaders this trainer made, whose workers it ends (end_loader_workers)
+        self._calls = 0  # train, evaluate and predict calls under way (evaluate runs inside train)
 
     def _overlap_towers(self, model: CLFAModel) -> None:
         if not self.cuda_graph:
@@ -94,13 +96,39 @@ class CLFATrainer(Trainer):
 
     def get_train_dataloader(self):
         if not self.drop_last_train or self.args.dataloader_drop_last:
-            return super().get_train_dataloader()
+            return self._keep(super().get_train_dataloader())
         # TrainingArguments.dataloader_drop_last would also drop evaluation samples; set it for this loader only.
         self.args.dataloader_drop_last = True
         try:
-            return super().get_train_dataloader()
+            return self._keep(super().get_train_dataloader())
         finally:
             self.args.dataloader_drop_last = False
+
+    def get_eval_dataloader(self, *args, **kwargs):
+        return self._keep(super().get_eval_dataloader(*args, **kwargs))
+
+    def get_test_dataloader(self, *args, **kwargs):
+        return self._keep(super().get_test_dataloader(*args, **kwargs))
+
+    def _keep(self, loader):
+        if loader not in self._loaders:  # the Trainer hands out its evaluation loader again and again
+            self._loaders.append(loader)
+        return loader
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Around train, evaluate and predict: models compile when first called, inside one of them; and when the
+        outermost call ends, so do the loader workers it started."""
+        self._calls += 1
+        try:
+            with self._compiling():
+                yield
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                loaders, self._loaders = self._loaders, []
+                for loader in loaders:
+                    end_loader_workers(loader)
 
     def _prepare_inputs(self, inputs):
         return self._normalized(super()._prepare_inputs(inputs))
@@ -129,18 +157,18 @@ class CLFATrainer(Trainer):
     def train(self, *args, **kwargs):
         self._clip_parameters = self._flop_parameters = None  # a new run may bring a new model (model_init)
         try:
-            with self._compiling():
+            with self._running():
                 return super().train(*args, **kwargs)
         finally:
             # The graph's memory pool goes back for evaluation: nothing may keep a tensor from it.
             self._step_graph, self._graph_grads, self._step_grad_norm = None, [], None
 
     def evaluate(self, *args, **kwargs):
-        with self._compiling():
+        with self._running():
             return super().evaluate(*args, **kwargs)
 
     def predict(self, *args, **kwargs):
-        with self._compiling():
+        with self._running():
             return super().predict(*args, **kwargs)
 
     # --- whole steps (cuda_graph) -------------------------------------------------------------------------------
@@ -252,6 +280,20 @@ class CLFATrainer(Trainer):
             self._parts.clear()
             self._part_counts.clear()
         super().log(logs, start_time)
+
+
+def end_loader_workers(loader) -> None:
+    """Ends the worker processes of a data loader's persistent iterator now, not whenever the garbage collector
+    frees the loader. The Trainer keeps its loaders in reference cycles, and when the collector frees such a cycle
+    it runs the finalizers of the workers' index queues first, which stop the threads that feed those queues. The
+    iterator's own clean-up then asks each worker to stop through a queue that no longer sends, and waits 5 s for
+    each worker before killing it: 10 s with the default 2 workers, at the end of a run or in the middle of a later
+    one. A later iteration of the loader starts new workers."""
+    base = getattr(loader, "base_dataloader", loader)  # accelerate's prepared loaders wrap a DataLoader
+    iterator = getattr(base, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        base._iterator = None
+        iterator._shutdown_workers()
 
 
 def check_fuse_linears_support(args: TrainingArguments) -> None:
