@@ -5,7 +5,7 @@
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), then
 #            batch 8 again with the students side by side on two CUDA streams (--overlap-towers), and batch 8 and 256
 #            with each shared-input group of linears (attention's queries, keys and values) as one matmul
-#            (--fuse-linears); about 8 minutes
+#            (--fuse-linears); about 3 minutes started together (below), 8 one after another
 #   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
@@ -31,6 +31,8 @@
 #   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU and CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
+# The graph and train stages' runs start together and take turns for their timed steps (TOGETHER=0: one after
+# another).
 # Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: every stage not marked "only when
 # named"; logs and JSON lines are kept in the folder; a call without a training stage keeps the folder's
 # train.jsonl and prints no summary). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the
@@ -42,6 +44,7 @@ shift $(( $# > 0 ? 1 : 0 ))
 STAGES=" ${*:-graph parts tests train data predict} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT_DIR"
+rm -rf "$OUT_DIR/turns"  # left by a call that was stopped
 # The training figures of this call (a later call into the same folder with no training stage keeps them).
 training=false; for s in graph train tune autotune; do stage $s && training=true; done
 $training && rm -f "$OUT_DIR/train.jsonl"
@@ -56,11 +59,42 @@ export TORCH_LOGS="${TORCH_LOGS:-perf_hints}"
 "$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)" | tee -a "$OUT_DIR/gpu.txt"
 echo "cpu cores: $(nproc)" | tee -a "$OUT_DIR/gpu.txt"
 
-train() {  # name, timeout in seconds, arguments for train_throughput.py
+# The training runs of the graph and train stages start together: they compile side by side, then time their steps
+# one at a time (benchmarks/turns.py), each with the host and the GPU otherwise idle; the waiting runs keep their
+# GPU memory. Compilation is most of each run, so a stage takes little more than its slowest run. Each run's
+# timeout then covers the whole stage (TOGETHER_LIMIT seconds). TOGETHER=0 runs them one after another, each with
+# its own timeout, as the tune and autotune stages always do.
+TOGETHER="${TOGETHER:-1}"
+TOGETHER_LIMIT="${TOGETHER_LIMIT:-540}"
+names=(); pids=()
+
+train() {  # name, timeout in seconds (when run alone), arguments for train_throughput.py
     local name=$1 limit=$2; shift 2
-    echo "== $name" >&2
-    timeout "$limit" "$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --device "$DEVICE" --json "$@" >"$OUT_DIR/$name.log" 2>&1
-    local rc=$?
+    local run=("$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --device "$DEVICE" --json "$@")
+    if [ "$TOGETHER" = 1 ]; then
+        [ ${#pids[@]} -eq 0 ] && started=$SECONDS
+        timeout "$TOGETHER_LIMIT" "${run[@]}" --take-turns "$OUT_DIR/turns" >"$OUT_DIR/$name.log" 2>&1 &
+        names+=("$name"); pids+=($!)
+    else
+        echo "== $name" >&2
+        timeout "$limit" "${run[@]}" >"$OUT_DIR/$name.log" 2>&1
+        report "$name" $?
+    fi
+}
+
+together() {  # waits for the runs started together, then reports each, in the order they were started
+    local i rc
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}"; rc=$?
+        echo "== ${names[$i]}" >&2
+        report "${names[$i]}" $rc
+    done
+    [ ${#pids[@]} -gt 0 ] && echo "   (these ${#pids[@]} runs, started together, took $((SECONDS - started)) s)"
+    names=(); pids=(); rm -rf "$OUT_DIR/turns"
+}
+
+report() {  # name, exit status: the run's figure, profile summary and JSON line
+    local name=$1 rc=$2
     grep -E "samples/s" "$OUT_DIR/$name.log" | tail -1
     grep -E "^(profiled|GPU kernels|GPU time by kind)" "$OUT_DIR/$name.log" | sed 's/^/   /'
     grep -m3 -i "skipping cudagraphs" "$OUT_DIR/$name.log" || true
@@ -81,6 +115,7 @@ if stage graph; then
     train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers --profile 20
     train fast_b8_graph_fused 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --fuse-linears --profile 20
     train fast_b256_graph_fused 200 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --fuse-linears --profile 5
+    together
 fi
 
 if stage parts; then
@@ -102,16 +137,20 @@ if stage train; then
     train fast_b8_cg  240 --path fast  --batch-size 8   --warmup 15 --steps 300 --compile-mode reduce-overhead --profile 20
     train fast_b256   200 --path fast  --batch-size 256 --warmup 5  --steps 40  --compile --profile 5
     train naive_b256  90  --path naive --batch-size 256 --warmup 3  --steps 15
+    together
 fi
 
+# These runs' point is what inductor chooses by timing kernels: one at a time, so that no other run disturbs it.
 if stage tune; then
-    train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --inductor combo_kernels=True
-    train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --inductor combo_kernels=True
-    train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --inductor coordinate_descent_tuning=True
+    TOGETHER=0 train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --inductor combo_kernels=True
+    TOGETHER=0 train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --inductor combo_kernels=True
+    TOGETHER=0 train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --inductor coordinate_descent_tuning=True
+    together
 fi
 
 if stage autotune; then
-    train fast_b256_graph_autotune 480 --path fast --batch-size 256 --warmup 5 --steps 40 --compile-mode max-autotune-no-cudagraphs --cuda-graph
+    TOGETHER=0 train fast_b256_graph_autotune 480 --path fast --batch-size 256 --warmup 5 --steps 40 --compile-mode max-autotune-no-cudagraphs --cuda-graph
+    together
 fi
 
 if stage bytes; then
@@ -145,8 +184,9 @@ naive = {r["batch_size"]: r for r in runs if r["path"] == "naive"}
 for r in sorted(runs, key=lambda r: (r["batch_size"], r["path"] != "naive")):
     ratio = f"  {r['samples_per_s'] / naive[r['batch_size']]['samples_per_s']:5.2f}x naive" if r["path"] == "fast" and r["batch_size"] in naive else ""
     host = f" (host {r['host_ms_per_step']:.1f})" if r.get("host_ms_per_step") is not None else ""
+    alongside = " (timed while other runs still compiled)" if (r.get("turns") or {}).get("timed_alongside") else ""
     print(f"batch {r['batch_size']:>3}  {r['run']} ({setup(r)}): {r['samples_per_s']:8.1f} samples/s, {r['ms_per_step']:6.1f} ms/step{host}, "
-          f"{r['peak_memory_mb']:6.0f} MiB{ratio}")
+          f"{r['peak_memory_mb']:6.0f} MiB{ratio}{alongside}")
 for batch, target in ((8, 700), (256, 4300)):
     fast = [r["samples_per_s"] for r in runs if r["path"] == "fast" and r["batch_size"] == batch]
     if fast:

@@ -213,6 +213,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def turn_step(warmup: int) -> int:
+    """The step after which a run with ``--take-turns`` waits for its turn: the last warm-up step but one, so that
+    one warm-up step runs in the turn, after :func:`take_turn`."""
+    return max(1, warmup - 1)
+
+
+def take_turn(turns, device: torch.device) -> None:
+    """Waits for this run's turn (a :class:`turns.Turns`), having first given the GPU memory this process holds in
+    its allocator's cache, unused, back to the driver: the runs that wait must fit in the GPU together, and one
+    that captured a CUDA graph still caches what its eager warm-up steps used. The warm-up step that follows caches
+    again what the timed steps need."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    turns.take()
+
+
 # Checked in this order: Triton kernels first, as inductor names them after the operators they fuse
 # ("triton_poi_fused_convolution_backward_..." is elementwise work, not a convolution), attention before matrix
 # products (memory-efficient attention's kernels are named fmha_cutlass...).
@@ -301,8 +317,10 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, device: torch.device,
-              seed: int, lr: float = 1e-5, shuffle: bool = True, attention: str = "eager", profiler: StepProfiler | None = None) -> dict:
-    """fp32 eager loop; the teacher runs on every batch. Returns timings and the per-step losses."""
+              seed: int, lr: float = 1e-5, shuffle: bool = True, attention: str = "eager", profiler: StepProfiler | None = None,
+              turns=None) -> dict:
+    """fp32 eager loop; the teacher runs on every batch. Returns timings and the per-step losses. ``turns``: a
+    :class:`turns.Turns`, taken before the last warm-up step (:func:`turn_step`)."""
     opts = TrainOptions()
     model = build_model(configs, seed, attention).to(device).train()
     for module in model.modules():
@@ -327,6 +345,8 @@ def run_naive(configs: dict, data: SyntheticData, batch_size: int, warmup: int, 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
+        if turns and step + 1 == turn_step(warmup):
+            take_turn(turns, device)
         if step + 1 == warmup:  # as in the fast path: timed from the end of the last warm-up step
             sync(device)
             start = time.perf_counter()
@@ -350,10 +370,12 @@ class StepTimer(TrainerCallback):
     for the device), and ``in_training_step`` the host time spent in the Trainer's ``training_step`` (with
     ``--cuda-graph`` on a GPU: copying a batch in and launching the graph); the rest of the host's time is the
     Trainer's loop, the data loader and the callbacks. A host that finishes well before the device is not what
-    bounds the step."""
+    bounds the step.
 
-    def __init__(self, warmup: int, steps: int, device: torch.device, profiler: StepProfiler | None = None):
-        self.warmup, self.end, self.device, self.profiler = warmup, warmup + steps, device, profiler
+    ``turns`` (a :class:`turns.Turns`) is taken before the last warm-up step (:func:`turn_step`)."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device, profiler: StepProfiler | None = None, turns=None):
+        self.warmup, self.end, self.device, self.profiler, self.turns = warmup, warmup + steps, device, profiler, turns
         self.start = self.stop = self.host_stop = None
         self.in_training_step = 0.0
         self.losses: list[float] = []
@@ -372,6 +394,8 @@ class StepTimer(TrainerCallback):
         trainer.training_step = training_step
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.turns and state.global_step == turn_step(self.warmup):
+            take_turn(self.turns, self.device)
         if state.global_step in (self.warmup, self.end):
             if state.global_step == self.end:
                 self.host_stop = time.perf_counter()
@@ -397,7 +421,8 @@ class StepTimer(TrainerCallback):
 
 def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
              precision: str = "auto", compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False,
-             overlap_towers: bool = False, fuse_linears: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None) -> dict:
+             overlap_towers: bool = False, fuse_linears: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None,
+             turns=None) -> dict:
     """The project's training path on the synthetic data, with teacher embeddings cached before training."""
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -411,7 +436,7 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
             compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, overlap_towers=overlap_towers, fuse_linears=fuse_linears, num_workers=workers, report_to="none",
             progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
         )
-        timer = StepTimer(warmup, steps, device, profiler)
+        timer = StepTimer(warmup, steps, device, profiler, turns)
         trainer = build_trainer(opts, model, data.transform, data.dataset(cached), callbacks=[timer])
         trainer.args.train_sampling_strategy = sampling
         timer.time_training_steps(trainer)
@@ -434,7 +459,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(args) -> dict:
+def measure(args, turns=None) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -445,12 +470,12 @@ def measure(args) -> dict:
     data = SyntheticData(configs, total, min(total, args.unique), args.seed)
     profiler = StepProfiler(device, args.profile) if args.profile else None
     if args.path == "naive":
-        result = run_naive(configs, data, args.batch_size, args.warmup, args.steps, device, args.seed, profiler=profiler)
+        result = run_naive(configs, data, args.batch_size, args.warmup, args.steps, device, args.seed, profiler=profiler, turns=turns)
         precision = "fp32"
     else:
         result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
                           compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, overlap_towers=args.overlap_towers,
-                          fuse_linears=args.fuse_linears, workers=args.workers, profiler=profiler)
+                          fuse_linears=args.fuse_linears, workers=args.workers, profiler=profiler, turns=turns)
         precision = result["precision"]
     if profiler:
         print(profiler.summary(), flush=True)
@@ -479,6 +504,9 @@ def measure(args) -> dict:
         "host_ms_per_step": round(1000 * result["host_seconds"] / args.steps, 2) if "host_seconds" in result else None,
         "training_step_ms": round(1000 * result["training_step_seconds"] / args.steps, 2) if "host_seconds" in result else None,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
+        # with --take-turns: how long the run waited for the others and its turn, and the runs still warming up
+        # while it was timed (none, unless the patience ran out)
+        "turns": {"waited_s": round(turns.seconds_waited, 1), "timed_alongside": turns.waited_for} if turns else None,
     }
 
 
@@ -544,6 +572,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after the timed steps, profile N more (torch.profiler) and print where a step's time goes")
+    parser.add_argument("--take-turns", metavar="FOLDER",
+                        help="runs started together with the same FOLDER compile and warm up side by side, then time "
+                             "their steps one at a time (benchmarks/turns.py): several runs in about the time of one")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.profile < 0:
@@ -558,10 +589,17 @@ def main(argv=None) -> None:
     elif not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     if args.path != "both":
-        result = measure(args)
+        turns = None
+        if args.take_turns:
+            from turns import Turns  # beside this script
+
+            turns = Turns(args.take_turns)
+        result = measure(args, turns)
         print(describe(result), flush=True)
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(result), flush=True)
+        # With --take-turns, the turn goes back when this process has ended (its lock closes with it), not before:
+        # the profile's tables and the interpreter's exit keep the host busy for seconds.
         return
     # Each path in its own process: clean peak memory, no compiled state or allocator cache shared.
     results = {}
