@@ -62,10 +62,13 @@ echo "cpu cores: $(nproc)" | tee -a "$OUT_DIR/gpu.txt"
 # The training runs of the graph and train stages start together: they compile side by side, then time their steps
 # one at a time (benchmarks/turns.py), each with the host and the GPU otherwise idle; the waiting runs keep their
 # GPU memory. Compilation is most of each run, so a stage takes little more than its slowest run. Each run's
-# timeout then covers the whole stage (TOGETHER_LIMIT seconds). TOGETHER=0 runs them one after another, each with
-# its own timeout, as the tune and autotune stages always do.
+# timeout then covers the whole stage (TOGETHER_LIMIT seconds). A run that has warmed up waits at most TURN_PATIENCE
+# seconds for the others (one that hangs must not take the whole stage's figures with it), then is timed alongside
+# them and marked so. TOGETHER=0 runs them one after another, each with its own timeout, as the tune and autotune
+# stages always do.
 TOGETHER="${TOGETHER:-1}"
 TOGETHER_LIMIT="${TOGETHER_LIMIT:-540}"
+TURN_PATIENCE="${TURN_PATIENCE:-240}"
 names=(); pids=()
 
 train() {  # name, timeout in seconds (when run alone), arguments for train_throughput.py
@@ -73,7 +76,7 @@ train() {  # name, timeout in seconds (when run alone), arguments for train_thro
     local run=("$PYTHON" benchmarks/train_throughput.py --size "$SIZE" --device "$DEVICE" --json "$@")
     if [ "$TOGETHER" = 1 ]; then
         [ ${#pids[@]} -eq 0 ] && started=$SECONDS
-        timeout "$TOGETHER_LIMIT" "${run[@]}" --take-turns "$OUT_DIR/turns" >"$OUT_DIR/$name.log" 2>&1 &
+        timeout "$TOGETHER_LIMIT" "${run[@]}" --take-turns "$OUT_DIR/turns" --turn-patience "$TURN_PATIENCE" >"$OUT_DIR/$name.log" 2>&1 &
         names+=("$name"); pids+=($!)
     else
         echo "== $name" >&2

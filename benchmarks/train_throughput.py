@@ -575,6 +575,9 @@ def parse_args(argv=None):
     parser.add_argument("--take-turns", metavar="FOLDER",
                         help="runs started together with the same FOLDER compile and warm up side by side, then time "
                              "their steps one at a time (benchmarks/turns.py): several runs in about the time of one")
+    parser.add_argument("--turn-patience", type=float, default=1200.0, metavar="SECONDS",
+                        help="with --take-turns: the longest a warmed-up run waits for the others to warm up (a run that "
+                             "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.profile < 0:
@@ -593,7 +596,7 @@ def main(argv=None) -> None:
         if args.take_turns:
             from turns import Turns  # beside this script
 
-            turns = Turns(args.take_turns)
+            turns = Turns(args.take_turns, patience=args.turn_patience)
         result = measure(args, turns)
         print(describe(result), flush=True)
         if args.json:
