@@ -1,6 +1,7 @@
 """End-to-end training through the Trainer on tiny models: best checkpoint, test metrics, resume, CLI."""
 
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -235,10 +236,7 @@ def test_fuse_linears_without_compile_is_refused_before_any_cache(tiny_models, t
         build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
 
 
-
 def children() -> set[int]:
-    import multiprocessing
-
     return {child.pid for child in multiprocessing.active_children()}
 
 
