@@ -15,7 +15,6 @@ together they must fit in it.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import logging
 import os
@@ -47,8 +46,6 @@ class Turns:
         self.seconds_waited = 0.0
         self._lock: int | None = None
         self._mark("joined")
-        # A run that fails during warm-up must not hold up the others until their patience runs out.
-        atexit.register(self._mark, "left")
 
     def _mark(self, state: str) -> None:
         (self.folder / f"{self.pid}.{state}").touch()
@@ -57,8 +54,9 @@ class Turns:
         return {int(path.stem) for path in self.folder.glob(f"*.{state}")}
 
     def warming(self) -> list[int]:
-        """The other runs in the folder that have neither warmed up nor ended."""
-        busy = self._pids("joined") - self._pids("ready") - self._pids("left") - {self.pid}
+        """The other runs in the folder that have neither warmed up nor ended (one that failed while warming up must
+        not hold up the others until their patience runs out)."""
+        busy = self._pids("joined") - self._pids("ready") - {self.pid}
         return sorted(pid for pid in busy if alive(pid))
 
     def take(self) -> None:

@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # One run: joins, "warms up" (sleeps, or fails), then holds the turn for a while and gives it back, or drops its
 # Turns object and leaves the turn to the end of the process; prints its times as JSON.
 RUN = """
-import atexit, gc, json, sys, time
+import gc, json, sys, time
 sys.path.insert(0, sys.argv[1])
 from turns import Turns
 folder, warm, hold, patience, give = sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "give"
@@ -25,8 +25,7 @@ warmed = time.time()
 turns.take()
 start = time.time()
 alongside, waited = turns.waited_for, turns.seconds_waited
-if not give:  # the object and every reference to it gone
-    atexit.unregister(turns._mark)
+if not give:  # the object gone
     del turns
     gc.collect()
 time.sleep(hold)
