@@ -71,6 +71,22 @@ def test_update_applies_the_clipping_factor_as_clip_grad_norm_does(device, fused
     assert optimizer.grad_scale is None
 
 
+def test_learning_rate_reaches_a_group_left_empty():
+    model = _model()
+    model.bias.requires_grad_(False)  # the Trainer's no-decay group then has no parameter
+    optimizer = GraphableAdamW([{"params": [model.weight]}, {"params": []}], lr=0.1, fused=True)
+    optimizer.refresh_lr()
+    model(torch.randn(5, 6)).square().mean().backward()
+    before = model.weight.detach().clone()
+    optimizer.update()
+    assert not torch.equal(model.weight, before)
+
+
+def test_capture_needs_an_eager_step_first():
+    with pytest.raises(ValueError, match="at least 1 eager warm-up step"):
+        StepGraph(lambda batch: (), "cpu", warmup=0)
+
+
 def test_step_without_an_update_in_the_training_step_is_an_error():
     optimizer = GraphableAdamW(_groups(_model()), lr=0.1)
     with pytest.raises(RuntimeError, match="without such an update"):

@@ -212,6 +212,12 @@ def test_cuda_graph_refuses_what_a_captured_step_cannot_do(tiny_models, tiny_dat
     with pytest.raises(ValueError, match=r"gradient accumulation \(2 micro-batches.*'reduce-overhead'"):
         train(opts, load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "cache").exists()  # refused before any cache was filled
+    # Arguments of one's own may ask for what clfa's options cannot: the Trainer refuses it too.
+    opts = tiny_options(tiny_models, tmp_path, cuda_graph=True)
+    args = training_arguments(opts, has_dev=False)
+    args.gradient_checkpointing = True
+    with pytest.raises(ValueError, match=r"does not support gradient checkpointing \(it saves and restores"):
+        build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
 
 
 def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):

@@ -41,9 +41,10 @@ class GraphableAdamW(torch.optim.AdamW):
 
     def refresh_lr(self) -> None:
         if self._device_lrs is None:
-            # float32: fused AdamW's CUDA kernel reads a tensor learning rate as a float pointer.
-            self._device_lrs = [torch.zeros((), dtype=torch.float32, device=group["params"][0].device)
-                                for group in self.param_groups]
+            # On the parameters' device (a group may be empty: every parameter of one kind frozen). float32: fused
+            # AdamW's CUDA kernel reads a tensor learning rate as a float pointer.
+            device = next(p.device for group in self.param_groups for p in group["params"])
+            self._device_lrs = [torch.zeros((), dtype=torch.float32, device=device) for _ in self.param_groups]
         for lr, group in zip(self._device_lrs, self.param_groups):
             lr.fill_(group["lr"])
 
@@ -101,6 +102,10 @@ class StepGraph:
 
     def __init__(self, step: Callable[[Batch], tuple], device: torch.device, warmup: int = 3,
                  before_capture: Callable[[], None] | None = None):
+        if warmup < 1:
+            # A first step creates what a capture must not: the optimizer state, cached device copies of constants
+            # (copied from pageable host memory), cuBLAS workspaces and compiled code.
+            raise ValueError(f"StepGraph needs at least 1 eager warm-up step before the capture, not {warmup}")
         self.step, self.device, self.warmup, self.before_capture = step, torch.device(device), warmup, before_capture
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None

@@ -319,6 +319,8 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("several processes or GPUs (to train on one of several GPUs, pick it with CUDA_VISIBLE_DEVICES)")
     if args.fp16:
         problems.append("fp16 (its loss scaler checks every step on the host; bf16 needs none)")
+    if args.gradient_checkpointing:
+        problems.append("gradient checkpointing (it saves and restores the random generators' state on the host)")
     if args.optim != "adamw_torch_fused":
         problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
     if args.torch_compile_mode in ("reduce-overhead", "max-autotune"):
