@@ -128,6 +128,21 @@ def timed_in_graph(step: Callable[[], tuple], device: torch.device, repeats: int
     return timed(lambda: graph({}), device, repeats, warmup=graph.warmup + 2)  # the warm-up, capture, one replay
 
 
+def timed_in_graph_or_why_not(step: Callable[[], tuple], device: torch.device, repeats: int,
+                              before_capture: Callable[[], None] | None = None) -> tuple[float | None, str | None]:
+    """:func:`timed_in_graph`, or None and the first line of the error if the capture or a replay fails: one way
+    that cannot be captured must not cost the other ways' figures (the JSON is printed at the end)."""
+    try:
+        return timed_in_graph(step, device, repeats, before_capture), None
+    except RuntimeError as error:
+        return None, first_line(error)
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
@@ -151,10 +166,15 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
         batch = synthetic_batch(configs, size, device)
         row = {"part": "towers", "batch_size": size, "precision": "bf16"}
         for name, two_streams in ways.items():
-            row[name] = timed_in_graph(lambda: forward_backward(batch, two_streams), device, repeats, no_gradients)
+            row[name], failed = timed_in_graph_or_why_not(lambda: forward_backward(batch, two_streams), device, repeats,
+                                                          no_gradients)
+            if failed:
+                row.setdefault("failed", {})[name] = failed
         rows.append(row)
-        figures = ", ".join(f"{name} {row[name]:.3f}" for name in ways)
-        saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if on_gpu else ""
+        figures = ", ".join(f"{name} " + ("failed" if row[name] is None else f"{row[name]:.3f}") for name in ways)
+        both = on_gpu and None not in (row["two streams"], row["one after the other"])
+        saved = f"; two streams save {1 - row['two streams'] / row['one after the other']:.0%}" if both else ""
+        saved += "".join(f"; {name} failed: {why}" for name, why in row.get("failed", {}).items())
         print(f"students' forward + backward, batch {size:>3}, bf16, "
               f"{'each step one CUDA graph' if on_gpu else 'eager'}: ms per step: {figures}{saved}", flush=True)
     return rows
@@ -227,16 +247,19 @@ def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> lis
                         forward_backward(backend)
                 except RuntimeError as error:
                     info[name] = None
-                    info.setdefault("unavailable", {})[name] = str(error).splitlines()[0][:200]
+                    info.setdefault("unavailable", {})[name] = first_line(error)
                     continue
-                info[name] = timed_in_graph(lambda: all_calls(backend), device, repeats)
+                info[name], failed = timed_in_graph_or_why_not(lambda: all_calls(backend), device, repeats)
+                if failed:
+                    info.setdefault("unavailable", {})[name] = f"capture: {failed}"
             available = {name: info[name] for name in SDPA_BACKENDS if info[name] is not None}
             info["fastest"] = min(available, key=available.get, default="default")
             row["calls"].append(info)
         for name in ways:
             times = [info[name] for info in row["calls"]]
             row[name] = None if None in times else sum(times)
-        row["fastest per call"] = sum(info[info["fastest"]] for info in row["calls"])
+        fastest = [info[info["fastest"]] for info in row["calls"]]
+        row["fastest per call"] = None if None in fastest else sum(fastest)
         rows.append(row)
         kinds = "; ".join(f"{info['count']} x q{list(info['query'])} k{list(info['key'])}"
                           f"{' masked' if info['mask'] else ''}, dropout {info['dropout_p']}: default "

@@ -587,9 +587,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Trainer would otherwise pick the GPU
-    elif not torch.cuda.is_available():
+    argv = argv if argv is not None else sys.argv[1:]
+    if args.device == "cpu" and torch.cuda.is_available():
+        # The Trainer would pick the GPU, and torch counts the GPUs once per process, so hiding them now would come
+        # too late: the run goes on in a process that never sees them.
+        hidden = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        sys.exit(subprocess.run([sys.executable, __file__, *argv], env=hidden).returncode)
+    if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     if args.path != "both":
         turns = None
@@ -606,10 +610,9 @@ def main(argv=None) -> None:
         return
     # Each path in its own process: clean peak memory, no compiled state or allocator cache shared.
     results = {}
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
+    forwarded = [a for a in argv if a != "--json"]
     for path in ("naive", "fast"):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if args.device == "cpu" else None
-        proc = subprocess.run([sys.executable, __file__, *forwarded, "--path", path, "--json"], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, __file__, *forwarded, "--path", path, "--json"], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{path} path failed:\n{proc.stderr[-4000:]}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
