@@ -22,7 +22,7 @@
 #            torch reads no environment variable for it),
 #            and batch 256 with coordinate-descent tuning of the generated Triton kernels' block sizes, the
 #            memory-bound ones included (--inductor coordinate_descent_tuning=True; max-autotune does it as well,
-#            with its matmul tuning)
+#            with its matmul tuning), and batch 256 with flash attention first (--attention-backends)
 #   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
 #            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
@@ -148,6 +148,9 @@ if stage tune; then
     TOGETHER=0 train fast_b8_graph_combo   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --inductor combo_kernels=True
     TOGETHER=0 train fast_b256_graph_combo 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --inductor combo_kernels=True
     TOGETHER=0 train fast_b256_graph_cdt 300 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --inductor coordinate_descent_tuning=True
+    # Flash attention wherever it applies (not BERT's padding mask), then memory-efficient: PyTorch's own order puts
+    # cuDNN first on an H100; the parts stage times each backend on each call.
+    TOGETHER=0 train fast_b256_graph_flash 200 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --attention-backends flash,efficient,cudnn,math
     together
 fi
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from clfa.attention_backends import BACKENDS
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.patch_projection import PatchProjection
 from train_throughput import build_model, decay_groups, size_configs, sync, synthetic_batch
@@ -214,8 +215,8 @@ def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list
     return list(calls.values())
 
 
-SDPA_BACKENDS = {"cuDNN": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+# Under the names --attention-backends takes, so that the fastest found here can be asked for in training.
+SDPA_BACKENDS = BACKENDS
 
 
 def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:

@@ -43,6 +43,7 @@ from torch import nn
 from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
 
+from clfa.attention_backends import parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, Collator, ImageTransform
 from clfa.data.records import Record
@@ -422,7 +423,7 @@ class StepTimer(TrainerCallback):
 def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, steps: int, seed: int, lr: float = 1e-5,
              precision: str = "auto", compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False,
              overlap_towers: bool = False, fuse_linears: bool = False, workers: int = 2, sampling: str = "random", record_losses: bool = False, profiler: StepProfiler | None = None,
-             turns=None) -> dict:
+             turns=None, attention_backends: str | None = None) -> dict:
     """The project's training path on the synthetic data, with teacher embeddings cached before training."""
     model = build_model(configs, seed, "sdpa")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -434,6 +435,7 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
         opts = TrainOptions(
             output_dir=tmp, batch_size=batch_size, max_steps=warmup + steps + (profiler.steps if profiler else 0), learning_rate=lr, seed=seed, precision=precision,
             compile=compile or compile_mode is not None, compile_mode=compile_mode, cuda_graph=cuda_graph, overlap_towers=overlap_towers, fuse_linears=fuse_linears, num_workers=workers, report_to="none",
+            attention_backends=attention_backends,
             progress=False, logging_steps=1 if record_losses else 10**9, cache_dir=tmp,
         )
         timer = StepTimer(warmup, steps, device, profiler, turns)
@@ -475,7 +477,8 @@ def measure(args, turns=None) -> dict:
     else:
         result = run_fast(configs, data, args.batch_size, args.warmup, args.steps, args.seed, precision=args.precision,
                           compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, overlap_towers=args.overlap_towers,
-                          fuse_linears=args.fuse_linears, workers=args.workers, profiler=profiler, turns=turns)
+                          fuse_linears=args.fuse_linears, workers=args.workers, profiler=profiler, turns=turns,
+                          attention_backends=args.attention_backends)
         precision = result["precision"]
     if profiler:
         print(profiler.summary(), flush=True)
@@ -495,6 +498,7 @@ def measure(args, turns=None) -> dict:
         "cuda_graph": args.path == "fast" and args.cuda_graph,
         "overlap_towers": args.path == "fast" and args.overlap_towers,
         "fuse_linears": args.path == "fast" and args.fuse_linears,
+        "attention_backends": args.attention_backends if args.path == "fast" else None,
         "inductor": dict(args.inductor) if args.path == "fast" else {},
         "workers": args.workers if args.path == "fast" else 0,
         "threads": torch.get_num_threads(),
@@ -516,6 +520,7 @@ def setup(r: dict) -> str:
     text += ", --cuda-graph" if r.get("cuda_graph") else ""
     text += ", --overlap-towers" if r.get("overlap_towers") else ""
     text += ", --fuse-linears" if r.get("fuse_linears") else ""
+    text += f", --attention-backends {r['attention_backends']}" if r.get("attention_backends") else ""
     return text + "".join(f", {key}={value}" for key, value in r.get("inductor", {}).items())
 
 
@@ -563,6 +568,10 @@ def parse_args(argv=None):
                         help="fast path, with --cuda-graph: the students side by side on two CUDA streams (clfa train --overlap-towers true)")
     parser.add_argument("--fuse-linears", action="store_true",
                         help="fast path, compiled: linears that read one input as one matrix product (clfa train --fuse-linears true)")
+    parser.add_argument("--attention-backends", metavar="NAMES",
+                        help="fast path: SDPA backends the attention calls may use, first supported first, e.g. "
+                             "efficient,flash,math (clfa train --attention-backends; step_parts.py --part attention "
+                             "names the fastest)")
     parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="fast path: set one of torch._inductor.config's values before anything compiles (for example "
                              "combo_kernels=True; repeatable; most of them have no environment variable)")
@@ -580,6 +589,10 @@ def parse_args(argv=None):
                              "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
+    try:
+        parse_attention_backends(args.attention_backends)
+    except ValueError as error:
+        parser.error(str(error))
     if args.warmup < 1 or args.steps < 1 or args.profile < 0:
         parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
     return args

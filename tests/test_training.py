@@ -2,10 +2,12 @@
 
 import json
 import multiprocessing
+from collections import Counter
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
 from clfa.cli import main
@@ -287,3 +289,54 @@ def test_loader_workers_end_with_the_call_that_started_them(tiny_models, tiny_da
         results.append(call())
         assert len(workers.pids - before) >= 2 and children() <= before, call.__name__
     assert results[2]["eval_loss"] != results[0]["eval_loss"]  # trained in between
+
+
+class FusedAttentionKernels(TorchDispatchMode):
+    """Counts the fused attention kernels that run (the math backend runs as plain matrix products instead)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "scaled_dot_product" in func.overloadpacket.__name__:
+            self.calls[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_attention_backends_are_those_of_training_evaluation_and_prediction(tiny_models, tiny_dataset, tmp_path):
+    from transformers import AutoImageProcessor, AutoTokenizer, set_seed
+
+    from clfa.data.processing import CLFADataset, ImageTransform
+
+    data = load_dataset("jsonl", tiny_dataset)
+    runs = {}
+    for backends in (None, "math"):
+        opts = tiny_options(tiny_models, tmp_path / str(backends), max_steps=2, alignment="none", image_cache=False,
+                            attention_backends=backends)
+        set_seed(0)
+        model = build_model(opts, data.labels, data.positive_label)
+        transform = ImageTransform(AutoImageProcessor.from_pretrained(opts.image_model))
+        tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
+        train_set, dev = (CLFADataset(data[split], tokenizer, transform, model.config.max_text_length, model.config.label2id)
+                          for split in ("train", "dev"))
+        trainer = build_trainer(opts, model, transform, train_set, dev, args=training_arguments(opts, has_dev=False))
+        calls, results = [], []
+        for call in (trainer.evaluate, trainer.train, lambda: trainer.predict(dev)):
+            with FusedAttentionKernels() as kernels:
+                results.append(call())
+            calls.append(kernels.calls)
+        runs[backends] = (results[0]["eval_loss"], calls)
+        assert torch.backends.cuda.flash_sdp_enabled()  # PyTorch's own choice again once the calls have ended
+    default_loss, default_calls = runs[None]
+    math_loss, math_calls = runs["math"]
+    assert all(calls["_scaled_dot_product_flash_attention_for_cpu"] > 0 for calls in default_calls)
+    assert math_calls == [Counter()] * 3
+    assert math_loss == pytest.approx(default_loss, rel=1e-5)  # the same model, before training: the same loss
+
+
+def test_an_unknown_attention_backend_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, attention_backends="flash,fastest")
+    with pytest.raises(ValueError, match=r"unknown backend\(s\) \['fastest'\]"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    assert not (tmp_path / "cache").exists()

@@ -80,6 +80,12 @@ class TrainOptions:
         "matrix product over their concatenated weights, forward and backward: fewer, larger kernels for the same "
         "products; parameters and checkpoints are unchanged",
     )
+    attention_backends: str | None = _opt(
+        None,
+        "PyTorch attention kernels the model may use, first supported first, comma-separated: flash, efficient, "
+        "cudnn, math (default: PyTorch's choice; end with math so that every call has one; "
+        "benchmarks/step_parts.py --part attention names the fastest for each of the model's calls)",
+    )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
     cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")

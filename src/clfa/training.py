@@ -15,6 +15,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCall
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_sagemaker_mp_enabled
 
+from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import Record, require_labels
@@ -41,14 +42,18 @@ class CLFATrainer(Trainer):
     ``overlap_towers`` (with ``cuda_graph``): the text and image students run side by side on two CUDA streams
     (:meth:`CLFAModel.encode`); when the Trainer compiles the model, each student is compiled on its own.
     ``fuse_linears`` (with torch.compile): linear layers that read the same input compile as one matrix product
-    (:mod:`clfa.fused_linears`).
+    (:mod:`clfa.fused_linears`). ``attention_backends``: the SDPA backends the model's attention calls may use in
+    training, evaluation and prediction, in order (:mod:`clfa.attention_backends`).
     """
 
     graph_warmup = 3
 
     def __init__(self, *args, transform: ImageTransform | None = None, drop_last_train: bool = False,
-                 cuda_graph: bool = False, overlap_towers: bool = False, fuse_linears: bool = False, **kwargs):
+                 cuda_graph: bool = False, overlap_towers: bool = False, fuse_linears: bool = False,
+                 attention_backends: str | None = None, **kwargs):
+        parse_attention_backends(attention_backends)  # a wrong name is an error now, not at the first attention call
         super().__init__(*args, **kwargs)
+        self.attention_backends = attention_backends
         if fuse_linears:
             check_fuse_linears_support(self.args)
         # Models compile when first called, which is inside train, evaluate or predict: each runs inside this.
@@ -117,11 +122,11 @@ class CLFATrainer(Trainer):
 
     @contextlib.contextmanager
     def _running(self):
-        """Around train, evaluate and predict: models compile when first called, inside one of them; and when the
-        outermost call ends, so do the loader workers it started."""
+        """Around train, evaluate and predict: models compile when first called, inside one of them, with the
+        attention backends they then run; and when the outermost call ends, so do the loader workers it started."""
         self._calls += 1
         try:
-            with self._compiling():
+            with self._compiling(), attention_backends(self.attention_backends):
                 yield
         finally:
             self._calls -= 1
@@ -441,6 +446,7 @@ def build_trainer(
         cuda_graph=opts.cuda_graph,
         overlap_towers=opts.overlap_towers,
         fuse_linears=opts.fuse_linears,
+        attention_backends=opts.attention_backends,
     )
 
 
@@ -485,6 +491,7 @@ def train(
         check_fuse_linears_support(args)
     if opts.cuda_graph:
         check_cuda_graph_support(args)
+    parse_attention_backends(opts.attention_backends)
     with args.main_process_first(desc="teacher and image caches"):
         teacher = None
         if model.config.uses_alignment:

@@ -1,0 +1,43 @@
+"""Which of PyTorch's attention kernels (SDPA backends) the model's attention calls may use, and in which order.
+
+By default PyTorch picks one per call from its own priority order (on an H100 with a recent cuDNN, cuDNN's kernel
+first). At CLFA's short sequences (77 text and 50 image tokens) the kernels are far from their best and their
+ranking is not the one for long sequences: ``benchmarks/step_parts.py --part attention`` times each backend on each
+of the model's calls and names the fastest, under the names used here. A call takes the first backend in the list
+that supports it (flash attention, for one, takes no padding mask), and one that none supports is an error, so
+ending the list with ``math``, which supports every call, keeps every call possible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
+    """``"efficient,flash,math"`` -> those backends in that order; None or empty: PyTorch's own choice."""
+    if not text or not text.strip():
+        return None
+    names = [name.strip().lower() for name in text.split(",")]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise ValueError(f"--attention-backends {text!r}: unknown backend(s) {unknown}; "
+                         f"expected a comma-separated list of {', '.join(BACKENDS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--attention-backends {text!r}: a backend is named twice")
+    return [BACKENDS[name] for name in names]
+
+
+def attention_backends(text: str | None) -> contextlib.AbstractContextManager:
+    """A context in which attention calls use the backends ``text`` names, first supported first; while it lasts it
+    sets PyTorch's process-wide choice, which torch.compile reads when it compiles."""
+    backends = parse_attention_backends(text)
+    return contextlib.nullcontext() if backends is None else sdpa_kernel(backends, set_priority=True)

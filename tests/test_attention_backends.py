@@ -1,0 +1,62 @@
+"""--attention-backends: which SDPA kernels attention calls use, eagerly and compiled (tests/test_training.py checks
+that the Trainer's training, evaluation and prediction run with them)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+from torch.nn.attention import SDPBackend
+
+from clfa.attention_backends import attention_backends, parse_attention_backends
+
+FLASH_CPU = "aten._scaled_dot_product_flash_attention_for_cpu.default"  # the CPU's fused kernel
+
+
+def test_names_are_read_in_order_and_mistakes_are_named():
+    assert parse_attention_backends(" Efficient, flash,math ") == [
+        SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    assert parse_attention_backends("cudnn") == [SDPBackend.CUDNN_ATTENTION]
+    assert parse_attention_backends(None) is None and parse_attention_backends("") is None
+    with pytest.raises(ValueError, match=r"--attention-backends 'flash,fast': unknown backend\(s\) \['fast'\]"):
+        parse_attention_backends("flash,fast")
+    with pytest.raises(ValueError, match="named twice"):
+        parse_attention_backends("math,flash,math")
+
+
+def _attention(query, mask):
+    return F.scaled_dot_product_attention(query, query, query, attn_mask=mask)
+
+
+def _compiled_kernels(backends: str | None) -> set[str]:
+    """The operators of the forward and backward graphs torch.compile traces for a masked attention call."""
+    seen: set[str] = set()
+
+    def record(graph_module, example_inputs):
+        seen.update(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return make_boxed_func(graph_module.forward)
+
+    torch._dynamo.reset()
+    query = torch.randn(2, 2, 5, 8, requires_grad=True)
+    mask = torch.rand(2, 1, 5, 5) > 0.3
+    mask[..., 0] = True
+    with attention_backends(backends):
+        compiled = torch.compile(_attention, backend=aot_autograd(fw_compiler=record, bw_compiler=record))
+        out = compiled(query, mask)
+        out.sum().backward()
+    torch.testing.assert_close(out, _attention(query, mask))
+    return seen
+
+
+def test_compiled_code_uses_the_backends_in_force_when_it_compiles():
+    assert FLASH_CPU in _compiled_kernels(None)
+    math = _compiled_kernels("math")
+    assert FLASH_CPU not in math and "aten.bmm.default" in math
+    assert FLASH_CPU in _compiled_kernels("flash,math")
+
+
+def test_a_call_no_listed_backend_supports_is_an_error_and_the_choice_ends_with_the_context():
+    query = torch.randn(1, 2, 4, 8)
+    with attention_backends("efficient"), pytest.raises(RuntimeError, match="No viable backend"):
+        F.scaled_dot_product_attention(query, query, query)  # no memory-efficient kernel on a CPU
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
