@@ -330,7 +330,7 @@ def test_attention_backends_are_those_of_training_evaluation_and_prediction(tiny
         assert torch.backends.cuda.flash_sdp_enabled()  # PyTorch's own choice again once the calls have ended
     default_loss, default_calls = runs[None]
     math_loss, math_calls = runs["math"]
-    assert all(calls["_scaled_dot_product_flash_attention_for_cpu"] > 0 for calls in default_calls)
+    assert all(sum(calls.values()) > 0 for calls in default_calls)  # on a CPU its flash kernel, on a GPU another
     assert math_calls == [Counter()] * 3
     assert math_loss == pytest.approx(default_loss, rel=1e-5)  # the same model, before training: the same loss
 
