@@ -215,14 +215,11 @@ def attention_calls(model: nn.Module, batch: dict, device: torch.device) -> list
     return list(calls.values())
 
 
-# Under the names --attention-backends takes, so that the fastest found here can be asked for in training.
-SDPA_BACKENDS = BACKENDS
-
-
 def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> list[dict]:
     configs = size_configs("paper")
     model = build_model(configs, seed=0).to(device).train()
-    ways = {"default": None, **SDPA_BACKENDS}
+    # Under the names --attention-backends takes, so that the fastest found here can be asked for in training.
+    ways = {"default": None, **BACKENDS}
     rows = []
     for size in batch_sizes:
         row = {"part": "attention", "batch_size": size, "precision": "bf16", "calls": []}
@@ -230,7 +227,7 @@ def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> lis
             info, kwargs = call["info"], call["kwargs"]
             query, key, value = (t.requires_grad_() for t in call["tensors"])
             chosen = torch._fused_sdp_choice(query, key, value, **kwargs)
-            info["default backend"] = next((name for name, b in SDPA_BACKENDS.items() if int(b) == chosen), str(chosen))
+            info["default backend"] = next((name for name, b in BACKENDS.items() if int(b) == chosen), str(chosen))
             grad = torch.randn_like(query)
 
             def forward_backward(backend: SDPBackend | None) -> tuple:
@@ -253,7 +250,7 @@ def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> lis
                 info[name], failed = timed_in_graph_or_why_not(lambda: all_calls(backend), device, repeats)
                 if failed:
                     info.setdefault("unavailable", {})[name] = f"capture: {failed}"
-            available = {name: info[name] for name in SDPA_BACKENDS if info[name] is not None}
+            available = {name: info[name] for name in BACKENDS if info[name] is not None}
             info["fastest"] = min(available, key=available.get, default="default")
             row["calls"].append(info)
         for name in ways:
