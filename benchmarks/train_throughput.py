@@ -51,7 +51,8 @@ from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.patch_projection import PatchProjection
 from clfa.teacher import projected_embedding
-from clfa.training import build_trainer, resolve_precision
+from clfa.precision import resolve_precision
+from clfa.training import build_trainer
 
 LABELS = ["negative", "positive"]
 

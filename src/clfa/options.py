@@ -54,7 +54,7 @@ class TrainOptions:
     seed: int = _opt(42, "seed for initialisation, shuffling and dropout")
     metric: str = _opt("f1", "dev metric that picks the best checkpoint (f1, macro_f1, accuracy, weighted_f1)")
     # speed and infrastructure
-    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs that support it, else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = _opt(False, "torch.compile the model; the last partial training batch of each epoch is then dropped so shapes stay static")
     compile_mode: str | None = _opt(
         None,

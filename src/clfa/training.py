@@ -24,6 +24,7 @@ from clfa.fused_linears import fusing_linears
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
+from clfa.precision import resolve_precision
 from clfa.report import metrics_table
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
@@ -333,12 +334,6 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
                         "(use the default mode or max-autotune-no-cudagraphs)")
     if problems:
         raise ValueError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 # Training options that are model settings: they go into CLFAConfig under the same name.
