@@ -6,8 +6,9 @@ batch 1: ``Predictor.predict(text, image)`` one pair at a time, from a 500x400 P
 batch N: ``Predictor.run(records, batch_size=N, images=...)`` over preprocessed uint8 images (as from the image
     cache): the throughput of bulk prediction.
 
-The model is randomly initialised at ``--size paper`` (BERT-base + ViT-B/32 + 3 cross-attention layers) or
-``tiny``; the tokenizer is a BERT WordPiece tokenizer over a synthetic vocabulary. Nothing is downloaded.
+Each device computes in the ``--precision`` asked for (default ``auto``, as ``clfa predict``: bf16 autocast on GPUs
+with bf16 arithmetic, fp32 elsewhere). The model is randomly initialised at ``--size paper`` (BERT-base + ViT-B/32 +
+3 cross-attention layers) or ``tiny``; the tokenizer is a BERT WordPiece tokenizer over a synthetic vocabulary. Nothing is downloaded.
 
     python benchmarks/predict_throughput.py --size paper
 """
@@ -70,6 +71,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--batches", type=int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as clfa predict's")
+    parser.add_argument("--attention-backends", help="as clfa predict's (default: PyTorch's choice)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
@@ -83,14 +86,17 @@ def main(argv=None) -> None:
     results = []
     for device_name in args.devices:
         device = torch.device(device_name)
-        predictor = Predictor(build_model(configs, seed=0), tokenizer, processor, device=device)
+        predictor = Predictor(build_model(configs, seed=0), tokenizer, processor, device=device, precision=args.precision,
+                              attention_backends=args.attention_backends)
         for batch_size in args.batch_sizes:
             count = args.batches * (4 if batch_size == 1 else batch_size)
             rate = measure(predictor, words, device, batch_size, count, args.warmup)
             result = {"size": args.size, "device": device_name, "machine": machine(device), "batch_size": batch_size,
+                      "precision": predictor.precision, "attention_backends": args.attention_backends,
                       "predictions_per_s": round(rate, 2), "ms_per_batch": round(1000 * batch_size / rate, 2)}
             results.append(result)
-            print(f"{device_name:>4} batch {batch_size:<3}: {rate:9.1f} predictions/s, {result['ms_per_batch']:8.1f} ms/batch  [{args.size}, {result['machine']}]", flush=True)
+            print(f"{device_name:>4} batch {batch_size:<3}: {rate:9.1f} predictions/s, {result['ms_per_batch']:8.1f} ms/batch  "
+                  f"[{args.size}, {predictor.precision}, {result['machine']}]", flush=True)
         del predictor
     if args.json:
         print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "runs": results}))

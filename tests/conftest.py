@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,25 @@ def train_throughput():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class FusedAttentionKernels:
+    """Counts the fused attention kernels that ran, by name, from the profiler's record of ATen operators (the math
+    backend is ``_scaled_dot_product_attention_math``, matrix products, not a fused kernel). A dispatch mode would not
+    do: under ``torch.inference_mode`` it sees only the ``scaled_dot_product_attention`` entry point."""
+
+    def __enter__(self):
+        self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self.profile.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.profile.__exit__(*exc)
+        self.calls = Counter({event.key: event.count for event in self.profile.key_averages()
+                              if event.key.startswith("aten::_scaled_dot_product_") and "_math" not in event.key})
+
+
+@pytest.fixture
+def fused_attention_kernels():
+    """``with fused_attention_kernels() as kernels:`` counts, in ``kernels.calls``, the fused attention kernels run."""
+    return FusedAttentionKernels

@@ -1,5 +1,7 @@
-"""Predictor: uint8 batches normalised on the device give what the model gives on the image processor's own output."""
+"""Predictor: uint8 batches normalised on the device give what the model gives on the image processor's own output;
+the precision and attention kernels asked for are those it computes with."""
 
+import pytest
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
@@ -9,15 +11,25 @@ from clfa.data.records import Record
 from clfa.predict import Predictor
 
 
-def test_predictions_equal_the_model_on_the_processors_pixels(tiny_models, tiny_dataset, tmp_path):
+def save_model(tiny_models, path):
     torch.manual_seed(0)
     model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
                                     fusion_heads=2, max_text_length=12, initializer_range=0.5)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["text"])
     processor = AutoImageProcessor.from_pretrained(tiny_models["image"])
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    processor.save_pretrained(path)
+    return model, tokenizer, processor
+
+
+def records_of(tiny_dataset, count=6):
+    texts = ["what a lovely day", "snow storm at night", "a photo of the sky", "great weather", "the cat", "rainy night"]
+    return [Record(id=str(i), text=texts[i % len(texts)], image=tiny_dataset / "images" / f"{i}.png") for i in range(count)]
+
+
+def test_predictions_equal_the_model_on_the_processors_pixels(tiny_models, tiny_dataset, tmp_path):
+    model, tokenizer, processor = save_model(tiny_models, tmp_path)
     predictor = Predictor.from_pretrained(tmp_path, device="cpu")
 
     texts = ["what a lovely day", "snow storm at night", "a photo of the sky"]
@@ -37,3 +49,46 @@ def test_predictions_equal_the_model_on_the_processors_pixels(tiny_models, tiny_
         one = predictor.predict(text, image)
         assert one["label"] == ["negative", "positive"][int(expected[i].argmax())]
         torch.testing.assert_close(torch.tensor(list(one["probabilities"].values())), expected[i], rtol=0, atol=1e-5)
+
+
+class MatmulDtypes:
+    """The dtypes the model's linear layers compute in."""
+
+    def __init__(self, model):
+        self.seen = set()
+        self.handles = [m.register_forward_hook(self.hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+    def hook(self, module, inputs, output):
+        self.seen.add(output.dtype)
+
+
+def test_precision_auto_is_fp32_on_a_cpu_and_bf16_computes_in_bf16(tiny_models, tiny_dataset, tmp_path):
+    save_model(tiny_models, tmp_path)
+    records = records_of(tiny_dataset)
+    results = {}
+    for precision in ("auto", "fp32", "bf16"):
+        predictor = Predictor.from_pretrained(tmp_path, device="cpu", precision=precision)
+        dtypes = MatmulDtypes(predictor.model)
+        results[precision] = predictor.run(records, batch_size=4, progress=False)["probabilities"]
+        assert dtypes.seen == {torch.bfloat16 if precision == "bf16" else torch.float32}, precision
+        assert results[precision].dtype == results["auto"].dtype  # probabilities come back as fp32 whatever the compute
+    assert predictor.precision == "bf16"
+    assert (results["auto"] == results["fp32"]).all()
+    bf16, fp32 = torch.from_numpy(results["bf16"]), torch.from_numpy(results["fp32"])
+    assert not torch.equal(bf16, fp32)  # another computation...
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.03)  # ...of the same model
+
+
+def test_prediction_runs_the_attention_backends_asked_for(tiny_models, tiny_dataset, tmp_path, fused_attention_kernels):
+    save_model(tiny_models, tmp_path)
+    records = records_of(tiny_dataset)
+    results = {}
+    for backends in (None, "math"):
+        predictor = Predictor.from_pretrained(tmp_path, device="cpu", attention_backends=backends)
+        with fused_attention_kernels() as kernels:
+            results[backends] = predictor.run(records, batch_size=4, progress=False)["probabilities"]
+            predictor.predict("what a lovely day", tiny_dataset / "images" / "0.png")
+        assert (sum(kernels.calls.values()) > 0) == (backends is None), backends
+    torch.testing.assert_close(torch.from_numpy(results["math"]), torch.from_numpy(results[None]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"unknown backend\(s\) \['fastest'\]"):
+        Predictor.from_pretrained(tmp_path, device="cpu", attention_backends="math,fastest")

@@ -7,7 +7,6 @@ from collections import Counter
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
 from clfa.cli import main
@@ -291,20 +290,7 @@ def test_loader_workers_end_with_the_call_that_started_them(tiny_models, tiny_da
     assert results[2]["eval_loss"] != results[0]["eval_loss"]  # trained in between
 
 
-class FusedAttentionKernels(TorchDispatchMode):
-    """Counts the fused attention kernels that run (the math backend runs as plain matrix products instead)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if "scaled_dot_product" in func.overloadpacket.__name__:
-            self.calls[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def test_attention_backends_are_those_of_training_evaluation_and_prediction(tiny_models, tiny_dataset, tmp_path):
+def test_attention_backends_are_those_of_training_evaluation_and_prediction(tiny_models, tiny_dataset, tmp_path, fused_attention_kernels):
     from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
     from clfa.data.processing import CLFADataset, ImageTransform
@@ -323,7 +309,7 @@ def test_attention_backends_are_those_of_training_evaluation_and_prediction(tiny
         trainer = build_trainer(opts, model, transform, train_set, dev, args=training_arguments(opts, has_dev=False))
         calls, results = [], []
         for call in (trainer.evaluate, trainer.train, lambda: trainer.predict(dev)):
-            with FusedAttentionKernels() as kernels:
+            with fused_attention_kernels() as kernels:
                 results.append(call())
             calls.append(kernels.calls)
         runs[backends] = (results[0]["eval_loss"], calls)

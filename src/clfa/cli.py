@@ -36,7 +36,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from clfa.predict import Predictor
     from clfa.report import metrics_table
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
     data = dataset_from_args(args, labels=config.labels, positive_label=config.positive_label)
     if len(data.skipped):
@@ -59,7 +59,7 @@ def _predict(args: argparse.Namespace) -> int:
     from clfa.data.records import SkipReport
     from clfa.predict import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if args.text is not None:
         if args.image is None:
             raise SystemExit("clfa predict: --text needs --image")
@@ -88,6 +88,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attention_backends(text: str) -> str:
+    from clfa.attention_backends import parse_attention_backends
+
+    try:
+        parse_attention_backends(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")
+    p.add_argument("--attention-backends", metavar="LIST", type=_attention_backends,
+                   help="attention kernels allowed, first supported first, e.g. flash,efficient,math (default: PyTorch's choice)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clfa.data.commands import add_data_parser
     from clfa.options import add_option_arguments
@@ -106,8 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a trained model on dataset splits")
     p.add_argument("--model", required=True, help="a trained model directory")
     p.add_argument("--split", nargs="+", default=["test"], choices=["train", "dev", "test"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_predictor_arguments(p)
     p.add_argument("--output", help="write the metrics JSON here")
     add_dataset_arguments(p)
     p.set_defaults(func=_evaluate)
@@ -118,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="... and its image")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
     p.add_argument("--output", help="JSONL of predictions: id, label, probabilities (default: stdout)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)
 

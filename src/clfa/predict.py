@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -16,31 +17,46 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer
 
+from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
+from clfa.precision import autocast, resolve_precision
 
 
 class Predictor:
-    """A trained model with its tokenizer and image processor; no teacher is needed."""
+    """A trained model with its tokenizer and image processor; no teacher is needed.
 
-    def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None):
+    ``precision`` is that of training's ``--precision``: ``auto`` computes in bf16 autocast on GPUs with bf16
+    arithmetic, as training evaluated the model it kept, and in fp32 elsewhere. ``attention_backends`` is training's
+    ``--attention-backends``: the attention kernels allowed, first supported first (default: PyTorch's choice).
+    """
+
+    def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None,
+                 precision: str = "auto", attention_backends: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = resolve_precision(precision, self.device)
+        parse_attention_backends(attention_backends)  # a wrong name fails here, not at the first batch
+        self.attention_backends = attention_backends
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.transform = ImageTransform(image_processor)
         self.labels = model.config.labels
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Predictor":
-        return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device)
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, **kwargs) -> "Predictor":
+        """``kwargs``: ``precision``, ``attention_backends``."""
+        return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
 
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """``batch`` holds uint8 ``pixels``, normalised after the copy to the device (a quarter of the bytes of floats)."""
         inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixels")}
         inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
-        out = self.model(**inputs)
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(autocast(self.precision, self.device))
+            scope.enter_context(attention_backends(self.attention_backends))
+            out = self.model(**inputs)
         return {
             "probabilities": out.logits.float().softmax(-1).cpu(),
             "text_features": out.text_features.float().cpu(),
