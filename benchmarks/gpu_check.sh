@@ -5,7 +5,8 @@
 #            batch 8 and 256, each then profiling a few more steps (GPU kernel time per step against wall time), then
 #            batch 8 again with the students side by side on two CUDA streams (--overlap-towers), and batch 8 and 256
 #            with each shared-input group of linears (attention's queries, keys and values) as one matmul
-#            (--fuse-linears); about 3 minutes started together (below), 8 one after another
+#            (--fuse-linears), and batch 8 with both and inductor's combo kernels (below); about 3 minutes started
+#            together (below), 9 one after another
 #   parts:   parts of a step, each timed more than one way: ViT-B/32's patch embedding as a convolution and as a
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
@@ -118,6 +119,10 @@ if stage graph; then
     train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers --profile 20
     train fast_b8_graph_fused 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --fuse-linears --profile 20
     train fast_b256_graph_fused 200 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --fuse-linears --profile 5
+    # Everything that could shorten a batch-8 step at once, so that one call shows whether together they reach the
+    # target even before each has been judged alone.
+    train fast_b8_graph_all 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers --fuse-linears \
+        --inductor combo_kernels=True --profile 20
     together
 fi
 
