@@ -152,6 +152,26 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     assert len(lines) == 16 and lines[0]["id"] == "64" and set(lines[0]) == {"id", "label", "probabilities"}
 
 
+@pytest.mark.parametrize("flags, config_text, message", [
+    (["--overlap-towers", "true"], "", "--overlap-towers runs the students side by side inside whole training steps: it needs --cuda-graph"),
+    (["--fuse-linears", "true"], "", "--fuse-linears rewrites the graph torch.compile compiles: it needs --compile"),
+    (["--attention-backends", "flash,fastest"], "", "--attention-backends 'flash,fastest': unknown backend(s) ['fastest']"),
+    (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
+    ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
+])
+def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
+    config = tmp_path / "opts.yaml"
+    config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
+                      "num_workers: 0\nreport_to: none\nprogress: false\n" + config_text)
+    capsys.readouterr()
+    code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), *flags,
+                 "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("clfa: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # refused before any work
+
+
 def test_torchrun_two_processes_split_the_batches(tiny_models, tiny_dataset, tmp_path):
     """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch."""
     import subprocess

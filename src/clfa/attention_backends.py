@@ -14,6 +14,8 @@ import contextlib
 
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from clfa.errors import OptionError
+
 BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -29,10 +31,10 @@ def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
     names = [name.strip().lower() for name in text.split(",")]
     unknown = [name for name in names if name not in BACKENDS]
     if unknown:
-        raise ValueError(f"--attention-backends {text!r}: unknown backend(s) {unknown}; "
+        raise OptionError(f"--attention-backends {text!r}: unknown backend(s) {unknown}; "
                          f"expected a comma-separated list of {', '.join(BACKENDS)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--attention-backends {text!r}: a backend is named twice")
+        raise OptionError(f"--attention-backends {text!r}: a backend is named twice")
     return [BACKENDS[name] for name in names]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clfa.data.arguments import add_dataset_arguments, dataset_from_args
 from clfa.data.records import DataError, require_labels
+from clfa.errors import OptionError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
     try:
         return args.func(args)
-    except DataError as err:
+    except (DataError, OptionError) as err:
         print(f"clfa: error: {err}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from clfa.errors import OptionError
+
 DEFAULT_TEXT_MODEL = "bert-base-uncased"
 DEFAULT_IMAGE_MODEL = "google/vit-base-patch32-224-in21k"
 DEFAULT_TEACHER = "openai/clip-vit-base-patch32"
@@ -71,9 +73,9 @@ class CLFAConfig(PreTrainedConfig):
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"CLFAConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise OptionError(f"CLFAConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.align_dim % self.fusion_heads:
-            raise ValueError(f"align_dim ({self.align_dim}) must be divisible by fusion_heads ({self.fusion_heads})")
+            raise OptionError(f"align_dim ({self.align_dim}) must be divisible by fusion_heads ({self.fusion_heads})")
 
     @property
     def uses_alignment(self) -> bool:

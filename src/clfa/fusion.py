@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clfa.errors import OptionError
 from clfa.losses import pool_tokens
 
 FUSIONS: dict[str, type[nn.Module]] = {}
@@ -25,7 +26,7 @@ def register_fusion(name: str):
 
 def build_fusion(config) -> nn.Module:
     if config.fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion '{config.fusion}'; choose from {', '.join(sorted(FUSIONS))}")
+        raise OptionError(f"unknown fusion '{config.fusion}'; choose from {', '.join(sorted(FUSIONS))}")
     return FUSIONS[config.fusion](config)
 
 

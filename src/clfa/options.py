@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEXT_MODEL
+from clfa.errors import OptionError
 
 
 def default_cache_dir() -> str:
@@ -102,10 +103,10 @@ class TrainOptions:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of option names to values")
+            raise OptionError(f"{path}: expected a mapping of option names to values")
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
-            raise ValueError(f"{path}: unknown option(s) {unknown}")
+            raise OptionError(f"{path}: unknown option(s) {unknown}")
         return data
 
     def to_dict(self) -> dict:

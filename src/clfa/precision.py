@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from clfa.errors import OptionError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -15,7 +17,7 @@ def resolve_precision(precision: str, device: str | torch.device | None = None) 
     later), fp32 elsewhere. Older GPUs (V100, T4) only emulate bf16, more slowly than they compute fp32, so ``auto``
     keeps them in fp32; ask for fp16 there. ``device`` defaults to the GPU when there is one."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise OptionError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -18,13 +18,14 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenize
 
 from clfa.data.processing import ImageTransform
 from clfa.data.records import Record
+from clfa.errors import OptionError
 
 
 def teacher_projection_dim(name_or_path: str) -> int:
     """Width of the teacher's joint embedding space: the width the mapping nets project into."""
     config = AutoConfig.from_pretrained(name_or_path)
     if not hasattr(config, "projection_dim"):
-        raise ValueError(f"teacher '{name_or_path}' has no projection_dim: it must be a CLIP-style dual encoder")
+        raise OptionError(f"teacher '{name_or_path}' has no projection_dim: it must be a CLIP-style dual encoder")
     return int(config.projection_dim)
 
 

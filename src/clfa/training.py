@@ -20,6 +20,7 @@ from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
+from clfa.errors import OptionError
 from clfa.fused_linears import fusing_linears
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
@@ -83,7 +84,7 @@ class CLFATrainer(Trainer):
 
     def _overlap_towers(self, model: CLFAModel) -> None:
         if not self.cuda_graph:
-            raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
+            raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
         model.overlap_towers = True
         if not self.args.torch_compile:
             return
@@ -91,7 +92,7 @@ class CLFATrainer(Trainer):
         # student needs its own, compiled as the Trainer compiles the model, or it would run uncompiled.
         options = self.accelerator.state.dynamo_plugin.to_kwargs()
         if options.get("fullgraph"):
-            raise ValueError("--overlap-towers leaves the students out of the model's compiled graph: the model cannot "
+            raise OptionError("--overlap-towers leaves the students out of the model's compiled graph: the model cannot "
                              "compile as one full graph (unset ACCELERATE_DYNAMO_USE_FULLGRAPH)")
         for student in (model.text_model, model.image_model):
             student.compile(**options)
@@ -305,9 +306,9 @@ def end_loader_workers(loader) -> None:
 def check_fuse_linears_support(args: TrainingArguments) -> None:
     """--fuse-linears is a pass of inductor's: without torch.compile, or with another backend, it would do nothing."""
     if not args.torch_compile:
-        raise ValueError("--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)")
+        raise OptionError("--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)")
     if args.torch_compile_backend not in (None, "inductor"):
-        raise ValueError(f"--fuse-linears is a pass of torch.compile's inductor backend, not of {args.torch_compile_backend!r}")
+        raise OptionError(f"--fuse-linears is a pass of torch.compile's inductor backend, not of {args.torch_compile_backend!r}")
 
 
 OVERLAP_NEEDS_CUDA_GRAPH = ("--overlap-towers runs the students side by side inside whole training steps: it needs "
@@ -333,7 +334,7 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append(f"torch.compile mode {args.torch_compile_mode!r}, which captures CUDA graphs of its own "
                         "(use the default mode or max-autotune-no-cudagraphs)")
     if problems:
-        raise ValueError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
+        raise OptionError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
 
 
 # Training options that are model settings: they go into CLFAConfig under the same name.
@@ -481,7 +482,7 @@ def train(
     args = training_arguments(opts, has_dev)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
-        raise ValueError(OVERLAP_NEEDS_CUDA_GRAPH)
+        raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
     if opts.fuse_linears:
         check_fuse_linears_support(args)
     if opts.cuda_graph:
