@@ -14,6 +14,13 @@ from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEX
 from clfa.errors import OptionError
 
 
+# clfa.metrics.HEADLINE, named here so that reading options does not import scikit-learn.
+METRICS = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
+# Options that must be at least 1 (at least 0: num_workers), checked whichever way they were given.
+POSITIVE = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_text_length", "logging_steps",
+            "fusion_layers", "fusion_heads", "mapping_hidden_dim", "fusion_ffn_dim", "align_dim")
+
+
 def default_cache_dir() -> str:
     return os.environ.get("CLFA_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clfa"))
 
@@ -53,7 +60,7 @@ class TrainOptions:
     epochs: float = _opt(15, "training epochs")
     max_steps: int = _opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
     seed: int = _opt(42, "seed for initialisation, shuffling and dropout")
-    metric: str = _opt("f1", "dev metric that picks the best checkpoint (f1, macro_f1, accuracy, weighted_f1)")
+    metric: str = _opt("f1", "dev metric that picks the best checkpoint", choices=METRICS)
     # speed and infrastructure
     precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = _opt(False, "torch.compile the model; the last partial training batch of each epoch is then dropped so shapes stay static")
@@ -96,21 +103,61 @@ class TrainOptions:
     save_total_limit: int = _opt(2, "checkpoints kept besides the best")
     progress: bool = _opt(True, "show progress bars")
 
+    def __post_init__(self):
+        for name in POSITIVE:
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise OptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise OptionError(f"--epochs must be above 0 (or --max-steps set), got {self.epochs}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
+
     @classmethod
     def from_file(cls, path: str | Path) -> dict:
-        """Options from a YAML or JSON file; unknown keys are an error naming the file."""
+        """Options from a YAML or JSON file, each converted as its command-line flag converts it (``1e-5`` is a
+        number, ``no`` is false); unknown keys, values of the wrong kind and unreadable files are errors naming the
+        file and the option."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise OptionError(f"{path}: cannot read options: {' '.join(str(exc).split()) or type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise OptionError(f"{path}: expected a mapping of option names to values")
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(data) - known):
+        by_name = {f.name: f for f in fields(cls)}
+        if unknown := sorted(set(data) - set(by_name)):
             raise OptionError(f"{path}: unknown option(s) {unknown}")
-        return data
+        return {name: _from_file_value(by_name[name], value, path) for name, value in data.items()}
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _kind(f) -> type:
+    """The converter of an option's text: its declared type (``int``, ``float``, ``bool``, ``str``, or ``X | None``)."""
+    return {"bool": _parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+
+
+def _from_file_value(f, value, path: Path):
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise OptionError(f"{path}: {f.name}: a value is needed")
+    kind = _kind(f)
+    if isinstance(value, bool) and kind is not _parse_bool:
+        raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        converted = kind(str(value)) if kind in (_parse_bool, str) else kind(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}") from None
+    if (choices := f.metadata.get("choices")) and converted not in choices:
+        raise OptionError(f"{path}: {f.name}: expected one of {', '.join(choices)}, got {value!r}")
+    return converted
 
 
 def _parse_bool(text: str) -> bool:
@@ -129,15 +176,16 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
         if f.name in skip:
             continue
         default = f.default if f.default is not MISSING else None
-        kind = {"bool": _parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        kind = _kind(f)
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=kind,
             default=argparse.SUPPRESS,
             choices=f.metadata.get("choices"),
-            metavar=f.name.upper() if kind is not _parse_bool else "{true,false}",
-            help=f"{f.metadata['help']} (default: {default})",
+            metavar="{" + ",".join(f.metadata["choices"]) + "}" if f.metadata.get("choices") else
+            f.name.upper() if kind is not _parse_bool else "{true,false}",
+            help=f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})",
         )
 
 
@@ -145,3 +193,6 @@ def options_from_args(args: argparse.Namespace, config_file: str | None = None) 
     values = TrainOptions.from_file(config_file) if config_file else {}
     values |= {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
     return TrainOptions(**values)
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", _parse_bool: "true or false", str: "text"}

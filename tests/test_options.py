@@ -1,0 +1,52 @@
+"""Options from a file are converted and checked as the command-line flags are, with errors naming file and option."""
+
+import pytest
+
+from clfa.errors import OptionError
+from clfa.metrics import HEADLINE
+from clfa.options import METRICS, TrainOptions
+
+
+def from_text(tmp_path, text, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return TrainOptions(**TrainOptions.from_file(path))
+
+
+def test_file_values_are_converted_as_flags_convert_them(tmp_path):
+    opts = from_text(tmp_path, 'learning_rate: 1e-5\ncompile: "no"\nepochs: 3\nbatch_size: "16"\neval_steps:\ncuda_graph: yes\n')
+    assert opts.learning_rate == 1e-5 and isinstance(opts.learning_rate, float)  # YAML reads 1e-5 as text
+    assert opts.compile is False  # the text "no" is false, not a non-empty string
+    assert opts.cuda_graph is True and opts.batch_size == 16 and opts.eval_steps is None and opts.epochs == 3.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: abc", "run.yaml: epochs: expected a number, got 'abc'"),
+    ("batch_size: 2.5", "run.yaml: batch_size: expected a whole number, got 2.5"),
+    ("learning_rate: true", "run.yaml: learning_rate: expected a number, got True"),
+    ("compile: maybe", "run.yaml: compile: expected true or false, got 'maybe'"),
+    ("metric: f2", "run.yaml: metric: expected one of accuracy, precision"),
+    ("cache_dir:", "run.yaml: cache_dir: a value is needed"),
+    ("{epochs: [", "run.yaml: cannot read options: while parsing"),
+    ("- 1\n- 2", "run.yaml: expected a mapping of option names to values"),
+    ("batch_size: 0", "--batch-size must be at least 1, got 0"),
+    ("gradient_accumulation_steps: 0", "--gradient-accumulation-steps must be at least 1, got 0"),
+    ("num_workers: -1", "--num-workers must be 0 or more, got -1"),
+    ("epochs: 0", "--epochs must be above 0 (or --max-steps set), got 0.0"),
+])
+def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
+    with pytest.raises(OptionError) as err:
+        from_text(tmp_path, text)
+    assert message in str(err.value)
+
+
+def test_unreadable_files_are_option_errors(tmp_path):
+    with pytest.raises(OptionError, match="nothere.yaml: cannot read options: .*No such file"):
+        TrainOptions.from_file(tmp_path / "nothere.yaml")
+    with pytest.raises(OptionError, match=r"run.json: cannot read options: Expecting property name .* column 14"):
+        from_text(tmp_path, '{"epochs": 1,}', name="run.json")
+
+
+def test_the_metric_choices_are_the_reported_metrics():
+    assert set(METRICS) == set(HEADLINE)
+    assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # a step budget instead of epochs is fine
