@@ -511,6 +511,7 @@ def train(
         "train": {"samples": len(train_records), "steps": result.global_step, "loss": result.training_loss},
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "skipped": data.skipped.to_json(),
+        "removed_by_cleaning": data.removed,
     }
     for split, eval_set in eval_sets.items():
         prediction = trainer.predict(eval_set, metric_key_prefix=split)

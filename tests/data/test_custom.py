@@ -94,3 +94,37 @@ def test_training_names_an_unlabelled_record(folder, tiny_models, tmp_path):
     opts = TrainOptions(output_dir=str(tmp_path / "run"), text_model=tiny_models["text"], image_model=tiny_models["image"], teacher=tiny_models["teacher"])
     with pytest.raises(DataError, match=r"train.jsonl:2: record '2' has no label, which training \(train split\) needs"):
         train(opts, data)
+
+
+def test_the_skip_summary_counts_each_kind_of_problem_once(folder):
+    lines = [json.dumps(GOOD | {"id": str(i), "image": f"img/gone{i}.png"}) for i in range(3, 7)]
+    lines += [json.dumps(GOOD | {"id": "7", "label": "sarcstic"})]
+    path = folder / "data.jsonl"
+    path.write_text("\n".join([json.dumps(GOOD), *lines]) + "\n")
+    skip = SkipReport()
+    read_custom(path, labels=["neg", "pos"], skip=skip)
+    first = skip.summary().splitlines()[0]
+    assert first == "skipped 5 invalid record(s): 4 x missing image file, 1 x unknown label"
+
+
+def test_a_csv_with_a_byte_order_mark_reads_and_other_encodings_are_named(folder):
+    path = folder / "data.csv"
+    path.write_text("id,text,image,label\n7,café au lait,img/ok.png,pos\n", encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    (record,) = read_custom(path)
+    assert record.id == "7" and record.text == "café au lait"
+    path.write_text("id,text,image,label\n7,café au lait,img/ok.png,pos\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"data.csv: not UTF-8 text .*save the file as UTF-8"):
+        read_custom(path)
+    jsonl = folder / "data.jsonl"
+    jsonl.write_text(json.dumps(GOOD) + "\n", encoding="utf-8-sig")
+    assert [r.id for r in read_custom(jsonl)] == ["1"]
+
+
+def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
+    from clfa.errors import OptionError
+
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n")
+    with pytest.raises(OptionError, match=r"--positive-label 'nope' is not one of the labels \(neg, pos\)"):
+        load_dataset("jsonl", folder, positive_label="nope")
+    with pytest.raises(DataError, match="dataset 'jsonl' has no 'test' split \\(it has train\\)"):
+        load_dataset("jsonl", folder)["test"]

@@ -113,7 +113,13 @@ def test_mmsd_filters_drop_and_count(tmp_path):
         assert notes.removed_total("train") == len(MMSD_FILTER_CASES) - len(expected[mode])
         assert [r.id for r in data["dev"]] == ["901"] and notes.removed_total("dev") == 1
         assert notes.removed_total("test") == 0
+        # What cleaning removed travels with the dataset, for train and evaluate to report, without notes asked for.
+        plain = load_dataset("mmsd", root, mmsd_filter=mode)
+        assert plain.removed == {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}
+        assert "cleaning removed 1 sample(s) from dev: 1 x filter: " in plain.report()
+        assert f"cleaning removed {notes.removed_total('train')} sample(s) from train" in plain.report()
     assert len(load_dataset("mmsd", root, mmsd_filter="none")["train"]) == len(MMSD_FILTER_CASES)
+    assert load_dataset("mmsd", root, mmsd_filter="none").report() == ""
     assert load_dataset("mmsd", root)["train"] == load_dataset("mmsd", root, mmsd_filter="token")["train"]  # token is the default
     with pytest.raises(ValueError, match="unknown MMSD filter"):
         load_dataset("mmsd", root, mmsd_filter="regex")

@@ -26,7 +26,7 @@ def _train_args(tiny_models, tmp_path, dataset, data_dir):
             "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false", "--cache-dir", str(tmp_path / "cache")]
 
 
-def test_train_on_mmsd_release_format(tiny_models, tmp_path):
+def test_train_on_mmsd_release_format(tiny_models, tmp_path, capsys):
     rng = np.random.default_rng(0)
     root = tmp_path / "MMSD"
     (root / "text").mkdir(parents=True)
@@ -44,7 +44,9 @@ def test_train_on_mmsd_release_format(tiny_models, tmp_path):
         n += 1
         (root / "text" / name).write_text("\n".join(lines) + "\n")
     assert main(_train_args(tiny_models, tmp_path, "mmsd", root)) == 0
+    assert "cleaning removed 1 sample(s) from test: 1 x filter: token 'sarcasm'" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["removed_by_cleaning"] == {split: {"filter: token 'sarcasm'": 1} for split in ("train", "dev", "test")}
     assert metrics["labels"] == ["not_sarcastic", "sarcastic"]
     assert metrics["train"]["samples"] == 24 and metrics["test"]["num_samples"] == 8
     assert metrics["test"]["positive_label"] == "sarcastic" and "f1" in metrics["test"]

@@ -34,8 +34,16 @@ def check_image_file(path: Path) -> str | None:
 
 def _iter_rows(path: Path):
     """Yield (line_number, dict) pairs; malformed lines raise DataError naming the line."""
+    try:
+        yield from _iter_text_rows(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of a read block); save the file as UTF-8", file=path) from None
+
+
+def _iter_text_rows(path: Path):
+    # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None:
                 raise DataError("empty CSV file (no header)", file=path)
@@ -49,14 +57,14 @@ def _iter_rows(path: Path):
                     continue
                 yield line, row
         return
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for line, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield line, DataError(f"malformed line: not valid JSON ({exc.msg})", file=path, line=line)
+                yield line, DataError(f"malformed line: not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=line)
                 continue
             if not isinstance(row, dict):
                 yield line, DataError("malformed line: expected a JSON object", file=path, line=line)

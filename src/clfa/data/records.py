@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,12 @@ class DataError(ValueError):
         self.reason = message
 
 
+def reason_kind(reason: str) -> str:
+    """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
+    problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file"."""
+    return re.split(r" (?=['\"/(])", reason, maxsplit=1)[0]
+
+
 @dataclass
 class SkipReport:
     """What a reader dropped under ``--skip-invalid``: nothing is dropped without being counted here."""
@@ -51,7 +58,7 @@ class SkipReport:
     def summary(self, limit: int = 10) -> str:
         if not self.skipped:
             return "no records skipped"
-        reasons = Counter(e.reason.split(":")[0] for e in self.skipped)
+        reasons = Counter(reason_kind(e.reason) for e in self.skipped)
         lines = [f"skipped {len(self.skipped)} invalid record(s): " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common())]
         lines += [f"  {e}" for e in self.skipped[:limit]]
         if len(self.skipped) > limit:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from clfa.data.custom import read_custom
 from clfa.data.records import SPLITS, DataError, Record, SkipReport
+from clfa.errors import OptionError
 
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
 
@@ -27,10 +28,22 @@ class DatasetSplits:
     labels: list[str]
     positive_label: str | None = None
     skipped: SkipReport = field(default_factory=SkipReport)
+    # Samples the dataset's standard cleaning removed (MMSD's hashtag-leaking words, MVSA's label aggregation):
+    # {split or "all": {reason: count}}. Not errors, but not silent either.
+    removed: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def report(self) -> str:
+        """What reading dropped, for the user: skipped invalid records and samples removed by cleaning ('' if none)."""
+        lines = [self.skipped.summary()] if len(self.skipped) else []
+        for split, reasons in self.removed.items():
+            where = "before splitting" if split == "all" else f"from {split}"
+            lines.append(f"cleaning removed {sum(reasons.values()):,} sample(s) {where}: "
+                         + ", ".join(f"{n:,} x {reason}" for reason, n in sorted(reasons.items(), key=lambda item: -item[1])))
+        return "\n".join(lines)
 
     def __getitem__(self, split: str) -> list[Record]:
         if split not in self.splits:
-            raise KeyError(f"dataset '{self.name}' has no '{split}' split (it has {', '.join(self.splits)})")
+            raise DataError(f"dataset '{self.name}' has no '{split}' split (it has {', '.join(self.splits) or 'none'})")
         return self.splits[split]
 
 
@@ -84,11 +97,18 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     """Read the named dataset. ``skip_invalid`` counts bad records in ``.skipped`` instead of raising."""
     _ensure_public_readers()
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+        raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
     skip = SkipReport() if skip_invalid else None
+    from clfa.data.public.common import ReaderNotes
+
+    notes = options.setdefault("notes", ReaderNotes())
     splits, labels, positive = DATASETS[name](data_dir, options, skip)
-    return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport())
+    if positive is not None and positive not in labels:
+        raise OptionError(f"--positive-label '{positive}' is not one of the labels ({', '.join(labels)})")
+    removed = {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}
+    return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport(),
+                         removed=removed)
 
 
 def _ensure_public_readers() -> None:
