@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args, args.config)
     data = dataset_from_args(args)
-    if len(data.skipped):
-        print(data.skipped.summary(), file=sys.stderr)
+    if report := data.report():
+        print(report, file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
         print_summary(metrics, f"{data.name}: best dev checkpoint")
@@ -37,41 +37,61 @@ def _evaluate(args: argparse.Namespace) -> int:
     from clfa.predict import Predictor
     from clfa.report import metrics_table
 
+    _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
-    data = dataset_from_args(args, labels=config.labels, positive_label=config.positive_label)
-    if len(data.skipped):
-        print(data.skipped.summary(), file=sys.stderr)
+    if args.labels and args.labels.split(",") != list(config.labels):
+        raise OptionError(f"--labels {args.labels}: the model was trained on the labels {','.join(config.labels)}, in that order")
+    positive = args.positive_label or config.positive_label
+    data = dataset_from_args(args, labels=config.labels, positive_label=positive)
+    if report := data.report():
+        print(report, file=sys.stderr)
     results = {}
     for split in args.split:
         records = data[split]
         require_labels(records, "evaluation")
         probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
-        results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, config.positive_label)
+        results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
     Console().print(metrics_table(results, title=f"{args.model} on {data.name}"))
     if args.output:
-        Path(args.output).write_text(json.dumps(results | {"skipped": data.skipped.to_json()}, indent=2))
+        Path(args.output).write_text(json.dumps(results | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed}, indent=2))
     return 0
 
 
+def _make_parent(output: str | None) -> None:
+    """The folder of an output file, made before the work rather than found missing after it."""
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from clfa.data.custom import read_custom
+    from clfa.data.custom import check_image_file, read_custom
     from clfa.data.records import SkipReport
     from clfa.predict import Predictor
 
+    one = args.text is not None or args.image is not None
+    if one and (args.text is None or args.image is None):
+        raise OptionError("--text and --image go together: one text and its image")
+    if one and (args.input or args.output or args.skip_invalid):
+        raise OptionError("--text/--image predict one pair to stdout; --input, --output and --skip-invalid are for files of pairs")
+    if not one and args.input is None:
+        raise OptionError("give --text and --image, or --input pairs.jsonl")
+    if one and not args.text.strip():
+        raise OptionError("--text is empty")
+    if one and (problem := check_image_file(Path(args.image))):
+        raise DataError(problem)
+    _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
-    if args.text is not None:
-        if args.image is None:
-            raise SystemExit("clfa predict: --text needs --image")
+    if one:
         print(json.dumps(predictor.predict(args.text, args.image)))
         return 0
-    if args.input is None:
-        raise SystemExit("clfa predict: give --text and --image, or --input pairs.jsonl")
     skip = SkipReport() if args.skip_invalid else None
     records = read_custom(args.input, skip=skip)
     if skip is not None and len(skip):
         print(skip.summary(), file=sys.stderr)
+    if not records:
+        raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
     results = predictor.predict_records(records, batch_size=args.batch_size)
     lines = "".join(json.dumps(r) + "\n" for r in results)
     if args.output:

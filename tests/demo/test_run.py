@@ -37,3 +37,31 @@ def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(demo / "model"), "--text", first["text"], "--image", str(demo / "data" / first["image"])]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("sarcastic", "not_sarcastic")
+
+
+def test_evaluate_reports_the_positive_label_asked_for_and_refuses_other_labels(demo, tmp_path, capsys):
+    data = ["--dataset", "jsonl", "--data-dir", str(demo / "data")]
+    out = tmp_path / "new" / "folder" / "eval.json"  # made before the work, not found missing after it
+    assert main(["evaluate", "--model", str(demo / "model"), *data, "--positive-label", "not_sarcastic", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["test"]["positive_label"] == "not_sarcastic"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(demo / "model"), *data, "--labels", "foo,bar"]) == 2
+    assert "clfa: error: --labels foo,bar: the model was trained on the labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--text", "hi"], "--text and --image go together"),
+    (["--text", "hi", "--image", "IMAGE", "--input", "INPUT"], "--input, --output and --skip-invalid are for files of pairs"),
+    (["--text", " ", "--image", "IMAGE"], "--text is empty"),
+    (["--text", "hi", "--image", "nowhere.png"], "missing image file"),
+    ([], "give --text and --image, or --input pairs.jsonl"),
+    (["--input", "EMPTY"], "empty.jsonl: no pairs to predict"),
+])
+def test_predict_refuses_what_it_would_otherwise_ignore_in_one_line(demo, tmp_path, capsys, flags, message):
+    first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
+    (tmp_path / "empty.jsonl").write_text("\n")
+    paths = {"IMAGE": str(demo / "data" / first["image"]), "INPUT": str(demo / "data" / "test.jsonl"), "EMPTY": str(tmp_path / "empty.jsonl")}
+    capsys.readouterr()
+    assert main(["predict", "--model", str(demo / "model"), *(paths.get(flag, flag) for flag in flags)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clfa: error: ") and message in err
