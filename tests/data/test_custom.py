@@ -15,6 +15,12 @@ def folder(tmp_path):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "ok.png")
     (tmp_path / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg body")
+    noise = Image.effect_noise((64, 48), 60).convert("RGB")
+    for name in ("whole.jpg", "whole.png"):
+        noise.save(tmp_path / "img" / name)
+        data = (tmp_path / "img" / name).read_bytes()
+        (tmp_path / "img" / name.replace("whole", "cut")).write_bytes(data[: len(data) // 2])  # a download cut short
+    (tmp_path / "img" / "trailing.jpg").write_bytes((tmp_path / "img" / "whole.jpg").read_bytes() + b"\0" * 16)
     return tmp_path
 
 
@@ -30,6 +36,9 @@ def write_jsonl(folder, bad_line: str):
 CASES = {
     "missing image": (json.dumps(GOOD | {"id": "3", "image": "img/nowhere.png"}), "missing image file"),
     "corrupt image": (json.dumps(GOOD | {"id": "3", "image": "img/corrupt.jpg"}), "unreadable image file"),
+    "truncated jpeg": (json.dumps(GOOD | {"id": "3", "image": "img/cut.jpg"}), "image file is truncated"),
+    "truncated png": (json.dumps(GOOD | {"id": "3", "image": "img/cut.png"}), "unreadable image file"),
+    "folder as image": (json.dumps(GOOD | {"id": "3", "image": "img"}), "folder instead of an image file"),
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
     "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
@@ -128,3 +137,9 @@ def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
         load_dataset("jsonl", folder, positive_label="nope")
     with pytest.raises(DataError, match="dataset 'jsonl' has no 'test' split \\(it has train\\)"):
         load_dataset("jsonl", folder)["test"]
+
+
+def test_whole_images_pass_the_check_with_bytes_after_the_jpeg_end_marker(folder):
+    lines = [json.dumps(GOOD | {"id": str(i), "image": f"img/{name}"}) for i, name in enumerate(("whole.jpg", "whole.png", "trailing.jpg"))]
+    (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
+    assert [r.id for r in read_custom(folder / "data.jsonl")] == ["0", "1", "2"]
