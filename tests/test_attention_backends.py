@@ -60,3 +60,15 @@ def test_a_call_no_listed_backend_supports_is_an_error_and_the_choice_ends_with_
     with attention_backends("efficient"), pytest.raises(RuntimeError, match="No viable backend"):
         F.scaled_dot_product_attention(query, query, query)  # no memory-efficient kernel on a CPU
     assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+
+
+def test_leaving_the_context_with_no_viable_backend_says_how_to_fix_the_list():
+    from clfa.errors import OptionError
+
+    query = torch.randn(1, 2, 4, 8)
+    with pytest.raises(OptionError, match="--attention-backends efficient: none of these supports .* end the list with math"):
+        with attention_backends("efficient"):
+            F.scaled_dot_product_attention(query, query, query)
+    with pytest.raises(RuntimeError, match="another error") as err, attention_backends("efficient,math"):
+        raise RuntimeError("another error")  # other errors pass through as they are
+    assert type(err.value) is RuntimeError

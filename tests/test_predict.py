@@ -92,3 +92,20 @@ def test_prediction_runs_the_attention_backends_asked_for(tiny_models, tiny_data
     torch.testing.assert_close(torch.from_numpy(results["math"]), torch.from_numpy(results[None]), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"unknown backend\(s\) \['fastest'\]"):
         Predictor.from_pretrained(tmp_path, device="cpu", attention_backends="math,fastest")
+
+
+def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path):
+    from clfa.errors import OptionError
+
+    with pytest.raises(OptionError, match="nowhere: no such folder"):
+        Predictor.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors\)"):
+        Predictor.from_pretrained(tmp_path)
+    save_model(tiny_models, tmp_path / "model")
+    with pytest.raises(OptionError, match="--device gpu: not a device"):
+        Predictor.from_pretrained(tmp_path / "model", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(OptionError, match="--device cuda: no CUDA GPU is available here"):
+            Predictor.from_pretrained(tmp_path / "model", device="cuda")
+    empty = Predictor.from_pretrained(tmp_path / "model", device="cpu").run([], progress=False)
+    assert {key: value.shape for key, value in empty.items()} == {"probabilities": (0, 2), "text_features": (0, 24), "image_features": (0, 24)}

@@ -158,6 +158,7 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--attention-backends", "flash,fastest"], "", "--attention-backends 'flash,fastest': unknown backend(s) ['fastest']"),
     (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
     ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
+    (["--resume"], "", "--resume: no checkpoint to resume from in"),
 ])
 def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
     config = tmp_path / "opts.yaml"

@@ -38,8 +38,20 @@ def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
     return [BACKENDS[name] for name in names]
 
 
-def attention_backends(text: str | None) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def attention_backends(text: str | None):
     """A context in which attention calls use the backends ``text`` names, first supported first; while it lasts it
-    sets PyTorch's process-wide choice, which torch.compile reads when it compiles."""
+    sets PyTorch's process-wide choice, which torch.compile reads when it compiles. A call that none of them supports
+    is an :class:`OptionError` that says how to fix the list."""
     backends = parse_attention_backends(text)
-    return contextlib.nullcontext() if backends is None else sdpa_kernel(backends, set_priority=True)
+    if backends is None:
+        yield
+        return
+    with sdpa_kernel(backends, set_priority=True):
+        try:
+            yield
+        except RuntimeError as err:
+            if "No viable backend for scaled_dot_product_attention" not in str(err):
+                raise
+            raise OptionError(f"--attention-backends {text}: none of these supports one of the model's attention calls "
+                              "on this device; end the list with math, which supports every call") from err

@@ -21,8 +21,12 @@ def _train(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args, args.config)
     data = dataset_from_args(args)
+    if args.skip_invalid:
+        data.drop_unlabelled(list(data.splits), "training")
     if report := data.report():
         print(report, file=sys.stderr)
+    if not data.splits.get("dev"):
+        print("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept", file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
         print_summary(metrics, f"{data.name}: best dev checkpoint")
@@ -43,12 +47,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.labels and args.labels.split(",") != list(config.labels):
         raise OptionError(f"--labels {args.labels}: the model was trained on the labels {','.join(config.labels)}, in that order")
     positive = args.positive_label or config.positive_label
-    data = dataset_from_args(args, labels=config.labels, positive_label=positive)
+    data = dataset_from_args(args, labels=config.labels, positive_label=positive, splits=args.split)
+    if args.skip_invalid:
+        data.drop_unlabelled(args.split, "evaluation")
     if report := data.report():
         print(report, file=sys.stderr)
     results = {}
     for split in args.split:
         records = data[split]
+        if not records:
+            raise DataError(f"dataset '{data.name}': the {split} split has no records to evaluate")
         require_labels(records, "evaluation")
         probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
         truth = [config.label2id[r.label] for r in records]

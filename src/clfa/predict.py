@@ -20,8 +20,21 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import Record
+from clfa.errors import OptionError
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
+
+
+def _device(name: str | torch.device | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {name}: no CUDA GPU is available here")
+    return device
 
 
 class Predictor:
@@ -34,7 +47,7 @@ class Predictor:
 
     def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None,
                  precision: str = "auto", attention_backends: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _device(device)
         self.precision = resolve_precision(precision, self.device)
         parse_attention_backends(attention_backends)  # a wrong name fails here, not at the first batch
         self.attention_backends = attention_backends
@@ -45,7 +58,15 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, **kwargs) -> "Predictor":
-        """``kwargs``: ``precision``, ``attention_backends``."""
+        """``path``: a folder written by ``clfa train`` (or ``save_pretrained``). ``kwargs``: ``precision``,
+        ``attention_backends``."""
+        folder = Path(path)
+        missing = [] if (folder / "config.json").is_file() else ["config.json"]
+        if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
+            missing.append("model.safetensors")
+        if missing:
+            raise OptionError(f"{path}: " + ("no such folder" if not folder.is_dir() else f"not a trained model folder (no {', '.join(missing)})")
+                              + "; give the folder clfa train wrote (its --output-dir)")
         return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
 
     @torch.inference_mode()
@@ -76,6 +97,9 @@ class Predictor:
 
     def run(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True, images=None) -> dict[str, np.ndarray]:
         """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records."""
+        if not records:
+            width = {"probabilities": len(self.labels), "text_features": self.model.config.align_dim, "image_features": self.model.config.align_dim}
+            return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"

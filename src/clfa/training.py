@@ -13,6 +13,7 @@ import torch
 from accelerate.utils import AutocastKwargs, DistributedType
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
@@ -464,6 +465,9 @@ def train(
         require_labels(records, f"training ({split} split)")
     set_seed(opts.seed)
     out = Path(opts.output_dir)
+    checkpoints = out / "checkpoints"
+    if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
+        raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
     transform = ImageTransform(image_processor)

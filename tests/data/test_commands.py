@@ -89,10 +89,10 @@ def test_stats_mvsa_reports_split_and_decoding(tmp_path, capsys):
 
 
 def test_stats_bad_input_exits_nonzero(tmp_path, capsys):
-    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(tmp_path)]) == 1
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(tmp_path)]) == 2
     assert "missing train.txt" in capsys.readouterr().err
-    assert run(["data", "stats", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 1
-    assert "unknown dataset" in capsys.readouterr().err
+    assert run(["data", "stats", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("clfa: error: unknown dataset 'nope'")
     with pytest.raises(SystemExit):
         run(["data"])  # a sub-command is required
 
@@ -160,3 +160,15 @@ def test_inspect_image(tmp_path):
     assert inspect_image(png) is None
     assert inspect_image(jpeg(tmp_path / "small.jpg", size=(7, 100)))[0] == "absurd dimensions"
     assert inspect_image(tmp_path / "none.jpg")[0] == "missing image"
+
+
+def test_stats_table_shows_unlabelled_records(tmp_path, capsys):
+    jpeg(tmp_path / "a.jpg")
+    lines = [{"id": "1", "text": "hi", "image": "a.jpg", "label": "x"}, {"id": "2", "text": "yo", "image": "a.jpg"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert run(["data", "stats", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "┃ split" in line)
+    train = next(line for line in lines if "│ train" in line)
+    cells = [cell.strip() for cell in train.split("│")[1:-1]]
+    assert "unlabelled" in header and cells[:4] == ["train", "2", "1", "1"]

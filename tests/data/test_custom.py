@@ -143,3 +143,20 @@ def test_whole_images_pass_the_check_with_bytes_after_the_jpeg_end_marker(folder
     lines = [json.dumps(GOOD | {"id": str(i), "image": f"img/{name}"}) for i, name in enumerate(("whole.jpg", "whole.png", "trailing.jpg"))]
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
     assert [r.id for r in read_custom(folder / "data.jsonl")] == ["0", "1", "2"]
+
+
+def test_skip_invalid_drops_unlabelled_records_and_evaluation_reads_only_its_splits(folder):
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n"
+                                        + json.dumps(GOOD | {"id": "3", "label": None}) + "\n")
+    (folder / "test.jsonl").write_text(json.dumps(GOOD | {"id": "9"}) + "\n")
+    data = load_dataset("jsonl", folder)
+    data.drop_unlabelled(list(data.splits), "training")
+    assert [r.id for r in data["train"]] == ["1", "2"] and len(data.skipped) == 1
+    assert data.skipped.skipped[0].line == 3
+    assert data.report().splitlines()[0] == "skipped 1 invalid record(s): 1 x missing label"
+    # A broken train file does not stop evaluating test once the labels are known.
+    (folder / "train.jsonl").write_text("not json\n")
+    only_test = load_dataset("jsonl", folder, labels=["neg", "pos"], splits=["test"])
+    assert list(only_test.splits) == ["test"] and [r.id for r in only_test["test"]] == ["9"]
+    with pytest.raises(DataError, match="train.jsonl:1: malformed line"):
+        load_dataset("jsonl", folder, splits=["test"])  # without labels, they come from the train file

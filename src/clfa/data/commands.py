@@ -48,6 +48,13 @@ def _load(args: argparse.Namespace, notes: ReaderNotes) -> DatasetSplits:
     return dataset_from_args(args, check_images=False, notes=notes)
 
 
+def _load_error(console: Console, exc: Exception) -> int:
+    """A dataset that cannot be read at all: one line, and exit status 2, as every ``clfa`` command reports it
+    (status 1 is ``check``'s "read, and found problems")."""
+    console.print(f"clfa: error: {exc}", highlight=False, markup=False)
+    return 2
+
+
 def split_counts(dataset: DatasetSplits) -> dict[str, dict]:
     """``{split: {"total": n, "labels": {label: n}}}`` with every known label, in the dataset's label order."""
     out = {}
@@ -66,8 +73,7 @@ def run_stats(args: argparse.Namespace) -> int:
     try:
         dataset = _load(args, notes)
     except (DataError, ValueError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 1
+        return _load_error(err, exc)
     counts = split_counts(dataset)
     missing = {split: sum(not Path(r.image).is_file() for r in records) for split, records in dataset.splits.items()}
     if args.json:
@@ -82,12 +88,19 @@ def run_stats(args: argparse.Namespace) -> int:
     labels = list(next(iter(counts.values()))["labels"]) if counts else list(dataset.labels)
     for label in labels:
         table.add_column(label, justify="right")
+    # Records without a label count in the total; their column shows only when there are some.
+    unlabelled = [f"{row.get('unlabelled', 0):,}" for row in counts.values()] if any("unlabelled" in r for r in counts.values()) else None
+    if unlabelled:
+        table.add_column("unlabelled", justify="right")
     table.add_column("missing images", justify="right")
     table.add_column("removed by cleaning", justify="right")
-    for split, row in counts.items():
-        table.add_row(split, f"{row['total']:,}", *(f"{row['labels'].get(label, 0):,}" for label in labels), f"{missing[split]:,}", f"{notes.removed_total(split):,}")
+    for i, (split, row) in enumerate(counts.items()):
+        table.add_row(split, f"{row['total']:,}", *(f"{row['labels'].get(label, 0):,}" for label in labels),
+                      *([unlabelled[i]] if unlabelled else []), f"{missing[split]:,}", f"{notes.removed_total(split):,}")
     total = {label: sum(row["labels"].get(label, 0) for row in counts.values()) for label in labels}
-    table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels), f"{sum(missing.values()):,}", f"{sum(notes.removed_total(s) for s in notes.removed):,}", style="bold")
+    table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels),
+                  *([f"{sum(r.get('unlabelled', 0) for r in counts.values()):,}"] if unlabelled else []),
+                  f"{sum(missing.values()):,}", f"{sum(notes.removed_total(s) for s in notes.removed):,}", style="bold")
     out.print(table)
     _print_notes(out, dataset, notes, missing=None)
     return 0
@@ -142,8 +155,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         dataset = _load_collecting(args, notes)
     except (DataError, ValueError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 1
+        return _load_error(err, exc)
     problems: dict[str, list[str]] = {}
 
     def add(kind: str, detail: str) -> None:

@@ -27,8 +27,9 @@ SPLITS = ("train", "dev", "test")
 class DataError(ValueError):
     """Bad input data; the message always names the file and, where there is one, the line."""
 
-    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None):
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None, kind: str | None = None):
         self.file = str(file) if file is not None else None
+        self.kind = kind or reason_kind(message)  # what the skip summary counts it under
         self.line = line
         where = ""
         if file is not None:
@@ -58,7 +59,7 @@ class SkipReport:
     def summary(self, limit: int = 10) -> str:
         if not self.skipped:
             return "no records skipped"
-        reasons = Counter(reason_kind(e.reason) for e in self.skipped)
+        reasons = Counter(e.kind for e in self.skipped)
         lines = [f"skipped {len(self.skipped)} invalid record(s): " + ", ".join(f"{n} x {r}" for r, n in reasons.most_common())]
         lines += [f"  {e}" for e in self.skipped[:limit]]
         if len(self.skipped) > limit:
@@ -76,9 +77,14 @@ def raise_or_skip(error: DataError, skip: "SkipReport | None") -> None:
     skip.add(error)
 
 
+def unlabelled(record: Record, purpose: str) -> DataError:
+    file, _, line = record.source.rpartition(":")
+    return DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file or None,
+                     line=int(line) if line.isdigit() else None, kind="missing label")
+
+
 def require_labels(records: list[Record], purpose: str) -> None:
     """Training and evaluation need a label on every record: name the first one without."""
     for record in records:
         if record.label is None:
-            file, _, line = record.source.rpartition(":")
-            raise DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file or None, line=int(line) if line.isdigit() else None)
+            raise unlabelled(record, purpose)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from clfa.data.custom import read_custom
-from clfa.data.records import SPLITS, DataError, Record, SkipReport
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, unlabelled
 from clfa.errors import OptionError
 
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
@@ -31,6 +31,15 @@ class DatasetSplits:
     # Samples the dataset's standard cleaning removed (MMSD's hashtag-leaking words, MVSA's label aggregation):
     # {split or "all": {reason: count}}. Not errors, but not silent either.
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def drop_unlabelled(self, splits, purpose: str) -> None:
+        """Under ``--skip-invalid``: the records of ``splits`` without a label leave them, counted in ``skipped``."""
+        for split in splits:
+            if split in self.splits:
+                for record in self.splits[split]:
+                    if record.label is None:
+                        self.skipped.add(unlabelled(record, f"{purpose} ({split} split)"))
+                self.splits[split] = [record for record in self.splits[split] if record.label is not None]
 
     def report(self) -> str:
         """What reading dropped, for the user: skipped invalid records and samples removed by cleaning ('' if none)."""
@@ -75,10 +84,12 @@ def _find_split_file(data_dir: Path, split: str) -> Path | None:
 
 
 def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
-    files = {split: options.get(split) or _find_split_file(data_dir, split) for split in SPLITS}
-    if files["train"] is None and options.get("labels") is None:
-        raise DataError("no train file (train.jsonl / train.csv) and no --labels given", file=data_dir)
     labels = options.get("labels")
+    # Evaluating a split reads no other once the labels are known (without them, they come from the train file).
+    wanted = set(options.get("splits") or SPLITS) | ({"train"} if labels is None else set())
+    files = {split: (options.get(split) or _find_split_file(data_dir, split)) if split in wanted else None for split in SPLITS}
+    if files["train"] is None and labels is None:
+        raise DataError("no train file (train.jsonl / train.csv) and no --labels given", file=data_dir)
     splits: dict[str, list[Record]] = {}
     for split in SPLITS:
         if files[split] is None:
