@@ -50,3 +50,16 @@ def test_unreadable_files_are_option_errors(tmp_path):
 def test_the_metric_choices_are_the_reported_metrics():
     assert set(METRICS) == set(HEADLINE)
     assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # a step budget instead of epochs is fine
+
+
+def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(capsys):
+    from clfa.cli import main
+
+    for argv in (["predict", "--model", "m", "--input", "x", "--batch-size", "0"], ["data", "check", "--dataset", "jsonl", "--workers", "-1"],
+                 ["evaluate", "--model", "m", "--dataset", "jsonl", "--batch-size", "many"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size: must be at least 1, got 0" in err and "--workers: must be at least 1, got -1" in err
+    assert "--batch-size: expected a whole number, got 'many'" in err

@@ -128,7 +128,9 @@ def _attention_backends(text: str) -> str:
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64)
+    from clfa.options import positive_int
+
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")

@@ -29,6 +29,7 @@ MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data stats`` and ``data check`` to an argparse subparsers object; ``args.func(args)`` runs them."""
+    from clfa.options import positive_int
     data = subparsers.add_parser("data", help="inspect a dataset: sample counts per split and label, broken images")
     commands = data.add_subparsers(dest="data_command", metavar="{stats,check}", required=True)
     stats = commands.add_parser("stats", help="samples per split and label (reads only text and label files)")
@@ -37,8 +38,8 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     stats.set_defaults(func=run_stats)
     check = commands.add_parser("check", help="decode every image and check texts and labels; exit 1 on any problem")
     add_dataset_arguments(check)
-    check.add_argument("--workers", type=int, default=None, help="threads decoding images (default: CPU count, at most 32)")
-    check.add_argument("--show", type=int, default=10, help="how many offenders to list (default 10)")
+    check.add_argument("--workers", type=positive_int, default=None, help="threads decoding images (default: CPU count, at most 32)")
+    check.add_argument("--show", type=positive_int, default=10, help="how many offenders to list (default 10)")
     check.set_defaults(func=run_check)
     return data
 
