@@ -69,6 +69,9 @@ def test_leaving_the_context_with_no_viable_backend_says_how_to_fix_the_list():
     with pytest.raises(OptionError, match="--attention-backends efficient: none of these supports .* end the list with math"):
         with attention_backends("efficient"):
             F.scaled_dot_product_attention(query, query, query)
+    with pytest.raises(OptionError, match="--attention-backends flash: none of these supports"):
+        with attention_backends("flash"):  # the CPU's flash kernel takes no dropout: "No available kernel"
+            F.scaled_dot_product_attention(query, query, query, dropout_p=0.1)
     with pytest.raises(RuntimeError, match="another error") as err, attention_backends("efficient,math"):
         raise RuntimeError("another error")  # other errors pass through as they are
     assert type(err.value) is RuntimeError

@@ -27,7 +27,7 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("compile: maybe", "run.yaml: compile: expected true or false, got 'maybe'"),
     ("metric: f2", "run.yaml: metric: expected one of accuracy, precision"),
     ("cache_dir:", "run.yaml: cache_dir: a value is needed"),
-    ("{epochs: [", "run.yaml: cannot read options: while parsing"),
+    ("{epochs: [", "run.yaml: cannot read options: expected the node content, but found '<stream end>' (line 1, column 11)"),
     ("- 1\n- 2", "run.yaml: expected a mapping of option names to values"),
     ("batch_size: 0", "--batch-size must be at least 1, got 0"),
     ("gradient_accumulation_steps: 0", "--gradient-accumulation-steps must be at least 1, got 0"),
@@ -50,6 +50,10 @@ def test_unreadable_files_are_option_errors(tmp_path):
 def test_the_metric_choices_are_the_reported_metrics():
     assert set(METRICS) == set(HEADLINE)
     assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # a step budget instead of epochs is fine
+
+
+def test_an_empty_options_file_sets_nothing(tmp_path):
+    assert from_text(tmp_path, "") == TrainOptions()
 
 
 def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(capsys):

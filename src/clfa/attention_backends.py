@@ -51,7 +51,8 @@ def attention_backends(text: str | None):
         try:
             yield
         except RuntimeError as err:
-            if "No viable backend for scaled_dot_product_attention" not in str(err):
+            # PyTorch's words when no allowed backend takes a call, eagerly and from its fused-kernel dispatch.
+            if not any(words in str(err) for words in ("No viable backend for scaled_dot_product_attention", "No available kernel")):
                 raise
             raise OptionError(f"--attention-backends {text}: none of these supports one of the model's attention calls "
                               "on this device; end the list with math, which supports every call") from err

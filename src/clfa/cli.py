@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
         print("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept", file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
-        print_summary(metrics, f"{data.name}: best dev checkpoint")
+        print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))
         print(f"model and metrics.json written to {opts.output_dir}")
     return 0
 
@@ -69,8 +69,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _make_parent(output: str | None) -> None:
     """The folder of an output file, made before the work rather than found missing after it."""
-    if output:
+    if not output:
+        return
+    if Path(output).is_dir():
+        raise OptionError(f"--output {output} is a folder; give a file name")
+    try:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OptionError(f"--output {output}: a file stands where its folder would be") from None
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -123,8 +123,13 @@ class TrainOptions:
         try:
             text = path.read_text(encoding="utf-8")
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
+            raise OptionError(f"{path}: cannot read options: {exc.problem or exc.context}{where}") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
             raise OptionError(f"{path}: cannot read options: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        if data is None:  # an empty file: no options
+            return {}
         if not isinstance(data, dict):
             raise OptionError(f"{path}: expected a mapping of option names to values")
         by_name = {f.name: f for f in fields(cls)}

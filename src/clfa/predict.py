@@ -65,7 +65,8 @@ class Predictor:
         if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
             missing.append("model.safetensors")
         if missing:
-            raise OptionError(f"{path}: " + ("no such folder" if not folder.is_dir() else f"not a trained model folder (no {', '.join(missing)})")
+            raise OptionError(f"{path}: " + ("no such folder" if not folder.exists() else "a file, not a folder" if not folder.is_dir()
+                                             else f"not a trained model folder (no {', '.join(missing)})")
                               + "; give the folder clfa train wrote (its --output-dir)")
         return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
 

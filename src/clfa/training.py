@@ -468,6 +468,7 @@ def train(
     checkpoints = out / "checkpoints"
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
+    parse_attention_backends(opts.attention_backends)  # before the models load
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
     transform = ImageTransform(image_processor)

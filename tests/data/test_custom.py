@@ -42,6 +42,7 @@ CASES = {
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
     "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
+    "unclosed object": ('{"id": "3", "text": "a", "image": "img/ok.png"', "not valid JSON (Expecting ',' delimiter at column 47)"),
     "missing field": (json.dumps({"id": "3", "text": "no image"}), "missing field 'image'"),
 }
 

@@ -56,11 +56,13 @@ def test_evaluate_reports_the_positive_label_asked_for_and_refuses_other_labels(
     (["--text", "hi", "--image", "nowhere.png"], "missing image file"),
     ([], "give --text and --image, or --input pairs.jsonl"),
     (["--input", "EMPTY"], "empty.jsonl: no pairs to predict"),
+    (["--input", "INPUT", "--output", "FOLDER"], "is a folder; give a file name"),
 ])
 def test_predict_refuses_what_it_would_otherwise_ignore_in_one_line(demo, tmp_path, capsys, flags, message):
     first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
     (tmp_path / "empty.jsonl").write_text("\n")
-    paths = {"IMAGE": str(demo / "data" / first["image"]), "INPUT": str(demo / "data" / "test.jsonl"), "EMPTY": str(tmp_path / "empty.jsonl")}
+    paths = {"IMAGE": str(demo / "data" / first["image"]), "INPUT": str(demo / "data" / "test.jsonl"), "EMPTY": str(tmp_path / "empty.jsonl"),
+             "FOLDER": str(tmp_path)}
     capsys.readouterr()
     assert main(["predict", "--model", str(demo / "model"), *(paths.get(flag, flag) for flag in flags)]) == 2
     err = capsys.readouterr().err

@@ -77,7 +77,7 @@ def _iter_text_rows(path: Path):
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
+                row = json.loads(raw.rstrip("\r\n"))  # so that an error at the line's end has this line's column
             except json.JSONDecodeError as exc:
                 yield line, DataError(f"malformed line: not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=line)
                 continue
