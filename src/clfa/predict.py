@@ -58,17 +58,23 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, **kwargs) -> "Predictor":
-        """``path``: a folder written by ``clfa train`` (or ``save_pretrained``). ``kwargs``: ``precision``,
-        ``attention_backends``."""
-        folder = Path(path)
-        missing = [] if (folder / "config.json").is_file() else ["config.json"]
-        if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
-            missing.append("model.safetensors")
-        if missing:
-            raise OptionError(f"{path}: " + ("no such folder" if not folder.exists() else "a file, not a folder" if not folder.is_dir()
-                                             else f"not a trained model folder (no {', '.join(missing)})")
-                              + "; give the folder clfa train wrote (its --output-dir)")
-        return cls(CLFAModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
+        """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), or such a model's name on the hub.
+        ``kwargs``: ``precision``, ``attention_backends``."""
+        folder, hint = Path(path), "; give the folder clfa train wrote (its --output-dir)"
+        if folder.exists():
+            missing = [] if (folder / "config.json").is_file() else ["config.json"]
+            if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
+                missing.append("model.safetensors")
+            if not folder.is_dir() or missing:
+                what = "a file, not a folder" if not folder.is_dir() else f"not a trained model folder (no {', '.join(missing)})"
+                raise OptionError(f"{path}: {what}{hint}")
+        try:
+            model = CLFAModel.from_pretrained(path)
+        except OSError as err:  # not here, and the hub (if it can be reached) has no such model either
+            if folder.exists():
+                raise
+            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({str(err).splitlines()[0]}){hint}") from None
+        return cls(model, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
 
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:

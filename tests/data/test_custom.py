@@ -123,7 +123,7 @@ def test_a_csv_with_a_byte_order_mark_reads_and_other_encodings_are_named(folder
     (record,) = read_custom(path)
     assert record.id == "7" and record.text == "café au lait"
     path.write_text("id,text,image,label\n7,café au lait,img/ok.png,pos\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"data.csv: not UTF-8 text .*save the file as UTF-8"):
+    with pytest.raises(DataError, match=r"data.csv:2: not UTF-8 text \(byte 0xe9, invalid continuation byte\); save the file as UTF-8"):
         read_custom(path)
     jsonl = folder / "data.jsonl"
     jsonl.write_text(json.dumps(GOOD) + "\n", encoding="utf-8-sig")

@@ -30,6 +30,7 @@ MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data stats`` and ``data check`` to an argparse subparsers object; ``args.func(args)`` runs them."""
     from clfa.options import positive_int
+
     data = subparsers.add_parser("data", help="inspect a dataset: sample counts per split and label, broken images")
     commands = data.add_subparsers(dest="data_command", metavar="{stats,check}", required=True)
     stats = commands.add_parser("stats", help="samples per split and label (reads only text and label files)")

@@ -51,8 +51,15 @@ def _iter_rows(path: Path):
     """Yield (line_number, dict) pairs; malformed lines raise DataError naming the line."""
     try:
         yield from _iter_text_rows(path)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of a read block); save the file as UTF-8", file=path) from None
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:  # where in the file: the text reader only knows where in its block
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise DataError(f"not UTF-8 text (byte {data[exc.start]:#04x}, {exc.reason}); save the file as UTF-8",
+                            file=path, line=line) from None
+        raise
 
 
 def _iter_text_rows(path: Path):
