@@ -8,7 +8,8 @@ batch N: ``Predictor.run(records, batch_size=N, images=...)`` over preprocessed 
 
 Each device computes in the ``--precision`` asked for (default ``auto``, as ``clfa predict``: bf16 autocast on GPUs
 with bf16 arithmetic, fp32 elsewhere). The model is randomly initialised at ``--size paper`` (BERT-base + ViT-B/32 +
-3 cross-attention layers) or ``tiny``; the tokenizer is a BERT WordPiece tokenizer over a synthetic vocabulary. Nothing is downloaded.
+3 cross-attention layers) or ``tiny``; the tokenizer is a BERT WordPiece tokenizer over a synthetic vocabulary.
+Nothing is downloaded.
 
     python benchmarks/predict_throughput.py --size paper
 """
