@@ -492,7 +492,6 @@ def train(
         check_fuse_linears_support(args)
     if opts.cuda_graph:
         check_cuda_graph_support(args)
-    parse_attention_backends(opts.attention_backends)
     with args.main_process_first(desc="teacher and image caches"):
         teacher = None
         if model.config.uses_alignment:
