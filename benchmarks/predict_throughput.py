@@ -28,6 +28,7 @@ from PIL import Image
 from transformers import BertTokenizerFast, ViTImageProcessor
 
 from clfa.data.records import Record
+from clfa.precision import PRECISIONS
 from clfa.predict import Predictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--batches", type=int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as clfa predict's")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as clfa predict's")
     parser.add_argument("--attention-backends", help="as clfa predict's (default: PyTorch's choice)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")

@@ -51,7 +51,7 @@ from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.patch_projection import PatchProjection
 from clfa.teacher import projected_embedding
-from clfa.precision import resolve_precision
+from clfa.precision import PRECISIONS, resolve_precision
 from clfa.training import build_trainer
 
 LABELS = ["negative", "positive"]
@@ -559,7 +559,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="fast path only")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="fast path only")
     parser.add_argument("--compile", action="store_true", help="fast path: torch.compile")
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")

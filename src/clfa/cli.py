@@ -134,11 +134,11 @@ def _attention_backends(text: str) -> str:
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
-    from clfa.options import positive_int
+    from clfa.options import PRECISIONS, positive_int
 
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")
     p.add_argument("--attention-backends", metavar="LIST", type=_attention_backends,
                    help="attention kernels allowed, first supported first, e.g. flash,efficient,math (default: PyTorch's choice)")

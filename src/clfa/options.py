@@ -14,6 +14,7 @@ from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEX
 from clfa.errors import OptionError
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved by clfa.precision
 # clfa.metrics.HEADLINE, named here so that reading options does not import scikit-learn.
 METRICS = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
 # Options that must be at least 1 (at least 0: num_workers), checked whichever way they were given.
@@ -62,7 +63,7 @@ class TrainOptions:
     seed: int = _opt(42, "seed for initialisation, shuffling and dropout")
     metric: str = _opt("f1", "dev metric that picks the best checkpoint", choices=METRICS)
     # speed and infrastructure
-    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=PRECISIONS)
     compile: bool = _opt(False, "torch.compile the model; the last partial training batch of each epoch is then dropped so shapes stay static")
     compile_mode: str | None = _opt(
         None,

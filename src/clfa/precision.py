@@ -7,8 +7,7 @@ import contextlib
 import torch
 
 from clfa.errors import OptionError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from clfa.options import PRECISIONS
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
