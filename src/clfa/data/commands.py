@@ -91,14 +91,14 @@ def run_stats(args: argparse.Namespace) -> int:
     for label in labels:
         table.add_column(label, justify="right")
     # Records without a label count in the total; their column shows only when there are some.
-    unlabelled = [f"{row.get('unlabelled', 0):,}" for row in counts.values()] if any("unlabelled" in r for r in counts.values()) else None
+    unlabelled = any("unlabelled" in row for row in counts.values())
     if unlabelled:
         table.add_column("unlabelled", justify="right")
     table.add_column("missing images", justify="right")
     table.add_column("removed by cleaning", justify="right")
-    for i, (split, row) in enumerate(counts.items()):
+    for split, row in counts.items():
         table.add_row(split, f"{row['total']:,}", *(f"{row['labels'].get(label, 0):,}" for label in labels),
-                      *([unlabelled[i]] if unlabelled else []), f"{missing[split]:,}", f"{notes.removed_total(split):,}")
+                      *([f"{row.get('unlabelled', 0):,}"] if unlabelled else []), f"{missing[split]:,}", f"{notes.removed_total(split):,}")
     total = {label: sum(row["labels"].get(label, 0) for row in counts.values()) for label in labels}
     table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels),
                   *([f"{sum(r.get('unlabelled', 0) for r in counts.values()):,}"] if unlabelled else []),
