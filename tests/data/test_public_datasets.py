@@ -180,6 +180,37 @@ def test_mmsd_missing_files_and_images(tmp_path):
     assert [r.id for r in load_dataset("mmsd", root, skip_invalid=True)["train"]] == ["1"]
 
 
+def test_reading_only_the_splits_asked_for_leaves_the_others_unread(tmp_path):
+    """Evaluating on test must not stop at (or spend time checking the images of) the train split."""
+    root = write_mmsd(tmp_path / "mmsd", [['1', 'a', 1]], [['2', 'b', 0, 0]], [['3', 'c', 1, 1]])
+    write_lines(root / "text" / "train.txt", ["not a literal list"])
+    (root / "dataset_image" / "1.jpg").unlink()
+    with pytest.raises(DataError, match=r"train.txt:1: malformed line"):
+        load_dataset("mmsd", root)
+    data = load_dataset("mmsd", root, splits=["test"])
+    assert list(data.splits) == ["test"] and [r.id for r in data["test"]] == ["3"]
+    (root / "text" / "train.txt").unlink()
+    assert [r.id for r in load_dataset("mmsd", root, splits=["test"])["test"]] == ["3"]
+    assert [r.id for r in load_dataset("mmsd", root, splits=["dev", "test"])["dev"]] == ["2"]
+    (root / "text" / "valid2.txt").unlink()
+    with pytest.raises(DataError, match="missing valid2.txt;"):
+        load_dataset("mmsd", root, splits=["dev", "test"])
+    with pytest.raises(DataError, match="has no 'train' split"):
+        data["train"]
+
+    root = write_mmsd2(tmp_path / "mmsd2", {"train": [{"image_id": 1, "text": "a", "label": 0}],
+                                            "valid": [{"image_id": 2, "text": "b", "label": 0}],
+                                            "test": [{"image_id": 3, "text": "c", "label": 1}]})
+    (root / "dataset_image" / "1.jpg").unlink()
+    assert [r.id for r in load_dataset("mmsd2", root, splits=["dev"])["dev"]] == ["2"]
+
+    write_premade(tmp_path / "mvsa", tmp_path / "mvsa" / "data")
+    (tmp_path / "mvsa" / "data" / "0.jpg").unlink()  # a train image
+    assert len(load_dataset("mvsa-single", tmp_path / "mvsa", splits=["test"])["test"]) == 6
+    with pytest.raises(DataError, match=r"train.json:\d+: missing image file"):
+        load_dataset("mvsa-single", tmp_path / "mvsa")
+
+
 # ---------------------------------------------------------------- MMSD2.0
 
 

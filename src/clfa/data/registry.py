@@ -2,7 +2,8 @@
 
 A reader is a function ``(data_dir, options, skip) -> (splits, labels, positive_label)`` registered
 with :func:`register_dataset`. ``options`` is a dict of reader-specific settings (``image_dir``,
-``mmsd_filter``...); readers ignore what they do not know.
+``mmsd_filter``...); readers ignore what they do not know, except ``splits``: when given, only those splits
+are read (and their images checked), so evaluating the test split never stops at a problem in the train split.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import iter_json_array, json_sample, make_record, notes_from
-from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
+from clfa.data.public.common import iter_json_array, json_sample, make_record, notes_from, wanted_splits
+from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
 
@@ -83,8 +83,8 @@ def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options
     return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options)
 
 
-def _require_files(folder: Path, files: dict[str, str]) -> None:
-    missing = [name for name in files.values() if not (folder / name).is_file()]
+def _require_files(folder: Path, files: dict[str, str], splits: list[str]) -> None:
+    missing = [files[split] for split in splits if not (folder / files[split]).is_file()]
     if missing:
         raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there", file=folder)
 
@@ -95,10 +95,11 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     mode = options.get("mmsd_filter") or "token"
     filter_reason("", mode)  # reject an unknown mode before reading anything
     notes, image_dir, folder = notes_from(options), _image_dir(data_dir, options), data_dir / "text"
-    _require_files(folder, MMSD_FILES)
+    wanted = wanted_splits(options)
+    _require_files(folder, MMSD_FILES, wanted)
     splits: dict[str, list[Record]] = {}
-    seen: dict[str, str] = {}  # ids must be unique across splits, as the reference loader asserted
-    for split in SPLITS:
+    seen: dict[str, str] = {}  # ids must be unique across the splits read, as the reference loader asserted
+    for split in wanted:
         path, records = folder / MMSD_FILES[split], []
         with path.open("rb") as f:
             for line, raw in enumerate(f, start=1):
@@ -121,10 +122,11 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD2.0: the re-annotated MMSD, already cleaned by its authors, so no filter is applied."""
     notes_from(options)
     image_dir, folder = _image_dir(data_dir, options), data_dir / "text_json_final"
-    _require_files(folder, MMSD2_FILES)
+    wanted = wanted_splits(options)
+    _require_files(folder, MMSD2_FILES, wanted)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}
-    for split in SPLITS:
+    for split in wanted:
         path, records = folder / MMSD2_FILES[split], []
         for line, item in iter_json_array(path):
             try:

@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, json_sample, make_record, notes_from
+from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, json_sample, make_record, notes_from, wanted_splits
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 
@@ -269,7 +269,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
         files, why = _reusable_split(folder, data_dir, current, notes)
         if files:
             notes.split_dir = folder
-            splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in SPLITS}
+            splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in wanted_splits(options)}
             return splits, list(LABELS), None
         if why:
             stale.append(f"note: the MVSA split in {folder} {why}; making it again from the raw release")
@@ -291,8 +291,8 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
         except OSError as exc:  # e.g. a read-only dataset folder: the split is deterministic, so go on without it
             print(f"warning: could not write the MVSA split to {target} ({exc}); use --splits-dir to keep it", file=sys.stderr)
     label_path = data_dir / LABEL_FILE
-    splits: dict[str, list[Record]] = {split: [] for split in SPLITS}
-    for split in SPLITS:
+    splits: dict[str, list[Record]] = {split: [] for split in wanted_splits(options)}
+    for split in splits:
         for s in parts[split]:
             try:
                 splits[split].append(_record(s["id"], s["text"], s["emotion_label"], image_dir, options, label_path, s["line"], seen))
