@@ -123,11 +123,36 @@ def test_a_csv_with_a_byte_order_mark_reads_and_other_encodings_are_named(folder
     (record,) = read_custom(path)
     assert record.id == "7" and record.text == "café au lait"
     path.write_text("id,text,image,label\n7,café au lait,img/ok.png,pos\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"data.csv:2: not UTF-8 text \(byte 0xe9, invalid continuation byte\); save the file as UTF-8"):
+    with pytest.raises(DataError, match=r"data.csv:2: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"):
         read_custom(path)
     jsonl = folder / "data.jsonl"
     jsonl.write_text(json.dumps(GOOD) + "\n", encoding="utf-8-sig")
     assert [r.id for r in read_custom(jsonl)] == ["1"]
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_record_not_a_lost_file(folder):
+    """A scraped file with one stray byte: under --skip-invalid that line is counted and the rest is read."""
+    good = [json.dumps(GOOD | {"id": str(i), "text": f"caf\u00e9 {i}"}, ensure_ascii=False).encode() for i in range(4)]
+    bad = json.dumps(GOOD | {"id": "x", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    jsonl = folder / "data.jsonl"
+    jsonl.write_bytes(b"\n".join([good[0], good[1], bad, good[2], good[3]]) + b"\n")
+    with pytest.raises(DataError, match=r"data.jsonl:3: not UTF-8 text \(byte 0xe9\)"):
+        read_custom(jsonl)
+    skip = SkipReport()
+    records = read_custom(jsonl, skip=skip)
+    assert [r.id for r in records] == ["0", "1", "2", "3"] and records[0].text == "caf\u00e9 0"
+    assert [(e.line, e.kind) for e in skip.skipped] == [(3, "not UTF-8 text")]
+
+    csv_path = folder / "data.csv"
+    rows = [b"id,text,image,label", b'1,"two\nlines",img/ok.png,pos', "2,caf\u00e9,img/ok.png,pos".encode("cp1252"),
+            "3,caf\u00e9,img/ok.png,neg".encode()]
+    csv_path.write_bytes(b"\n".join(rows) + b"\n")
+    skip = SkipReport()
+    assert [r.id for r in read_custom(csv_path, skip=skip)] == ["1", "3"]
+    assert [e.line for e in skip.skipped] == [4]  # the record on line 4: the first spans lines 2-3
+    csv_path.write_bytes("id,t\u00e9xt,image\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"data.csv:1: not UTF-8 text \(byte 0xe9\)"):
+        read_custom(csv_path, skip=SkipReport())  # a header that cannot be read is the whole file's problem
 
 
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):

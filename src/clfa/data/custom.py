@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -47,28 +48,29 @@ def _ends_with_jpeg_eoi(path: Path) -> bool:
         return f.read(2) == b"\xff\xd9"
 
 
+# Bytes that are not UTF-8 are read as lone surrogates (errors="surrogateescape"), so that one bad line is one bad
+# record -- named, and skippable under --skip-invalid -- rather than the end of the whole file.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(path: Path, line: int, *texts) -> DataError | None:
+    for text in texts:
+        if isinstance(text, str) and (bad := _UNDECODED.search(text)):
+            return DataError(f"not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x}); save the file as UTF-8", file=path, line=line)
+    return None
+
+
 def _iter_rows(path: Path):
-    """Yield (line_number, dict) pairs; malformed lines raise DataError naming the line."""
-    try:
-        yield from _iter_text_rows(path)
-    except UnicodeDecodeError:
-        data = path.read_bytes()
-        try:
-            data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:  # where in the file: the text reader only knows where in its block
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise DataError(f"not UTF-8 text (byte {data[exc.start]:#04x}, {exc.reason}); save the file as UTF-8",
-                            file=path, line=line) from None
-        raise
-
-
-def _iter_text_rows(path: Path):
+    """Yield (line_number, dict | DataError) pairs: a malformed line yields the DataError naming it; a file that
+    cannot be read at all (no CSV header) raises it."""
     # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None:
                 raise DataError("empty CSV file (no header)", file=path)
+            if error := _not_utf8(path, 1, *reader.fieldnames):
+                raise error
             missing = [k for k in REQUIRED_FIELDS if k not in reader.fieldnames]
             if missing:
                 raise DataError(f"CSV header lacks column(s) {missing}; it has {reader.fieldnames}", file=path, line=1)
@@ -77,11 +79,14 @@ def _iter_text_rows(path: Path):
                 if None in row:
                     yield line, DataError("malformed line: more fields than the header", file=path, line=line)
                     continue
-                yield line, row
+                yield line, _not_utf8(path, line, *row.values()) or row
         return
-    with path.open(encoding="utf-8-sig") as f:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
             if not raw.strip():
+                continue
+            if error := _not_utf8(path, line, raw):
+                yield line, error
                 continue
             try:
                 row = json.loads(raw.rstrip("\r\n"))  # so that an error at the line's end has this line's column
