@@ -11,9 +11,10 @@ from transformers import TrainerCallback
 
 from clfa.cli import main
 from clfa.data.registry import load_dataset
+from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, train, training_arguments
+from clfa.training import build_model, build_trainer, experiment_trackers, train, training_arguments
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -159,6 +160,7 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
     ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
     (["--resume"], "", "--resume: no checkpoint to resume from in"),
+    (["--report-to", "tensorbord"], "", "--report-to tensorbord: unknown tracker(s) ['tensorbord']; choose from none, all,"),
 ])
 def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
     config = tmp_path / "opts.yaml"
@@ -171,6 +173,18 @@ def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_datas
     assert code == 2
     assert err.startswith("clfa: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_experiment_trackers_are_checked_before_any_work():
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    assert experiment_trackers("none") == [] and experiment_trackers("all") == ["all"]
+    assert experiment_trackers(" tensorboard ") == ["tensorboard"]
+    absent = [name for name in INTEGRATION_TO_CALLBACK if name not in get_available_reporting_integrations() + ["azure_ml", "flyte"]]
+    if not absent:
+        pytest.skip("every experiment tracker is installed")
+    with pytest.raises(OptionError, match=rf"--report-to tensorboard,{absent[0]}: the package of {absent[0]} is not installed"):
+        experiment_trackers(f"tensorboard,{absent[0]}")
 
 
 def test_torchrun_two_processes_split_the_batches(tiny_models, tiny_dataset, tmp_path):

@@ -366,6 +366,27 @@ def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions
     return cached_images(records, transform, Path(opts.cache_dir) / "images", num_workers=opts.num_workers or None, progress=opts.progress)
 
 
+def experiment_trackers(report_to: str) -> list[str]:
+    """``--report-to`` as the Trainer takes it, checked before any work: a tracker transformers does not know, or
+    whose package is not installed, is an :class:`OptionError` rather than a traceback once the models have loaded."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return names
+    if unknown := [name for name in names if name not in INTEGRATION_TO_CALLBACK]:
+        raise OptionError(f"--report-to {report_to}: unknown tracker(s) {unknown}; choose from none, all, "
+                          + ", ".join(INTEGRATION_TO_CALLBACK))
+    installed = get_available_reporting_integrations()
+    # azure_ml is not listed as available beside mlflow, and flyte never is: transformers checks those itself.
+    if missing := [name for name in names if name not in installed and name not in ("azure_ml", "flyte")]:
+        raise OptionError(f"--report-to {report_to}: the package of {', '.join(missing)} is not installed "
+                          "(install it, or use --report-to none)")
+    return names
+
+
 def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
     """The Trainer's settings. Besides the paper's hyperparameters, what makes a step fast: bf16 autocast where the
     GPU supports it, fused AdamW, optional torch.compile (a ``reduce-overhead`` / ``max-autotune`` mode adds CUDA
@@ -410,7 +431,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
         # queueing the next step; a nan loss is then logged as nan, which is what a diverged run should show.
         logging_nan_inf_filter=False,
         logging_steps=opts.logging_steps,
-        report_to=[] if opts.report_to == "none" else opts.report_to.split(","),
+        report_to=experiment_trackers(opts.report_to),
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not opts.progress,
@@ -469,6 +490,7 @@ def train(
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
     parse_attention_backends(opts.attention_backends)  # before the models load
+    experiment_trackers(opts.report_to)
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
     transform = ImageTransform(image_processor)
