@@ -94,11 +94,19 @@ def test_prediction_runs_the_attention_backends_asked_for(tiny_models, tiny_data
         Predictor.from_pretrained(tmp_path, device="cpu", attention_backends="math,fastest")
 
 
-def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path):
+def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path, monkeypatch):
     from clfa.errors import OptionError
 
     with pytest.raises(OptionError, match="nowhere: no such folder"):
         Predictor.from_pretrained(tmp_path / "nowhere")
+    # A typo in a relative path looks like a hub name ("org/model"); beside the folder it was meant for, it is not.
+    save_model(tiny_models, tmp_path / "runs" / "my-task")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OptionError, match=r"runs/my-tsk: no such folder in runs \(did you mean my-task\?\)"):
+        Predictor.from_pretrained("runs/my-tsk")
+    with pytest.raises(OptionError, match=r"^\./nowhere: no such folder;"):
+        Predictor.from_pretrained("./nowhere")
+    assert Predictor.from_pretrained("runs/my-task", device="cpu").labels == ["negative", "positive"]
     with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors\)"):
         Predictor.from_pretrained(tmp_path)
     save_model(tiny_models, tmp_path / "model")

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer
@@ -35,6 +38,20 @@ def _device(name: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"--device {name}: no CUDA GPU is available here")
     return device
+
+
+def _surely_local(text: str) -> str | None:
+    """Why ``text``, a path that does not exist, is a mistyped local path rather than a hub name, or None when it may be a
+    hub name: then the hub is asked, which offline means retries for half a minute before it fails."""
+    if re.fullmatch(r"[\w-][\w.-]*(/[\w-][\w.-]*)?", text) is None:  # absolute, ./, ~, three parts...: not a hub name
+        return "no such folder"
+    folder = Path(text)
+    parent = folder.parent
+    if parent == Path(".") or not parent.is_dir() or isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return None
+    models = sorted(p.name for p in parent.iterdir() if (p / "config.json").is_file())
+    close = difflib.get_close_matches(folder.name, models, n=3)
+    return f"no such folder in {parent}" + (f" (did you mean {', '.join(close)}?)" if close else "")
 
 
 class Predictor:
@@ -68,6 +85,8 @@ class Predictor:
             if not folder.is_dir() or missing:
                 what = "a file, not a folder" if not folder.is_dir() else f"not a trained model folder (no {', '.join(missing)})"
                 raise OptionError(f"{path}: {what}{hint}")
+        elif problem := _surely_local(str(path)):
+            raise OptionError(f"{path}: {problem}{hint}")
         try:
             model = CLFAModel.from_pretrained(path)
         except OSError as err:  # not here, and the hub (if it can be reached) has no such model either
