@@ -144,12 +144,28 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
                    help="attention kernels allowed, first supported first, e.g. flash,efficient,math (default: PyTorch's choice)")
 
 
+def _versions() -> str:
+    """What a bug report needs: clfa's version and those of the libraries whose behaviour it depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from clfa import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"clfa {__version__} (" + ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "accelerate")) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clfa.data.commands import add_data_parser
     from clfa.options import add_option_arguments
 
     parser = argparse.ArgumentParser(prog="clfa", description="CLIP-guided contrastive cross-modal feature alignment for image+text classification.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=_versions(), help="print the versions of clfa, torch, transformers and accelerate")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a classifier (paper settings by default), pick the best dev checkpoint, test it")
