@@ -1,6 +1,8 @@
 """Predictor: uint8 batches normalised on the device give what the model gives on the image processor's own output;
 the precision and attention kernels asked for are those it computes with."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -107,7 +109,36 @@ def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path, monkeypa
     with pytest.raises(OptionError, match=r"^\./nowhere: no such folder;"):
         Predictor.from_pretrained("./nowhere")
     assert Predictor.from_pretrained("runs/my-task", device="cpu").labels == ["negative", "positive"]
-    with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors\)"):
+
+
+def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_models, tmp_path):
+    """Another model's folder would load as a CLFA model with random weights and predict LABEL_0/LABEL_1."""
+    import shutil
+
+    from clfa.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"bert: a 'bert' model, not a CLFA model"):
+        Predictor.from_pretrained(tiny_models["text"])
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    checkpoint = run / "checkpoints" / "checkpoint-6"  # a Trainer checkpoint: weights, no tokenizer
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(run / name, checkpoint / name)
+    assert Predictor.from_pretrained(checkpoint, device="cpu").labels == ["negative", "positive"]
+    (run / "preprocessor_config.json").unlink()
+    with pytest.raises(OptionError, match=r"checkpoint-6: not a trained model folder \(no preprocessor_config.json\)"):
+        Predictor.from_pretrained(checkpoint)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    shutil.copy(Path(tiny_models["image"]) / "preprocessor_config.json", run)
+    with pytest.raises(OptionError, match=r"checkpoint-6: cannot load the model \("):
+        Predictor.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text("{not json")
+    with pytest.raises(OptionError, match=r"checkpoint-6: cannot read its config.json"):
+        Predictor.from_pretrained(checkpoint)
+    with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors, tokenizer_config.json, "
+                                          r"preprocessor_config.json\)"):
         Predictor.from_pretrained(tmp_path)
     save_model(tiny_models, tmp_path / "model")
     with pytest.raises(OptionError, match="--device gpu: not a device"):

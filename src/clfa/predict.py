@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import re
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoTokenizer
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
+from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import Record
 from clfa.errors import OptionError
@@ -38,6 +41,38 @@ def _device(name: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"--device {name}: no CUDA GPU is available here")
     return device
+
+
+_HINT = "; give the folder clfa train wrote (its --output-dir)"
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _check_model_folder(folder: Path, path: str) -> Path:
+    """The folder that holds the tokenizer and image processor of the model in ``folder``: the folder itself, or for a
+    Trainer checkpoint (which holds weights only) the run folder around it. An :class:`OptionError` when ``folder`` is
+    not a whole CLFA model."""
+    if not folder.is_dir():
+        raise OptionError(f"{path}: a file, not a folder{_HINT}")
+    if (folder / "config.json").is_file():
+        try:
+            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as err:
+            raise OptionError(f"{path}: cannot read its config.json ({_first_line(err)})") from None
+        if model_type != CLFAConfig.model_type:  # it would load, with random weights, and predict LABEL_0 / LABEL_1
+            raise OptionError(f"{path}: a '{model_type}' model, not a CLFA model{_HINT}")
+    processing = folder
+    if folder.parent.name == "checkpoints" and not (folder / "tokenizer_config.json").is_file():
+        processing = folder.parent.parent
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
+        missing.append("model.safetensors")
+    missing += [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
+    if missing:
+        raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
+    return processing
 
 
 def _surely_local(text: str) -> str | None:
@@ -75,25 +110,27 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, **kwargs) -> "Predictor":
-        """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), or such a model's name on the hub.
+        """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), one of its Trainer checkpoints
+        (``OUTPUT_DIR/checkpoints/checkpoint-N``), or such a model's name on the hub.
         ``kwargs``: ``precision``, ``attention_backends``."""
-        folder, hint = Path(path), "; give the folder clfa train wrote (its --output-dir)"
-        if folder.exists():
-            missing = [] if (folder / "config.json").is_file() else ["config.json"]
-            if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
-                missing.append("model.safetensors")
-            if not folder.is_dir() or missing:
-                what = "a file, not a folder" if not folder.is_dir() else f"not a trained model folder (no {', '.join(missing)})"
-                raise OptionError(f"{path}: {what}{hint}")
-        elif problem := _surely_local(str(path)):
-            raise OptionError(f"{path}: {problem}{hint}")
+        folder = Path(path)
+        processing = _check_model_folder(folder, str(path)) if folder.exists() else path
+        if not folder.exists() and (problem := _surely_local(str(path))):
+            raise OptionError(f"{path}: {problem}{_HINT}")
         try:
-            model = CLFAModel.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path)
         except OSError as err:  # not here, and the hub (if it can be reached) has no such model either
-            if folder.exists():
-                raise
-            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({str(err).splitlines()[0]}){hint}") from None
-        return cls(model, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), device, **kwargs)
+            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({_first_line(err)}){_HINT}") from None
+        except ValueError as err:  # a hub model of a type transformers does not know
+            raise OptionError(f"{path}: not a CLFA model ({_first_line(err)}){_HINT}") from None
+        if not isinstance(config, CLFAConfig):
+            raise OptionError(f"{path}: a '{config.model_type}' model, not a CLFA model{_HINT}")
+        try:
+            model = CLFAModel.from_pretrained(path, config=config)
+            tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
+        except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
+            raise OptionError(f"{path}: cannot load the model ({_first_line(err)})") from None
+        return cls(model, tokenizer, processor, device, **kwargs)
 
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
