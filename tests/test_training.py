@@ -14,7 +14,7 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, experiment_trackers, train, training_arguments
+from clfa.training import build_model, build_trainer, check_task, experiment_trackers, train, training_arguments
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -173,6 +173,41 @@ def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_datas
     assert code == 2
     assert err.startswith("clfa: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_load(tmp_path):
+    from clfa.data.records import DataError, Record
+    from clfa.data.registry import DatasetSplits
+
+    def records(*labels):
+        return [Record(id=str(i), text="t", image=tmp_path / "x.png", label=label) for i, label in enumerate(labels)]
+
+    one_class = DatasetSplits("jsonl", {"train": records("pos", "pos")}, labels=["neg", "pos"], positive_label="pos")
+    with pytest.raises(DataError, match=r"the train split has 2 record\(s\) and only the label 'pos'; a classifier needs at least two"):
+        check_task(TrainOptions(), one_class)
+    three = DatasetSplits("jsonl", {"train": records("a", "b", "c"), "dev": records("a")}, labels=["a", "b", "c"])
+    with pytest.raises(OptionError, match=r"--metric recall is that of the positive class.*or use macro_recall"):
+        check_task(TrainOptions(metric="recall"), three)
+    check_task(TrainOptions(metric="macro_recall"), three)
+    check_task(TrainOptions(metric="recall"), DatasetSplits("jsonl", {"train": records("a", "b", "c")}, labels=["a", "b", "c"]))  # no dev: unused
+
+
+def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset, tmp_path, capsys):
+    """An fp32 learning rate of 1e30 sends the weights to inf within a step or two: the loss is nan."""
+    config = tmp_path / "opts.yaml"
+    config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
+                      "mapping_hidden_dim: 32\nfusion_layers: 1\nfusion_heads: 2\nfusion_ffn_dim: 32\nnum_workers: 0\n"
+                      "report_to: none\nprogress: false\nmax_text_length: 4096\n")
+    code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), "--epochs", "1",
+                 "--learning-rate", "1e30", "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 1 and "clfa: error: training diverged" in capsys.readouterr().err
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
+    assert saved["train"]["loss"] is None
+    # The options are those the model was built with: the teacher's width, the text encoder's longest input.
+    model_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["options"]["align_dim"] == model_config["align_dim"] != TrainOptions().align_dim
+    assert saved["options"]["max_text_length"] == model_config["max_text_length"] < 4096
 
 
 def test_experiment_trackers_are_checked_before_any_work():

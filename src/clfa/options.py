@@ -22,6 +22,18 @@ POSITIVE = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max
             "fusion_layers", "fusion_heads", "mapping_hidden_dim", "fusion_ffn_dim", "align_dim")
 
 
+# Numbers with a range, checked whichever way they were given: (test, what it says). Written so that nan fails too.
+RANGES = {
+    "learning_rate": (lambda v: v > 0, "above 0"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "warmup_ratio": (lambda v: 0 <= v < 1, "a fraction of the steps, from 0 up to (not including) 1"),
+    "dropout": (lambda v: 0 <= v < 1, "a probability from 0 up to (not including) 1"),
+    "temperature": (lambda v: v > 0, "above 0 (the paper's is 0.1)"),
+    "alignment_weight": (lambda v: v >= 0, "0 or more"),
+    "initializer_range": (lambda v: v > 0, "above 0"),
+}
+
+
 def default_cache_dir() -> str:
     return os.environ.get("CLFA_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clfa"))
 
@@ -108,6 +120,9 @@ class TrainOptions:
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name, (ok, allowed) in RANGES.items():
+            if not ok(getattr(self, name)):
+                raise OptionError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise OptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if self.epochs <= 0 and self.max_steps <= 0:

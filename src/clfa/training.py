@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from transformers.utils import is_sagemaker_mp_enabled
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
-from clfa.data.records import Record, require_labels
+from clfa.data.records import DataError, Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.errors import OptionError
 from clfa.fused_linears import fusing_linears
@@ -366,6 +367,17 @@ def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions
     return cached_images(records, transform, Path(opts.cache_dir) / "images", num_workers=opts.num_workers or None, progress=opts.progress)
 
 
+def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
+    """A task the run cannot learn or score is refused before the models load, not found out at the first evaluation."""
+    seen = sorted({record.label for record in data["train"]})
+    if len(seen) < 2:
+        raise DataError(f"dataset '{data.name}': the train split has {len(data['train'])} record(s) and "
+                        f"{'only the label ' + repr(seen[0]) if seen else 'no labels'}; a classifier needs at least two")
+    if opts.metric in ("precision", "recall") and data.positive_label is None and data.splits.get("dev"):
+        raise OptionError(f"--metric {opts.metric} is that of the positive class, which a task of {len(data.labels)} labels "
+                          f"({', '.join(data.labels)}) has only when --positive-label names one; or use macro_{opts.metric}")
+
+
 def experiment_trackers(report_to: str) -> list[str]:
     """``--report-to`` as the Trainer takes it, checked before any work: a tracker transformers does not know, or
     whose package is not installed, is an :class:`OptionError` rather than a traceback once the models have loaded."""
@@ -489,7 +501,8 @@ def train(
     checkpoints = out / "checkpoints"
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
-    parse_attention_backends(opts.attention_backends)  # before the models load
+    check_task(opts, data)  # before the models load
+    parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
@@ -533,8 +546,11 @@ def train(
     metrics: dict = {
         "dataset": data.name,
         "labels": data.labels,
-        "options": opts.to_dict(),
-        "train": {"samples": len(train_records), "steps": result.global_step, "loss": result.training_loss},
+        # What the model was built with: the teacher sets align_dim, and the text encoder can cap max_text_length.
+        "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
+        # A diverged run's nan loss is written as null: NaN is not JSON, and strict readers refuse the whole file.
+        "train": {"samples": len(train_records), "steps": result.global_step,
+                  "loss": result.training_loss if math.isfinite(result.training_loss) else None},
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "skipped": data.skipped.to_json(),
         "removed_by_cleaning": data.removed,
