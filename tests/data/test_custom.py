@@ -155,6 +155,35 @@ def test_a_line_that_is_not_utf8_is_one_bad_record_not_a_lost_file(folder):
         read_custom(csv_path, skip=SkipReport())  # a header that cannot be read is the whole file's problem
 
 
+def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_named(folder):
+    path = folder / "data.csv"
+    path.write_text('id,text,image,label\n\n1,"two\nlines",img/ok.png,pos\n\n2,short,img/ok.png\n3,fine,img/ok.png,neg\n')
+    skip = SkipReport()
+    assert [(r.id, r.source) for r in read_custom(path, skip=skip)] == [("1", f"{path}:3"), ("3", f"{path}:7")]
+    assert [(e.line, e.reason) for e in skip.skipped] == [(6, "malformed line: fewer fields than the header")]
+    # A quote that is never closed swallows the records after it: the one record it makes is named with its lines.
+    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg\n')
+    skip = SkipReport()
+    assert read_custom(path, skip=skip) == []
+    assert [(e.line, e.reason) for e in skip.skipped] == [
+        (2, "malformed line: fewer fields than the header (the record runs over lines 2-3: a quote that is never closed?)")]
+    # In a long file the swallowed field outgrows the parser's limit: the file cannot be read on, and says where.
+    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n' + "".join(f"{i},fine text,img/ok.png,neg\n" for i in range(2, 9000)))
+    with pytest.raises(DataError, match=r"data.csv:2: malformed CSV from here on \(field larger than field limit .*\): a quote that is never closed\?"):
+        read_custom(path, skip=SkipReport())
+
+
+def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp_path):
+    with pytest.raises(DataError, match=r"nowhere: no such folder"):
+        load_dataset("jsonl", tmp_path / "nowhere", labels=["neg", "pos"])
+    with pytest.raises(DataError, match=r"img: no data file: found no train.jsonl/.json/.csv or dev.jsonl/.json/.csv or test"):
+        load_dataset("jsonl", folder / "img", labels=["neg", "pos"])
+    with pytest.raises(DataError, match=r"img: no data file: found no test.jsonl/.json/.csv$"):
+        load_dataset("jsonl", folder / "img", labels=["neg", "pos"], splits=["test"])
+    with pytest.raises(DataError, match=r"ok.png: a file, not a folder"):
+        load_dataset("csv", folder / "img" / "ok.png")
+
+
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
     from clfa.errors import OptionError
 

@@ -555,8 +555,11 @@ def test_mvsa_raw_errors_name_file_and_line(tmp_path):
     (root / "data" / "9.txt").unlink()
     with pytest.raises(DataError, match=r"labelResultAll.txt:10: missing text file .*9.txt"):
         load_dataset("mvsa-single", root)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no pre-made splits"):
         load_dataset("mvsa-single", tmp_path / "empty")
+    with pytest.raises(DataError, match="nowhere: no such folder"):
+        load_dataset("mvsa-single", tmp_path / "nowhere")
 
 
 def test_mvsa_raw_missing_image(tmp_path):

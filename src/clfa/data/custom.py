@@ -63,23 +63,8 @@ def _not_utf8(path: Path, line: int, *texts) -> DataError | None:
 def _iter_rows(path: Path):
     """Yield (line_number, dict | DataError) pairs: a malformed line yields the DataError naming it; a file that
     cannot be read at all (no CSV header) raises it."""
-    # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                raise DataError("empty CSV file (no header)", file=path)
-            if error := _not_utf8(path, 1, *reader.fieldnames):
-                raise error
-            missing = [k for k in REQUIRED_FIELDS if k not in reader.fieldnames]
-            if missing:
-                raise DataError(f"CSV header lacks column(s) {missing}; it has {reader.fieldnames}", file=path, line=1)
-            for row in reader:
-                line = reader.line_num
-                if None in row:
-                    yield line, DataError("malformed line: more fields than the header", file=path, line=line)
-                    continue
-                yield line, _not_utf8(path, line, *row.values()) or row
+        yield from _iter_csv_rows(path)
         return
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
@@ -97,6 +82,41 @@ def _iter_rows(path: Path):
                 yield line, DataError("malformed line: expected a JSON object", file=path, line=line)
                 continue
             yield line, row
+
+
+def _csv_records(path: Path):
+    """(first line, fields) of each non-empty CSV record; a record may run over several lines (a quoted newline)."""
+    # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # the parser cannot find where records start again: the file's problem
+                raise DataError(f"malformed CSV from here on ({exc}): a quote that is never closed?", file=path, line=start) from None
+            if fields:
+                yield start, reader.line_num, fields
+
+
+def _iter_csv_rows(path: Path):
+    records = _csv_records(path)
+    header_line, _, header = next(records, (None, None, None))
+    if header is None:
+        raise DataError("empty CSV file (no header)", file=path)
+    if error := _not_utf8(path, header_line, *header):
+        raise error
+    if missing := [k for k in REQUIRED_FIELDS if k not in header]:
+        raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
+    for start, end, fields in records:
+        spans = f" (the record runs over lines {start}-{end}: a quote that is never closed?)" if end > start else ""
+        if len(fields) != len(header):
+            more_or_fewer = "more" if len(fields) > len(header) else "fewer"
+            yield start, DataError(f"malformed line: {more_or_fewer} fields than the header{spans}", file=path, line=start, kind="malformed line")
+            continue
+        yield start, _not_utf8(path, start, *fields) or dict(zip(header, fields))
 
 
 def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool) -> Record:

@@ -91,6 +91,9 @@ def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
     files = {split: (options.get(split) or _find_split_file(data_dir, split)) if split in wanted else None for split in SPLITS}
     if files["train"] is None and labels is None:
         raise DataError("no train file (train.jsonl / train.csv) and no --labels given", file=data_dir)
+    if not any(files.values()):
+        names = " or ".join(f"{split}.jsonl/.json/.csv" for split in SPLITS if split in wanted)
+        raise DataError(f"no data file: found no {names}", file=data_dir)
     splits: dict[str, list[Record]] = {}
     for split in SPLITS:
         if files[split] is None:
@@ -110,6 +113,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     _ensure_public_readers()
     if name not in DATASETS:
         raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError("no such folder" if not Path(data_dir).exists() else "a file, not a folder (give the dataset's folder)", file=data_dir)
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
     skip = SkipReport() if skip_invalid else None
     from clfa.data.public.common import ReaderNotes
