@@ -160,6 +160,8 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
     ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
     (["--resume"], "", "--resume: no checkpoint to resume from in"),
+    (["--text-model", "/nonexistent/bert"], "", "--text-model /nonexistent/bert: not a model folder, nor a model the hub gave"),
+    (["--teacher", "{data}"], "", "/data: not a model folder, nor a model the hub gave (Unrecognized model in"),
     (["--report-to", "tensorbord"], "", "--report-to tensorbord: unknown tracker(s) ['tensorbord']; choose from none, all,"),
 ])
 def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
@@ -167,6 +169,7 @@ def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_datas
     config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
                       "num_workers: 0\nreport_to: none\nprogress: false\n" + config_text)
     capsys.readouterr()
+    flags = [flag.replace("{data}", str(tiny_dataset)) for flag in flags]
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), *flags,
                  "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err

@@ -26,7 +26,7 @@ from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import Record
-from clfa.errors import OptionError
+from clfa.errors import OptionError, first_line
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
 
@@ -46,10 +46,6 @@ def _device(name: str | torch.device | None) -> torch.device:
 _HINT = "; give the folder clfa train wrote (its --output-dir)"
 
 
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def _check_model_folder(folder: Path, path: str) -> Path:
     """The folder that holds the tokenizer and image processor of the model in ``folder``: the folder itself, or for a
     Trainer checkpoint (which holds weights only) the run folder around it. An :class:`OptionError` when ``folder`` is
@@ -60,7 +56,7 @@ def _check_model_folder(folder: Path, path: str) -> Path:
         try:
             model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError, AttributeError) as err:
-            raise OptionError(f"{path}: cannot read its config.json ({_first_line(err)})") from None
+            raise OptionError(f"{path}: cannot read its config.json ({first_line(err)})") from None
         if model_type != CLFAConfig.model_type:  # it would load, with random weights, and predict LABEL_0 / LABEL_1
             raise OptionError(f"{path}: a '{model_type}' model, not a CLFA model{_HINT}")
     processing = folder
@@ -120,16 +116,16 @@ class Predictor:
         try:
             config = AutoConfig.from_pretrained(path)
         except OSError as err:  # not here, and the hub (if it can be reached) has no such model either
-            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({_first_line(err)}){_HINT}") from None
+            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({first_line(err)}){_HINT}") from None
         except ValueError as err:  # a hub model of a type transformers does not know
-            raise OptionError(f"{path}: not a CLFA model ({_first_line(err)}){_HINT}") from None
+            raise OptionError(f"{path}: not a CLFA model ({first_line(err)}){_HINT}") from None
         if not isinstance(config, CLFAConfig):
             raise OptionError(f"{path}: a '{config.model_type}' model, not a CLFA model{_HINT}")
         try:
             model = CLFAModel.from_pretrained(path, config=config)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
         except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
-            raise OptionError(f"{path}: cannot load the model ({_first_line(err)})") from None
+            raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
         return cls(model, tokenizer, processor, device, **kwargs)
 
     @torch.inference_mode()

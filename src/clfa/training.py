@@ -22,7 +22,7 @@ from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import DataError, Record, require_labels
 from clfa.data.registry import DatasetSplits
-from clfa.errors import OptionError
+from clfa.errors import OptionError, first_line
 from clfa.fused_linears import fusing_linears
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
@@ -346,15 +346,19 @@ MODEL_OPTIONS = (
 )
 
 
+def uses_teacher(opts: TrainOptions) -> bool:
+    return opts.alignment != "none" and opts.alignment_weight > 0
+
+
 def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None) -> CLFAModel:
-    uses_teacher = opts.alignment != "none" and opts.alignment_weight > 0
+    teacher = uses_teacher(opts)
     return CLFAModel.from_encoders(
         opts.text_model,
         opts.image_model,
         labels=labels,
-        align_dim=teacher_projection_dim(opts.teacher) if uses_teacher else opts.align_dim,
+        align_dim=teacher_projection_dim(opts.teacher) if teacher else opts.align_dim,
         positive_label=positive_label,
-        teacher_model_name=opts.teacher if uses_teacher else None,
+        teacher_model_name=opts.teacher if teacher else None,
         **{name: getattr(opts, name) for name in MODEL_OPTIONS},
     )
 
@@ -376,6 +380,21 @@ def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     if opts.metric in ("precision", "recall") and data.positive_label is None and data.splits.get("dev"):
         raise OptionError(f"--metric {opts.metric} is that of the positive class, which a task of {len(data.labels)} labels "
                           f"({', '.join(data.labels)}) has only when --positive-label names one; or use macro_{opts.metric}")
+
+
+def check_models(opts: TrainOptions) -> None:
+    """Each model option names a model folder or a hub model (its config is read, nothing more): a wrong path is one
+    line naming the option, not a traceback from deep in the loading."""
+    from transformers import AutoConfig
+
+    models = {"--text-model": opts.text_model, "--image-model": opts.image_model}
+    if uses_teacher(opts):
+        models["--teacher"] = opts.teacher
+    for flag, name in models.items():
+        try:
+            AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as err:
+            raise OptionError(f"{flag} {name}: not a model folder, nor a model the hub gave ({first_line(err)})") from None
 
 
 def experiment_trackers(report_to: str) -> list[str]:
@@ -502,6 +521,7 @@ def train(
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
     check_task(opts, data)  # before the models load
+    check_models(opts)
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
