@@ -173,6 +173,22 @@ def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_n
         read_custom(path, skip=SkipReport())
 
 
+def test_a_json_file_may_hold_one_list_of_records(folder):
+    path = folder / "train.json"
+    path.write_text(json.dumps([GOOD, GOOD | {"id": "2", "label": "neg"}, ["not", "an", "object"]], indent=1))
+    skip = SkipReport()
+    records = read_custom(path, skip=skip)
+    assert [(r.id, r.label, r.source) for r in records] == [("1", "pos", f"{path}:2"), ("2", "neg", f"{path}:8")]
+    assert [(e.line, e.reason) for e in skip.skipped] == [(14, "malformed item: expected a JSON object")]
+    path.write_text("\ufeff" + json.dumps(GOOD) + "\n")  # one object per line stays JSON Lines, whatever the suffix
+    assert [r.id for r in read_custom(path)] == ["1"]
+    path.write_text(json.dumps([GOOD, GOOD | {"id": "2", "label": "neg"}]))
+    assert [r.id for r in load_dataset("jsonl", folder)["train"]] == ["1", "2"]  # found as DATA_DIR/train.json
+    path.write_text('[{"id": "1",\n "text": }]')
+    with pytest.raises(DataError, match=r"train.json:2: malformed JSON"):
+        read_custom(path, skip=SkipReport())
+
+
 def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp_path):
     with pytest.raises(DataError, match=r"nowhere: no such folder"):
         load_dataset("jsonl", tmp_path / "nowhere", labels=["neg", "pos"])

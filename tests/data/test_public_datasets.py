@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from clfa.data.public import ReaderNotes
-from clfa.data.public.common import decode_text, iter_json_array
+from clfa.data.json_array import iter_json_array
+from clfa.data.public.common import decode_text
 from clfa.data.public.mmsd import filter_reason
 from clfa.data.public.mvsa import SPLIT_FOLDER, aggregate, majority, split_8_1_1
 from clfa.data.records import DataError

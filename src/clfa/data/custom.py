@@ -1,4 +1,5 @@
-"""Reader for the custom task format: JSONL or CSV with ``id``, ``text``, ``image``, ``label`` (+ ``ocr``, ``caption``).
+"""Reader for the custom task format: JSON Lines (or one JSON list) or CSV with ``id``, ``text``, ``image``, ``label``
+(+ ``ocr``, ``caption``).
 
 Image paths are relative to the file that names them. Every problem is reported with the file and line;
 under ``skip`` the bad record is counted in the :class:`SkipReport` instead of raising.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from clfa.data.json_array import iter_json_array
 from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
 
 REQUIRED_FIELDS = ("id", "text", "image")
@@ -60,11 +62,21 @@ def _not_utf8(path: Path, line: int, *texts) -> DataError | None:
     return None
 
 
+def _holds_a_list(path: Path) -> bool:
+    """Whether a ``.json`` file is one JSON list of objects rather than JSON Lines (one object per line)."""
+    with path.open("rb") as f:
+        return f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
 def _iter_rows(path: Path):
     """Yield (line_number, dict | DataError) pairs: a malformed line yields the DataError naming it; a file that
     cannot be read at all (no CSV header) raises it."""
     if path.suffix.lower() == ".csv":
         yield from _iter_csv_rows(path)
+        return
+    if path.suffix.lower() == ".json" and _holds_a_list(path):
+        for line, item in iter_json_array(path):
+            yield line, item if isinstance(item, dict) else DataError("malformed item: expected a JSON object", file=path, line=line)
         return
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
@@ -150,7 +162,8 @@ def read_custom(
     skip: SkipReport | None = None,
     check_images: bool = True,
 ) -> list[Record]:
-    """Read a JSONL (``.jsonl``/``.json``) or ``.csv`` file of records.
+    """Read a file of records: JSON Lines (``.jsonl`` or ``.json``), a ``.json`` file holding one list of objects, or
+    ``.csv``.
 
     ``labels``: the allowed label names (anything else is an "unknown label"); None accepts any label.
     ``skip``: collect bad records there instead of raising on the first one.

@@ -12,7 +12,8 @@ import ast
 import re
 from pathlib import Path
 
-from clfa.data.public.common import iter_json_array, json_sample, make_record, notes_from, wanted_splits
+from clfa.data.json_array import iter_json_array
+from clfa.data.public.common import json_sample, make_record, notes_from, wanted_splits
 from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet

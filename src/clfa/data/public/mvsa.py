@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from clfa.data.public.common import ReaderNotes, decode_text, iter_json_array, json_sample, make_record, notes_from, wanted_splits
+from clfa.data.json_array import iter_json_array
+from clfa.data.public.common import ReaderNotes, decode_text, json_sample, make_record, notes_from, wanted_splits
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset
 

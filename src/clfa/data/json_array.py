@@ -1,0 +1,56 @@
+"""JSON files that hold one list of objects, read item by item so that an error names the line it is on."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from clfa.data.records import DataError
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, item)`` for each item of a file holding one JSON list.
+
+    Items are decoded one at a time so an error about an item can name the line it starts on.
+    A file that is not a JSON list raises DataError with the line of the syntax error.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=path) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", file=path) from exc
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    i = _WS.match(text, 0).end()
+    if text[i : i + 1] != "[":
+        raise DataError("malformed file: expected a JSON list ('[' ... ']')", file=path, line=line_at(i))
+    i = _WS.match(text, i + 1).end()
+    if text[i : i + 1] != "]":
+        while True:
+            start = line_at(i)
+            try:
+                item, i = decoder.raw_decode(text, i)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON ({exc.msg})", file=path, line=exc.lineno) from exc
+            yield start, item
+            i = _WS.match(text, i).end()
+            if text[i : i + 1] == ",":
+                i = _WS.match(text, i + 1).end()
+                continue
+            if text[i : i + 1] == "]":
+                break
+            raise DataError("malformed JSON: expected ',' or ']' after an item", file=path, line=line_at(i))
+    if text[_WS.match(text, i + 1).end() :]:
+        raise DataError("malformed JSON: text after the closing ']'", file=path, line=line_at(i))
