@@ -40,8 +40,9 @@ class DataError(ValueError):
 
 def reason_kind(reason: str) -> str:
     """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
-    problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file"."""
-    return re.split(r" (?=['\"/(])", reason, maxsplit=1)[0]
+    problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file";
+    "malformed line: expected ['<id>', ...]" -> "malformed line: expected"; "malformed line: 'a,b'" -> "malformed line"."""
+    return re.split(r" (?=['\"/(\[{])", reason, maxsplit=1)[0].rstrip(":")
 
 
 @dataclass
