@@ -146,5 +146,7 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="--device cuda: no CUDA GPU is available here"):
             Predictor.from_pretrained(tmp_path / "model", device="cuda")
+    with pytest.raises(ValueError, match="^empty text$"):
+        Predictor.from_pretrained(tmp_path / "model", device="cpu").predict(" ", Image.new("RGB", (8, 8)))
     empty = Predictor.from_pretrained(tmp_path / "model", device="cpu").run([], progress=False)
     assert {key: value.shape for key, value in empty.items()} == {"probabilities": (0, 2), "text_features": (0, 24), "image_features": (0, 24)}

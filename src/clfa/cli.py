@@ -123,7 +123,12 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.run import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OptionError(f"--out {out}: a file stands where the folder would be") from None
+    run_demo(out, quick=args.quick, seed=args.seed)
     return 0
 
 

@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
-from clfa.data.records import Record
+from clfa.data.records import DataError, Record
 from clfa.errors import OptionError, first_line
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
@@ -145,6 +145,8 @@ class Predictor:
 
     def predict(self, text: str, image: str | Path | Image.Image) -> dict:
         """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
+        if not text.strip():  # as a file's empty text is refused: a label for nothing is no prediction
+            raise DataError("empty text")
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
         enc = tokenize(self.tokenizer, [text], self.model.config.max_text_length)
         batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}

@@ -8,6 +8,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 
 from clfa.data.image_cache import cached_images
 from clfa.data.processing import CLFADataset, Collator, ImageTransform, SampleBatch, stack, tokenize
+from clfa.data.records import DataError
 from clfa.data.registry import load_dataset
 
 LABEL2ID = {"negative": 0, "positive": 1}
@@ -57,6 +58,16 @@ def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset):
     expected = processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
     ours = transform.normalize(torch.from_numpy(transform.load(tiny_dataset / "images" / "3.png"))[None])
     torch.testing.assert_close(ours, expected.float(), rtol=0, atol=1e-6)
+
+
+def test_an_image_that_cannot_be_loaded_is_named_once(tiny_models, tmp_path):
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    with pytest.raises(DataError) as missing:
+        transform.load(tmp_path / "nope.png", source="a.jsonl:3")
+    assert str(missing.value) == f"{tmp_path / 'nope.png'}: missing image file (record a.jsonl:3)"
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"bad.png: unreadable image file \(UnidentifiedImageError: "):
+        transform.load(tmp_path / "bad.png")
 
 
 @pytest.mark.parametrize("source", ["cache", "files", "list"])

@@ -67,3 +67,9 @@ def test_predict_refuses_what_it_would_otherwise_ignore_in_one_line(demo, tmp_pa
     assert main(["predict", "--model", str(demo / "model"), *(paths.get(flag, flag) for flag in flags)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("clfa: error: ") and message in err
+
+
+def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "taken")]) == 2
+    assert "clfa: error: --out " in capsys.readouterr().err and (tmp_path / "taken").read_text() == ""

@@ -51,12 +51,14 @@ class ImageTransform:
 
     def load(self, path: str | Path, source: str = "") -> np.ndarray:
         """Decode and resize one image file to uint8 (3, H, W); a bad file raises DataError naming it."""
+        where = f" (record {source})" if source else ""
         try:
             with Image.open(path) as img:
                 return self.load_image(img)
-        except (OSError, ValueError, SyntaxError) as exc:
-            where = f" (record {source})" if source else ""
-            raise DataError(f"unreadable image file {path}{where}: {exc}", file=path) from exc
+        except FileNotFoundError:
+            raise DataError(f"missing image file{where}", file=path) from None
+        except (OSError, ValueError, SyntaxError) as exc:  # the file names itself: the message need not repeat it
+            raise DataError(f"unreadable image file{where} ({exc.__class__.__name__}: {exc})", file=path) from exc
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float pixel_values, exactly as the image processor would; works on any device
