@@ -39,11 +39,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from clfa.metrics import classification_metrics
     from clfa.predict import Predictor
-    from clfa.report import metrics_table
+    from clfa.report import metrics_table, print_table
 
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
@@ -65,7 +63,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
-    Console().print(metrics_table(results, title=f"{args.model} on {data.name}"))
+    print_table(metrics_table(results, title=f"{args.model} on {data.name}"))
     if args.output:
         Path(args.output).write_text(json.dumps(results | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed}, indent=2))
     return 0

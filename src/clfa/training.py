@@ -28,7 +28,7 @@ from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
-from clfa.report import metrics_table
+from clfa.report import metrics_table, print_table
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
 logger = logging.getLogger(__name__)
@@ -590,7 +590,5 @@ def train(
 
 
 def print_summary(metrics: dict, title: str) -> None:
-    from rich.console import Console
-
     rows = {split: metrics[split] for split in ("dev", "test") if split in metrics}
-    Console().print(metrics_table(rows, title=title))
+    print_table(metrics_table(rows, title=title))

@@ -23,6 +23,7 @@ from clfa.data.arguments import add_dataset_arguments, dataset_from_args
 from clfa.data.public.common import ReaderNotes
 from clfa.data.records import DataError, Record
 from clfa.data.registry import DatasetSplits
+from clfa.report import print_table
 
 MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner or a decompression bomb
 
@@ -103,7 +104,7 @@ def run_stats(args: argparse.Namespace) -> int:
     table.add_row("total", f"{sum(r['total'] for r in counts.values()):,}", *(f"{total[label]:,}" for label in labels),
                   *([f"{sum(r.get('unlabelled', 0) for r in counts.values()):,}"] if unlabelled else []),
                   f"{sum(missing.values()):,}", f"{sum(notes.removed_total(s) for s in notes.removed):,}", style="bold")
-    out.print(table)
+    print_table(table, out)
     _print_notes(out, dataset, notes, missing=None)
     return 0
 

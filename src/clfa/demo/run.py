@@ -26,7 +26,7 @@ from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import SCENES, generate_world, scene_of
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.report import metrics_table
+from clfa.report import metrics_table, print_table
 from clfa.training import train
 from clfa.visualize import alignment_heatmaps, cosine_matrix
 
@@ -165,7 +165,7 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
         first_column="model",
         keys=("accuracy", "precision", "recall", "f1", "macro_f1"),
     )
-    console.print(table)
+    print_table(table, console)
     heatmap = _heatmap(out, {name: model_dirs[name] for name in list(VARIANTS)[:2]}, data)
     summary = {
         "size": dataclasses.asdict(size),
