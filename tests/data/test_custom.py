@@ -157,16 +157,17 @@ def test_a_line_that_is_not_utf8_is_one_bad_record_not_a_lost_file(folder):
 
 def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_named(folder):
     path = folder / "data.csv"
-    path.write_text('id,text,image,label\n\n1,"two\nlines",img/ok.png,pos\n\n2,short,img/ok.png\n3,fine,img/ok.png,neg\n')
+    path.write_text('id,text,image,label\n\n1,"two\nlines",img/ok.png,pos\n\n2,no label,img/ok.png\n4,short\n3,fine,img/ok.png,neg\n')
     skip = SkipReport()
-    assert [(r.id, r.source) for r in read_custom(path, skip=skip)] == [("1", f"{path}:3"), ("3", f"{path}:7")]
-    assert [(e.line, e.reason) for e in skip.skipped] == [(6, "malformed line: fewer fields than the header")]
+    records = read_custom(path, skip=skip)
+    assert [(r.id, r.label, r.source) for r in records] == [("1", "pos", f"{path}:3"), ("2", None, f"{path}:6"), ("3", "neg", f"{path}:8")]
+    assert [(e.line, e.reason) for e in skip.skipped] == [(7, "malformed line: fewer fields than the header (no image)")]
     # A quote that is never closed swallows the records after it: the one record it makes is named with its lines.
     path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg\n')
     skip = SkipReport()
     assert read_custom(path, skip=skip) == []
     assert [(e.line, e.reason) for e in skip.skipped] == [
-        (2, "malformed line: fewer fields than the header (the record runs over lines 2-3: a quote that is never closed?)")]
+        (2, "malformed line: fewer fields than the header (no image); the record runs over lines 2-3: is a quote never closed?")]
     # In a long file the swallowed field outgrows the parser's limit: the file cannot be read on, and says where.
     path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n' + "".join(f"{i},fine text,img/ok.png,neg\n" for i in range(2, 9000)))
     with pytest.raises(DataError, match=r"data.csv:2: malformed CSV from here on \(field larger than field limit .*\): a quote that is never closed\?"):

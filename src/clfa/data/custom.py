@@ -122,13 +122,17 @@ def _iter_csv_rows(path: Path):
         raise error
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
         raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
+    required = {key: header.index(key) for key in REQUIRED_FIELDS}
     for start, end, fields in records:
-        spans = f" (the record runs over lines {start}-{end}: a quote that is never closed?)" if end > start else ""
-        if len(fields) != len(header):
-            more_or_fewer = "more" if len(fields) > len(header) else "fewer"
-            yield start, DataError(f"malformed line: {more_or_fewer} fields than the header{spans}", file=path, line=start, kind="malformed line")
+        if len(fields) > len(header):
+            problem = "more fields than the header"
+        elif lacking := [key for key, column in required.items() if column >= len(fields)]:
+            problem = f"fewer fields than the header (no {', '.join(lacking)})"
+        else:  # optional fields that a short row leaves out are empty, as they are in csv.DictReader
+            yield start, _not_utf8(path, start, *fields) or dict(zip(header, fields))
             continue
-        yield start, _not_utf8(path, start, *fields) or dict(zip(header, fields))
+        spans = f"; the record runs over lines {start}-{end}: is a quote never closed?" if end > start else ""
+        yield start, DataError(f"malformed line: {problem}{spans}", file=path, line=start, kind="malformed line")
 
 
 def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool) -> Record:
