@@ -108,6 +108,8 @@ def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path, monkeypa
         Predictor.from_pretrained("runs/my-tsk")
     with pytest.raises(OptionError, match=r"^\./nowhere: no such folder;"):
         Predictor.from_pretrained("./nowhere")
+    with pytest.raises(OptionError, match=r"^runs/my--task: no such folder in runs \(did you mean my-task\?\)"):
+        Predictor.from_pretrained("runs/my--task")  # no hub name has "--": the hub's cache is not even asked
     assert Predictor.from_pretrained("runs/my-task", device="cpu").labels == ["negative", "positive"]
 
 

@@ -111,7 +111,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     opts = tiny_options(tiny_models, tmp_path / "cut", epochs=3)
     with pytest.raises(KeyboardInterrupt):
         train(opts, data, callbacks=[Interrupt()])
-    assert list((tmp_path / "cut" / "run" / "checkpoints").glob("checkpoint-*"))
+    (checkpoint,) = (tmp_path / "cut" / "run" / "checkpoints").glob("checkpoint-*")
+    # A checkpoint of a run cut short serves predictions: the tokenizer and image processor were written first.
+    probabilities = Predictor.from_pretrained(checkpoint, device="cpu").run(data["test"][:4], progress=False)["probabilities"]
+    assert probabilities.shape == (4, 2)
     resumed = train(opts, data, resume=True)
     assert resumed["train"]["steps"] == full["train"]["steps"]
     for split in ("dev", "test"):
@@ -203,7 +206,7 @@ def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset,
                       "report_to: none\nprogress: false\nmax_text_length: 4096\n")
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), "--epochs", "1",
                  "--learning-rate", "1e30", "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
-    assert code == 1 and "clfa: error: training diverged" in capsys.readouterr().err
+    assert code == 1 and "clfa: error: training diverged: the model written has weights" in capsys.readouterr().err
     text = (tmp_path / "run" / "metrics.json").read_text()
     saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
     assert saved["train"]["loss"] is None
@@ -211,6 +214,19 @@ def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset,
     model_config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["options"]["align_dim"] == model_config["align_dim"] != TrainOptions().align_dim
     assert saved["options"]["max_text_length"] == model_config["max_text_length"] < 4096
+
+
+class DivergeAfterFirstEpoch(TrainerCallback):
+    def on_epoch_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        lr_scheduler.base_lrs = [1e30 for _ in lr_scheduler.base_lrs]
+
+
+def test_a_run_whose_loss_goes_nan_after_a_good_dev_checkpoint_keeps_that_checkpoint(tiny_models, tiny_dataset, tmp_path):
+    metrics = train(tiny_options(tiny_models, tmp_path, epochs=3), load_dataset("jsonl", tiny_dataset), callbacks=[DivergeAfterFirstEpoch()])
+    assert metrics["train"]["loss"] is None and metrics["train"]["weights_finite"]
+    assert metrics["best_checkpoint"].endswith("checkpoint-6")  # the first epoch's, from before the divergence
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 
 
 def test_experiment_trackers_are_checked_before_any_work():

@@ -31,10 +31,13 @@ def _train(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
         print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))
         print(f"model and metrics.json written to {opts.output_dir}")
-    if metrics["train"]["loss"] is None:
-        print("clfa: error: training diverged (the training loss is not a number); the model written is not usable: "
-              "lower --learning-rate, or use --precision bf16 or fp32 rather than fp16", file=sys.stderr)
+    if not metrics["train"]["weights_finite"]:
+        print("clfa: error: training diverged: the model written has weights that are not numbers; lower --learning-rate, "
+              "or use --precision bf16 or fp32 rather than fp16", file=sys.stderr)
         return 1
+    if metrics["train"]["loss"] is None:
+        print("warning: the training loss became nan; the model written is a dev checkpoint from before, with finite "
+              "weights, but later epochs were lost: lower --learning-rate", file=sys.stderr)
     return 0
 
 

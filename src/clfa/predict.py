@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
@@ -60,8 +60,8 @@ def _check_model_folder(folder: Path, path: str) -> Path:
         if model_type != CLFAConfig.model_type:  # it would load, with random weights, and predict LABEL_0 / LABEL_1
             raise OptionError(f"{path}: a '{model_type}' model, not a CLFA model{_HINT}")
     processing = folder
-    if folder.parent.name == "checkpoints" and not (folder / "tokenizer_config.json").is_file():
-        processing = folder.parent.parent
+    if folder.resolve().parent.name == "checkpoints" and not (folder / "tokenizer_config.json").is_file():
+        processing = folder.resolve().parent.parent
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
         missing.append("model.safetensors")
@@ -74,15 +74,21 @@ def _check_model_folder(folder: Path, path: str) -> Path:
 def _surely_local(text: str) -> str | None:
     """Why ``text``, a path that does not exist, is a mistyped local path rather than a hub name, or None when it may be a
     hub name: then the hub is asked, which offline means retries for half a minute before it fails."""
-    if re.fullmatch(r"[\w-][\w.-]*(/[\w-][\w.-]*)?", text) is None:  # absolute, ./, ~, three parts...: not a hub name
-        return "no such folder"
     folder = Path(text)
-    parent = folder.parent
-    if parent == Path(".") or not parent.is_dir() or isinstance(try_to_load_from_cache(text, "config.json"), str):
+    nearby = folder.parent != Path(".") and folder.parent.is_dir()  # a typo beside the folder it was meant for
+    try:
+        validate_repo_id(text)
+    except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
+        return _no_such_folder(folder) if nearby else "no such folder"
+    if not nearby or isinstance(try_to_load_from_cache(text, "config.json"), str):
         return None
-    models = sorted(p.name for p in parent.iterdir() if (p / "config.json").is_file())
+    return _no_such_folder(folder)
+
+
+def _no_such_folder(folder: Path) -> str:
+    models = sorted(p.name for p in folder.parent.iterdir() if (p / "config.json").is_file())
     close = difflib.get_close_matches(folder.name, models, n=3)
-    return f"no such folder in {parent}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+    return f"no such folder in {folder.parent}" + (f" (did you mean {', '.join(close)}?)" if close else "")
 
 
 class Predictor:

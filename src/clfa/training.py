@@ -561,6 +561,9 @@ def train(
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
+    if trainer.is_world_process_zero():  # first, so that the checkpoints of a run going on or cut short can be loaded
+        tokenizer.save_pretrained(out)
+        image_processor.save_pretrained(out)
     result = trainer.train(resume_from_checkpoint=resume or None)
 
     metrics: dict = {
@@ -570,7 +573,9 @@ def train(
         "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
         # A diverged run's nan loss is written as null: NaN is not JSON, and strict readers refuse the whole file.
         "train": {"samples": len(train_records), "steps": result.global_step,
-                  "loss": result.training_loss if math.isfinite(result.training_loss) else None},
+                  "loss": result.training_loss if math.isfinite(result.training_loss) else None,
+                  # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
+                  "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "skipped": data.skipped.to_json(),
         "removed_by_cleaning": data.removed,
@@ -583,8 +588,6 @@ def train(
 
     trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(out)
-        image_processor.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
