@@ -33,12 +33,13 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("gradient_accumulation_steps: 0", "--gradient-accumulation-steps must be at least 1, got 0"),
     ("num_workers: -1", "--num-workers must be 0 or more, got -1"),
     ("epochs: 0", "--epochs must be above 0 (or --max-steps set), got 0.0"),
-    ("temperature: 0", "--temperature must be above 0 (the paper's is 0.1), got 0.0"),
-    ("temperature: .nan", "--temperature must be above 0 (the paper's is 0.1), got nan"),
-    ("learning_rate: -1e-5", "--learning-rate must be above 0, got -1e-05"),
+    ("temperature: 0", "--temperature must be a finite number above 0 (the paper's is 0.1), got 0.0"),
+    ("temperature: .nan", "--temperature must be a finite number above 0 (the paper's is 0.1), got nan"),
+    ("learning_rate: -1e-5", "--learning-rate must be a finite number above 0, got -1e-05"),
+    ("learning_rate: .inf", "--learning-rate must be a finite number above 0, got inf"),
     ("dropout: 1.5", "--dropout must be a probability from 0 up to (not including) 1, got 1.5"),
     ("warmup_ratio: 1", "--warmup-ratio must be a fraction of the steps, from 0 up to (not including) 1, got 1.0"),
-    ("alignment_weight: -1", "--alignment-weight must be 0 or more, got -1.0"),
+    ("alignment_weight: -1", "--alignment-weight must be a finite number, 0 or more, got -1.0"),
 ])
 def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
     with pytest.raises(OptionError) as err:

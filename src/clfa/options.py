@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,15 +23,15 @@ POSITIVE = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max
             "fusion_layers", "fusion_heads", "mapping_hidden_dim", "fusion_ffn_dim", "align_dim")
 
 
-# Numbers with a range, checked whichever way they were given: (test, what it says). Written so that nan fails too.
+# Numbers with a range, checked whichever way they were given: (test, what it says). nan and inf fail every test.
 RANGES = {
-    "learning_rate": (lambda v: v > 0, "above 0"),
-    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "learning_rate": (lambda v: 0 < v < math.inf, "a finite number above 0"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number, 0 or more"),
     "warmup_ratio": (lambda v: 0 <= v < 1, "a fraction of the steps, from 0 up to (not including) 1"),
     "dropout": (lambda v: 0 <= v < 1, "a probability from 0 up to (not including) 1"),
-    "temperature": (lambda v: v > 0, "above 0 (the paper's is 0.1)"),
-    "alignment_weight": (lambda v: v >= 0, "0 or more"),
-    "initializer_range": (lambda v: v > 0, "above 0"),
+    "temperature": (lambda v: 0 < v < math.inf, "a finite number above 0 (the paper's is 0.1)"),
+    "alignment_weight": (lambda v: 0 <= v < math.inf, "a finite number, 0 or more"),
+    "initializer_range": (lambda v: 0 < v < math.inf, "a finite number above 0"),
 }
 
 

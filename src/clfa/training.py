@@ -378,8 +378,9 @@ def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
         raise DataError(f"dataset '{data.name}': the train split has {len(data['train'])} record(s) and "
                         f"{'only the label ' + repr(seen[0]) if seen else 'no labels'}; a classifier needs at least two")
     if opts.metric in ("precision", "recall") and data.positive_label is None and data.splits.get("dev"):
-        raise OptionError(f"--metric {opts.metric} is that of the positive class, which a task of {len(data.labels)} labels "
-                          f"({', '.join(data.labels)}) has only when --positive-label names one; or use macro_{opts.metric}")
+        name_one = "name one with --positive-label, or " if len(data.labels) == 2 else ""
+        raise OptionError(f"--metric {opts.metric} is that of the positive class, and this task of {len(data.labels)} labels "
+                          f"({', '.join(data.labels)}) has none: {name_one}use macro_{opts.metric}")
 
 
 def check_models(opts: TrainOptions) -> None:
@@ -400,21 +401,24 @@ def check_models(opts: TrainOptions) -> None:
 def experiment_trackers(report_to: str) -> list[str]:
     """``--report-to`` as the Trainer takes it, checked before any work: a tracker transformers does not know, or
     whose package is not installed, is an :class:`OptionError` rather than a traceback once the models have loaded."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+    from transformers.integrations import integration_utils as hf
 
     names = [name.strip() for name in report_to.split(",") if name.strip()]
     if names in ([], ["none"]):
         return []
     if names == ["all"]:
         return names
-    if unknown := [name for name in names if name not in INTEGRATION_TO_CALLBACK]:
+    if unknown := [name for name in names if name not in hf.INTEGRATION_TO_CALLBACK]:
         raise OptionError(f"--report-to {report_to}: unknown tracker(s) {unknown}; choose from none, all, "
-                          + ", ".join(INTEGRATION_TO_CALLBACK))
-    installed = get_available_reporting_integrations()
-    # azure_ml is not listed as available beside mlflow, and flyte never is: transformers checks those itself.
-    if missing := [name for name in names if name not in installed and name not in ("azure_ml", "flyte")]:
-        raise OptionError(f"--report-to {report_to}: the package of {', '.join(missing)} is not installed "
-                          "(install it, or use --report-to none)")
+                          + ", ".join(hf.INTEGRATION_TO_CALLBACK))
+    available = set(hf.get_available_reporting_integrations())
+    # That list leaves azure_ml out beside mlflow, and flyte always: those are asked directly.
+    for name, check in (("azure_ml", "is_azureml_available"), ("flyte", "is_flytekit_available")):
+        if getattr(hf, check, lambda: True)():
+            available.add(name)
+    if missing := [name for name in names if name not in available]:
+        raise OptionError(f"--report-to {report_to}: {', '.join(missing)} cannot run here (its package is not installed, "
+                          "or for kubeflow its server is not set); install it, or use --report-to none")
     return names
 
 

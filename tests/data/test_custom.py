@@ -193,10 +193,15 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
 def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp_path):
     with pytest.raises(DataError, match=r"nowhere: no such folder"):
         load_dataset("jsonl", tmp_path / "nowhere", labels=["neg", "pos"])
-    with pytest.raises(DataError, match=r"img: no data file: found no train.jsonl/.json/.csv or dev.jsonl/.json/.csv or test"):
+    with pytest.raises(DataError, match=r"img: no data file: found none of train.jsonl/.json/.csv; "
+                                        r"dev.jsonl/.json/.csv \(or valid, validation, val\); test.jsonl/.json/.csv$"):
         load_dataset("jsonl", folder / "img", labels=["neg", "pos"])
-    with pytest.raises(DataError, match=r"img: no data file: found no test.jsonl/.json/.csv$"):
+    with pytest.raises(DataError, match=r"img: no data file: found none of test.jsonl/.json/.csv$"):
         load_dataset("jsonl", folder / "img", labels=["neg", "pos"], splits=["test"])
+    (folder / "test.jsonl").write_text(json.dumps(GOOD) + "\n")
+    # Files named one by one need no data folder: a wrong --data-dir matters only where a file is looked up in it.
+    data = load_dataset("jsonl", tmp_path / "nowhere", labels=["neg", "pos"], test=str(folder / "test.jsonl"), splits=["test"])
+    assert [r.id for r in data["test"]] == ["1"]
     with pytest.raises(DataError, match=r"ok.png: a file, not a folder"):
         load_dataset("csv", folder / "img" / "ok.png")
 

@@ -75,25 +75,41 @@ def default_positive_label(labels: list[str]) -> str | None:
     return labels[-1]
 
 
+_STEMS = {"train": ("train",), "dev": ("dev", "valid", "validation", "val"), "test": ("test",)}
+_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def _split_file_names(split: str) -> str:
+    """How a split's file may be named, for messages: "dev.jsonl/.json/.csv (or valid, validation, val)"."""
+    stem, *others = _STEMS[split]
+    return f"{stem}{'/'.join(_SUFFIXES)}" + (f" (or {', '.join(others)})" if others else "")
+
+
 def _find_split_file(data_dir: Path, split: str) -> Path | None:
-    names = {"dev": ("dev", "valid", "validation", "val")}.get(split, (split,))
-    for stem in names:
-        for ext in (".jsonl", ".json", ".csv"):
+    for stem in _STEMS[split]:
+        for ext in _SUFFIXES:
             if (candidate := data_dir / f"{stem}{ext}").is_file():
                 return candidate
     return None
+
+
+def _require_folder(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise DataError("no such folder" if not data_dir.exists() else "a file, not a folder (give the dataset's folder)", file=data_dir)
 
 
 def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
     labels = options.get("labels")
     # Evaluating a split reads no other once the labels are known (without them, they come from the train file).
     wanted = set(options.get("splits") or SPLITS) | ({"train"} if labels is None else set())
+    if any(not options.get(split) for split in wanted):
+        _require_folder(data_dir)
     files = {split: (options.get(split) or _find_split_file(data_dir, split)) if split in wanted else None for split in SPLITS}
     if files["train"] is None and labels is None:
-        raise DataError("no train file (train.jsonl / train.csv) and no --labels given", file=data_dir)
+        raise DataError(f"no train file ({_split_file_names('train')}) and no --labels given", file=data_dir)
     if not any(files.values()):
-        names = " or ".join(f"{split}.jsonl/.json/.csv" for split in SPLITS if split in wanted)
-        raise DataError(f"no data file: found no {names}", file=data_dir)
+        names = "; ".join(_split_file_names(split) for split in SPLITS if split in wanted)
+        raise DataError(f"no data file: found none of {names}", file=data_dir)
     splits: dict[str, list[Record]] = {}
     for split in SPLITS:
         if files[split] is None:
@@ -113,9 +129,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     _ensure_public_readers()
     if name not in DATASETS:
         raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataError("no such folder" if not Path(data_dir).exists() else "a file, not a folder (give the dataset's folder)", file=data_dir)
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
+    if DATASETS[name] is not _read_custom_splits:  # the custom formats need the folder only for files not named
+        _require_folder(data_dir)
     skip = SkipReport() if skip_invalid else None
     from clfa.data.public.common import ReaderNotes
 
