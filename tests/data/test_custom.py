@@ -162,8 +162,17 @@ def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_n
     records = read_custom(path, skip=skip)
     assert [(r.id, r.label, r.source) for r in records] == [("1", "pos", f"{path}:3"), ("2", None, f"{path}:6"), ("3", "neg", f"{path}:8")]
     assert [(e.line, e.reason) for e in skip.skipped] == [(7, "malformed line: fewer fields than the header (no image)")]
-    # A quote that is never closed swallows the records after it: the one record it makes is named with its lines.
-    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg\n')
+    # A quote never closed would swallow the records after it: the file stops there, even under --skip-invalid.
+    for quoted in ('1,"oops,img/ok.png,pos', '1,oops,img/ok.png,"pos'):
+        path.write_text(f'id,text,image,label\n{quoted}\n2,fine,img/ok.png,neg\n')
+        with pytest.raises(DataError, match=r"data.csv:2: a quote opened in this record is never closed: lines 2-3 would be one field$"):
+            read_custom(path, skip=SkipReport())
+    # One closed further on swallows the lines between: the record that makes is named with its lines.
+    path.write_text('id,text,image,label\n1,oops,img/ok.png,"pos\n2,fine,img/ok.png,neg"\n3,"a ""quoted"" word",img/ok.png,neg\n')
+    skip = SkipReport()
+    assert [(r.id, r.text) for r in read_custom(path, skip=skip)] == [("3", 'a "quoted" word')]
+    assert [(e.line, e.kind) for e in skip.skipped] == [(2, "label over several lines")]
+    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg"\n')
     skip = SkipReport()
     assert read_custom(path, skip=skip) == []
     assert [(e.line, e.reason) for e in skip.skipped] == [
@@ -188,6 +197,13 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     path.write_text('[{"id": "1",\n "text": }]')
     with pytest.raises(DataError, match=r"train.json:2: malformed JSON"):
         read_custom(path, skip=SkipReport())
+    # A byte that is not UTF-8 spoils its item only.
+    items = [json.dumps(GOOD).encode(), json.dumps(GOOD | {"id": "2", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"),
+             json.dumps(GOOD | {"id": "3"}).encode()]
+    path.write_bytes(b"[\n" + b",\n".join(items) + b"\n]\n")
+    skip = SkipReport()
+    assert [r.id for r in read_custom(path, skip=skip)] == ["1", "3"]
+    assert [(e.line, e.reason) for e in skip.skipped] == [(3, "not UTF-8 text (byte 0xe9); save the file as UTF-8")]
 
 
 def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp_path):

@@ -144,7 +144,7 @@ def test_mmsd_filter_runs_on_raw_text_before_normalisation(tmp_path):
         ("['5', 'float label', 1.0]", "not 0 or 1"),
         ("['5', 42, 1]", "not a string"),
         ("['5', 'unterminated, 1]", "not a Python literal"),
-        (b"['5', 'caf\xe9 latin-1', 1]", "not valid UTF-8"),
+        (b"['5', 'caf\xe9 latin-1', 1]", r"not UTF-8 text \(byte 0xe9\)"),
     ],
 )
 def test_mmsd_malformed_line_names_file_and_line(tmp_path, bad_line, reason):
@@ -250,6 +250,10 @@ def test_mmsd2_bad_item_names_its_line(tmp_path):
     (root / "text_json_final" / "valid.json").write_text('[{"image_id": 5, "text": "x", "label": 0},\n {"image_id": 6 "text"}]')
     with pytest.raises(DataError, match=r"valid.json:2: malformed JSON"):
         load_dataset("mmsd2", root, skip_invalid=True)
+    (root / "text_json_final" / "valid.json").write_bytes('[{"image_id": 5, "text": "x", "label": 0},\n {"image_id": 6, "text": "caf\u00e9", "label": 0}]'.encode("latin-1"))
+    (root / "text_json_final" / "train.json").write_text(json.dumps(items[:1]))
+    data = load_dataset("mmsd2", root, skip_invalid=True, check_images=False)
+    assert [r.id for r in data["dev"]] == ["5"] and [e.line for e in data.skipped.skipped] == [2]
 
 
 def test_iter_json_array_line_numbers(tmp_path):

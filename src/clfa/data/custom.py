@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
+from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
@@ -50,18 +49,6 @@ def _ends_with_jpeg_eoi(path: Path) -> bool:
         return f.read(2) == b"\xff\xd9"
 
 
-# Bytes that are not UTF-8 are read as lone surrogates (errors="surrogateescape"), so that one bad line is one bad
-# record -- named, and skippable under --skip-invalid -- rather than the end of the whole file.
-_UNDECODED = re.compile("[\udc80-\udcff]")
-
-
-def _not_utf8(path: Path, line: int, *texts) -> DataError | None:
-    for text in texts:
-        if isinstance(text, str) and (bad := _UNDECODED.search(text)):
-            return DataError(f"not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x}); save the file as UTF-8", file=path, line=line)
-    return None
-
-
 def _holds_a_list(path: Path) -> bool:
     """Whether a ``.json`` file is one JSON list of objects rather than JSON Lines (one object per line)."""
     with path.open("rb") as f:
@@ -76,13 +63,13 @@ def _iter_rows(path: Path):
         return
     if path.suffix.lower() == ".json" and _holds_a_list(path):
         for line, item in iter_json_array(path):
-            yield line, item if isinstance(item, dict) else DataError("malformed item: expected a JSON object", file=path, line=line)
+            yield line, item if isinstance(item, (dict, DataError)) else DataError("malformed item: expected a JSON object", file=path, line=line)
         return
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            if error := _not_utf8(path, line, raw):
+            if error := not_utf8(path, line, raw):
                 yield line, error
                 continue
             try:
@@ -97,10 +84,18 @@ def _iter_rows(path: Path):
 
 
 def _csv_records(path: Path):
-    """(first line, fields) of each non-empty CSV record; a record may run over several lines (a quoted newline)."""
+    """(first line, last line, fields) of each non-empty CSV record; a record may run over several lines (a quoted
+    newline). A quote never closed would make the rest of the file one field, its records lost: that is an error."""
     # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        reader = csv.reader(f)
+        at_end = False
+
+        def lines():
+            nonlocal at_end
+            yield from f
+            at_end = True  # the parser asks past the last line only from inside a quoted field, or when done
+
+        reader = csv.reader(lines())
         while True:
             start = reader.line_num + 1
             try:
@@ -108,7 +103,11 @@ def _csv_records(path: Path):
             except StopIteration:
                 return
             except csv.Error as exc:  # the parser cannot find where records start again: the file's problem
-                raise DataError(f"malformed CSV from here on ({exc}): a quote that is never closed?", file=path, line=start) from None
+                hint = ": a quote that is never closed?" if "field limit" in str(exc) else ""
+                raise DataError(f"malformed CSV from here on ({exc}){hint}", file=path, line=start) from None
+            if at_end:
+                swallowed = f": lines {start}-{reader.line_num} would be one field" if reader.line_num > start else ""
+                raise DataError(f"a quote opened in this record is never closed{swallowed}", file=path, line=start)
             if fields:
                 yield start, reader.line_num, fields
 
@@ -118,7 +117,7 @@ def _iter_csv_rows(path: Path):
     header_line, _, header = next(records, (None, None, None))
     if header is None:
         raise DataError("empty CSV file (no header)", file=path)
-    if error := _not_utf8(path, header_line, *header):
+    if error := not_utf8(path, header_line, *header):
         raise error
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
         raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
@@ -129,7 +128,7 @@ def _iter_csv_rows(path: Path):
         elif lacking := [key for key, column in required.items() if column >= len(fields)]:
             problem = f"fewer fields than the header (no {', '.join(lacking)})"
         else:  # optional fields that a short row leaves out are empty, as they are in csv.DictReader
-            yield start, _not_utf8(path, start, *fields) or dict(zip(header, fields))
+            yield start, not_utf8(path, start, *fields) or dict(zip(header, fields))
             continue
         spans = f"; the record runs over lines {start}-{end}: is a quote never closed?" if end > start else ""
         yield start, DataError(f"malformed line: {problem}{spans}", file=path, line=start, kind="malformed line")
@@ -144,6 +143,9 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         raise DataError("empty text", file=path, line=line)
     label = row.get("label")
     label = None if label is None or str(label) == "" else str(label)
+    if label is not None and ("\n" in label or "\r" in label):  # a label is one line; more is a quote left open
+        raise DataError(f"label {label[:20]!r}... runs over several lines: is a quote never closed?", file=path, line=line,
+                        kind="label over several lines")
     if label is not None and labels is not None and label not in labels:
         raise DataError(f"unknown label '{label}' (known labels: {', '.join(labels)})", file=path, line=line)
     image = (path.parent / str(row["image"])).resolve()

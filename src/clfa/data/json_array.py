@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from clfa.data.records import DataError
+from clfa.data.records import DataError, not_utf8
 
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -15,13 +15,12 @@ _WS = re.compile(r"[ \t\n\r]*")
 def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, item)`` for each item of a file holding one JSON list.
 
-    Items are decoded one at a time so an error about an item can name the line it starts on.
-    A file that is not a JSON list raises DataError with the line of the syntax error.
+    Items are decoded one at a time so an error about an item can name the line it starts on; an item holding bytes
+    that are not UTF-8 is yielded as that DataError, for the reader to raise or skip like any bad item. A file that
+    is not a JSON list raises DataError with the line of the syntax error: past it, items cannot be told apart.
     """
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=path) from exc
+        text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise DataError(f"cannot read file ({exc.strerror})", file=path) from exc
     decoder = json.JSONDecoder()
@@ -39,12 +38,12 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     i = _WS.match(text, i + 1).end()
     if text[i : i + 1] != "]":
         while True:
-            start = line_at(i)
+            start, begin = line_at(i), i
             try:
                 item, i = decoder.raw_decode(text, i)
             except json.JSONDecodeError as exc:
                 raise DataError(f"malformed JSON ({exc.msg})", file=path, line=exc.lineno) from exc
-            yield start, item
+            yield start, not_utf8(path, start, text[begin:i]) or item
             i = _WS.match(text, i).end()
             if text[i : i + 1] == ",":
                 i = _WS.match(text, i + 1).end()

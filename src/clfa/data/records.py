@@ -38,6 +38,19 @@ class DataError(ValueError):
         self.reason = message
 
 
+# Bytes that are not UTF-8, read with errors="surrogateescape", become lone surrogates: found in a line or an item,
+# they make that one record bad -- named, and skippable under --skip-invalid -- rather than the whole file.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def not_utf8(file: str | Path, line: int, *texts) -> DataError | None:
+    """The error for the first of ``texts`` (decoded with ``surrogateescape``) that held bytes not UTF-8, or None."""
+    for text in texts:
+        if isinstance(text, str) and (bad := _UNDECODED.search(text)):
+            return DataError(f"not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x}); save the file as UTF-8", file=file, line=line)
+    return None
+
+
 def reason_kind(reason: str) -> str:
     """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
     problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file";

@@ -71,6 +71,9 @@ def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...],
     def fail(problem: str) -> DataError:
         return DataError(f"malformed item: {problem}", file=file, line=line)
 
+    if isinstance(item, DataError):  # an item iter_json_array could not decode
+        raise item
+
     choices = "|".join(map(str, labels))
     if not isinstance(item, dict) or any(key not in item for key in (id_key, "text", label_key)):
         raise fail(f'expected {{"{id_key}": ..., "text": ..., "{label_key}": {choices}}}')

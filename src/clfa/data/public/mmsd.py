@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clfa.data.json_array import iter_json_array
 from clfa.data.public.common import json_sample, make_record, notes_from, wanted_splits
-from clfa.data.records import DataError, Record, SkipReport, raise_or_skip
+from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip
 from clfa.data.registry import register_dataset
 from clfa.data.text_normalization import normalize_tweet
 
@@ -57,10 +57,9 @@ def _image_dir(data_dir: Path, options: dict) -> Path:
 
 def _parse_mmsd_line(raw: bytes, path: Path, line: int, fields: int) -> tuple[str, str, int]:
     """``fields``: 3 in train.txt (id, text, label), 4 in valid2/test2 (id, text, hashtag label, human label)."""
-    try:
-        text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"malformed line: not valid UTF-8 (byte {exc.start})", file=path, line=line) from exc
+    text = raw.decode("utf-8-sig" if line == 1 else "utf-8", errors="surrogateescape")
+    if error := not_utf8(path, line, text):
+        raise error
     try:
         value = ast.literal_eval(text.strip())  # a literal parser: no code in the file is ever run
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
