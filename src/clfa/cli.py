@@ -78,10 +78,14 @@ def _make_parent(output: str | None) -> None:
         return
     if Path(output).is_dir():
         raise OptionError(f"--output {output} is a folder; give a file name")
+    _make_folder(Path(output).parent, f"--output {output}")
+
+
+def _make_folder(folder: Path, option: str) -> None:
     try:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise OptionError(f"--output {output}: a file stands where its folder would be") from None
+        raise OptionError(f"{option}: a file stands where its folder would be") from None
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -124,12 +128,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.run import run_demo
 
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OptionError(f"--out {out}: a file stands where the folder would be") from None
-    run_demo(out, quick=args.quick, seed=args.seed)
+    _make_folder(Path(args.out), f"--out {args.out}")
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -46,29 +45,35 @@ def _device(name: str | torch.device | None) -> torch.device:
 _HINT = "; give the folder clfa train wrote (its --output-dir)"
 
 
-def _check_model_folder(folder: Path, path: str) -> Path:
+def _clfa_config(path: str, local: bool) -> CLFAConfig:
+    """The config of the model at ``path``, which must be a CLFA model: another type would load with random weights
+    and predict LABEL_0 / LABEL_1."""
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:  # a local config.json that is not JSON; or not on disk and not on the hub either
+        where = "cannot read its config.json" if local else "no such folder, nor a model the hub gave"
+        raise OptionError(f"{path}: {where} ({first_line(err)}){'' if local else _HINT}") from None
+    except ValueError as err:  # a config of a type transformers does not know
+        raise OptionError(f"{path}: not a CLFA model ({first_line(err)}){_HINT}") from None
+    if not isinstance(config, CLFAConfig):
+        raise OptionError(f"{path}: a '{config.model_type}' model, not a CLFA model{_HINT}")
+    return config
+
+
+def _processing_folder(folder: Path) -> Path:
     """The folder that holds the tokenizer and image processor of the model in ``folder``: the folder itself, or for a
-    Trainer checkpoint (which holds weights only) the run folder around it. An :class:`OptionError` when ``folder`` is
-    not a whole CLFA model."""
-    if not folder.is_dir():
-        raise OptionError(f"{path}: a file, not a folder{_HINT}")
-    if (folder / "config.json").is_file():
-        try:
-            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError, AttributeError) as err:
-            raise OptionError(f"{path}: cannot read its config.json ({first_line(err)})") from None
-        if model_type != CLFAConfig.model_type:  # it would load, with random weights, and predict LABEL_0 / LABEL_1
-            raise OptionError(f"{path}: a '{model_type}' model, not a CLFA model{_HINT}")
-    processing = folder
+    Trainer checkpoint (which holds weights only) the run folder around it."""
     if folder.resolve().parent.name == "checkpoints" and not (folder / "tokenizer_config.json").is_file():
-        processing = folder.resolve().parent.parent
+        return folder.resolve().parent.parent
+    return folder
+
+
+def _missing_files(folder: Path) -> list[str]:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
         missing.append("model.safetensors")
-    missing += [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
-    if missing:
-        raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
-    return processing
+    return missing + [name for name in ("tokenizer_config.json", "preprocessor_config.json")
+                      if not (_processing_folder(folder) / name).is_file()]
 
 
 def _surely_local(text: str) -> str | None:
@@ -115,18 +120,17 @@ class Predictor:
         """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), one of its Trainer checkpoints
         (``OUTPUT_DIR/checkpoints/checkpoint-N``), or such a model's name on the hub.
         ``kwargs``: ``precision``, ``attention_backends``."""
-        folder = Path(path)
-        processing = _check_model_folder(folder, str(path)) if folder.exists() else path
-        if not folder.exists() and (problem := _surely_local(str(path))):
+        folder, local = Path(path), Path(path).exists()
+        if local and not folder.is_dir():
+            raise OptionError(f"{path}: a file, not a folder{_HINT}")
+        if not local and (problem := _surely_local(str(path))):
             raise OptionError(f"{path}: {problem}{_HINT}")
-        try:
-            config = AutoConfig.from_pretrained(path)
-        except OSError as err:  # not here, and the hub (if it can be reached) has no such model either
-            raise OptionError(f"{path}: no such folder, nor a model the hub gave ({first_line(err)}){_HINT}") from None
-        except ValueError as err:  # a hub model of a type transformers does not know
-            raise OptionError(f"{path}: not a CLFA model ({first_line(err)}){_HINT}") from None
-        if not isinstance(config, CLFAConfig):
-            raise OptionError(f"{path}: a '{config.model_type}' model, not a CLFA model{_HINT}")
+        missing = _missing_files(folder) if local else []
+        # The config is read before the other files are asked for, so that another model's folder is named as such.
+        config = _clfa_config(str(path), local) if "config.json" not in missing else None
+        if missing:
+            raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
+        processing = _processing_folder(folder) if local else path
         try:
             model = CLFAModel.from_pretrained(path, config=config)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
