@@ -115,6 +115,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     # A checkpoint of a run cut short serves predictions: the tokenizer and image processor were written first.
     probabilities = Predictor.from_pretrained(checkpoint, device="cpu").run(data["test"][:4], progress=False)["probabilities"]
     assert probabilities.shape == (4, 2)
+    with pytest.raises(OptionError, match=r"holds checkpoints of an earlier run: add --resume to continue it"):
+        train(opts, data)  # a fresh run would mix its checkpoints with these
     resumed = train(opts, data, resume=True)
     assert resumed["train"]["steps"] == full["train"]["steps"]
     for split in ("dev", "test"):
@@ -297,6 +299,8 @@ def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_mod
     opts = tiny_options(tiny_models, tmp_path / "cut", **common)
     with pytest.raises(KeyboardInterrupt):
         train(opts, data, callbacks=[Interrupt()])
+    with pytest.raises(OptionError, match=r"holds checkpoints of an earlier run: add --resume to continue it"):
+        train(opts, data)  # a fresh run would mix its checkpoints with these
     resumed = train(opts, data, resume=True)
     assert resumed["train"]["steps"] == full["train"]["steps"]
     assert resumed["test"]["accuracy"] >= 0.8

@@ -52,7 +52,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.labels and args.labels.split(",") != list(config.labels):
         raise OptionError(f"--labels {args.labels}: the model was trained on the labels {','.join(config.labels)}, in that order")
     positive = args.positive_label or config.positive_label
+    if positive is not None and positive not in config.labels:
+        raise OptionError(f"--positive-label {positive}: not one of the model's labels ({', '.join(config.labels)})")
     data = dataset_from_args(args, labels=config.labels, positive_label=positive, splits=args.split)
+    if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
+        raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "
+                          f"{', '.join(config.labels)}")
     if args.skip_invalid:
         data.drop_unlabelled(args.split, "evaluation")
     if report := data.report():

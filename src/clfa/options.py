@@ -126,8 +126,10 @@ class TrainOptions:
                 raise OptionError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise OptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise OptionError(f"--epochs must be above 0 (or --max-steps set), got {self.epochs}")
+        if not math.isfinite(self.epochs) or (self.epochs <= 0 and self.max_steps <= 0):
+            raise OptionError(f"--epochs must be a finite number above 0 (or --max-steps set), got {self.epochs}")
+        if not 0 <= self.seed < 2**32:
+            raise OptionError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
 

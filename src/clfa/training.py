@@ -524,6 +524,10 @@ def train(
     checkpoints = out / "checkpoints"
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
+    if not resume and checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)):
+        # A new run would save among them, and a later --resume would continue from whichever has the highest step.
+        raise OptionError(f"--output-dir {out} holds checkpoints of an earlier run: add --resume to continue it, or give "
+                          "another --output-dir (or remove that one)")
     check_task(opts, data)  # before the models load
     check_models(opts)
     parse_attention_backends(opts.attention_backends)

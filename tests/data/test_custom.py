@@ -206,6 +206,14 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     assert [(e.line, e.reason) for e in skip.skipped] == [(3, "not UTF-8 text (byte 0xe9); save the file as UTF-8")]
 
 
+@pytest.mark.parametrize("labels", [["neg", "pos", "pos"], ["neg", "pos", ""]])
+def test_a_label_list_names_each_label_once(folder, labels):
+    from clfa.errors import OptionError
+
+    with pytest.raises(OptionError, match="each label once, none empty"):
+        load_dataset("jsonl", folder, labels=labels)
+
+
 def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp_path):
     with pytest.raises(DataError, match=r"nowhere: no such folder"):
         load_dataset("jsonl", tmp_path / "nowhere", labels=["neg", "pos"])

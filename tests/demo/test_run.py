@@ -47,6 +47,20 @@ def test_evaluate_reports_the_positive_label_asked_for_and_refuses_other_labels(
     capsys.readouterr()
     assert main(["evaluate", "--model", str(demo / "model"), *data, "--labels", "foo,bar"]) == 2
     assert "clfa: error: --labels foo,bar: the model was trained on the labels" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(demo / "model"), *data, "--positive-label", "bogus"]) == 2
+    assert "clfa: error: --positive-label bogus: not one of the model's labels" in capsys.readouterr().err
+    # A public dataset brings its own labels: MVSA's three are not the model's two.
+    mvsa = tmp_path / "mvsa"
+    mvsa.mkdir()
+    for split in ("train", "dev", "test"):
+        (mvsa / f"{split}.json").write_text(json.dumps([{"id": "1", "text": "a tweet", "emotion_label": 0}] if split == "test" else []))
+    (mvsa / "1.jpg").write_bytes((demo / "data" / first_image(demo)).read_bytes())
+    assert main(["evaluate", "--model", str(demo / "model"), "--dataset", "mvsa-single", "--data-dir", str(mvsa), "--split", "test"]) == 2
+    assert "clfa: error: dataset 'mvsa-single' has the labels positive, neutral, negative; the model was trained on" in capsys.readouterr().err
+
+
+def first_image(demo) -> str:
+    return json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])["image"]
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -129,6 +129,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     _ensure_public_readers()
     if name not in DATASETS:
         raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+    if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
+        raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
     if DATASETS[name] is not _read_custom_splits:  # the custom formats need the folder only for files not named
         _require_folder(data_dir)
