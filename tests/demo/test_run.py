@@ -87,3 +87,9 @@ def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
     (tmp_path / "taken").write_text("")
     assert main(["demo", "--quick", "--out", str(tmp_path / "taken")]) == 2
     assert "clfa: error: --out " in capsys.readouterr().err and (tmp_path / "taken").read_text() == ""
+
+
+def test_the_demo_runs_again_in_its_own_folder(demo):
+    """A second demo makes its runs anew; an earlier demo's checkpoints are not those of an earlier run to resume."""
+    assert main(["demo", "--quick", "--out", str(demo)]) == 0
+    assert len(list((demo / "model" / "checkpoints").glob("checkpoint-*"))) >= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,7 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
     results, model_dirs = {}, {}
     for name, changes in VARIANTS.items():
         run_dir = out / RUN_DIRS[name]
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the demo's own, from an earlier demo: made anew
         tic = time.perf_counter()
         results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data, callbacks=[RunProgress(name)], quiet=True)
         results[name]["seconds"] = round(time.perf_counter() - tic, 1)
