@@ -202,6 +202,10 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
         check_task(TrainOptions(metric="precision"), two)
     check_task(TrainOptions(metric="macro_recall"), three)
     check_task(TrainOptions(metric="recall"), DatasetSplits("jsonl", {"train": records("a", "b", "c")}, labels=["a", "b", "c"]))  # no dev: unused
+    (tmp_path / "file").write_text("")
+    for option in ("output_dir", "cache_dir"):
+        with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} {tmp_path / 'file'}: a file, not a folder"):
+            train(TrainOptions(**{option: str(tmp_path / "file")}), two)
 
 
 def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset, tmp_path, capsys):

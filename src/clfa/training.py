@@ -528,6 +528,9 @@ def train(
         # A new run would save among them, and a later --resume would continue from whichever has the highest step.
         raise OptionError(f"--output-dir {out} holds checkpoints of an earlier run: add --resume to continue it, or give "
                           "another --output-dir (or remove that one)")
+    for option, folder in (("--output-dir", out), ("--cache-dir", Path(opts.cache_dir))):
+        if folder.exists() and not folder.is_dir():
+            raise OptionError(f"{option} {folder}: a file, not a folder")
     check_task(opts, data)  # before the models load
     check_models(opts)
     parse_attention_backends(opts.attention_backends)

@@ -206,6 +206,13 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     assert [(e.line, e.reason) for e in skip.skipped] == [(3, "not UTF-8 text (byte 0xe9); save the file as UTF-8")]
 
 
+def test_a_folder_given_as_a_file_of_records_is_named(folder):
+    with pytest.raises(DataError, match=r"img: a folder, not a file of records"):
+        read_custom(folder / "img")
+    with pytest.raises(DataError, match=r"nothere.jsonl: file not found"):
+        read_custom(folder / "nothere.jsonl")
+
+
 @pytest.mark.parametrize("labels", [["neg", "pos", "pos"], ["neg", "pos", ""]])
 def test_a_label_list_names_each_label_once(folder, labels):
     from clfa.errors import OptionError

@@ -176,7 +176,7 @@ def read_custom(
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError("file not found", file=path)
+        raise DataError("a folder, not a file of records" if path.is_dir() else "file not found", file=path)
     records: list[Record] = []
     seen: dict[str, int] = {}
     for line, row in _iter_rows(path):
