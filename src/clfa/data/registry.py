@@ -75,6 +75,13 @@ def default_positive_label(labels: list[str]) -> str | None:
     return labels[-1]
 
 
+def wanted_splits(options: dict) -> list[str]:
+    """The splits to build records for, in order: ``options["splits"]`` (evaluating the test split need not
+    read, nor open the images of, the train split), else all three."""
+    wanted = options.get("splits") or SPLITS
+    return [split for split in SPLITS if split in wanted]
+
+
 _STEMS = {"train": ("train",), "dev": ("dev", "valid", "validation", "val"), "test": ("test",)}
 _SUFFIXES = (".jsonl", ".json", ".csv")
 
@@ -101,7 +108,7 @@ def _require_folder(data_dir: Path) -> None:
 def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
     labels = options.get("labels")
     # Evaluating a split reads no other once the labels are known (without them, they come from the train file).
-    wanted = set(options.get("splits") or SPLITS) | ({"train"} if labels is None else set())
+    wanted = set(wanted_splits(options)) | ({"train"} if labels is None else set())
     if any(not options.get(split) for split in wanted):
         _require_folder(data_dir)
     files = {split: (options.get(split) or _find_split_file(data_dir, split)) if split in wanted else None for split in SPLITS}

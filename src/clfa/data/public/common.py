@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clfa.data.custom import check_image_file
-from clfa.data.records import SPLITS, DataError, Record
+from clfa.data.records import DataError, Record
 
 
 @dataclass
@@ -37,13 +37,6 @@ class ReaderNotes:
 def notes_from(options: dict) -> ReaderNotes:
     notes = options.get("notes")
     return notes if isinstance(notes, ReaderNotes) else ReaderNotes()
-
-
-def wanted_splits(options: dict) -> list[str]:
-    """The splits to build records for, in order: ``options["splits"]`` (evaluating the test split need not
-    read, nor open the images of, the train split), else all three."""
-    wanted = options.get("splits") or SPLITS
-    return [split for split in SPLITS if split in wanted]
 
 
 def image_error(image: Path, file: Path, line: int, options: dict) -> DataError | None:

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.public.common import json_sample, make_record, notes_from, wanted_splits
+from clfa.data.public.common import json_sample, make_record, notes_from
 from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip
-from clfa.data.registry import register_dataset
+from clfa.data.registry import register_dataset, wanted_splits
 from clfa.data.text_normalization import normalize_tweet
 
 LABELS = ["not_sarcastic", "sarcastic"]  # class ids 0 and 1, as in the release

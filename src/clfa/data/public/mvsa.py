@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.public.common import ReaderNotes, decode_text, json_sample, make_record, notes_from, wanted_splits
+from clfa.data.public.common import ReaderNotes, decode_text, json_sample, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
-from clfa.data.registry import register_dataset
+from clfa.data.registry import register_dataset, wanted_splits
 
 LABELS = ["positive", "neutral", "negative"]  # class ids 0, 1, 2 as in the pre-made split files
 LABEL_FILE = "labelResultAll.txt"
