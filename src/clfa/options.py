@@ -18,7 +18,7 @@ from clfa.errors import OptionError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved by clfa.precision
 # clfa.metrics.HEADLINE, named here so that reading options does not import scikit-learn.
 METRICS = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
-# Options that must be at least 1 (at least 0: num_workers), checked whichever way they were given.
+# Options that must be at least 1, checked whichever way they were given.
 POSITIVE = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_text_length", "logging_steps",
             "fusion_layers", "fusion_heads", "mapping_hidden_dim", "fusion_ffn_dim", "align_dim")
 
@@ -32,6 +32,8 @@ RANGES = {
     "temperature": (lambda v: 0 < v < math.inf, "a finite number above 0 (the paper's is 0.1)"),
     "alignment_weight": (lambda v: 0 <= v < math.inf, "a finite number, 0 or more"),
     "initializer_range": (lambda v: 0 < v < math.inf, "a finite number above 0"),
+    "num_workers": (lambda v: v >= 0, "0 or more"),
+    "seed": (lambda v: 0 <= v < 2**32, "from 0 to 2**32 - 1"),
 }
 
 
@@ -124,12 +126,8 @@ class TrainOptions:
         for name, (ok, allowed) in RANGES.items():
             if not ok(getattr(self, name)):
                 raise OptionError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise OptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
         if not math.isfinite(self.epochs) or (self.epochs <= 0 and self.max_steps <= 0):
             raise OptionError(f"--epochs must be a finite number above 0 (or --max-steps set), got {self.epochs}")
-        if not 0 <= self.seed < 2**32:
-            raise OptionError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
 
