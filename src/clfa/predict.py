@@ -68,12 +68,11 @@ def _processing_folder(folder: Path) -> Path:
     return folder
 
 
-def _missing_files(folder: Path) -> list[str]:
+def _missing_files(folder: Path, processing: Path) -> list[str]:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
         missing.append("model.safetensors")
-    return missing + [name for name in ("tokenizer_config.json", "preprocessor_config.json")
-                      if not (_processing_folder(folder) / name).is_file()]
+    return missing + [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
 
 
 def _surely_local(text: str) -> str | None:
@@ -125,12 +124,12 @@ class Predictor:
             raise OptionError(f"{path}: a file, not a folder{_HINT}")
         if not local and (problem := _surely_local(str(path))):
             raise OptionError(f"{path}: {problem}{_HINT}")
-        missing = _missing_files(folder) if local else []
+        processing = _processing_folder(folder) if local else path
+        missing = _missing_files(folder, processing) if local else []
         # The config is read before the other files are asked for, so that another model's folder is named as such.
         config = _clfa_config(str(path), local) if "config.json" not in missing else None
         if missing:
             raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
-        processing = _processing_folder(folder) if local else path
         try:
             model = CLFAModel.from_pretrained(path, config=config)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
