@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clfa.data.arguments import add_dataset_arguments, dataset_from_args
 from clfa.data.records import DataError, require_labels
+from clfa.data.registry import uses_option
 from clfa.errors import OptionError
 
 
@@ -54,7 +55,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     positive = args.positive_label or config.positive_label
     if positive is not None and positive not in config.labels:
         raise OptionError(f"--positive-label {positive}: not one of the model's labels ({', '.join(config.labels)})")
-    data = dataset_from_args(args, labels=config.labels, positive_label=positive, splits=args.split)
+    # A custom file is read with the model's labels; a public dataset's are fixed, and checked below. The positive
+    # label was checked against the model's labels above.
+    labels = {"labels": list(config.labels)} if uses_option(args.dataset, "labels") else {}
+    data = dataset_from_args(args, positive_label=None, splits=args.split, **labels)
     if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
         raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "
                           f"{', '.join(config.labels)}")

@@ -247,6 +247,18 @@ def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
         load_dataset("jsonl", folder)["test"]
 
 
+def test_options_of_the_public_datasets_are_refused_for_a_custom_file(folder):
+    from clfa.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"--image-dir does not apply to dataset 'jsonl': each record names its own image"):
+        load_dataset("jsonl", folder, image_dir=str(folder / "img"))
+    with pytest.raises(OptionError, match=r"--mmsd-filter does not apply to dataset 'csv'"):
+        load_dataset("csv", folder, mmsd_filter="token")
+    # Off is the same as not given.
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n")
+    assert load_dataset("jsonl", folder, normalize_text=False, image_dir=None).labels == ["neg", "pos"]
+
+
 def test_whole_images_pass_the_check_with_bytes_after_the_jpeg_end_marker(folder):
     lines = [json.dumps(GOOD | {"id": str(i), "image": f"img/{name}"}) for i, name in enumerate(("whole.jpg", "whole.png", "trailing.jpg"))]
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")

@@ -16,6 +16,7 @@ from clfa.data.public.mmsd import filter_reason
 from clfa.data.public.mvsa import SPLIT_FOLDER, aggregate, majority, split_8_1_1
 from clfa.data.records import DataError
 from clfa.data.registry import load_dataset
+from clfa.errors import OptionError
 
 
 def jpeg(path: Path, color=(200, 30, 30), size=(16, 12)) -> Path:
@@ -210,6 +211,32 @@ def test_reading_only_the_splits_asked_for_leaves_the_others_unread(tmp_path):
     assert len(load_dataset("mvsa-single", tmp_path / "mvsa", splits=["test"])["test"]) == 6
     with pytest.raises(DataError, match=r"train.json:\d+: missing image file"):
         load_dataset("mvsa-single", tmp_path / "mvsa")
+
+
+@pytest.mark.parametrize("name,options,refused", [
+    ("mmsd", {"labels": ["a", "b"]}, r"--labels does not apply to dataset 'mmsd': the dataset's labels are fixed"),
+    ("mmsd", {"train": "x.jsonl", "splits_dir": "s"},
+     r"--train-file does not apply to dataset 'mmsd': the public datasets are read from --data-dir.*; "
+     r"--splits-dir does not apply to dataset 'mmsd': only MVSA"),
+    ("mmsd2", {"mmsd_filter": "none"}, r"--mmsd-filter does not apply to dataset 'mmsd2': only MMSD is cleaned"),
+    ("mvsa-single", {"normalize_text": True}, r"--normalize-text does not apply to dataset 'mvsa-single'"),
+    ("mvsa-multiple", {"test": "t.json"}, r"--test-file does not apply to dataset 'mvsa-multiple'"),
+])
+def test_an_option_the_dataset_does_not_read_is_refused_before_reading(tmp_path, name, options, refused):
+    """Nothing is read (the folder does not even exist): the flag would otherwise seem to work while doing nothing."""
+    with pytest.raises(OptionError, match=refused):
+        load_dataset(name, tmp_path / "absent", **options)
+
+
+def test_the_positive_class_of_a_public_dataset_may_be_named(tmp_path):
+    root = write_mmsd(tmp_path / "mmsd", [['1', 'a', 1]], [['2', 'b', 0, 0]], [['3', 'c', 1, 1]])
+    assert load_dataset("mmsd", root).positive_label == "sarcastic"
+    assert load_dataset("mmsd", root, positive_label="not_sarcastic").positive_label == "not_sarcastic"
+    with pytest.raises(OptionError, match="--positive-label 'sarcasm' is not one of the labels"):
+        load_dataset("mmsd", root, positive_label="sarcasm")
+    write_premade(tmp_path / "mvsa", tmp_path / "mvsa" / "data")
+    assert load_dataset("mvsa-single", tmp_path / "mvsa").positive_label is None  # three classes: weighted F1
+    assert load_dataset("mvsa-single", tmp_path / "mvsa", positive_label="negative").positive_label == "negative"
 
 
 # ---------------------------------------------------------------- MMSD2.0

@@ -1,9 +1,10 @@
 """Datasets by name: every reader turns its files into train/dev/test lists of :class:`Record`.
 
 A reader is a function ``(data_dir, options, skip) -> (splits, labels, positive_label)`` registered
-with :func:`register_dataset`. ``options`` is a dict of reader-specific settings (``image_dir``,
-``mmsd_filter``...); readers ignore what they do not know, except ``splits``: when given, only those splits
-are read (and their images checked), so evaluating the test split never stops at a problem in the train split.
+with :func:`register_dataset`, which also names the reader-specific settings of ``options`` it reads
+(``image_dir``, ``mmsd_filter``...). :func:`load_dataset` refuses any other setting given, so that an option never
+seems to work while doing nothing. Every reader honours ``splits``: when given, only those splits are read (and
+their images checked), so evaluating the test split never stops at a problem in the train split.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
 
 Reader = Callable[[Path, dict, "SkipReport | None"], "tuple[dict[str, list[Record]], list[str], str | None]"]
 DATASETS: dict[str, Reader] = {}
+# The reader-specific settings each dataset reads; every reader also takes splits, check_images and notes, and
+# load_dataset applies positive_label to any of them.
+READER_OPTIONS: dict[str, frozenset[str]] = {}
+_COMMON_OPTIONS = frozenset({"splits", "check_images", "notes", "positive_label"})
+# Why a setting does not apply, by setting, for the error; the flag is --name-with-dashes unless listed here.
+_NOT_FOR = {
+    "train": "the public datasets are read from --data-dir, laid out as published",
+    "labels": "the dataset's labels are fixed",
+    "image_dir": "each record names its own image (relative to its file)",
+    "mmsd_filter": "only MMSD is cleaned of hashtag-leaking words",
+    "splits_dir": "only MVSA is split by clfa",
+    "normalize_text": "only MMSD and MMSD2.0 texts hold placeholders",
+}
+_FLAGS = {"train": "--train-file", "dev": "--dev-file", "test": "--test-file"}
 
 
 @dataclass
@@ -57,12 +72,28 @@ class DatasetSplits:
         return self.splits[split]
 
 
-def register_dataset(name: str):
+def register_dataset(name: str, options: tuple[str, ...] = ()):
+    """Register a reader under ``name``; ``options`` are the reader-specific settings it reads."""
     def wrap(fn: Reader) -> Reader:
         DATASETS[name] = fn
+        READER_OPTIONS[name] = frozenset(options)
         return fn
 
     return wrap
+
+
+def uses_option(name: str, option: str) -> bool:
+    """Whether the dataset ``name`` reads the setting ``option`` (a key of load_dataset's options)."""
+    _ensure_public_readers()
+    return option in _COMMON_OPTIONS or option in READER_OPTIONS.get(name, ())
+
+
+def _check_options(name: str, options: dict) -> None:
+    unused = [key for key, value in options.items() if value not in (None, False) and not uses_option(name, key)]
+    if unused:
+        why = {key: _NOT_FOR.get("train" if key in ("dev", "test") else key, "") for key in unused}
+        raise OptionError("; ".join(f"{_FLAGS.get(key, '--' + key.replace('_', '-'))} does not apply to dataset '{name}'"
+                                    + (f": {why[key]}" if why[key] else "") for key in unused))
 
 
 def default_positive_label(labels: list[str]) -> str | None:
@@ -124,11 +155,11 @@ def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
         splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
         if labels is None and split == "train":
             labels = sorted({r.label for r in splits["train"] if r.label is not None})
-    return splits, labels, options.get("positive_label") or default_positive_label(labels)
+    return splits, labels, default_positive_label(labels)
 
 
-DATASETS["jsonl"] = _read_custom_splits
-DATASETS["csv"] = _read_custom_splits
+for _name in ("jsonl", "csv"):
+    register_dataset(_name, options=("train", "dev", "test", "labels"))(_read_custom_splits)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid: bool = False, **options) -> DatasetSplits:
@@ -138,6 +169,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
         raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
     if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
         raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
+    _check_options(name, options)
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
     if DATASETS[name] is not _read_custom_splits:  # the custom formats need the folder only for files not named
         _require_folder(data_dir)
@@ -146,6 +178,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
 
     notes = options.setdefault("notes", ReaderNotes())
     splits, labels, positive = DATASETS[name](data_dir, options, skip)
+    positive = options.get("positive_label") or positive  # a public dataset's default class may be overridden too
     if positive is not None and positive not in labels:
         raise OptionError(f"--positive-label '{positive}' is not one of the labels ({', '.join(labels)})")
     removed = {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}

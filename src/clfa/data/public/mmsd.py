@@ -89,7 +89,7 @@ def _require_files(folder: Path, files: dict[str, str], splits: list[str]) -> No
         raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there", file=folder)
 
 
-@register_dataset("mmsd")
+@register_dataset("mmsd", options=("image_dir", "mmsd_filter", "normalize_text"))
 def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD with the standard cleaning (``options["mmsd_filter"]``: token, substring or none)."""
     mode = options.get("mmsd_filter") or "token"
@@ -117,7 +117,7 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     return splits, list(LABELS), POSITIVE
 
 
-@register_dataset("mmsd2")
+@register_dataset("mmsd2", options=("image_dir", "normalize_text"))
 def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD2.0: the re-annotated MMSD, already cleaned by its authors, so no filter is applied."""
     notes_from(options)

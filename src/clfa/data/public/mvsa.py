@@ -302,13 +302,13 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     return splits, list(LABELS), None
 
 
-@register_dataset("mvsa-single")
+@register_dataset("mvsa-single", options=("image_dir", "splits_dir"))
 def read_mvsa_single(data_dir: Path, options: dict, skip: SkipReport | None):
     """MVSA-Single: one annotator, ``ID<TAB>text_label,image_label``."""
     return _read_mvsa(data_dir, options, skip, annotators=1)
 
 
-@register_dataset("mvsa-multiple")
+@register_dataset("mvsa-multiple", options=("image_dir", "splits_dir"))
 def read_mvsa_multiple(data_dir: Path, options: dict, skip: SkipReport | None):
     """MVSA-Multiple: three annotators, ``ID<TAB>t,i<TAB>t,i<TAB>t,i``."""
     return _read_mvsa(data_dir, options, skip, annotators=3)
