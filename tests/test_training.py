@@ -117,8 +117,18 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     assert probabilities.shape == (4, 2)
     with pytest.raises(OptionError, match=r"holds checkpoints of an earlier run: add --resume to continue it"):
         train(opts, data)  # a fresh run would mix its checkpoints with these
+    with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with fusion_layers 1 \(now 2\), dropout 0.1 \(now 0.2\); "
+                                          r"resume with the options of that run"):
+        train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, fusion_layers=2, dropout=0.2), data, resume=True)
+    relabelled = load_dataset("jsonl", tiny_dataset, labels=["positive", "negative"])
+    with pytest.raises(OptionError, match=r"was made with labels negative,positive \(now positive,negative\)"):
+        train(opts, relabelled, resume=True)
     resumed = train(opts, data, resume=True)
     assert resumed["train"]["steps"] == full["train"]["steps"]
+    cut_at = int(checkpoint.name.split("-")[1])
+    assert resumed["train"]["steps_this_run"] == full["train"]["steps"] - cut_at and resumed["train"]["loss"] > 0
+    again = train(opts, data, resume=True)  # the run has ended: nothing to train, and no loss to report
+    assert again["train"]["steps_this_run"] == 0 and again["train"]["loss"] is None and again["test"] == full["test"]
     for split in ("dev", "test"):
         assert resumed[split] == full[split]
     # The Trainer averages the reported train loss over the steps of this process only; the weights must agree.
@@ -168,13 +178,18 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--text-model", "/nonexistent/bert"], "", "--text-model /nonexistent/bert: not a model folder, nor a model the hub gave"),
     (["--teacher", "{data}"], "", "/data: not a model folder, nor a model the hub gave (Unrecognized model in"),
     (["--report-to", "tensorbord"], "", "--report-to tensorbord: unknown tracker(s) ['tensorbord']; choose from none, all,"),
+    (["--text-model", "{image}"], "", "/vit: a vit model without a text vocabulary, not a text encoder"),
+    (["--image-model", "{text}"], "", "/bert: a bert model that does not read images, not an image encoder"),
+    (["--image-model", "{teacher}"], "", "/clip: a clip dual encoder; a student is one encoder (give it as --teacher"),
+    (["--teacher", "{text}"], "", "--teacher {text}: a bert model, not a CLIP-style dual encoder (it has no projection_dim)"),
 ])
 def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
     config = tmp_path / "opts.yaml"
     config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
                       "num_workers: 0\nreport_to: none\nprogress: false\n" + config_text)
     capsys.readouterr()
-    flags = [flag.replace("{data}", str(tiny_dataset)) for flag in flags]
+    flags = [flag.replace("{data}", str(tiny_dataset)).format(**tiny_models) for flag in flags]
+    message = message.format(**tiny_models)
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), *flags,
                  "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err
@@ -305,8 +320,18 @@ def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_mod
         train(opts, data, callbacks=[Interrupt()])
     with pytest.raises(OptionError, match=r"holds checkpoints of an earlier run: add --resume to continue it"):
         train(opts, data)  # a fresh run would mix its checkpoints with these
+    with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with fusion_layers 1 \(now 2\), dropout 0.1 \(now 0.2\); "
+                                          r"resume with the options of that run"):
+        train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, fusion_layers=2, dropout=0.2), data, resume=True)
+    relabelled = load_dataset("jsonl", tiny_dataset, labels=["positive", "negative"])
+    with pytest.raises(OptionError, match=r"was made with labels negative,positive \(now positive,negative\)"):
+        train(opts, relabelled, resume=True)
     resumed = train(opts, data, resume=True)
     assert resumed["train"]["steps"] == full["train"]["steps"]
+    cut_at = int(checkpoint.name.split("-")[1])
+    assert resumed["train"]["steps_this_run"] == full["train"]["steps"] - cut_at and resumed["train"]["loss"] > 0
+    again = train(opts, data, resume=True)  # the run has ended: nothing to train, and no loss to report
+    assert again["train"]["steps_this_run"] == 0 and again["train"]["loss"] is None and again["test"] == full["test"]
     assert resumed["test"]["accuracy"] >= 0.8
 
 

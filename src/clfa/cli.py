@@ -36,7 +36,10 @@ def _train(args: argparse.Namespace) -> int:
         print("clfa: error: training diverged: the model written has weights that are not numbers; lower --learning-rate, "
               "or use --precision bf16 or fp32 rather than fp16", file=sys.stderr)
         return 1
-    if metrics["train"]["loss"] is None:
+    if metrics["train"]["steps_this_run"] == 0:
+        print(f"note: the run had already ended at step {metrics['train']['steps']}; nothing was trained, the model and "
+              "metrics.json were written again", file=sys.stderr)
+    elif metrics["train"]["loss"] is None:
         print("warning: the training loss became nan; the model written is a dev checkpoint from before, with finite "
               "weights, but later epochs were lost: lower --learning-rate", file=sys.stderr)
     return 0

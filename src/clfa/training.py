@@ -393,9 +393,57 @@ def check_models(opts: TrainOptions) -> None:
         models["--teacher"] = opts.teacher
     for flag, name in models.items():
         try:
-            AutoConfig.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as err:
             raise OptionError(f"{flag} {name}: not a model folder, nor a model the hub gave ({first_line(err)})") from None
+        if problem := _wrong_kind(flag, config):
+            raise OptionError(f"{flag} {name}: {problem}")
+
+
+def _wrong_kind(flag: str, config) -> str | None:
+    """Why a model cannot serve as ``flag`` (None if it can), from its config: a text student reads token ids, an
+    image student pixels, and the teacher is a CLIP-style dual encoder with a joint embedding space."""
+    kind = getattr(config, "model_type", "") or type(config).__name__
+    if flag == "--teacher":
+        return None if hasattr(config, "projection_dim") else f"a {kind} model, not a CLIP-style dual encoder (it has no projection_dim)"
+    if hasattr(config, "text_config") or hasattr(config, "vision_config"):
+        return f"a {kind} dual encoder; a student is one encoder (give it as --teacher, or one of its towers)"
+    is_image = hasattr(config, "image_size")
+    if flag == "--text-model" and (is_image or not hasattr(config, "vocab_size")):
+        return f"a {kind} model without a text vocabulary, not a text encoder"
+    if flag == "--image-model" and not is_image:
+        return f"a {kind} model that does not read images, not an image encoder"
+    return None
+
+
+# What a checkpoint's weights and math were made with, besides MODEL_OPTIONS; a resumed run must build the same.
+_RESUME_KEYS = ("text_model_name", "image_model_name", "teacher_model_name", "align_dim", "id2label")
+
+
+def check_resume(config, checkpoint: Path) -> None:
+    """A resumed run builds the model its checkpoint was made with: other layers would fail to load deep in the
+    Trainer, and other labels or loss settings would silently change the task halfway."""
+    try:
+        saved = json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise OptionError(f"--resume: cannot read the model config of {checkpoint} ({first_line(err)})") from None
+    now = json.loads(config.to_json_string())
+    names = {"id2label": "labels", "text_model_name": "text_model", "image_model_name": "image_model", "teacher_model_name": "teacher"}
+    differ = [f"{names.get(key, key)} {_shown(saved.get(key))} (now {_shown(now.get(key))})"
+              for key in (*MODEL_OPTIONS, *_RESUME_KEYS) if saved.get(key) != now.get(key)]
+    if differ:
+        raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options of that run")
+
+
+def _global_step(checkpoint: Path) -> int:
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value.values())) if isinstance(value, dict) else str(value)
 
 
 def experiment_trackers(report_to: str) -> list[str]:
@@ -539,6 +587,11 @@ def train(
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
     transform = ImageTransform(image_processor)
     model = build_model(opts, data.labels, data.positive_label)
+    resumed_at = 0
+    if resume:
+        resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
+        check_resume(model.config, resumed_from)
+        resumed_at = _global_step(resumed_from)
     label2id = model.config.label2id
 
     train_records = data["train"]
@@ -583,8 +636,9 @@ def train(
         # What the model was built with: the teacher sets align_dim, and the text encoder can cap max_text_length.
         "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
         # A diverged run's nan loss is written as null: NaN is not JSON, and strict readers refuse the whole file.
-        "train": {"samples": len(train_records), "steps": result.global_step,
-                  "loss": result.training_loss if math.isfinite(result.training_loss) else None,
+        # The loss is the mean over the steps this call ran (none when resuming a finished run).
+        "train": {"samples": len(train_records), "steps": result.global_step, "steps_this_run": result.global_step - resumed_at,
+                  "loss": result.training_loss if math.isfinite(result.training_loss) and result.global_step > resumed_at else None,
                   # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
                   "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
         "best_checkpoint": trainer.state.best_model_checkpoint,
