@@ -80,17 +80,33 @@ def _evaluate(args: argparse.Namespace) -> int:
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
     print_table(metrics_table(results, title=f"{args.model} on {data.name}"))
     if args.output:
-        Path(args.output).write_text(json.dumps(results | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed}, indent=2))
+        from clfa import __version__
+
+        # What produced the figures, so that a file of results read later still says what it measured.
+        about = {"model": args.model, "dataset": data.name, "data_dir": args.data_dir, "labels": list(config.labels),
+                 "positive_label": positive, "device": str(predictor.device), "precision": str(predictor.precision),
+                 "clfa_version": __version__}
+        Path(args.output).write_text(json.dumps(results | about | {"skipped": data.skipped.to_json(),
+                                                                   "removed_by_cleaning": data.removed}, indent=2))
     return 0
 
 
 def _make_parent(output: str | None) -> None:
-    """The folder of an output file, made before the work rather than found missing after it."""
+    """The folder of an output file made, and the file found writable, before the work rather than after it."""
     if not output:
         return
-    if Path(output).is_dir():
+    path = Path(output)
+    if path.is_dir():
         raise OptionError(f"--output {output} is a folder; give a file name")
-    _make_folder(Path(output).parent, f"--output {output}")
+    _make_folder(path.parent, f"--output {output}")
+    existed = path.exists()
+    try:
+        with path.open("a"):  # appending to nothing: an existing file is left as it is
+            pass
+    except OSError as err:
+        raise OptionError(f"--output {output}: cannot be written ({err.strerror or err})") from None
+    if not existed:
+        path.unlink()
 
 
 def _make_folder(folder: Path, option: str) -> None:
@@ -98,6 +114,8 @@ def _make_folder(folder: Path, option: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise OptionError(f"{option}: a file stands where its folder would be") from None
+    except OSError as err:
+        raise OptionError(f"{option}: its folder cannot be made ({err.strerror or err})") from None
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):
     summary = json.loads((demo / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["test"]["accuracy"] == pytest.approx(summary["models"]["CLFA"]["test"]["accuracy"])
+    assert evaluated["model"] == str(demo / "model") and evaluated["dataset"] == "jsonl" and evaluated["device"] == "cpu"
+    assert evaluated["labels"] == ["not_sarcastic", "sarcastic"] and evaluated["positive_label"] == "sarcastic"
 
     first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
     capsys.readouterr()
@@ -71,6 +73,9 @@ def first_image(demo) -> str:
     ([], "give --text and --image, or --input pairs.jsonl"),
     (["--input", "EMPTY"], "empty.jsonl: no pairs to predict"),
     (["--input", "INPUT", "--output", "FOLDER"], "is a folder; give a file name"),
+    # Found before the model loads, not after the predictions are made.
+    (["--input", "INPUT", "--output", "/proc/predictions.jsonl"], "--output /proc/predictions.jsonl: cannot be written (No such file"),
+    (["--input", "INPUT", "--output", "/proc/clfa/predictions.jsonl"], "--output /proc/clfa/predictions.jsonl: its folder cannot be made"),
 ])
 def test_predict_refuses_what_it_would_otherwise_ignore_in_one_line(demo, tmp_path, capsys, flags, message):
     first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
