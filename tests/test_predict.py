@@ -152,3 +152,21 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
         Predictor.from_pretrained(tmp_path / "model", device="cpu").predict(" ", Image.new("RGB", (8, 8)))
     empty = Predictor.from_pretrained(tmp_path / "model", device="cpu").run([], progress=False)
     assert {key: value.shape for key, value in empty.items()} == {"probabilities": (0, 2), "text_features": (0, 24), "image_features": (0, 24)}
+
+
+@pytest.mark.parametrize("edit, refused", [
+    ({"fusion_layers": 4}, r"its config.json does not match its weights \(\d+ missing weight\(s\), e.g. fusion"),
+    ({"fusion_layers": 1}, r"its config.json does not match its weights \(\d+ unexpected weight\(s\)"),
+    ({"mapping_hidden_dim": 40}, r"model: its config.json does not match its weights \(\d+ mis-shaped weight\(s\), "
+                                 r"e.g. image_mapping.0.bias, \[1536\] in the file, \[40\] by the config"),
+])
+def test_a_config_edited_after_training_is_refused_not_filled_with_random_weights(tiny_models, tmp_path, edit, refused):
+    import json
+
+    from clfa.errors import OptionError
+
+    save_model(tiny_models, tmp_path / "model")
+    config = tmp_path / "model" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | edit))
+    with pytest.raises(OptionError, match=refused):
+        Predictor.from_pretrained(tmp_path / "model", device="cpu")

@@ -68,6 +68,14 @@ def _processing_folder(folder: Path) -> Path:
     return folder
 
 
+def _weight_name(key) -> str:
+    """A weight named in a loading report: mis-shaped ones come as (name, shape in the file, shape of the config)."""
+    if isinstance(key, tuple):
+        name, stored, built = key
+        return f"{name}, {list(stored)} in the file, {list(built)} by the config"
+    return key
+
+
 def _missing_files(folder: Path, processing: Path) -> list[str]:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
@@ -131,10 +139,17 @@ class Predictor:
         if missing:
             raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
         try:
-            model = CLFAModel.from_pretrained(path, config=config)
+            # Mis-shaped weights are reported below with the others, not in a log record before a bare RuntimeError.
+            model, info = CLFAModel.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
-        except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a file cut short or not what its name says
             raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
+        # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after
+        # training would otherwise serve predictions from a partly random model.
+        if problems := [f"{len(keys)} {kind} weight(s), e.g. {_weight_name(sorted(keys)[0])}" for kind, keys in
+                        (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys")),
+                         ("mis-shaped", info.get("mismatched_keys"))) if keys]:
+            raise OptionError(f"{path}: its config.json does not match its weights ({'; '.join(problems)})")
         return cls(model, tokenizer, processor, device, **kwargs)
 
     @torch.inference_mode()
