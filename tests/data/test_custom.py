@@ -237,6 +237,18 @@ def test_a_folder_without_data_files_or_no_folder_at_all_is_an_error(folder, tmp
         load_dataset("csv", folder / "img" / "ok.png")
 
 
+def test_two_files_for_one_split_are_named_not_one_picked(folder):
+    lines = json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n"
+    for name in ("train.jsonl", "train.json", "test.jsonl", "valid.jsonl", "dev.csv"):
+        (folder / name).write_text(lines if name != "dev.csv" else "id,text,image,label\n")
+    with pytest.raises(DataError, match=r"more than one train file \(train.jsonl, train.json\); name the one to read with --train-file"):
+        load_dataset("jsonl", folder)
+    with pytest.raises(DataError, match=r"more than one dev file \(dev.csv, valid.jsonl\); name the one to read with --dev-file"):
+        load_dataset("jsonl", folder, train=str(folder / "train.jsonl"))
+    data = load_dataset("jsonl", folder, train=str(folder / "train.jsonl"), dev=str(folder / "valid.jsonl"))
+    assert [len(data[split]) for split in ("train", "dev", "test")] == [2, 2, 2]
+
+
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
     from clfa.errors import OptionError
 

@@ -124,11 +124,11 @@ def _split_file_names(split: str) -> str:
 
 
 def _find_split_file(data_dir: Path, split: str) -> Path | None:
-    for stem in _STEMS[split]:
-        for ext in _SUFFIXES:
-            if (candidate := data_dir / f"{stem}{ext}").is_file():
-                return candidate
-    return None
+    found = [path for stem in _STEMS[split] for ext in _SUFFIXES if (path := data_dir / f"{stem}{ext}").is_file()]
+    if len(found) > 1:  # picking one would leave the other unread without a word
+        raise DataError(f"more than one {split} file ({', '.join(path.name for path in found)}); name the one to read "
+                        f"with --{split}-file", file=data_dir)
+    return found[0] if found else None
 
 
 def _require_folder(data_dir: Path) -> None:
