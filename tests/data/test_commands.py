@@ -128,8 +128,10 @@ def test_check_finds_every_kind_of_problem(tmp_path, capsys):
         "empty text": "1",
         "invalid record": "1",
     }
-    assert f"first 1 of 1 truncated or corrupt image:\n  {images / '1.jpg'}: " in out
-    assert f"{images / '6.jpg'} is 4x300" in out
+    # Each image is named with the record, file and line that use it.
+    assert f"first 1 of 1 truncated or corrupt image:\n  {root / 'text' / 'train.txt'}:1: {images / '1.jpg'}: " in out
+    assert f"{root / 'text' / 'valid2.txt'}:1: {images / '6.jpg'} is 4x300" in out
+    assert f"{root / 'text' / 'valid2.txt'}:2: {images / '7.jpg'} does not exist" in out
     assert f"{root / 'text' / 'test2.txt'}:4: malformed line" in out
     assert f"{root / 'text' / 'test2.txt'}:3: record '10' has an empty text" in out
 
@@ -145,12 +147,14 @@ def test_check_show_limits_listing(tmp_path, capsys):
 def test_check_custom_jsonl(tmp_path, capsys):
     jpeg(tmp_path / "a.jpg")
     (tmp_path / "b.jpg").write_bytes(b"GIF89a nonsense")
-    lines = [{"id": "1", "text": "hi", "image": "a.jpg", "label": "x"}, {"id": "2", "text": "yo", "image": "b.jpg", "label": "y"}]
+    lines = [{"id": "1", "text": "hi", "image": "a.jpg", "label": "x"}, {"id": "2", "text": "yo", "image": "b.jpg", "label": "y"},
+             {"id": "3", "text": "yo", "image": "b.jpg", "label": "y"}]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert run(["data", "check", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "not an image" in out or "truncated or corrupt image" in out
-    assert str(tmp_path / "b.jpg") in out and str(tmp_path / "a.jpg") not in out
+    assert "checked 3 records (train 3) and 2 image files" in out
+    assert f"  {tmp_path / 'train.jsonl'}:2: {tmp_path / 'b.jpg'} is not an image file PIL can read (also the image of 1 more record(s))" in out
+    assert str(tmp_path / "a.jpg") not in out
 
 
 def test_inspect_image(tmp_path):

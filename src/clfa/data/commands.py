@@ -174,13 +174,18 @@ def run_check(args: argparse.Namespace) -> int:
             add("missing label", f"{record.source}: record '{record.id}' has no label")
         elif record.label not in dataset.labels:
             add("unknown label", f"{record.source}: label '{record.label}' is not one of {', '.join(dataset.labels)}")
-    images = list(dict.fromkeys(Path(r.image) for r in records))  # each file once, even when shared
+    users: dict[Path, list[str]] = {}  # each file checked once, even when shared; its records named
+    for record in records:
+        users.setdefault(Path(record.image), []).append(record.source or record.id)
+    images = list(users)
     workers = args.workers or min(32, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(tqdm(pool.map(inspect_image, images), total=len(images), desc="checking images", unit="img"))
-    for result in results:
+    for image, result in zip(images, results):
         if result:
-            add(*result)
+            kind, detail = result
+            first, *more = users[image]
+            add(kind, f"{first}: {detail}" + (f" (also the image of {len(more):,} more record(s))" if more else ""))
     return _report_check(out, dataset, records, len(images), problems, args.show)
 
 
