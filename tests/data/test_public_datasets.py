@@ -532,7 +532,7 @@ def test_mvsa_split_write_cut_short_in_a_splits_dir_is_made_again_not_trusted(tm
     assert notes.split_written and json.loads((fresh / "source.json").read_text())["label_file_sha256"]
 
 
-def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):
+def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path, capsys):
     a = write_mvsa_raw(tmp_path / "a", RAW_SINGLE_LABELS)
     b = write_mvsa_raw(tmp_path / "b", RAW_SINGLE_LABELS)
     lines = (b / "labelResultAll.txt").read_text().splitlines()
@@ -540,7 +540,12 @@ def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path):
     random.Random(3).shuffle(shuffled)
     (b / "labelResultAll.txt").write_text("\n".join([lines[0], *shuffled]) + "\n")  # same data, other order
     first = load_dataset("mvsa-single", a)
+    capsys.readouterr()
     second = load_dataset("mvsa-single", b, splits_dir=str(tmp_path / "my_split"))
+    assert f"note: made the MVSA split from the raw release (8:1:1 per class, seed 42) and wrote it to {tmp_path / 'my_split'}" \
+        in capsys.readouterr().err
+    load_dataset("mvsa-single", b, splits_dir=str(tmp_path / "my_split"))
+    assert "note: made" not in capsys.readouterr().err  # read, not made again
     for split in ("train", "dev", "test"):
         assert [r.id for r in first[split]] == [r.id for r in second[split]]
     assert (tmp_path / "my_split" / "dev.json").is_file() and not (b / SPLIT_FOLDER).exists()

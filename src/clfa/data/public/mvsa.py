@@ -289,6 +289,9 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
         try:
             _write_splits(target, parts, source, notes)
             notes.split_dir, notes.split_written = target, True
+            # Said aloud: a mistyped --splits-dir would otherwise swap a published split for this one unnoticed.
+            print(f"note: made the MVSA split from the raw release (8:1:1 per class, seed {SPLIT_SEED}) and wrote it to "
+                  f"{target}; later runs read it from there", file=sys.stderr)
         except OSError as exc:  # e.g. a read-only dataset folder: the split is deterministic, so go on without it
             print(f"warning: could not write the MVSA split to {target} ({exc}); use --splits-dir to keep it", file=sys.stderr)
     label_path = data_dir / LABEL_FILE
