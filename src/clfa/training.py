@@ -18,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
+from clfa.configuration import CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, stack
 from clfa.data.records import DataError, Record, require_labels
@@ -402,37 +403,47 @@ def check_models(opts: TrainOptions) -> None:
 
 def _wrong_kind(flag: str, config) -> str | None:
     """Why a model cannot serve as ``flag`` (None if it can), from its config: a text student reads token ids, an
-    image student pixels, and the teacher is a CLIP-style dual encoder with a joint embedding space."""
+    image student pixels into patch tokens, and the teacher is a CLIP-style dual encoder with a joint embedding space."""
     kind = getattr(config, "model_type", "") or type(config).__name__
+    dual = hasattr(config, "text_config") and hasattr(config, "vision_config")
     if flag == "--teacher":
-        return None if hasattr(config, "projection_dim") else f"a {kind} model, not a CLIP-style dual encoder (it has no projection_dim)"
+        # A single CLIP tower "with projection" has projection_dim too, but no text and image pair to embed.
+        return None if dual and hasattr(config, "projection_dim") else \
+            f"a {kind} model, not a CLIP-style dual encoder (text and vision towers with a projection_dim)"
     if hasattr(config, "text_config") or hasattr(config, "vision_config"):
-        return f"a {kind} dual encoder; a student is one encoder (give it as --teacher, or one of its towers)"
+        return f"a {kind} model of several towers; a student is one encoder: give the folder or name of one tower"
     is_image = hasattr(config, "image_size")
     if flag == "--text-model" and (is_image or not hasattr(config, "vocab_size")):
-        return f"a {kind} model without a text vocabulary, not a text encoder"
+        return f"a {kind} model without a token vocabulary, not a text encoder"
     if flag == "--image-model" and not is_image:
-        return f"a {kind} model that does not read images, not an image encoder"
+        return f"a {kind} model without an image_size, not a ViT-style image encoder (patch tokens in, features out)"
     return None
 
 
-# What a checkpoint's weights and math were made with, besides MODEL_OPTIONS; a resumed run must build the same.
-_RESUME_KEYS = ("text_model_name", "image_model_name", "teacher_model_name", "align_dim", "id2label")
+# What a checkpoint's weights and math were made with, besides MODEL_OPTIONS, by the flag that sets each.
+_RESUME_KEYS = {"text_model_name": "--text-model", "image_model_name": "--image-model", "teacher_model_name": "--teacher",
+                "align_dim": "--align-dim", "labels": "labels", "positive_label": "--positive-label"}
 
 
-def check_resume(config, checkpoint: Path) -> None:
+def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
     """A resumed run builds the model its checkpoint was made with: other layers would fail to load deep in the
     Trainer, and other labels or loss settings would silently change the task halfway."""
     try:
-        saved = json.loads((checkpoint / "config.json").read_text())
-    except (OSError, ValueError) as err:
+        # Through the config class, so that an option the checkpoint predates reads as its default.
+        saved = CLFAConfig.from_dict(json.loads((checkpoint / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as err:
         raise OptionError(f"--resume: cannot read the model config of {checkpoint} ({first_line(err)})") from None
-    now = json.loads(config.to_json_string())
-    names = {"id2label": "labels", "text_model_name": "text_model", "image_model_name": "image_model", "teacher_model_name": "teacher"}
-    differ = [f"{names.get(key, key)} {_shown(saved.get(key))} (now {_shown(now.get(key))})"
-              for key in (*MODEL_OPTIONS, *_RESUME_KEYS) if saved.get(key) != now.get(key)]
+    flags = {name: "--" + name.replace("_", "-") for name in MODEL_OPTIONS} | _RESUME_KEYS
+    differ = [f"{flag} {_shown(getattr(saved, key, None))} (now {_shown(getattr(config, key, None))})"
+              for key, flag in flags.items() if not _same(key, getattr(saved, key, None), getattr(config, key, None))]
     if differ:
         raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options of that run")
+
+
+def _same(key: str, saved, now) -> bool:
+    if key.endswith("_model_name") and saved and now and Path(saved).exists() and Path(now).exists():
+        return Path(saved).resolve() == Path(now).resolve()  # bert/ and ./bert are one folder
+    return saved == now
 
 
 def _global_step(checkpoint: Path) -> int:
@@ -443,7 +454,7 @@ def _global_step(checkpoint: Path) -> int:
 
 
 def _shown(value) -> str:
-    return ",".join(map(str, value.values())) if isinstance(value, dict) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, list) else "none" if value is None else str(value)
 
 
 def experiment_trackers(report_to: str) -> list[str]:
