@@ -18,3 +18,23 @@ def test_version_names_clfa_and_the_libraries_it_depends_on(capsys):
     assert printed == (f"clfa {clfa.__version__} (torch {version('torch')}, transformers {version('transformers')}, "
                        f"accelerate {version('accelerate')})")
     assert clfa.__version__ == version("clfa")  # the package's and the module's versions agree
+
+
+def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or_opened(tmp_path):
+    import os
+
+    from clfa.cli import _make_parent
+    from clfa.errors import OptionError
+
+    _make_parent(str(tmp_path / "new" / "out.json"))
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "out.json").exists()
+    (tmp_path / "kept.json").write_text("earlier results")
+    _make_parent(str(tmp_path / "kept.json"))
+    assert (tmp_path / "kept.json").read_text() == "earlier results"
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")  # dangling: the write will make the target
+    _make_parent(str(tmp_path / "link.json"))
+    assert (tmp_path / "link.json").is_symlink() and not (tmp_path / "target.json").exists()
+    os.mkfifo(tmp_path / "pipe")  # opening it here would block until a reader came
+    _make_parent(str(tmp_path / "pipe"))
+    with pytest.raises(OptionError, match="is a folder; give a file name"):
+        _make_parent(str(tmp_path))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from clfa.data.arguments import add_dataset_arguments, dataset_from_args
+from clfa.data.arguments import add_dataset_arguments, check_dataset_args, dataset_from_args, dataset_options
 from clfa.data.records import DataError, require_labels
-from clfa.data.registry import uses_option
+from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError
 
 
@@ -50,6 +51,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from clfa.predict import Predictor
     from clfa.report import metrics_table, print_table
 
+    # --labels and --positive-label are checked against the model's labels; the model's go to a custom file below.
+    check_dataset_args(args, labels=None, positive_label=None)
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
@@ -58,10 +61,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     positive = args.positive_label or config.positive_label
     if positive is not None and positive not in config.labels:
         raise OptionError(f"--positive-label {positive}: not one of the model's labels ({', '.join(config.labels)})")
-    # A custom file is read with the model's labels; a public dataset's are fixed, and checked below. The positive
-    # label was checked against the model's labels above.
-    labels = {"labels": list(config.labels)} if uses_option(args.dataset, "labels") else {}
-    data = dataset_from_args(args, positive_label=None, splits=args.split, **labels)
+    check_positive_label(args.positive_label, config.labels)
+    # A custom file is read with the model's labels; a public dataset's are fixed, and checked below.
+    labels = list(config.labels) if uses_option(args.dataset, "labels") else None
+    data = dataset_from_args(args, labels=labels, positive_label=None, splits=args.split)
     if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
         raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "
                           f"{', '.join(config.labels)}")
@@ -83,9 +86,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         from clfa import __version__
 
         # What produced the figures, so that a file of results read later still says what it measured.
-        about = {"model": args.model, "dataset": data.name, "data_dir": args.data_dir, "labels": list(config.labels),
-                 "positive_label": positive, "device": str(predictor.device), "precision": str(predictor.precision),
-                 "clfa_version": __version__}
+        about = {"model": args.model, "dataset": data.name, "data_dir": args.data_dir,
+                 "data_options": {key: value for key, value in dataset_options(args).items() if value not in (None, False)},
+                 # The file each split's records came from, as read (a record's source is FILE:LINE).
+                 "files": {split: data[split][0].source.rpartition(":")[0] for split in args.split},
+                 "labels": list(config.labels), "positive_label": positive, "device": str(predictor.device),
+                 "precision": str(predictor.precision), "clfa_version": __version__}
         Path(args.output).write_text(json.dumps(results | about | {"skipped": data.skipped.to_json(),
                                                                    "removed_by_cleaning": data.removed}, indent=2))
     return 0
@@ -99,14 +105,16 @@ def _make_parent(output: str | None) -> None:
     if path.is_dir():
         raise OptionError(f"--output {output} is a folder; give a file name")
     _make_folder(path.parent, f"--output {output}")
-    existed = path.exists()
+    if path.exists() or path.is_symlink():
+        # Never opened here: a pipe would block or see an early end, and a link's target must not be made.
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise OptionError(f"--output {output}: cannot be written (permission denied)")
+        return
     try:
-        with path.open("a"):  # appending to nothing: an existing file is left as it is
-            pass
+        path.touch(exist_ok=False)
+        path.unlink()
     except OSError as err:
         raise OptionError(f"--output {output}: cannot be written ({err.strerror or err})") from None
-    if not existed:
-        path.unlink()
 
 
 def _make_folder(folder: Path, option: str) -> None:

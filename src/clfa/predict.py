@@ -142,7 +142,7 @@ class Predictor:
             # Mis-shaped weights are reported below with the others, not in a log record before a bare RuntimeError.
             model, info = CLFAModel.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a file cut short or not what its name says
+        except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
             raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
         # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after
         # training would otherwise serve predictions from a partly random model.

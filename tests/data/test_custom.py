@@ -247,6 +247,11 @@ def test_two_files_for_one_split_are_named_not_one_picked(folder):
         load_dataset("jsonl", folder, train=str(folder / "train.jsonl"))
     data = load_dataset("jsonl", folder, train=str(folder / "train.jsonl"), dev=str(folder / "valid.jsonl"))
     assert [len(data[split]) for split in ("train", "dev", "test")] == [2, 2, 2]
+    # Two names of one file are one file.
+    (folder / "train.json").unlink()
+    (folder / "dev.csv").unlink()
+    (folder / "dev.jsonl").symlink_to("valid.jsonl")
+    assert [len(load_dataset("jsonl", folder)[split]) for split in ("train", "dev", "test")] == [2, 2, 2]
 
 
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):

@@ -236,7 +236,9 @@ def test_the_positive_class_of_a_public_dataset_may_be_named(tmp_path):
         load_dataset("mmsd", root, positive_label="sarcasm")
     write_premade(tmp_path / "mvsa", tmp_path / "mvsa" / "data")
     assert load_dataset("mvsa-single", tmp_path / "mvsa").positive_label is None  # three classes: weighted F1
-    assert load_dataset("mvsa-single", tmp_path / "mvsa", positive_label="negative").positive_label == "negative"
+    with pytest.raises(OptionError, match=r"--positive-label negative: this task has 3 labels \(positive, neutral, negative\); "
+                                          r"a positive class is for binary tasks"):
+        load_dataset("mvsa-single", tmp_path / "mvsa", positive_label="negative")
 
 
 # ---------------------------------------------------------------- MMSD2.0

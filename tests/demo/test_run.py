@@ -34,6 +34,7 @@ def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):
     assert evaluated["test"]["accuracy"] == pytest.approx(summary["models"]["CLFA"]["test"]["accuracy"])
     assert evaluated["model"] == str(demo / "model") and evaluated["dataset"] == "jsonl" and evaluated["device"] == "cpu"
     assert evaluated["labels"] == ["not_sarcastic", "sarcastic"] and evaluated["positive_label"] == "sarcastic"
+    assert evaluated["files"] == {"test": str(demo / "data" / "test.jsonl")} and evaluated["data_options"] == {}
 
     first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
     capsys.readouterr()
@@ -59,6 +60,13 @@ def test_evaluate_reports_the_positive_label_asked_for_and_refuses_other_labels(
     (mvsa / "1.jpg").write_bytes((demo / "data" / first_image(demo)).read_bytes())
     assert main(["evaluate", "--model", str(demo / "model"), "--dataset", "mvsa-single", "--data-dir", str(mvsa), "--split", "test"]) == 2
     assert "clfa: error: dataset 'mvsa-single' has the labels positive, neutral, negative; the model was trained on" in capsys.readouterr().err
+    # The model's labels may be restated for a public dataset; its other options are refused before the model loads.
+    mmsd = ["--dataset", "mmsd", "--data-dir", str(tmp_path / "nowhere")]
+    assert main(["evaluate", "--model", str(demo / "model"), *mmsd, "--labels", "not_sarcastic,sarcastic"]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), *mmsd, "--splits-dir", "s", "--output", str(tmp_path / "o" / "e.json")]) == 2
+    assert "clfa: error: --splits-dir does not apply to dataset 'mmsd': only MVSA" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def first_image(demo) -> str:

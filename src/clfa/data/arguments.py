@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clfa.data.registry import DatasetSplits, load_dataset
+from clfa.data.registry import DatasetSplits, check_options, load_dataset
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -15,7 +15,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
     g.add_argument("--dev-file", help="custom formats: the dev file (default DATA_DIR/dev.jsonl|json|csv, or valid, validation, val)")
     g.add_argument("--test-file", help="custom formats: the test file (default DATA_DIR/test.jsonl|json|csv)")
     g.add_argument("--labels", help="custom formats: comma-separated label names in class-id order (default: sorted labels of the train file)")
-    g.add_argument("--positive-label", help="the class whose precision/recall/F1 are reported (default: sarcastic, positive, yes, 1... or the last of two labels)")
+    g.add_argument("--positive-label", help="binary tasks: the class whose precision/recall/F1 are reported (default: sarcastic, positive, yes, 1... or the last label)")
     g.add_argument("--image-dir", help="public datasets: folder of <id>.jpg images (MMSD: default DATA_DIR/dataset_image; MVSA: DATA_DIR/data)")
     g.add_argument("--mmsd-filter", choices=["token", "substring", "none"], help="MMSD cleaning of hashtag-leaking words (default: token)")
     g.add_argument("--splits-dir", help="MVSA: folder with pre-made train/dev/test.json splits, or where to write the split made from the raw release")
@@ -35,6 +35,11 @@ def dataset_options(args: argparse.Namespace) -> dict:
         "splits_dir": args.splits_dir,
         "normalize_text": args.normalize_text,
     }
+
+
+def check_dataset_args(args: argparse.Namespace, **overrides) -> None:
+    """The data options as dataset_from_args would take them, checked before slow work such as loading a model."""
+    check_options(args.dataset, dataset_options(args) | overrides)
 
 
 def dataset_from_args(args: argparse.Namespace, **overrides) -> DatasetSplits:

@@ -88,7 +88,11 @@ def uses_option(name: str, option: str) -> bool:
     return option in _COMMON_OPTIONS or option in READER_OPTIONS.get(name, ())
 
 
-def _check_options(name: str, options: dict) -> None:
+def check_options(name: str, options: dict) -> None:
+    """An unknown dataset, or a setting given that the dataset does not read, is an OptionError (before any reading)."""
+    _ensure_public_readers()
+    if name not in DATASETS:
+        raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
     unused = [key for key, value in options.items() if value not in (None, False) and not uses_option(name, key)]
     if unused:
         why = {key: _NOT_FOR.get("train" if key in ("dev", "test") else key, "") for key in unused}
@@ -104,6 +108,14 @@ def default_positive_label(labels: list[str]) -> str | None:
         if name in labels:
             return name
     return labels[-1]
+
+
+def check_positive_label(positive: str | None, labels: list[str]) -> None:
+    """A positive class is for binary tasks: with more labels the headline F1 is the weighted F1, and naming one class
+    would make "f1" (and the checkpoint picked by it) that class's F1 instead."""
+    if positive is not None and len(labels) != 2:
+        raise OptionError(f"--positive-label {positive}: this task has {len(labels)} labels ({', '.join(labels)}); a positive "
+                          "class is for binary tasks (each class's precision, recall and F1 are in the per_class report)")
 
 
 def wanted_splits(options: dict) -> list[str]:
@@ -125,6 +137,10 @@ def _split_file_names(split: str) -> str:
 
 def _find_split_file(data_dir: Path, split: str) -> Path | None:
     found = [path for stem in _STEMS[split] for ext in _SUFFIXES if (path := data_dir / f"{stem}{ext}").is_file()]
+    unique: dict[Path, Path] = {}
+    for path in found:  # a link and its target are one file
+        unique.setdefault(path.resolve(), path)
+    found = list(unique.values())
     if len(found) > 1:  # picking one would leave the other unread without a word
         raise DataError(f"more than one {split} file ({', '.join(path.name for path in found)}); name the one to read "
                         f"with --{split}-file", file=data_dir)
@@ -164,12 +180,9 @@ for _name in ("jsonl", "csv"):
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid: bool = False, **options) -> DatasetSplits:
     """Read the named dataset. ``skip_invalid`` counts bad records in ``.skipped`` instead of raising."""
-    _ensure_public_readers()
-    if name not in DATASETS:
-        raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+    check_options(name, options)
     if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
         raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
-    _check_options(name, options)
     data_dir = Path(data_dir) if data_dir is not None else Path(".")
     if DATASETS[name] is not _read_custom_splits:  # the custom formats need the folder only for files not named
         _require_folder(data_dir)
@@ -181,6 +194,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     positive = options.get("positive_label") or positive  # a public dataset's default class may be overridden too
     if positive is not None and positive not in labels:
         raise OptionError(f"--positive-label '{positive}' is not one of the labels ({', '.join(labels)})")
+    check_positive_label(options.get("positive_label"), labels)
     removed = {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}
     return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport(),
                          removed=removed)
