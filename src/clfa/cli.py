@@ -256,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
+        import huggingface_hub
         import transformers
 
         transformers.logging.set_verbosity_error()
+        huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
         transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
     try:
         return args.func(args)

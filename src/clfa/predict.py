@@ -9,13 +9,10 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import try_to_load_from_cache
-from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
@@ -26,6 +23,7 @@ from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import DataError, Record
 from clfa.errors import OptionError, first_line
+from clfa.hub import lookup_problem
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
 
@@ -83,26 +81,6 @@ def _missing_files(folder: Path, processing: Path) -> list[str]:
     return missing + [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
 
 
-def _surely_local(text: str) -> str | None:
-    """Why ``text``, a path that does not exist, is a mistyped local path rather than a hub name, or None when it may be a
-    hub name: then the hub is asked, which offline means retries for half a minute before it fails."""
-    folder = Path(text)
-    nearby = folder.parent != Path(".") and folder.parent.is_dir()  # a typo beside the folder it was meant for
-    try:
-        validate_repo_id(text)
-    except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
-        return _no_such_folder(folder) if nearby else "no such folder"
-    if not nearby or isinstance(try_to_load_from_cache(text, "config.json"), str):
-        return None
-    return _no_such_folder(folder)
-
-
-def _no_such_folder(folder: Path) -> str:
-    models = sorted(p.name for p in folder.parent.iterdir() if (p / "config.json").is_file())
-    close = difflib.get_close_matches(folder.name, models, n=3)
-    return f"no such folder in {folder.parent}" + (f" (did you mean {', '.join(close)}?)" if close else "")
-
-
 class Predictor:
     """A trained model with its tokenizer and image processor; no teacher is needed.
 
@@ -130,7 +108,7 @@ class Predictor:
         folder, local = Path(path), Path(path).exists()
         if local and not folder.is_dir():
             raise OptionError(f"{path}: a file, not a folder{_HINT}")
-        if not local and (problem := _surely_local(str(path))):
+        if not local and (problem := lookup_problem(str(path))):
             raise OptionError(f"{path}: {problem}{_HINT}")
         processing = _processing_folder(folder) if local else path
         missing = _missing_files(folder, processing) if local else []

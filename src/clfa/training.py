@@ -25,6 +25,7 @@ from clfa.data.records import DataError, Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.errors import OptionError, first_line
 from clfa.fused_linears import fusing_linears
+from clfa.hub import lookup_problem
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
@@ -393,6 +394,8 @@ def check_models(opts: TrainOptions) -> None:
     if uses_teacher(opts):
         models["--teacher"] = opts.teacher
     for flag, name in models.items():
+        if problem := lookup_problem(name):
+            raise OptionError(f"{flag} {name}: {problem}")
         try:
             config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as err:

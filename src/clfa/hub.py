@@ -1,0 +1,61 @@
+"""Model names that are neither a local folder nor a model the hub can give, told apart before the hub is asked.
+
+Asking the hub for a mistyped local path, or for anything on a machine that cannot reach it, means retries for half a
+minute before it fails; these checks answer at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.utils import validate_repo_id
+
+
+def lookup_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model (None when it is a folder, is in the hub cache, or the hub may have it)."""
+    if Path(name).exists():
+        return None
+    if problem := _surely_local(name):
+        return problem
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "no such folder, and not in the hub cache (HF_HUB_OFFLINE is set)"
+    if not _hub_resolves():
+        return f"no such folder, and the hub ({urlparse(constants.ENDPOINT).hostname}) cannot be reached from here to look it up"
+    return None
+
+
+def _surely_local(text: str) -> str | None:
+    """Why ``text``, a path that does not exist, is a mistyped local path rather than a hub name, or None."""
+    folder = Path(text)
+    nearby = folder.parent != Path(".") and folder.parent.is_dir()  # a typo beside the folder it was meant for
+    try:
+        validate_repo_id(text)
+    except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
+        return _no_such_folder(folder) if nearby else "no such folder"
+    if not nearby or isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return None
+    return _no_such_folder(folder)
+
+
+def _no_such_folder(folder: Path) -> str:
+    models = sorted(p.name for p in folder.parent.iterdir() if (p / "config.json").is_file())
+    close = difflib.get_close_matches(folder.name, models, n=3)
+    return f"no such folder in {folder.parent}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+
+
+@functools.cache
+def _hub_resolves() -> bool:
+    # A name lookup fails at once where there is no network; the hub client would retry its request for 30 s.
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except (OSError, UnicodeError):
+        return False
