@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +53,10 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     assert metrics["test"]["positive_label"] == "positive"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"] == metrics["test"]
+    # What the figures were measured on, in absolute paths.
+    assert saved["data_dir"] == str(tiny_dataset.resolve()) and saved["data_options"] == {}
+    assert saved["files"] == {split: str(tiny_dataset.resolve() / f"{split}.jsonl") for split in ("train", "dev", "test")}
+    assert Path(saved["best_checkpoint"]).is_absolute() and Path(saved["best_checkpoint"]).is_dir()
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     # The teacher embeddings were cached and the teacher is not part of the saved model.
     assert list((tmp_path / "cache" / "teacher").glob("teacher-*.safetensors"))

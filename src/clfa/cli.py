@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from clfa.data.arguments import add_dataset_arguments, check_dataset_args, dataset_from_args, dataset_options
+from clfa.data.arguments import add_dataset_arguments, check_dataset_args, dataset_from_args
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError
@@ -86,10 +86,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         from clfa import __version__
 
         # What produced the figures, so that a file of results read later still says what it measured.
-        about = {"model": args.model, "dataset": data.name, "data_dir": args.data_dir,
-                 "data_options": {key: value for key, value in dataset_options(args).items() if value not in (None, False)},
-                 # The file each split's records came from, as read (a record's source is FILE:LINE).
-                 "files": {split: data[split][0].source.rpartition(":")[0] for split in args.split},
+        about = {"model": str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
+                 "dataset": data.name, "data_dir": data.data_dir, "files": data.files, "data_options": data.options,
                  "labels": list(config.labels), "positive_label": positive, "device": str(predictor.device),
                  "precision": str(predictor.precision), "clfa_version": __version__}
         Path(args.output).write_text(json.dumps(results | about | {"skipped": data.skipped.to_json(),

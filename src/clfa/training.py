@@ -17,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import is_sagemaker_mp_enabled
 
+from clfa import __version__
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
@@ -646,6 +647,9 @@ def train(
 
     metrics: dict = {
         "dataset": data.name,
+        "data_dir": data.data_dir,
+        "files": data.files,
+        "data_options": data.options,
         "labels": data.labels,
         # What the model was built with: the teacher sets align_dim, and the text encoder can cap max_text_length.
         "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
@@ -655,7 +659,8 @@ def train(
                   "loss": result.training_loss if math.isfinite(result.training_loss) and result.global_step > resumed_at else None,
                   # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
                   "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
-        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_checkpoint": str(Path(trainer.state.best_model_checkpoint).resolve()) if trainer.state.best_model_checkpoint else None,
+        "clfa_version": __version__,
         "skipped": data.skipped.to_json(),
         "removed_by_cleaning": data.removed,
     }

@@ -254,6 +254,22 @@ def test_two_files_for_one_split_are_named_not_one_picked(folder):
     assert [len(load_dataset("jsonl", folder)[split]) for split in ("train", "dev", "test")] == [2, 2, 2]
 
 
+def test_without_a_data_folder_only_the_files_named_are_read(folder, monkeypatch):
+    from clfa.errors import OptionError
+
+    lines = json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n"
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        (folder / name).write_text(lines)
+    monkeypatch.chdir(folder)  # the working folder holds dev and test files no one named
+    data = load_dataset("jsonl", train="train.jsonl")
+    assert list(data.splits) == ["train"] and data.data_dir is None
+    assert data.files == {"train": str(folder.resolve() / "train.jsonl")}
+    with pytest.raises(OptionError, match=r"give --data-dir, or name the files with --train-file/--dev-file/--test-file"):
+        load_dataset("jsonl")
+    with pytest.raises(OptionError, match=r"dataset 'mmsd' is read from its folder, laid out as published: give --data-dir"):
+        load_dataset("mmsd")
+
+
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):
     from clfa.errors import OptionError
 

@@ -34,7 +34,8 @@ def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):
     assert evaluated["test"]["accuracy"] == pytest.approx(summary["models"]["CLFA"]["test"]["accuracy"])
     assert evaluated["model"] == str(demo / "model") and evaluated["dataset"] == "jsonl" and evaluated["device"] == "cpu"
     assert evaluated["labels"] == ["not_sarcastic", "sarcastic"] and evaluated["positive_label"] == "sarcastic"
-    assert evaluated["files"] == {"test": str(demo / "data" / "test.jsonl")} and evaluated["data_options"] == {}
+    assert evaluated["files"] == {"test": str((demo / "data" / "test.jsonl").resolve())}
+    assert evaluated["data_options"] == {"labels": ["not_sarcastic", "sarcastic"]}  # a custom file is read with the model's labels
 
     first = json.loads((demo / "data" / "test.jsonl").read_text().splitlines()[0])
     capsys.readouterr()

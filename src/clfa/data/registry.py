@@ -25,6 +25,7 @@ DATASETS: dict[str, Reader] = {}
 # load_dataset applies positive_label to any of them.
 READER_OPTIONS: dict[str, frozenset[str]] = {}
 _COMMON_OPTIONS = frozenset({"splits", "check_images", "notes", "positive_label"})
+_INTERNAL_OPTIONS = frozenset({"splits", "check_images", "notes"})  # how to read, not what: not recorded with metrics
 # Why a setting does not apply, by setting, for the error; the flag is --name-with-dashes unless listed here.
 _NOT_FOR = {
     "train": "the public datasets are read from --data-dir, laid out as published",
@@ -47,6 +48,11 @@ class DatasetSplits:
     # Samples the dataset's standard cleaning removed (MMSD's hashtag-leaking words, MVSA's label aggregation):
     # {split or "all": {reason: count}}. Not errors, but not silent either.
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Where the records came from, for the metrics files: the folder, each split's file (absolute paths) and the
+    # reader settings given.
+    data_dir: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
     def drop_unlabelled(self, splits, purpose: str) -> None:
         """Under ``--skip-invalid``: the records of ``splits`` without a label leave them, counted in ``skipped``."""
@@ -152,15 +158,20 @@ def _require_folder(data_dir: Path) -> None:
         raise DataError("no such folder" if not data_dir.exists() else "a file, not a folder (give the dataset's folder)", file=data_dir)
 
 
-def _read_custom_splits(data_dir: Path, options: dict, skip: SkipReport | None):
+def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport | None):
     labels = options.get("labels")
     # Evaluating a split reads no other once the labels are known (without them, they come from the train file).
     wanted = set(wanted_splits(options)) | ({"train"} if labels is None else set())
-    if any(not options.get(split) for split in wanted):
+    if data_dir is None:  # only the files named: none is looked for in the working folder
+        if not any(options.get(split) for split in wanted):
+            raise OptionError("give --data-dir, or name the files with --train-file/--dev-file/--test-file")
+    elif any(not options.get(split) for split in wanted):
         _require_folder(data_dir)
-    files = {split: (options.get(split) or _find_split_file(data_dir, split)) if split in wanted else None for split in SPLITS}
+    find = (lambda split: None) if data_dir is None else (lambda split: _find_split_file(data_dir, split))
+    files = {split: (options.get(split) or find(split)) if split in wanted else None for split in SPLITS}
     if files["train"] is None and labels is None:
-        raise DataError(f"no train file ({_split_file_names('train')}) and no --labels given", file=data_dir)
+        where = "" if data_dir is None else f" ({_split_file_names('train')})"
+        raise DataError(f"no train file{where} and no --labels given", file=data_dir)
     if not any(files.values()):
         names = "; ".join(_split_file_names(split) for split in SPLITS if split in wanted)
         raise DataError(f"no data file: found none of {names}", file=data_dir)
@@ -183,8 +194,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     check_options(name, options)
     if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
         raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
-    data_dir = Path(data_dir) if data_dir is not None else Path(".")
+    data_dir = Path(data_dir) if data_dir is not None else None
     if DATASETS[name] is not _read_custom_splits:  # the custom formats need the folder only for files not named
+        if data_dir is None:
+            raise OptionError(f"dataset '{name}' is read from its folder, laid out as published: give --data-dir")
         _require_folder(data_dir)
     skip = SkipReport() if skip_invalid else None
     from clfa.data.public.common import ReaderNotes
@@ -196,8 +209,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
         raise OptionError(f"--positive-label '{positive}' is not one of the labels ({', '.join(labels)})")
     check_positive_label(options.get("positive_label"), labels)
     removed = {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}
+    # Each split's records come from one file; a record's source is FILE:LINE.
+    files = {split: str(Path(records[0].source.rpartition(":")[0]).resolve()) for split, records in splits.items()
+             if records and records[0].source}
+    given = {key: value for key, value in options.items() if key not in _INTERNAL_OPTIONS and value not in (None, False)}
     return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport(),
-                         removed=removed)
+                         removed=removed, data_dir=str(data_dir.resolve()) if data_dir is not None else None, files=files,
+                         options=given)
 
 
 def _ensure_public_readers() -> None:
