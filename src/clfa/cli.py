@@ -29,6 +29,8 @@ def _train(args: argparse.Namespace) -> int:
         print(report, file=sys.stderr)
     if not data.splits.get("dev"):
         print("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept", file=sys.stderr)
+    if not data.splits.get("test"):
+        print("no test split: the model is not scored on held-out data after training", file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
         print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))

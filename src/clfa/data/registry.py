@@ -142,7 +142,10 @@ def _split_file_names(split: str) -> str:
 
 
 def _find_split_file(data_dir: Path, split: str) -> Path | None:
-    found = [path for stem in _STEMS[split] for ext in _SUFFIXES if (path := data_dir / f"{stem}{ext}").is_file()]
+    # Names compared without case: Test.jsonl or DEV.CSV are not to be passed over for want of a lower-case name.
+    names = [f"{stem}{ext}" for stem in _STEMS[split] for ext in _SUFFIXES]
+    found = sorted((path for path in data_dir.iterdir() if path.name.lower() in names and path.is_file()),
+                   key=lambda path: (names.index(path.name.lower()), path.name))
     unique: dict[Path, Path] = {}
     for path in found:  # a link and its target are one file
         unique.setdefault(path.resolve(), path)
@@ -182,6 +185,9 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
         splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
         if labels is None and split == "train":
             labels = sorted({r.label for r in splits["train"] if r.label is not None})
+            if not labels:  # else every later split's labels would be "unknown", which blames the wrong file
+                raise DataError('no record has a label, so there are no labels to learn: each record needs a "label" '
+                                "(a CSV file a label column), or name the labels with --labels", file=files["train"])
     return splits, labels, default_positive_label(labels)
 
 
