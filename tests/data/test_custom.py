@@ -42,7 +42,7 @@ CASES = {
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
     "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
-    "unclosed object": ('{"id": "3", "text": "a", "image": "img/ok.png"', "not valid JSON (Expecting ',' delimiter at column 47)"),
+    "unclosed object": ('{"id": "3", "text": "a", "image": "img/ok.png"', "not valid JSON at column 47 (Expecting ',' delimiter)"),
     "missing field": (json.dumps({"id": "3", "text": "no image"}), "missing field 'image'"),
 }
 
@@ -247,7 +247,10 @@ def test_two_files_for_one_split_are_named_not_one_picked(folder):
         load_dataset("jsonl", folder, train=str(folder / "train.jsonl"))
     data = load_dataset("jsonl", folder, train=str(folder / "train.jsonl"), dev=str(folder / "valid.jsonl"))
     assert [len(data[split]) for split in ("train", "dev", "test")] == [2, 2, 2]
-    # Two names of one file are one file.
+    # Names are compared without case, and two names of one file are one file.
+    (folder / "test.jsonl").rename(folder / "Test.JSONL")
+    assert load_dataset("jsonl", folder, train=str(folder / "train.jsonl"), dev=str(folder / "valid.jsonl")).files["test"] \
+        == str(folder.resolve() / "Test.JSONL")
     (folder / "train.json").unlink()
     (folder / "dev.csv").unlink()
     (folder / "dev.jsonl").symlink_to("valid.jsonl")
@@ -268,6 +271,38 @@ def test_without_a_data_folder_only_the_files_named_are_read(folder, monkeypatch
         load_dataset("jsonl")
     with pytest.raises(OptionError, match=r"dataset 'mmsd' is read from its folder, laid out as published: give --data-dir"):
         load_dataset("mmsd")
+
+
+def test_a_train_file_without_labels_is_named_not_the_dev_file_after_it(folder):
+    (folder / "train.csv").write_text("id,text,image,Label\n1,so sunny,img/ok.png,pos\n")
+    (folder / "dev.csv").write_text("id,text,image,label\n2,so sunny,img/ok.png,pos\n")
+    with pytest.raises(DataError, match=r"train.csv:1: CSV header: 'Label' is not 'label' \(field names are lower case\)"):
+        load_dataset("csv", folder)
+    (folder / "train.csv").write_text("id,text,image,label\n1,so sunny,img/ok.png,\n")
+    with pytest.raises(DataError, match=r"train.csv: no record has a label, so there are no labels to learn"):
+        load_dataset("csv", folder)
+
+
+@pytest.mark.parametrize("field, message", [
+    ('"Label": "pos"', r"malformed line: 'Label' is not 'label' \(field names are lower case\)"),
+    ('"label": ["pos"]', r"malformed line: label is list, not a string or a number"),
+    ('"text": ["so", "sunny"]', r"malformed line: text is list, not a string"),
+])
+def test_a_field_that_would_be_ignored_or_mangled_is_named(folder, field, message):
+    record = json.dumps({k: v for k, v in GOOD.items() if k != "label"})[:-1] + ", " + field + "}"
+    with pytest.raises(DataError, match=r"data.jsonl:3: " + message):
+        read_custom(write_jsonl(folder, record))
+
+
+def test_labels_are_read_without_surrounding_spaces_and_numbers_as_text(folder):
+    (folder / "train.jsonl").write_text(json.dumps(GOOD | {"label": " pos "}) + "\n" + json.dumps(GOOD | {"id": "2", "label": 0}) + "\n")
+    assert load_dataset("jsonl", folder).labels == ["0", "pos"]
+    assert load_dataset("jsonl", folder, labels=["pos", "0"]).labels == ["pos", "0"]
+    with pytest.raises(DataError, match=r"unknown label 'pos' \(known labels: 'neg', ' 0'\)"):
+        load_dataset("jsonl", folder, labels=["neg", " 0"])
+    (folder / "train.tsv").write_text("id\ttext\n")
+    with pytest.raises(DataError, match=r"train.tsv: unsupported file type '.tsv': records are read from .jsonl, .json or .csv"):
+        read_custom(folder / "train.tsv")
 
 
 def test_a_positive_label_that_is_not_a_label_is_refused_when_reading(folder):

@@ -28,7 +28,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
         "train": args.train_file,
         "dev": args.dev_file,
         "test": args.test_file,
-        "labels": args.labels.split(",") if args.labels else None,
+        "labels": [label.strip() for label in args.labels.split(",")] if args.labels else None,
         "positive_label": args.positive_label,
         "image_dir": args.image_dir,
         "mmsd_filter": args.mmsd_filter,

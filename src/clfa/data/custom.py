@@ -18,6 +18,7 @@ from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
+FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
 
 def check_image_file(path: Path) -> str | None:
@@ -58,6 +59,8 @@ def _holds_a_list(path: Path) -> bool:
 def _iter_rows(path: Path):
     """Yield (line_number, dict | DataError) pairs: a malformed line yields the DataError naming it; a file that
     cannot be read at all (no CSV header) raises it."""
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv"):  # a .tsv read as JSON Lines fails on every line
+        raise DataError(f"unsupported file type '{path.suffix}': records are read from .jsonl, .json or .csv files", file=path)
     if path.suffix.lower() == ".csv":
         yield from _iter_csv_rows(path)
         return
@@ -75,7 +78,7 @@ def _iter_rows(path: Path):
             try:
                 row = json.loads(raw.rstrip("\r\n"))  # so that an error at the line's end has this line's column
             except json.JSONDecodeError as exc:
-                yield line, DataError(f"malformed line: not valid JSON ({exc.msg} at column {exc.colno})", file=path, line=line)
+                yield line, DataError(f"malformed line: not valid JSON at column {exc.colno} ({exc.msg})", file=path, line=line)
                 continue
             if not isinstance(row, dict):
                 yield line, DataError("malformed line: expected a JSON object", file=path, line=line)
@@ -119,6 +122,8 @@ def _iter_csv_rows(path: Path):
         raise DataError("empty CSV file (no header)", file=path)
     if error := not_utf8(path, header_line, *header):
         raise error
+    if near := _near_field_names(header):
+        raise DataError(f"CSV header: {near}", file=path, line=header_line)
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
         raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
     required = {key: header.index(key) for key in REQUIRED_FIELDS}
@@ -134,20 +139,34 @@ def _iter_csv_rows(path: Path):
         yield start, DataError(f"malformed line: {problem}{spans}", file=path, line=start, kind="malformed line")
 
 
+def _near_field_names(names) -> str:
+    """'Label' for 'label', ' text' for 'text': a field that would otherwise be ignored, leaving its record without one."""
+    near = [f"'{name}' is not '{name.strip().lower()}'" for name in names
+            if name not in FIELDS and name.strip().lower() in FIELDS and name.strip().lower() not in names]
+    return "; ".join(near) + " (field names are lower case)" if near else ""
+
+
 def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool) -> Record:
+    if near := _near_field_names(row):
+        raise DataError(f"malformed line: {near}", file=path, line=line)
     for key in REQUIRED_FIELDS:
         if row.get(key) is None:
             raise DataError(f"malformed line: missing field '{key}'", file=path, line=line)
-    text = str(row["text"])
+    if not isinstance(row["text"], str):
+        raise DataError(f"malformed line: text is {type(row['text']).__name__}, not a string", file=path, line=line)
+    text = row["text"]
     if not text.strip():
         raise DataError("empty text", file=path, line=line)
     label = row.get("label")
-    label = None if label is None or str(label) == "" else str(label)
+    if isinstance(label, (list, dict, bool)):  # numbers are fine: labels 0/1 are common, and read as "0"/"1"
+        raise DataError(f"malformed line: label is {type(label).__name__}, not a string or a number", file=path, line=line)
+    # Spaces around a label are not part of it: "rain " from "rain, snow" must not be a class of its own.
+    label = None if label is None or str(label).strip() == "" else str(label).strip()
     if label is not None and ("\n" in label or "\r" in label):  # a label is one line; more is a quote left open
         raise DataError(f"label {label[:20]!r}... runs over several lines: is a quote never closed?", file=path, line=line,
                         kind="label over several lines")
     if label is not None and labels is not None and label not in labels:
-        raise DataError(f"unknown label '{label}' (known labels: {', '.join(labels)})", file=path, line=line)
+        raise DataError(f"unknown label {label!r} (known labels: {', '.join(map(repr, labels))})", file=path, line=line)
     image = (path.parent / str(row["image"])).resolve()
     if check_images and (problem := check_image_file(image)):
         raise DataError(problem, file=path, line=line)
