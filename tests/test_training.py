@@ -180,6 +180,9 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--attention-backends", "flash,fastest"], "", "--attention-backends 'flash,fastest': unknown backend(s) ['fastest']"),
     (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
     ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
+    ([], "learning-rate: 0.1\ndata_dir: x\n", "unknown option(s) ['data_dir', 'learning-rate']; keys are written with underscores: "
+                                               "learning-rate (write learning_rate); the data is given on the command line"),
+    (["--fusion", "crossattention"], "", "--fusion crossattention: unknown; choose from cross_attention, concat"),
     (["--resume"], "", "--resume: no checkpoint to resume from in"),
     (["--text-model", "/nonexistent/bert"], "", "--text-model /nonexistent/bert: no such folder"),
     (["--image-model", "{image}-studnet"], "", "-studnet: no such folder in "),

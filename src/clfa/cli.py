@@ -142,6 +142,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise OptionError("--text is empty")
     if one and (problem := check_image_file(Path(args.image))):
         raise DataError(problem)
+    if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if one:

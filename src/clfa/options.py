@@ -130,6 +130,10 @@ class TrainOptions:
             raise OptionError(f"--epochs must be a finite number above 0 (or --max-steps set), got {self.epochs}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
+        from clfa.fusion import FUSIONS  # a registry open to new methods, so checked here rather than by argparse choices
+
+        if self.fusion not in FUSIONS:
+            raise OptionError(f"--fusion {self.fusion}: unknown; choose from {', '.join(FUSIONS)}")
 
     @classmethod
     def from_file(cls, path: str | Path) -> dict:
@@ -151,7 +155,11 @@ class TrainOptions:
             raise OptionError(f"{path}: expected a mapping of option names to values")
         by_name = {f.name: f for f in fields(cls)}
         if unknown := sorted(set(data) - set(by_name)):
-            raise OptionError(f"{path}: unknown option(s) {unknown}")
+            hints = [f"{name} (write {name.replace('-', '_')})" for name in unknown if name.replace("-", "_") in by_name]
+            data_flags = [name for name in unknown if name.replace("-", "_") in ("dataset", "data_dir")]
+            raise OptionError(f"{path}: unknown option(s) {unknown}"
+                              + (f"; keys are written with underscores: {', '.join(hints)}" if hints else "")
+                              + ("; the data is given on the command line (--dataset, --data-dir)" if data_flags else ""))
         return {name: _from_file_value(by_name[name], value, path) for name, value in data.items()}
 
     def to_dict(self) -> dict:

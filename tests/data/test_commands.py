@@ -164,6 +164,7 @@ def test_inspect_image(tmp_path):
     assert inspect_image(png) is None
     assert inspect_image(jpeg(tmp_path / "small.jpg", size=(7, 100)))[0] == "absurd dimensions"
     assert inspect_image(tmp_path / "none.jpg")[0] == "missing image"
+    assert inspect_image(tmp_path) == ("folder instead of an image file", f"{tmp_path} is a folder")  # the loader's words
 
 
 def test_stats_table_shows_unlabelled_records(tmp_path, capsys):

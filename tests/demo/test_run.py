@@ -82,6 +82,7 @@ def first_image(demo) -> str:
     ([], "give --text and --image, or --input pairs.jsonl"),
     (["--input", "EMPTY"], "empty.jsonl: no pairs to predict"),
     (["--input", "INPUT", "--output", "FOLDER"], "is a folder; give a file name"),
+    (["--input", "INPUT", "--output", "INPUT"], "is the --input file: the predictions would replace the pairs"),
     # Found before the model loads, not after the predictions are made.
     (["--input", "INPUT", "--output", "/proc/predictions.jsonl"], "--output /proc/predictions.jsonl: cannot be written (No such file"),
     (["--input", "INPUT", "--output", "/proc/clfa/predictions.jsonl"], "--output /proc/clfa/predictions.jsonl: its folder cannot be made"),

@@ -137,6 +137,8 @@ def inspect_image(path: Path) -> tuple[str, str] | None:
         return "missing image", f"{path} does not exist"
     if size == 0:
         return "empty image file", f"{path} has 0 bytes"
+    if path.is_dir():  # an empty image field names the data file's own folder
+        return "folder instead of an image file", f"{path} is a folder"
     try:
         with Image.open(path) as img:
             width, height = img.size
