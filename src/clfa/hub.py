@@ -18,30 +18,23 @@ from huggingface_hub.utils import validate_repo_id
 
 def lookup_problem(name: str) -> str | None:
     """Why ``name`` cannot be a model (None when it is a folder, is in the hub cache, or the hub may have it)."""
-    if Path(name).exists():
+    folder = Path(name)
+    if folder.exists():
         return None
-    if problem := _surely_local(name):
-        return problem
+    nearby = folder.parent != Path(".") and folder.parent.is_dir()  # a typo beside the folder it was meant for
+    try:
+        validate_repo_id(name)
+    except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
+        return _no_such_folder(folder) if nearby else "no such folder"
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return None
+    if nearby:
+        return _no_such_folder(folder)
     if constants.HF_HUB_OFFLINE:
         return "no such folder, and not in the hub cache (HF_HUB_OFFLINE is set)"
     if not _hub_resolves():
         return f"no such folder, and the hub ({urlparse(constants.ENDPOINT).hostname}) cannot be reached from here to look it up"
     return None
-
-
-def _surely_local(text: str) -> str | None:
-    """Why ``text``, a path that does not exist, is a mistyped local path rather than a hub name, or None."""
-    folder = Path(text)
-    nearby = folder.parent != Path(".") and folder.parent.is_dir()  # a typo beside the folder it was meant for
-    try:
-        validate_repo_id(text)
-    except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
-        return _no_such_folder(folder) if nearby else "no such folder"
-    if not nearby or isinstance(try_to_load_from_cache(text, "config.json"), str):
-        return None
-    return _no_such_folder(folder)
 
 
 def _no_such_folder(folder: Path) -> str:

@@ -24,8 +24,8 @@ DATASETS: dict[str, Reader] = {}
 # The reader-specific settings each dataset reads; every reader also takes splits, check_images and notes, and
 # load_dataset applies positive_label to any of them.
 READER_OPTIONS: dict[str, frozenset[str]] = {}
-_COMMON_OPTIONS = frozenset({"splits", "check_images", "notes", "positive_label"})
 _INTERNAL_OPTIONS = frozenset({"splits", "check_images", "notes"})  # how to read, not what: not recorded with metrics
+_COMMON_OPTIONS = _INTERNAL_OPTIONS | {"positive_label"}
 # Why a setting does not apply, by setting, for the error; the flag is --name-with-dashes unless listed here.
 _NOT_FOR = {
     "train": "the public datasets are read from --data-dir, laid out as published",
