@@ -195,8 +195,17 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     path.write_text(json.dumps([GOOD, GOOD | {"id": "2", "label": "neg"}]))
     assert [r.id for r in load_dataset("jsonl", folder)["train"]] == ["1", "2"]  # found as DATA_DIR/train.json
     path.write_text('[{"id": "1",\n "text": }]')
-    with pytest.raises(DataError, match=r"train.json:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"train.json:2, item 1: malformed JSON"):
         read_custom(path, skip=SkipReport())
+    # A list written on one line (json.dump's way): each problem names its item, since every line number is 1.
+    path.write_text(json.dumps([GOOD, GOOD | {"label": ["x"]}, 7, GOOD]))
+    skip = SkipReport()
+    assert [r.id for r in read_custom(path, skip=skip)] == ["1"]
+    assert [(e.line, e.item, e.reason) for e in skip.skipped] == [
+        (1, 2, "malformed line: label is list, not a string or a number"),
+        (1, 3, "malformed item: expected a JSON object"),
+        (1, 4, "duplicate id '1' (first on line 1, item 1)"),
+    ]
     # A byte that is not UTF-8 spoils its item only.
     items = [json.dumps(GOOD).encode(), json.dumps(GOOD | {"id": "2", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"),
              json.dumps(GOOD | {"id": "3"}).encode()]

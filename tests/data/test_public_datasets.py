@@ -209,7 +209,7 @@ def test_reading_only_the_splits_asked_for_leaves_the_others_unread(tmp_path):
     write_premade(tmp_path / "mvsa", tmp_path / "mvsa" / "data")
     (tmp_path / "mvsa" / "data" / "0.jpg").unlink()  # a train image
     assert len(load_dataset("mvsa-single", tmp_path / "mvsa", splits=["test"])["test"]) == 6
-    with pytest.raises(DataError, match=r"train.json:\d+: missing image file"):
+    with pytest.raises(DataError, match=r"train.json:\d+, item 1: missing image file"):
         load_dataset("mvsa-single", tmp_path / "mvsa")
 
 
@@ -274,10 +274,10 @@ def test_mmsd2_bad_item_names_its_line(tmp_path):
     items = [{"image_id": 1, "text": "a", "label": 0}, {"image_id": 2, "text": "b", "label": 2}]
     root = write_mmsd2(tmp_path, {"train": items, "valid": [], "test": []})
     # indent=2: '[' on line 1, the first item spans lines 2-6, the second starts on line 7
-    with pytest.raises(DataError, match=r"train.json:7: malformed item: label 2 is not 0 or 1"):
+    with pytest.raises(DataError, match=r"train.json:7, item 2: malformed item: label 2 is not 0 or 1"):
         load_dataset("mmsd2", root)
     (root / "text_json_final" / "valid.json").write_text('[{"image_id": 5, "text": "x", "label": 0},\n {"image_id": 6 "text"}]')
-    with pytest.raises(DataError, match=r"valid.json:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"valid.json:2, item 2: malformed JSON"):
         load_dataset("mmsd2", root, skip_invalid=True)
     (root / "text_json_final" / "valid.json").write_bytes('[{"image_id": 5, "text": "x", "label": 0},\n {"image_id": 6, "text": "caf\u00e9", "label": 0}]'.encode("latin-1"))
     (root / "text_json_final" / "train.json").write_text(json.dumps(items[:1]))
@@ -285,10 +285,32 @@ def test_mmsd2_bad_item_names_its_line(tmp_path):
     assert [r.id for r in data["dev"]] == ["5"] and [e.line for e in data.skipped.skipped] == [2]
 
 
+def test_mmsd2_one_line_file_names_the_item(tmp_path):
+    # The released files are json.dump'ed on one line: the line alone ("train.json:1") would find nothing.
+    items = [{"image_id": 1, "text": "a", "label": 0}, {"image_id": 2, "text": "b", "label": 2},
+             {"image_id": 3, "text": "c", "label": 1}, {"image_id": 1, "text": "d", "label": 1}]
+    root = write_mmsd2(tmp_path, {"train": [], "valid": [], "test": []})
+    (root / "text_json_final" / "train.json").write_text(json.dumps(items))
+    for item in items[:3]:
+        jpeg(root / "dataset_image" / f"{item['image_id']}.jpg")
+    (root / "dataset_image" / "3.jpg").unlink()
+    data = load_dataset("mmsd2", root, skip_invalid=True)
+    assert [r.id for r in data["train"]] == ["1"]
+    assert [str(e).removeprefix(str(root / "text_json_final") + "/") for e in data.skipped.skipped] == [
+        "train.json:1, item 2: malformed item: label 2 is not 0 or 1",
+        f"train.json:1, item 3: missing image file {root / 'dataset_image' / '3.jpg'}",
+        "train.json:1, item 4: duplicate id '1' (first at train.json:1, item 1)",
+    ]
+    assert [(e["line"], e["item"]) for e in data.skipped.to_json()] == [(1, 2), (1, 3), (1, 4)]
+    (root / "text_json_final" / "train.json").write_text(json.dumps(items[:1])[:-1] + ', {"image_id": 2 "text": "b"}]')
+    with pytest.raises(DataError, match=r"train.json:1, item 2: malformed JSON at column \d+ \(Expecting ','"):
+        load_dataset("mmsd2", root)
+
+
 def test_iter_json_array_line_numbers(tmp_path):
     path = tmp_path / "a.json"
     path.write_text('\n[\n  {"a": 1},\n\n  {"b":\n 2}, 3\n]\n')
-    assert list(iter_json_array(path)) == [(3, {"a": 1}), (5, {"b": 2}), (6, 3)]
+    assert list(iter_json_array(path)) == [(3, 1, {"a": 1}), (5, 2, {"b": 2}), (6, 3, 3)]
     path.write_text("[]")
     assert list(iter_json_array(path)) == []
     path.write_text('{"not": "a list"}')
@@ -655,7 +677,7 @@ def test_mvsa_premade_splits_dir_option(tmp_path):
 def test_mvsa_premade_bad_items(tmp_path):
     write_premade(tmp_path, tmp_path / "data")
     (tmp_path / "dev.json").write_text('[\n {"id": "101", "text": "ok", "emotion_label": 0},\n {"id": "901", "text": "bad", "emotion_label": 3}\n]')
-    with pytest.raises(DataError, match=r"dev.json:3: malformed item: emotion_label 3 is not 0, 1 or 2"):
+    with pytest.raises(DataError, match=r"dev.json:3, item 2: malformed item: emotion_label 3 is not 0, 1 or 2"):
         load_dataset("mvsa-single", tmp_path)
     (tmp_path / "test.json").unlink()
     with pytest.raises(DataError, match="incomplete split: test.json missing"):

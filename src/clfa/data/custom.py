@@ -57,33 +57,34 @@ def _holds_a_list(path: Path) -> bool:
 
 
 def _iter_rows(path: Path):
-    """Yield (line_number, dict | DataError) pairs: a malformed line yields the DataError naming it; a file that
-    cannot be read at all (no CSV header) raises it."""
+    """Yield (line_number, item_number, dict | DataError): a malformed line yields the DataError naming it; a file that
+    cannot be read at all (no CSV header) raises it. ``item_number`` numbers the items of a JSON list (None for lines)."""
     if path.suffix.lower() not in (".jsonl", ".json", ".csv"):  # a .tsv read as JSON Lines fails on every line
         raise DataError(f"unsupported file type '{path.suffix}': records are read from .jsonl, .json or .csv files", file=path)
     if path.suffix.lower() == ".csv":
-        yield from _iter_csv_rows(path)
+        yield from ((line, None, row) for line, row in _iter_csv_rows(path))
         return
     if path.suffix.lower() == ".json" and _holds_a_list(path):
-        for line, item in iter_json_array(path):
-            yield line, item if isinstance(item, (dict, DataError)) else DataError("malformed item: expected a JSON object", file=path, line=line)
+        for line, number, item in iter_json_array(path):
+            yield line, number, item if isinstance(item, (dict, DataError)) else DataError("malformed item: expected a JSON object",
+                                                                                           file=path, line=line, item=number)
         return
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             if error := not_utf8(path, line, raw):
-                yield line, error
+                yield line, None, error
                 continue
             try:
                 row = json.loads(raw.rstrip("\r\n"))  # so that an error at the line's end has this line's column
             except json.JSONDecodeError as exc:
-                yield line, DataError(f"malformed line: not valid JSON at column {exc.colno} ({exc.msg})", file=path, line=line)
+                yield line, None, DataError(f"malformed line: not valid JSON at column {exc.colno} ({exc.msg})", file=path, line=line)
                 continue
             if not isinstance(row, dict):
-                yield line, DataError("malformed line: expected a JSON object", file=path, line=line)
+                yield line, None, DataError("malformed line: expected a JSON object", file=path, line=line)
                 continue
-            yield line, row
+            yield line, None, row
 
 
 def _csv_records(path: Path):
@@ -197,17 +198,17 @@ def read_custom(
     if not path.is_file():
         raise DataError("a folder, not a file of records" if path.is_dir() else "file not found", file=path)
     records: list[Record] = []
-    seen: dict[str, int] = {}
-    for line, row in _iter_rows(path):
+    seen: dict[str, str] = {}
+    for line, number, row in _iter_rows(path):
         try:
             if isinstance(row, DataError):
                 raise row
             record = _to_record(row, path, line, labels, check_images)
             if record.id in seen:
-                raise DataError(f"duplicate id '{record.id}' (first on line {seen[record.id]})", file=path, line=line)
+                raise DataError(f"duplicate id '{record.id}' (first on {seen[record.id]})", file=path, line=line)
         except DataError as err:
-            raise_or_skip(err, skip)
+            raise_or_skip(err.in_item(number), skip)
             continue
-        seen[record.id] = line
+        seen[record.id] = f"line {line}" + (f", item {number}" if number is not None else "")
         records.append(record)
     return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -12,10 +13,11 @@ from clfa.data.records import DataError, not_utf8
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line, item)`` for each item of a file holding one JSON list.
+def iter_json_array(path: Path) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(line, number, item)`` for each item of a file holding one JSON list; ``number`` counts from 1.
 
-    Items are decoded one at a time so an error about an item can name the line it starts on; an item holding bytes
+    Items are decoded one at a time so an error about an item can name the line it starts on, and its number for a
+    list written on one line; an item holding bytes
     that are not UTF-8 is yielded as that DataError, for the reader to raise or skip like any bad item. A file that
     is not a JSON list raises DataError with the line of the syntax error: past it, items cannot be told apart.
     """
@@ -37,19 +39,20 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
         raise DataError("malformed file: expected a JSON list ('[' ... ']')", file=path, line=line_at(i))
     i = _WS.match(text, i + 1).end()
     if text[i : i + 1] != "]":
-        while True:
+        for number in itertools.count(1):
             start, begin = line_at(i), i
             try:
                 item, i = decoder.raw_decode(text, i)
             except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON ({exc.msg})", file=path, line=exc.lineno) from exc
-            yield start, not_utf8(path, start, text[begin:i]) or item
+                raise DataError(f"malformed JSON at column {exc.colno} ({exc.msg})", file=path, line=exc.lineno, item=number) from exc
+            error = not_utf8(path, start, text[begin:i])
+            yield start, number, error.in_item(number) if error else item
             i = _WS.match(text, i).end()
             if text[i : i + 1] == ",":
                 i = _WS.match(text, i + 1).end()
                 continue
             if text[i : i + 1] == "]":
                 break
-            raise DataError("malformed JSON: expected ',' or ']' after an item", file=path, line=line_at(i))
+            raise DataError("malformed JSON: expected ',' or ']' after an item", file=path, line=line_at(i), item=number)
     if text[_WS.match(text, i + 1).end() :]:
         raise DataError("malformed JSON: text after the closing ']'", file=path, line=line_at(i))

@@ -25,17 +25,30 @@ SPLITS = ("train", "dev", "test")
 
 
 class DataError(ValueError):
-    """Bad input data; the message always names the file and, where there is one, the line."""
+    """Bad input data; the message always names the file and, where there is one, the line.
 
-    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None, kind: str | None = None):
+    ``item`` is the 1-based number of an item of a JSON list: files written by ``json.dump`` (MMSD2.0's among them)
+    hold the whole list on line 1, where the line alone finds nothing.
+    """
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None, kind: str | None = None,
+                 item: int | None = None):
         self.file = str(file) if file is not None else None
         self.kind = kind or reason_kind(message)  # what the skip summary counts it under
         self.line = line
+        self.item = item
         where = ""
         if file is not None:
-            where = f"{file}:{line}: " if line is not None else f"{file}: "
+            where = f"{file}:{line}" if line is not None else f"{file}"
+            where += f", item {item}: " if item is not None else ": "
         super().__init__(where + message)
         self.reason = message
+
+    def in_item(self, item: int | None) -> "DataError":
+        """This error, located at ``item`` of its file's JSON list too (unchanged if it already is, or item is None)."""
+        if item is None or self.item is not None:
+            return self
+        return DataError(self.reason, file=self.file, line=self.line, kind=self.kind, item=item)
 
 
 # Bytes that are not UTF-8, read with errors="surrogateescape", become lone surrogates: found in a line or an item,
@@ -54,8 +67,12 @@ def not_utf8(file: str | Path, line: int, *texts) -> DataError | None:
 def reason_kind(reason: str) -> str:
     """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
     problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file";
-    "malformed line: expected ['<id>', ...]" -> "malformed line: expected"; "malformed line: 'a,b'" -> "malformed line"."""
-    return re.split(r" (?=['\"/(\[{])", reason, maxsplit=1)[0].rstrip(":")
+    "malformed line: expected ['<id>', ...]" -> "malformed line: expected"; "malformed line: 'a,b'" -> "malformed line".
+    A path may be relative ("img/7.jpg", "7.jpg"): a word holding a slash, or ending in a file suffix, starts one."""
+    return _PARTICULARS.split(reason, maxsplit=1)[0].rstrip(":")
+
+
+_PARTICULARS = re.compile(r" (?=['\"/(\[{]|[^\s/\\]*[/\\]|\S+\.[A-Za-z][A-Za-z0-9]{0,4}(?:\s|$))")
 
 
 @dataclass
@@ -81,7 +98,9 @@ class SkipReport:
         return "\n".join(lines)
 
     def to_json(self) -> list[dict]:
-        return [{"file": e.file, "line": e.line, "reason": e.reason} for e in self.skipped]
+        # Absolute, like the metrics' data_dir and files: a relative path means nothing once the folder is left.
+        return [{"file": str(Path(e.file).absolute()) if e.file else None, "line": e.line}
+                | ({"item": e.item} if e.item is not None else {}) | {"reason": e.reason} for e in self.skipped]
 
 
 def raise_or_skip(error: DataError, skip: "SkipReport | None") -> None:

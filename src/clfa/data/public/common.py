@@ -47,22 +47,23 @@ def image_error(image: Path, file: Path, line: int, options: dict) -> DataError 
     return DataError(problem, file=file, line=line) if problem else None
 
 
-def make_record(sample_id: str, text: str, label: str, image: Path, file: Path, line: int, seen: dict[str, str], options: dict) -> Record:
+def make_record(sample_id: str, text: str, label: str, image: Path, file: Path, line: int, seen: dict[str, str], options: dict,
+                item: int | None = None) -> Record:
     """A record whose id is new to the dataset (``seen`` spans all its splits, and is updated) and whose image
-    is usable; otherwise a DataError naming ``file`` and ``line``."""
+    is usable; otherwise a DataError naming ``file``, ``line`` and the ``item`` of a JSON list."""
     if sample_id in seen:
-        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=file, line=line)
+        raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=file, line=line, item=item)
     if error := image_error(image, file, line, options):
-        raise error
-    seen[sample_id] = f"{file.name}:{line}"
+        raise error.in_item(item)
+    seen[sample_id] = f"{file.name}:{line}" + (f", item {item}" if item is not None else "")
     return Record(id=sample_id, text=text, image=image, label=label, source=f"{file}:{line}")
 
 
-def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...], file: Path, line: int) -> tuple[str, str, int]:
-    """(id, text, label) of one item of a published JSON split, ``{id_key: str|int, "text": str, label_key: int}``;
-    a DataError naming ``file`` and ``line`` for anything else."""
+def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...], file: Path, line: int, number: int) -> tuple[str, str, int]:
+    """(id, text, label) of item ``number`` of a published JSON split, ``{id_key: str|int, "text": str, label_key: int}``;
+    a DataError naming ``file``, ``line`` and ``number`` for anything else."""
     def fail(problem: str) -> DataError:
-        return DataError(f"malformed item: {problem}", file=file, line=line)
+        return DataError(f"malformed item: {problem}", file=file, line=line, item=number)
 
     if isinstance(item, DataError):  # an item iter_json_array could not decode
         raise item

@@ -77,10 +77,11 @@ def _parse_mmsd_line(raw: bytes, path: Path, line: int, fields: int) -> tuple[st
     return str(sample_id).strip(), sample_text, int(label)
 
 
-def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict[str, str]) -> Record:
+def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict[str, str],
+                 item: int | None = None) -> Record:
     if options.get("normalize_text"):
         text = normalize_tweet(text)
-    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options)
+    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options, item)
 
 
 def _require_files(folder: Path, files: dict[str, str], splits: list[str]) -> None:
@@ -128,10 +129,10 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
     seen: dict[str, str] = {}
     for split in wanted:
         path, records = folder / MMSD2_FILES[split], []
-        for line, item in iter_json_array(path):
+        for line, number, item in iter_json_array(path):
             try:
-                sample_id, text, label = json_sample(item, "image_id", "label", (0, 1), path, line)
-                records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen))
+                sample_id, text, label = json_sample(item, "image_id", "label", (0, 1), path, line, number)
+                records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen, number))
             except DataError as err:
                 raise_or_skip(err, skip)
         splits[split] = records

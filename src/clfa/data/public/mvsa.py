@@ -239,17 +239,18 @@ def _split_files(folder: Path) -> dict[str, Path] | None:
 
 def _read_split_file(path: Path, image_dir: Path, options: dict, skip: SkipReport | None, seen: dict) -> list[Record]:
     records = []
-    for line, item in iter_json_array(path):
+    for line, number, item in iter_json_array(path):
         try:
-            sample_id, text, label = json_sample(item, "id", "emotion_label", (0, 1, 2), path, line)
-            records.append(_record(sample_id, text, label, image_dir, options, path, line, seen))
+            sample_id, text, label = json_sample(item, "id", "emotion_label", (0, 1, 2), path, line, number)
+            records.append(_record(sample_id, text, label, image_dir, options, path, line, seen, number))
         except DataError as err:
             raise_or_skip(err, skip)
     return records
 
 
-def _record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict) -> Record:
-    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options)
+def _record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict,
+            item: int | None = None) -> Record:
+    return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options, item)
 
 
 def _image_dir(data_dir: Path, options: dict) -> Path:
