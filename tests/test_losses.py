@@ -70,3 +70,18 @@ def test_matched_pairs_give_lower_loss_than_shuffled():
     aligned = contrastive_alignment_loss(teacher + 0.01 * torch.randn(8, 16, generator=g), teacher)
     shuffled = contrastive_alignment_loss(teacher.roll(1, 0), teacher)
     assert aligned < 0.01 < shuffled
+
+
+def test_logits_stay_float32_under_bf16_autocast():
+    # The training step runs under bf16 autocast; the loss must not round its similarities to bf16.
+    torch.manual_seed(0)
+    student = torch.randn(16, 8, 32, requires_grad=True)
+    teacher, mask = torch.randn(16, 32), torch.ones(16, 8)
+    exact = contrastive_alignment_loss(student, teacher, temperature=0.1, mask=mask)
+    (grad_exact,) = torch.autograd.grad(exact, student)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = contrastive_alignment_loss(student, teacher, temperature=0.1, mask=mask)
+    (grad,) = torch.autograd.grad(under_autocast, student)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, exact, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, grad_exact, rtol=1e-5, atol=1e-7)

@@ -53,21 +53,24 @@ def contrastive_alignment_loss(
     single-process loss on the global batch.
     """
     pooled = pool_tokens(student, mask, pooling).float()
-    s = F.normalize(pooled, dim=-1)
-    t = F.normalize(teacher.detach().float(), dim=-1)
-    offset = 0
     if gather is None:
         gather = _distributed()
-    if gather:
-        local = s.shape[0]
-        offset = dist.get_rank() * local
-        s_all = _gather_with_grad(s)
-        t_all = _gather_with_grad(t)
-        # Each process scores its own rows against all columns, so the mean over processes is the global loss.
-        logits_st = s @ t_all.T / temperature
-        logits_ts = t @ s_all.T / temperature
-    else:
-        logits_st = s @ t.T / temperature
-        logits_ts = logits_st.T
-    targets = torch.arange(s.shape[0], device=s.device) + offset
-    return 0.5 * F.cross_entropy(logits_st, targets) + 0.5 * F.cross_entropy(logits_ts, targets)
+    # Autocast would run the similarity matmuls in bf16 even on these fp32 inputs: at temperature 0.1 the logits
+    # reach +-10, where bf16 steps by 0.06, enough to move the loss and its gradient by a percent or two.
+    with torch.autocast(pooled.device.type, enabled=False):
+        s = F.normalize(pooled, dim=-1)
+        t = F.normalize(teacher.detach().float(), dim=-1)
+        offset = 0
+        if gather:
+            local = s.shape[0]
+            offset = dist.get_rank() * local
+            s_all = _gather_with_grad(s)
+            t_all = _gather_with_grad(t)
+            # Each process scores its own rows against all columns, so the mean over processes is the global loss.
+            logits_st = s @ t_all.T / temperature
+            logits_ts = t @ s_all.T / temperature
+        else:
+            logits_st = s @ t.T / temperature
+            logits_ts = logits_st.T
+        targets = torch.arange(s.shape[0], device=s.device) + offset
+        return 0.5 * F.cross_entropy(logits_st, targets) + 0.5 * F.cross_entropy(logits_ts, targets)
