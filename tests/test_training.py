@@ -364,6 +364,21 @@ def test_cuda_graph_refuses_what_a_captured_step_cannot_do(tiny_models, tiny_dat
         build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
 
 
+
+def test_cuda_graph_refuses_a_compile_mode_set_for_accelerate(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    # `accelerate launch` passes its compile mode in the environment, where the Trainer picks it up.
+    monkeypatch.setenv("ACCELERATE_DYNAMO_MODE", "reduce-overhead")
+    opts = tiny_options(tiny_models, tmp_path, cuda_graph=True, compile=True)
+    with pytest.raises(OptionError, match=r"does not support torch.compile mode 'reduce-overhead', which captures"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    # Arguments of one's own may pick a backend that captures graphs too.
+    monkeypatch.delenv("ACCELERATE_DYNAMO_MODE")
+    args = training_arguments(opts, has_dev=False)
+    args.torch_compile_backend = "cudagraphs"
+    with pytest.raises(OptionError, match=r"does not support torch.compile backend 'cudagraphs'"):
+        build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
+
+
 def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):
     opts = tiny_options(tiny_models, tmp_path, overlap_towers=True)
     with pytest.raises(ValueError, match="--overlap-towers .* needs --cuda-graph"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import AutocastKwargs, DistributedType
+from accelerate.utils import AutocastKwargs, DistributedType, TorchDynamoPlugin
 from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -335,9 +335,15 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("gradient checkpointing (it saves and restores the random generators' state on the host)")
     if args.optim != "adamw_torch_fused":
         problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
-    if args.torch_compile_mode in ("reduce-overhead", "max-autotune"):
-        problems.append(f"torch.compile mode {args.torch_compile_mode!r}, which captures CUDA graphs of its own "
-                        "(use the default mode or max-autotune-no-cudagraphs)")
+    if args.torch_compile:
+        # Built as the Trainer builds it: a mode or backend left unset comes from ACCELERATE_DYNAMO_MODE/_BACKEND
+        # (set by `accelerate launch` or its config file), which the arguments alone do not show.
+        compile_options = TorchDynamoPlugin(backend=args.torch_compile_backend, mode=args.torch_compile_mode).to_kwargs()
+        if compile_options.get("mode") in ("reduce-overhead", "max-autotune") or compile_options.get("backend") == "cudagraphs":
+            setting = (f"mode {compile_options['mode']!r}" if compile_options.get("backend") != "cudagraphs"
+                       else "backend 'cudagraphs'")
+            problems.append(f"torch.compile {setting}, which captures CUDA graphs of its own "
+                            "(use the default mode or max-autotune-no-cudagraphs)")
     if problems:
         raise OptionError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
 
