@@ -37,9 +37,12 @@
 # Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: every stage not marked "only when
 # named"; logs and JSON lines are kept in the folder; a call without a training stage keeps the folder's
 # train.jsonl and prints no summary). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the
-# same steps small, to check the script.
+# same steps small, to check the script. The exit status is non-zero when the GPU tests fail or run out of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# This checkout's clfa, not whichever one is installed.
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+status=0  # non-zero once the GPU tests fail
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"
 shift $(( $# > 0 ? 1 : 0 ))
 STAGES=" ${*:-graph parts tests train data predict} "
@@ -137,7 +140,12 @@ if stage tests; then
     timeout 420 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
         tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu \
         "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other" >"$OUT_DIR/pytest.log" 2>&1
+    rc=$?
     tail -1 "$OUT_DIR/pytest.log"
+    if [ $rc -ne 0 ]; then
+        why=""; [ $rc -eq 124 ] && why=", out of time"
+        echo "   GPU tests failed (exit $rc$why): see $OUT_DIR/pytest.log"; status=1
+    fi
 fi
 
 if stage train; then
@@ -177,8 +185,8 @@ if stage predict; then
     script predict predict 120 predict_throughput.py --size "$SIZE"
 fi
 
-$training || exit 0
-"$PYTHON" - "$OUT_DIR/train.jsonl" <<'EOF'
+$training || exit $status
+"$PYTHON" - "$OUT_DIR/train.jsonl" <<'EOF' || status=1
 import json, sys
 sys.path.insert(0, "benchmarks")
 from train_throughput import setup
@@ -203,3 +211,4 @@ for batch, target in ((8, 700), (256, 4300)):
     if fast:
         print(f"batch {batch:>3}: best fast {max(fast):.1f} samples/s, target {target}: {'met' if max(fast) >= target else 'not met'}")
 EOF
+exit $status
