@@ -170,3 +170,20 @@ def test_a_config_edited_after_training_is_refused_not_filled_with_random_weight
     config.write_text(json.dumps(json.loads(config.read_text()) | edit))
     with pytest.raises(OptionError, match=refused):
         Predictor.from_pretrained(tmp_path / "model", device="cpu")
+
+
+def test_a_model_trained_on_rewritten_texts_rewrites_what_it_predicts(tiny_models, tiny_dataset, tmp_path):
+    """--normalize-text turned MMSD's "<user>" into "@user" in training: raw tweets must reach the model the same way."""
+    raw, rewritten = "thanks <user> for <num> hours # fun <url>", "thanks @user for 0 hours #fun http"
+    image = tiny_dataset / "images" / "3.png"
+    save_model(tiny_models, tmp_path / "plain")
+    plain = Predictor.from_pretrained(tmp_path / "plain", device="cpu")
+    assert plain.predict(raw, image) != plain.predict(rewritten, image)  # the rewriting changes what the model sees
+    model, tokenizer, processor = save_model(tiny_models, tmp_path / "rewriting")
+    model.config.normalize_text = True
+    model.save_pretrained(tmp_path / "rewriting")
+    predictor = Predictor.from_pretrained(tmp_path / "rewriting", device="cpu")
+    assert predictor.predict(raw, image) == predictor.predict(rewritten, image) == plain.predict(rewritten, image)
+    records = [Record(id="1", text=raw, image=image), Record(id="2", text=rewritten, image=image)]
+    probs = predictor.run(records, progress=False)["probabilities"]
+    assert (probs[0] == probs[1]).all() and records[0].text == raw  # the caller's records are left as they are

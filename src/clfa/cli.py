@@ -64,6 +64,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if positive is not None and positive not in config.labels:
         raise OptionError(f"--positive-label {positive}: not one of the model's labels ({', '.join(config.labels)})")
     check_positive_label(args.positive_label, config.labels)
+    if getattr(args, "normalize_text", False) and not config.normalize_text:  # a model trained so rewrites by itself
+        raise OptionError(f"--normalize-text: {args.model} was trained on the texts as released; rewritten texts would "
+                          "not measure it (leave the option out)")
     # A custom file is read with the model's labels; a public dataset's are fixed, and checked below.
     labels = list(config.labels) if uses_option(args.dataset, "labels") else None
     data = dataset_from_args(args, labels=labels, positive_label=None, splits=args.split)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
 from clfa.data.records import DataError, Record
+from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
 from clfa.hub import lookup_problem
 from clfa.modeling import CLFAModel
@@ -145,12 +147,16 @@ class Predictor:
             "image_features": out.image_features.float().cpu(),
         }
 
+    def _text(self, text: str) -> str:
+        """The text as the model read its training texts (rewritten where training rewrote them)."""
+        return normalize_tweet(text) if self.model.config.normalize_text else text
+
     def predict(self, text: str, image: str | Path | Image.Image) -> dict:
         """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
         if not text.strip():  # as a file's empty text is refused: a label for nothing is no prediction
             raise DataError("empty text")
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
-        enc = tokenize(self.tokenizer, [text], self.model.config.max_text_length)
+        enc = tokenize(self.tokenizer, [self._text(text)], self.model.config.max_text_length)
         batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}
         probs = self._forward(batch)["probabilities"][0]
         return self._result(probs)
@@ -163,6 +169,8 @@ class Predictor:
         if not records:
             width = {"probabilities": len(self.labels), "text_features": self.model.config.align_dim, "image_features": self.model.config.align_dim}
             return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
+        if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
+            records = [dataclasses.replace(record, text=self._text(record.text)) for record in records]
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"

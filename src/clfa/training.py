@@ -359,7 +359,7 @@ def uses_teacher(opts: TrainOptions) -> bool:
     return opts.alignment != "none" and opts.alignment_weight > 0
 
 
-def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None) -> CLFAModel:
+def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAModel:
     teacher = uses_teacher(opts)
     return CLFAModel.from_encoders(
         opts.text_model,
@@ -367,6 +367,7 @@ def build_model(opts: TrainOptions, labels: list[str], positive_label: str | Non
         labels=labels,
         align_dim=teacher_projection_dim(opts.teacher) if teacher else opts.align_dim,
         positive_label=positive_label,
+        normalize_text=normalize_text,
         teacher_model_name=opts.teacher if teacher else None,
         **{name: getattr(opts, name) for name in MODEL_OPTIONS},
     )
@@ -432,7 +433,8 @@ def _wrong_kind(flag: str, config) -> str | None:
 
 # What a checkpoint's weights and math were made with, besides MODEL_OPTIONS, by the flag that sets each.
 _RESUME_KEYS = {"text_model_name": "--text-model", "image_model_name": "--image-model", "teacher_model_name": "--teacher",
-                "align_dim": "--align-dim", "labels": "labels", "positive_label": "--positive-label"}
+                "align_dim": "--align-dim", "labels": "labels", "positive_label": "--positive-label",
+                "normalize_text": "--normalize-text"}
 
 
 def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
@@ -607,7 +609,8 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
     transform = ImageTransform(image_processor)
-    model = build_model(opts, data.labels, data.positive_label)
+    # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
+    model = build_model(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))
     resumed_at = 0
     if resume:
         resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))

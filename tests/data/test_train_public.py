@@ -69,3 +69,32 @@ def test_train_on_mvsa_single_raw_release_three_classes(tiny_models, tmp_path):
     assert len(metrics["test"]["confusion_matrix"]["matrix"]) == 3
     assert metrics["train"]["samples"] + metrics["dev"]["num_samples"] + metrics["test"]["num_samples"] == 60
     assert (root / "clfa_splits" / "train.json").is_file()  # the split is written for reuse
+
+
+def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_them(tiny_models, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "MMSD2"
+    (root / "text_json_final").mkdir(parents=True)
+    for first, (name, size) in enumerate((("train", 16), ("valid", 8), ("test", 8))):
+        items = [{"image_id": 900000 + 100 * first + i, "text": f"<user> {_text(rng)} # fun <url>", "label": int(rng.integers(2))}
+                 for i in range(size)]
+        for item in items:
+            _jpeg(root / "dataset_image" / f"{item['image_id']}.jpg", rng)
+        (root / "text_json_final" / f"{name}.json").write_text(json.dumps(items))
+    plain, rewriting = tmp_path / "run", tmp_path / "rewriting"
+    assert main(_train_args(tiny_models, tmp_path, "mmsd2", root)) == 0
+    assert main(_train_args(tiny_models, tmp_path, "mmsd2", root) + ["--output-dir", str(rewriting), "--normalize-text"]) == 0
+    assert json.loads((plain / "config.json").read_text())["normalize_text"] is False
+    assert json.loads((rewriting / "config.json").read_text())["normalize_text"] is True
+    capsys.readouterr()
+    evaluate = ["evaluate", "--dataset", "mmsd2", "--data-dir", str(root), "--split", "test"]
+    assert main(evaluate + ["--model", str(plain), "--normalize-text"]) == 2
+    assert "--normalize-text: " + str(plain) + " was trained on the texts as released" in capsys.readouterr().err
+    # The model trained on rewritten texts rewrites them itself: the option changes nothing, and training's figures return.
+    results = []
+    for extra in ([], ["--normalize-text"]):
+        assert main(evaluate + ["--model", str(rewriting), "--output", str(tmp_path / "ev.json")] + extra) == 0
+        results.append(json.loads((tmp_path / "ev.json").read_text())["test"])
+    assert results[0] == results[1]
+    trained = json.loads((rewriting / "metrics.json").read_text())["test"]
+    assert results[0]["accuracy"] == trained["accuracy"] and results[0]["f1"] == trained["f1"]
