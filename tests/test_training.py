@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 
 from clfa.cli import main
 from clfa.data.registry import load_dataset
@@ -58,6 +58,7 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     assert saved["files"] == {split: str(tiny_dataset.resolve() / f"{split}.jsonl") for split in ("train", "dev", "test")}
     assert Path(saved["best_checkpoint"]).is_absolute() and Path(saved["best_checkpoint"]).is_dir()
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert AutoTokenizer.from_pretrained(out).model_max_length == json.loads((out / "config.json").read_text())["max_text_length"]
     # The teacher embeddings were cached and the teacher is not part of the saved model.
     assert list((tmp_path / "cache" / "teacher").glob("teacher-*.safetensors"))
     assert all("teacher" not in name for name in __import__("safetensors").safe_open(out / "model.safetensors", "pt").keys())

@@ -620,6 +620,8 @@ def train(
 
     train_records = data["train"]
     max_length = model.config.max_text_length
+    # Saved with the model: whoever tokenizes with it directly (truncation=True) then cuts texts where training did.
+    tokenizer.model_max_length = max_length
 
     def dataset(records, teacher_embeds=None):
         return CLFADataset(records, tokenizer, transform, max_length, label2id, _images(records, transform, opts), teacher_embeds)
