@@ -140,7 +140,7 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     with pytest.raises(OptionError, match=r"checkpoint-6: cannot read its config.json"):
         Predictor.from_pretrained(checkpoint)
     with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors, tokenizer_config.json, "
-                                          r"preprocessor_config.json\)"):
+                                          r"preprocessor_config.json, tokenizer.json\)"):
         Predictor.from_pretrained(tmp_path)
     save_model(tiny_models, tmp_path / "model")
     with pytest.raises(OptionError, match="--device gpu: not a device"):
@@ -187,3 +187,35 @@ def test_a_model_trained_on_rewritten_texts_rewrites_what_it_predicts(tiny_model
     records = [Record(id="1", text=raw, image=image), Record(id="2", text=rewritten, image=image)]
     probs = predictor.run(records, progress=False)["probabilities"]
     assert (probs[0] == probs[1]).all() and records[0].text == raw  # the caller's records are left as they are
+
+
+def test_inputs_the_python_api_cannot_use_are_named(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    import numpy as np
+
+    from clfa.data.records import DataError
+
+    save_model(tiny_models, tmp_path)
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    image = tiny_dataset / "images" / "2.png"
+    as_array = np.asarray(Image.open(image).convert("RGB"))
+    assert predictor.predict("the cat", as_array) == predictor.predict("the cat", image)
+    with pytest.raises(TypeError, match="text must be a string, not NoneType"):
+        predictor.predict(None, image)
+    with pytest.raises(TypeError, match="image must be a path, a PIL image or a numpy array, not bytes"):
+        predictor.predict("the cat", image.read_bytes())
+    with pytest.raises(DataError, match=r"URL instead of an image file https://example.com/x.jpg \(images are read from disk"):
+        predictor.predict("the cat", "https://example.com/x.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so that a small image counts as a decompression bomb
+    with pytest.raises(DataError, match=r"2.png: unreadable image file \(DecompressionBombError"):
+        predictor.predict("the cat", image)
+
+
+def test_a_model_folder_without_its_vocabulary_is_refused(tiny_models, tmp_path):
+    """Without tokenizer.json, transformers builds a tokenizer of special tokens only: every word would be [UNK]."""
+    from clfa.errors import OptionError
+
+    save_model(tiny_models, tmp_path)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(OptionError, match=r"not a trained model folder \(no tokenizer.json\)"):
+        Predictor.from_pretrained(tmp_path)

@@ -76,11 +76,19 @@ def _weight_name(key) -> str:
     return key
 
 
+# A tokenizer's vocabulary: the fast tokenizer's file, or a slow one's. Without it, transformers builds a tokenizer
+# of the special tokens alone, and every word becomes [UNK] without a word said.
+_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "spm.model")
+
+
 def _missing_files(folder: Path, processing: Path) -> list[str]:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
         missing.append("model.safetensors")
-    return missing + [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
+    missing += [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
+    if not any((processing / name).is_file() for name in _VOCABULARIES):
+        missing.append("tokenizer.json")  # or a slow tokenizer's vocabulary file, when that is what it saved
+    return missing
 
 
 class Predictor:
@@ -151,10 +159,16 @@ class Predictor:
         """The text as the model read its training texts (rewritten where training rewrote them)."""
         return normalize_tweet(text) if self.model.config.normalize_text else text
 
-    def predict(self, text: str, image: str | Path | Image.Image) -> dict:
-        """Label and class probabilities of one pair; ``image`` is a path or a PIL image."""
+    def predict(self, text: str, image: str | Path | Image.Image | np.ndarray) -> dict:
+        """Label and class probabilities of one pair; ``image`` is a path, a PIL image or an (H, W[, C]) uint8 array."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
         if not text.strip():  # as a file's empty text is refused: a label for nothing is no prediction
             raise DataError("empty text")
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        elif not isinstance(image, (str, Path, Image.Image)):
+            raise TypeError(f"image must be a path, a PIL image or a numpy array, not {type(image).__name__}")
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
         enc = tokenize(self.tokenizer, [self._text(text)], self.model.config.max_text_length)
         batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}

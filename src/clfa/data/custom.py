@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip
+from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip, url_instead_of_file
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
@@ -26,6 +26,8 @@ def check_image_file(path: Path) -> str | None:
     by chunk (its checksums catch a cut file), and a JPEG is decoded only when it does not end with the end-of-image
     marker, which a file cut short lacks (a JPEG with bytes after the marker decodes, and passes). Other formats
     are decoded."""
+    if problem := url_instead_of_file(path):
+        return problem
     if path.is_dir():
         return f"folder instead of an image file {path}"
     if not path.is_file():

@@ -17,7 +17,7 @@ import torch
 import transformers
 from PIL import Image
 
-from clfa.data.records import DataError, Record
+from clfa.data.records import DataError, Record, url_instead_of_file
 
 
 class ImageTransform:
@@ -52,12 +52,14 @@ class ImageTransform:
     def load(self, path: str | Path, source: str = "") -> np.ndarray:
         """Decode and resize one image file to uint8 (3, H, W); a bad file raises DataError naming it."""
         where = f" (record {source})" if source else ""
+        if problem := url_instead_of_file(path):
+            raise DataError(problem + where)
         try:
             with Image.open(path) as img:
                 return self.load_image(img)
         except FileNotFoundError:
             raise DataError(f"missing image file{where}", file=path) from None
-        except (OSError, ValueError, SyntaxError) as exc:  # the file names itself: the message need not repeat it
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # the file names itself
             raise DataError(f"unreadable image file{where} ({exc.__class__.__name__}: {exc})", file=path) from exc
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:

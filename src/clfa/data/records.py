@@ -64,6 +64,15 @@ def not_utf8(file: str | Path, line: int, *texts) -> DataError | None:
     return None
 
 
+# "https://host/x.jpg" as a path: the "//" is one "/" once it is a Path, and in a data file it follows the file's folder.
+_URL = re.compile(r"(?:^|[/\\])(?:https?|ftp|s3|gs):[/\\]")
+
+
+def url_instead_of_file(path: str | Path) -> str | None:
+    """The problem with an image "path" that is a web address, or None: images are read from disk, never fetched."""
+    return f"URL instead of an image file {path} (images are read from disk: download it first)" if _URL.search(str(path)) else None
+
+
 def reason_kind(reason: str) -> str:
     """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
     problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file";
