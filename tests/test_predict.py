@@ -219,3 +219,28 @@ def test_a_model_folder_without_its_vocabulary_is_refused(tiny_models, tmp_path)
         (tmp_path / name).unlink(missing_ok=True)
     with pytest.raises(OptionError, match=r"not a trained model folder \(no tokenizer.json\)"):
         Predictor.from_pretrained(tmp_path)
+
+
+def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys):
+    import json
+
+    from clfa.cli import main
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    (run / "checkpoints" / "checkpoint-6").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-6" / "optimizer.pt").write_bytes(b"a pickle")
+    (run / "training_args.bin").write_bytes(b"a pickle")
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 0
+    shipped = {path.name for path in (tmp_path / "ship").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+            "metrics.json"} <= shipped
+    assert all(name.endswith((".json", ".safetensors", ".txt")) for name in shipped), shipped
+    assert f"exported {run} to {tmp_path / 'ship'}" in capsys.readouterr().err
+    records = records_of(tiny_dataset)
+    before = Predictor.from_pretrained(run, device="cpu").run(records, progress=False)["probabilities"]
+    after = Predictor.from_pretrained(tmp_path / "ship", device="cpu").run(records, progress=False)["probabilities"]
+    assert (before == after).all()
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 2
+    assert "--output-dir " + str(tmp_path / "ship") + ": not empty; give a new folder" in capsys.readouterr().err

@@ -59,6 +59,7 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     assert Path(saved["best_checkpoint"]).is_absolute() and Path(saved["best_checkpoint"]).is_dir()
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert AutoTokenizer.from_pretrained(out).model_max_length == json.loads((out / "config.json").read_text())["max_text_length"]
+    assert not (out / "training_args.bin").exists()  # a pickle; its settings are in metrics.json
     # The teacher embeddings were cached and the teacher is not part of the saved model.
     assert list((tmp_path / "cache" / "teacher").glob("teacher-*.safetensors"))
     assert all("teacher" not in name for name in __import__("safetensors").safe_open(out / "model.safetensors", "pt").keys())

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -168,6 +169,27 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from clfa.predict import Predictor
+
+    out = Path(args.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OptionError(f"--output-dir {out}: {'a file' if not out.is_dir() else 'not empty'}; give a new folder")
+    if Path(args.model).exists() and out.resolve() == Path(args.model).resolve():
+        raise OptionError(f"--output-dir {out} is the --model folder")
+    _make_folder(out, f"--output-dir {out}")
+    # On the CPU in fp32: the weights are written as they are stored, whatever the machine.
+    files = Predictor.from_pretrained(args.model, device="cpu", precision="fp32").save_pretrained(out)
+    if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
+        shutil.copy(metrics, out / "metrics.json")
+        files.append(out / "metrics.json")
+    Predictor.from_pretrained(out, device="cpu")  # what was written loads as a model, before it is shipped
+    for file in files:
+        print(f"{file.stat().st_size:>12,}  {file}")
+    print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.run import run_demo
 
@@ -245,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="copy what prediction needs (config, safetensors weights, tokenizer, image "
+                       "processor) to a new folder: no checkpoints, optimizer states or pickles")
+    p.add_argument("--model", required=True, help="a trained model directory, or one of its checkpoints")
+    p.add_argument("--output-dir", required=True, help="a new (or empty) folder")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="offline demo: generate a sarcasm world, train CLFA and baselines, compare")
     p.add_argument("--out", default="clfa-demo", help="output folder (default: clfa-demo)")

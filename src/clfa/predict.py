@@ -107,6 +107,7 @@ class Predictor:
         self.attention_backends = attention_backends
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.image_processor = image_processor
         self.transform = ImageTransform(image_processor)
         self.labels = model.config.labels
 
@@ -139,6 +140,16 @@ class Predictor:
                          ("mis-shaped", info.get("mismatched_keys"))) if keys]:
             raise OptionError(f"{path}: its config.json does not match its weights ({'; '.join(problems)})")
         return cls(model, tokenizer, processor, device, **kwargs)
+
+    def save_pretrained(self, path: str | Path) -> list[Path]:
+        """Write what prediction needs, and nothing else, to ``path``: the config, the weights (safetensors), the
+        tokenizer and the image processor, all JSON or safetensors. Returns the files written."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+        return sorted(file for file in path.iterdir() if file.is_file())
 
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:

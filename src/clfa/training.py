@@ -683,6 +683,9 @@ def train(
 
     trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
     if trainer.is_world_process_zero():
+        # The Trainer's pickle of its arguments has no place beside the model, which is safetensors and JSON: what
+        # they held is in metrics.json. The checkpoints keep theirs, for --resume.
+        (out / "training_args.bin").unlink(missing_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
