@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -680,8 +681,33 @@ def test_mvsa_premade_bad_items(tmp_path):
     with pytest.raises(DataError, match=r"dev.json:3, item 2: malformed item: emotion_label 3 is not 0, 1 or 2"):
         load_dataset("mvsa-single", tmp_path)
     (tmp_path / "test.json").unlink()
-    with pytest.raises(DataError, match="incomplete split: test.json missing"):
+    (tmp_path / "valid.json").write_text("[]")
+    with pytest.raises(DataError, match=r"incomplete split: train.json, dev.json but no test.json \(a split is train.json, "
+                                         r"dev.json and test.json; also here: valid.json\)$"):
         load_dataset("mvsa-single", tmp_path)
+
+
+def test_mvsa_premade_images_in_dataset_image(tmp_path):
+    write_premade(tmp_path / "10-flod-1", tmp_path / "dataset_image")  # the layout of the widely used pre-made splits
+    data = load_dataset("mvsa-single", tmp_path, splits_dir=str(tmp_path / "10-flod-1"))
+    assert data["test"][0].image == tmp_path / "dataset_image" / "200.jpg"
+
+
+def test_a_written_mvsa_split_copied_without_its_release_is_read_only_as_its_own_dataset(tmp_path, capsys):
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS)
+    single = load_dataset("mvsa-single", root)
+    copy = tmp_path / "copy"
+    shutil.copytree(root / SPLIT_FOLDER, copy)
+    (copy / "data").symlink_to(root / "data")
+    assert [r.id for r in load_dataset("mvsa-single", copy, splits_dir=str(copy))["test"]] == [r.id for r in single["test"]]
+    with pytest.raises(DataError, match=r"copy: this split was made from mvsa-single \(source.json records 1 annotator\(s\)\), "
+                                         r"not mvsa-multiple: give --dataset mvsa-single"):
+        load_dataset("mvsa-multiple", copy, splits_dir=str(copy))
+    # Beside a raw release, another dataset's split is made again, and the note says why.
+    capsys.readouterr()
+    multiple = write_mvsa_raw(tmp_path / "multiple", ["positive,positive\tpositive,positive\tneutral,positive"] * 20)
+    load_dataset("mvsa-multiple", multiple, splits_dir=str(copy))
+    assert f"the MVSA split in {copy} was made from mvsa-single, not mvsa-multiple; making it again" in capsys.readouterr().err
 
 
 def test_decode_text_fallbacks():

@@ -193,15 +193,19 @@ def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, not
     _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
 
 
-def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], notes: ReaderNotes) -> tuple[dict[str, Path] | None, str | None]:
+_DATASET_OF = {1: "mvsa-single", 3: "mvsa-multiple"}  # by the number of annotators
+
+
+def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], notes: ReaderNotes,
+                    annotators: int) -> tuple[dict[str, Path] | None, str | None]:
     """The split files in ``folder`` to read (or None to look further and, at the end, split the raw release), and
     why a split clfa wrote there is not reused. ``current()`` is the :func:`_source` of the raw release.
 
     A folder with ``source.json`` (and ``DATA_DIR/clfa_splits``) holds a split clfa wrote: it is reused only while
     the raw release beside it is the one ``source.json`` records, and then the cleaning counts recorded there are
     reported again; without a valid ``source.json`` (an earlier clfa, or a write cut short) or after any change it is
-    made again. Without the raw release there is nothing to compare, and it is used as it is. Any other folder holds
-    a split made elsewhere, used as it is."""
+    made again. Without the raw release there is nothing to compare, and it is used as it is if it was made for this
+    dataset (``annotators``). Any other folder holds a split made elsewhere, used as it is."""
     source_path = folder / SOURCE_FILE
     if not source_path.is_file() and folder.resolve() != (data_dir / SPLIT_FOLDER).resolve():
         return _split_files(folder), None
@@ -214,11 +218,21 @@ def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], n
         fallback_decoded = int(cleaning["fallback_decoded"])
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         recorded, removed, fallback_decoded = None, {}, 0
+    made_for = recorded.get("annotators") if recorded is not None else None
     if not (data_dir / LABEL_FILE).is_file():
         if recorded is None:
             return _split_files(folder), None
+        # Nothing to compare with but the dataset: a split copied without its release must still be the one asked for.
+        if made_for is not None and made_for != annotators:
+            raise DataError(f"this split was made from {_DATASET_OF.get(made_for, f'{made_for} annotator(s)')} "
+                            f"({SOURCE_FILE} records {made_for} annotator(s)), not {_DATASET_OF[annotators]}: give "
+                            f"--dataset {_DATASET_OF.get(made_for, '...')}, or the right --splits-dir", file=folder)
     elif recorded != current():
-        return None, "has no complete source.json" if recorded is None else f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
+        if recorded is None:
+            return None, "has no complete source.json"
+        if made_for is not None and made_for != annotators:
+            return None, f"was made from {_DATASET_OF.get(made_for, f'{made_for} annotator(s)')}, not {_DATASET_OF[annotators]}"
+        return None, f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
     for reason, count in removed.items():
         notes.removed.setdefault("all", Counter())[reason] += count
     notes.fallback_decoded += fallback_decoded
@@ -232,8 +246,12 @@ def _split_files(folder: Path) -> dict[str, Path] | None:
     if not present:
         return None
     if len(present) < len(SPLITS):
+        # Only named, never "remove the others": they may be a published split, and there may be no raw release.
         missing = ", ".join(f"{s}.json" for s in SPLITS if s not in present)
-        raise DataError(f"incomplete split: {missing} missing (remove the others to re-split the raw release)", file=folder)
+        found = ", ".join(f"{s}.json" for s in present)
+        others = sorted(p.name for p in folder.glob("*.json") if p.stem not in SPLITS and p.name != SOURCE_FILE)
+        raise DataError(f"incomplete split: {found} but no {missing} (a split is train.json, dev.json and test.json"
+                        + (f"; also here: {', '.join(others[:5])}" if others else "") + ")", file=folder)
     return files
 
 
@@ -256,7 +274,11 @@ def _record(sample_id: str, text: str, label: int, image_dir: Path, options: dic
 def _image_dir(data_dir: Path, options: dict) -> Path:
     if options.get("image_dir"):
         return Path(options["image_dir"])
-    return data_dir / "data" if (data_dir / "data").is_dir() else data_dir
+    # data/ is the raw release's; dataset_image/ is where the widely used pre-made splits (CLMLF's) put the images.
+    for name in ("data", "dataset_image"):
+        if (data_dir / name).is_dir():
+            return data_dir / name
+    return data_dir
 
 
 def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotators: int):
@@ -268,7 +290,7 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
     current = functools.cache(lambda: _source(data_dir, annotators))
     stale = []
     for folder in [splits_dir] if splits_dir else [data_dir, data_dir / SPLIT_FOLDER]:
-        files, why = _reusable_split(folder, data_dir, current, notes)
+        files, why = _reusable_split(folder, data_dir, current, notes, annotators)
         if files:
             notes.split_dir = folder
             splits = {s: _read_split_file(files[s], image_dir, options, skip, seen) for s in wanted_splits(options)}
