@@ -597,7 +597,7 @@ def test_mvsa_multiple_raw(tmp_path):
         "no majority for the text label": 3,
         "no majority for the image label": 1,
     }
-    with pytest.raises(DataError, match=r"labelResultAll.txt:2: malformed line: expected ID<TAB>text,image \(1 annotator"):
+    with pytest.raises(DataError, match=r"labelResultAll.txt:1: its header names 3 annotator\(s\), mvsa-single has 1"):
         load_dataset("mvsa-single", root, splits_dir=str(tmp_path / "other"))  # wrong --dataset for this file
 
 
@@ -777,3 +777,31 @@ def test_stats_count_unlabelled_records_apart(tmp_path):
     counts = split_counts(load_dataset("jsonl", tmp_path))
     assert counts["test"] == {"total": 1, "labels": {"p": 0}, "unlabelled": 1}
     assert counts["train"] == {"total": 1, "labels": {"p": 1}}
+
+
+def test_the_other_mvsa_or_a_folder_too_high_is_named(tmp_path):
+    multiple = write_mvsa_raw(tmp_path / "MVSA", ["positive,positive\tpositive,positive\tneutral,positive"] * 12)
+    with pytest.raises(DataError, match=r"labelResultAll.txt:1: its header names 3 annotator\(s\), mvsa-single has 1: "
+                                         r"give --dataset mvsa-multiple"):
+        load_dataset("mvsa-single", multiple, skip_invalid=True)
+    with pytest.raises(DataError, match=r"no raw release \(labelResultAll.txt \+ data/\); found one in .*MVSA: give that folder"):
+        load_dataset("mvsa-multiple", tmp_path)
+    label_file = multiple / "labelResultAll.txt"
+    label_file.write_text("\n".join(label_file.read_text().splitlines()[1:]))  # no header: each line says it
+    with pytest.raises(DataError, match=r"labelResultAll.txt:1: malformed line: expected ID<TAB>text,image \(1 annotator\(s\)\), "
+                                         r"got 4 field\(s\) \(the layout of mvsa-multiple: --dataset mvsa-multiple\?\)"):
+        load_dataset("mvsa-single", multiple)
+
+
+def test_an_mmsd_folder_mistake_gets_a_hint(tmp_path):
+    mmsd = write_mmsd(tmp_path / "MMSD", [["1", "a", 0]], [["2", "b", 0, 0]], [["3", "c", 1, 1]])
+    mmsd2 = write_mmsd2(tmp_path / "MMSD2", {"train": [], "valid": [], "test": []})
+    with pytest.raises(DataError, match=r"missing train.json.*\(this folder holds the other release's text/train.txt: --dataset mmsd\?\)"):
+        load_dataset("mmsd2", mmsd)
+    with pytest.raises(DataError, match=r"missing train.txt.*\(this folder holds the other release's text_json_final/train.json: "
+                                         r"--dataset mmsd2\?\)"):
+        load_dataset("mmsd", mmsd2)
+    with pytest.raises(DataError, match=r"text/text: missing train.txt.*\(give the folder above it: --data-dir .*MMSD\)$"):
+        load_dataset("mmsd", mmsd / "text")
+    with pytest.raises(DataError, match=r"missing train.txt.*\(found text/train.txt in .*MMSD: give that folder\)$"):
+        load_dataset("mmsd", tmp_path)

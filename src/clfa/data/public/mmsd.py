@@ -84,10 +84,28 @@ def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options
     return make_record(sample_id, text, LABELS[label], image_dir / f"{sample_id}.jpg", path, line, seen, options, item)
 
 
-def _require_files(folder: Path, files: dict[str, str], splits: list[str]) -> None:
+# Each release's text folder and a file always in it: MMSD's text/train.txt, MMSD2.0's text_json_final/train.json.
+_LAYOUTS = {"mmsd": ("text", MMSD_FILES["train"]), "mmsd2": ("text_json_final", MMSD2_FILES["train"])}
+
+
+def _require_files(data_dir: Path, dataset: str, files: dict[str, str], splits: list[str]) -> None:
+    folder = data_dir / _LAYOUTS[dataset][0]
     missing = [files[split] for split in splits if not (folder / files[split]).is_file()]
     if missing:
-        raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there", file=folder)
+        raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there{_layout_hint(data_dir, dataset)}",
+                        file=folder)
+
+
+def _layout_hint(data_dir: Path, dataset: str) -> str:
+    """Where the release seems to be instead, for the likely mistakes: the other MMSD, or a folder too low or too high."""
+    for other, (text_folder, first) in _LAYOUTS.items():
+        if other != dataset and (data_dir / text_folder / first).is_file():
+            return f" (this folder holds the other release's {text_folder}/{first}: --dataset {other}?)"
+    text_folder, first = _LAYOUTS[dataset]
+    if data_dir.name == text_folder or (data_dir / first).is_file():
+        return f" (give the folder above it: --data-dir {data_dir.resolve().parent})"
+    below = sorted(path.parent.parent for path in data_dir.glob(f"*/{text_folder}/{first}"))
+    return f" (found {text_folder}/{first} in {below[0]}: give that folder)" if below else ""
 
 
 @register_dataset("mmsd", options=("image_dir", "mmsd_filter", "normalize_text"))
@@ -97,7 +115,7 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     filter_reason("", mode)  # reject an unknown mode before reading anything
     notes, image_dir, folder = notes_from(options), _image_dir(data_dir, options), data_dir / "text"
     wanted = wanted_splits(options)
-    _require_files(folder, MMSD_FILES, wanted)
+    _require_files(data_dir, "mmsd", MMSD_FILES, wanted)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}  # ids must be unique across the splits read, as the reference loader asserted
     for split in wanted:
@@ -124,7 +142,7 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
     notes_from(options)
     image_dir, folder = _image_dir(data_dir, options), data_dir / "text_json_final"
     wanted = wanted_splits(options)
-    _require_files(folder, MMSD2_FILES, wanted)
+    _require_files(data_dir, "mmsd2", MMSD2_FILES, wanted)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}
     for split in wanted:

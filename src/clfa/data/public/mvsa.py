@@ -39,6 +39,7 @@ SPLIT_FOLDER = "clfa_splits"  # where a split made from the raw release is writt
 SPLIT_SEED = 42  # the per-class shuffle before the 8:1:1 cut; fixed so every run and user gets one split
 SOURCE_FILE = "source.json"  # beside a written split: what it was made from, to notice when that changes
 SPLIT_VERSION = 1  # bump when the cleaning or the split changes, so written splits are made again
+_DATASET_OF = {1: "mvsa-single", 3: "mvsa-multiple"}  # by the number of annotators
 
 # (text, image) -> the sample's label, or None to discard it (positive vs negative contradict each other).
 _COMBINE = {
@@ -102,15 +103,29 @@ def _id_key(sample: dict) -> tuple[int, int | str]:
     return (0, int(sid)) if _is_number(sid) else (1, sid)
 
 
+def _annotator_columns(lines: list[str]) -> int | None:
+    """The number of annotators the header ("ID<TAB>text,image"...) names, or None without such a header."""
+    header = lines[0].split() if lines else []
+    if not header or header[0].lower() != "id" or any(field.lower() != "text,image" for field in header[1:]):
+        return None
+    return len(header) - 1
+
+
 def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: SkipReport | None) -> list[dict]:
     """Aggregated samples ``{"id", "text", "emotion_label", "line"}`` from the raw release."""
     path = data_dir / LABEL_FILE
     if not path.is_file():
-        raise DataError(f"no pre-made splits (train/dev/test.json) and no raw release ({LABEL_FILE} + data/)", file=path)
+        below = sorted(p.parent for p in data_dir.glob(f"*/{LABEL_FILE}"))  # --data-dir one folder too high
+        hint = f"; found one in {below[0]}: give that folder" if below else ""
+        raise DataError(f"no pre-made splits (train/dev/test.json) and no raw release ({LABEL_FILE} + data/){hint}", file=path)
     text_dir = data_dir / "data"
     samples: list[dict] = []
     seen: dict[str, int] = {}
     lines = path.read_bytes().decode("utf-8-sig", errors="replace").splitlines()
+    if (columns := _annotator_columns(lines)) not in (None, annotators):
+        # The other MVSA's file: every line would be malformed, and --skip-invalid would leave nothing.
+        raise DataError(f"its header names {columns} annotator(s), {_DATASET_OF[annotators]} has {annotators}: give "
+                        f"--dataset {_DATASET_OF.get(columns, '...')}", file=path, line=1)
     for line, raw in enumerate(lines, start=1):
         fields = raw.split()
         if not fields or (line == 1 and fields[0].lower() == "id"):
@@ -138,7 +153,10 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
 def _parse_label_line(fields: list[str], annotators: int, path: Path, line: int) -> tuple[str, list[tuple[str, str]]]:
     if len(fields) != 1 + annotators or not _is_number(fields[0]):
         layout = "ID<TAB>text,image" + "<TAB>text,image" * (annotators - 1)
-        raise DataError(f"malformed line: expected {layout} ({annotators} annotator(s)), got {len(fields)} field(s)", file=path, line=line)
+        other = _DATASET_OF.get(len(fields) - 1) if len(fields) - 1 != annotators else None
+        hint = f" (the layout of {other}: --dataset {other}?)" if other else ""
+        raise DataError(f"malformed line: expected {layout} ({annotators} annotator(s)), got {len(fields)} field(s){hint}",
+                        file=path, line=line)
     pairs = []
     for field in fields[1:]:
         pair = tuple(field.lower().split(","))
@@ -191,9 +209,6 @@ def _write_splits(folder: Path, splits: dict[str, list[dict]], source: dict, not
         _atomic_json(folder / f"{split}.json", [{"id": s["id"], "text": s["text"], "emotion_label": s["emotion_label"]} for s in splits[split]])
     cleaning = {"removed": dict(notes.removed.get("all", {})), "fallback_decoded": notes.fallback_decoded}
     _atomic_json(folder / SOURCE_FILE, {**source, "cleaning": cleaning})
-
-
-_DATASET_OF = {1: "mvsa-single", 3: "mvsa-multiple"}  # by the number of annotators
 
 
 def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], notes: ReaderNotes,
