@@ -26,6 +26,7 @@ def _train(args: argparse.Namespace) -> int:
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
+    print(data.sizes(), file=sys.stderr)
     if report := data.report():
         print(report, file=sys.stderr)
     if not data.splits.get("dev"):
@@ -76,6 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           f"{', '.join(config.labels)}")
     if args.skip_invalid:
         data.drop_unlabelled(args.split, "evaluation")
+    print(data.sizes(), file=sys.stderr)
     if report := data.report():
         print(report, file=sys.stderr)
     results = {}

@@ -177,3 +177,19 @@ def test_stats_table_shows_unlabelled_records(tmp_path, capsys):
     train = next(line for line in lines if "│ train" in line)
     cells = [cell.strip() for cell in train.split("│")[1:-1]]
     assert "unlabelled" in header and cells[:4] == ["train", "2", "1", "1"]
+
+
+def test_empty_texts_of_a_public_release_are_counted_where_they_are_kept(tmp_path, capsys):
+    from clfa.data.registry import load_dataset
+
+    root = mmsd_tree(tmp_path, images=True)
+    with (root / "text" / "train.txt").open("a") as f:
+        f.write(repr(["10", "", 0]) + "\n" + repr(["11", "  ", 1]) + "\n")
+    jpeg(root / "dataset_image" / "10.jpg")
+    jpeg(root / "dataset_image" / "11.jpg")
+    assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
+    assert "2 record(s) have an empty text (train 2): kept, as the release counts them" in capsys.readouterr().out
+    # train and evaluate print the report, with the records each split holds
+    data = load_dataset("mmsd", root)
+    assert data.sizes() == "records: train 5, dev 2, test 1"
+    assert data.report().splitlines()[-1] == "2 record(s) have an empty text (train 2): kept, as the release counts them"

@@ -360,8 +360,10 @@ def test_aggregate_every_branch(pairs, label):
 
 def test_aggregate_reasons():
     assert "positive vs negative" in aggregate([("positive", "negative")])[1]
-    assert "text" in aggregate([("positive", "positive"), ("neutral", "positive"), ("negative", "positive")])[1]
-    assert "image" in aggregate([("positive", "positive"), ("positive", "neutral"), ("positive", "negative")])[1]
+    assert aggregate([("positive", "positive"), ("neutral", "positive"), ("negative", "positive")])[1] == "no majority for the text label"
+    assert aggregate([("positive", "positive"), ("positive", "neutral"), ("positive", "negative")])[1] == "no majority for the image label"
+    both = [("positive", "positive"), ("neutral", "neutral"), ("negative", "negative")]
+    assert aggregate(both)[1] == "no majority for the text and image labels"  # counted once, not under the text alone
 
 
 def test_split_8_1_1_matches_published_sizes():

@@ -44,7 +44,8 @@ def test_train_on_mmsd_release_format(tiny_models, tmp_path, capsys):
         n += 1
         (root / "text" / name).write_text("\n".join(lines) + "\n")
     assert main(_train_args(tiny_models, tmp_path, "mmsd", root)) == 0
-    assert "cleaning removed 1 sample(s) from test: 1 x filter: token 'sarcasm'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cleaning removed 1 sample(s) from test: 1 x filter: token 'sarcasm'" in err and "records: train 24, dev 8, test 8" in err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["removed_by_cleaning"] == {split: {"filter: token 'sarcasm'": 1} for split in ("train", "dev", "test")}
     assert metrics["labels"] == ["not_sarcastic", "sarcastic"]
@@ -94,6 +95,7 @@ def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_the
     results = []
     for extra in ([], ["--normalize-text"]):
         assert main(evaluate + ["--model", str(rewriting), "--output", str(tmp_path / "ev.json")] + extra) == 0
+        assert "records: test 8" in capsys.readouterr().err
         results.append(json.loads((tmp_path / "ev.json").read_text())["test"])
     assert results[0] == results[1]
     trained = json.loads((rewriting / "metrics.json").read_text())["test"]

@@ -121,6 +121,8 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
         if reasons:
             where = "before splitting" if split == "all" else f"from {split}"
             console.print(f"cleaning removed {sum(reasons.values()):,} {where}: " + ", ".join(f"{n:,} x {r}" for r, n in reasons.most_common()), highlight=False)
+    if empty := dataset.empty_texts():
+        console.print(empty, highlight=False)
     if notes.fallback_decoded:
         console.print(f"{notes.fallback_decoded:,} text(s) were not valid UTF-8 and were decoded as Windows-1252/Latin-1", highlight=False)
     if notes.split_dir is not None:

@@ -63,13 +63,29 @@ class DatasetSplits:
                         self.skipped.add(unlabelled(record, f"{purpose} ({split} split)"))
                 self.splits[split] = [record for record in self.splits[split] if record.label is not None]
 
+    def sizes(self) -> str:
+        """The records each split holds, for the user: "records: train 3,611, dev 450, test 450"."""
+        return "records: " + ", ".join(f"{split} {len(records):,}" for split, records in self.splits.items())
+
+    def empty_texts(self) -> str:
+        """A note on records kept with an empty text ('' if none). Only the public datasets keep them: their published
+        sizes count them; a custom file's empty text is an error."""
+        counts = {split: sum(not record.text.strip() for record in records) for split, records in self.splits.items()}
+        if not any(counts.values()):
+            return ""
+        return (f"{sum(counts.values()):,} record(s) have an empty text ("
+                + ", ".join(f"{split} {n:,}" for split, n in counts.items() if n) + "): kept, as the release counts them")
+
     def report(self) -> str:
-        """What reading dropped, for the user: skipped invalid records and samples removed by cleaning ('' if none)."""
+        """What reading dropped or kept that deserves a word: skipped invalid records, samples removed by cleaning,
+        records with an empty text ('' if none)."""
         lines = [self.skipped.summary()] if len(self.skipped) else []
         for split, reasons in self.removed.items():
             where = "before splitting" if split == "all" else f"from {split}"
             lines.append(f"cleaning removed {sum(reasons.values()):,} sample(s) {where}: "
                          + ", ".join(f"{n:,} x {reason}" for reason, n in sorted(reasons.items(), key=lambda item: -item[1])))
+        if empty := self.empty_texts():
+            lines.append(empty)
         return "\n".join(lines)
 
     def __getitem__(self, split: str) -> list[Record]:

@@ -68,8 +68,9 @@ def aggregate(pairs: list[tuple[str, str]]) -> tuple[str | None, str | None]:
         text, image = pairs[0]
     else:
         text, image = majority([p[0] for p in pairs]), majority([p[1] for p in pairs])
-        if text is None or image is None:
-            return None, f"no majority for the {'text' if text is None else 'image'} label"
+        if text is None or image is None:  # each sample counted once, under what it lacks
+            lacking = "text and image labels" if text is None and image is None else f"{'text' if text is None else 'image'} label"
+            return None, f"no majority for the {lacking}"
     label = _COMBINE[frozenset([text, image])]
     return (label, None) if label else (None, "text and image disagree (positive vs negative)")
 
