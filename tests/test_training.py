@@ -1,5 +1,6 @@
 """End-to-end training through the Trainer on tiny models: best checkpoint, test metrics, resume, CLI."""
 
+import csv
 import json
 import multiprocessing
 from collections import Counter
@@ -174,6 +175,15 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0
     lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(lines) == 16 and lines[0]["id"] == "64" and set(lines[0]) == {"id", "label", "probabilities"}
+    # A .csv name gets CSV, with a column per class; loader workers and no progress bar give the same figures.
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.csv"),
+                 "--num-workers", "1", "--progress", "false"]) == 0
+    assert "predict:" not in capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "pred.csv").open(newline="")))
+    assert list(rows[0]) == ["id", "label", "p_negative", "p_positive"]
+    assert [(row["id"], row["label"], float(row["p_positive"])) for row in rows] == \
+        [(line["id"], line["label"], pytest.approx(line["probabilities"]["positive"], abs=1e-6)) for line in lines]
 
 
 @pytest.mark.parametrize("flags, config_text, message", [

@@ -86,7 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not records:
             raise DataError(f"dataset '{data.name}': the {split} split has no records to evaluate")
         require_labels(records, "evaluation")
-        probs = predictor.run(records, batch_size=args.batch_size)["probabilities"]
+        probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
     print_table(metrics_table(results, title=f"{args.model} on {data.name}"))
@@ -161,14 +161,28 @@ def _predict(args: argparse.Namespace) -> int:
         print(skip.summary(), file=sys.stderr)
     if not records:
         raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
-    results = predictor.predict_records(records, batch_size=args.batch_size)
-    lines = "".join(json.dumps(r) + "\n" for r in results)
+    results = predictor.predict_records(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
+    as_csv = args.output is not None and Path(args.output).suffix.lower() == ".csv"
+    text = _csv_lines(results, predictor.labels) if as_csv else "".join(json.dumps(r) + "\n" for r in results)
     if args.output:
-        Path(args.output).write_text(lines)
+        Path(args.output).write_text(text, newline="" if as_csv else None)
         print(f"{len(results)} predictions written to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(lines)
+        sys.stdout.write(text)
     return 0
+
+
+def _csv_lines(results: list[dict], labels: list[str]) -> str:
+    """Predictions as CSV: id, label, then one probability column per label, in the model's order."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "label", *(f"p_{label}" for label in labels)])
+    for result in results:
+        writer.writerow([result["id"], result["label"], *(result["probabilities"][label] for label in labels)])
+    return out.getvalue()
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -211,9 +225,12 @@ def _attention_backends(text: str) -> str:
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
-    from clfa.options import PRECISIONS, positive_int
+    from clfa.options import PRECISIONS, parse_bool, positive_int, whole_number
 
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--num-workers", type=whole_number, default=0,
+                   help="processes that decode images while the model runs (default 0: in the main process)")
+    p.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL", help="show a progress bar (default true)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")
@@ -265,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="one text ...")
     p.add_argument("--image", help="... and its image")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
-    p.add_argument("--output", help="JSONL of predictions: id, label, probabilities (default: stdout)")
+    p.add_argument("--output", help="predictions, one per pair: JSON Lines (id, label, probabilities), or CSV (id, label, "
+                   "p_LABEL...) for a .csv name (default: JSON Lines to stdout)")
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)

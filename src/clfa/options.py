@@ -168,7 +168,7 @@ class TrainOptions:
 
 def _kind(f) -> type:
     """The converter of an option's text: its declared type (``int``, ``float``, ``bool``, ``str``, or ``X | None``)."""
-    return {"bool": _parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+    return {"bool": parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
 
 
 def _from_file_value(f, value, path: Path):
@@ -177,17 +177,28 @@ def _from_file_value(f, value, path: Path):
             return None
         raise OptionError(f"{path}: {f.name}: a value is needed")
     kind = _kind(f)
-    if isinstance(value, bool) and kind is not _parse_bool:
+    if isinstance(value, bool) and kind is not parse_bool:
         raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}")
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
-        converted = kind(str(value)) if kind in (_parse_bool, str) else kind(value)
+        converted = kind(str(value)) if kind in (parse_bool, str) else kind(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError):
         raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}") from None
     if (choices := f.metadata.get("choices")) and converted not in choices:
         raise OptionError(f"{path}: {f.name}: expected one of {', '.join(choices)}, got {value!r}")
     return converted
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -201,7 +212,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -225,7 +236,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
             default=argparse.SUPPRESS,
             choices=f.metadata.get("choices"),
             metavar="{" + ",".join(f.metadata["choices"]) + "}" if f.metadata.get("choices") else
-            f.name.upper() if kind is not _parse_bool else "{true,false}",
+            f.name.upper() if kind is not parse_bool else "{true,false}",
             help=f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})",
         )
 
@@ -236,4 +247,4 @@ def options_from_args(args: argparse.Namespace, config_file: str | None = None) 
     return TrainOptions(**values)
 
 
-_KIND_NAMES = {int: "a whole number", float: "a number", _parse_bool: "true or false", str: "text"}
+_KIND_NAMES = {int: "a whole number", float: "a number", parse_bool: "true or false", str: "text"}
