@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
-from clfa.data.processing import CLFADataset, ImageTransform, stack, tokenize
+from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack, tokenize
 from clfa.data.records import DataError, Record
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
@@ -130,7 +130,7 @@ class Predictor:
         try:
             # Mis-shaped weights are reported below with the others, not in a log record before a bare RuntimeError.
             model, info = CLFAModel.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
-            tokenizer, processor = AutoTokenizer.from_pretrained(processing), AutoImageProcessor.from_pretrained(processing)
+            tokenizer, processor = AutoTokenizer.from_pretrained(processing), load_image_processor(processing)
         except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
             raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
         # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after

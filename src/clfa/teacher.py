@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from clfa.data.processing import ImageTransform
+from clfa.data.processing import ImageTransform, load_image_processor
 from clfa.data.records import Record
 from clfa.errors import OptionError
 
@@ -48,7 +48,7 @@ def _record_stamp(record: Record) -> tuple:
 
 def cache_key(records: list[Record], teacher: str, max_length: int) -> str:
     config = AutoConfig.from_pretrained(teacher)
-    image_processor = AutoImageProcessor.from_pretrained(teacher)
+    image_processor = load_image_processor(teacher)
     digest = hashlib.sha256()
     header = {
         "teacher": str(teacher),
@@ -76,7 +76,7 @@ def compute_teacher_embeddings(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = AutoModel.from_pretrained(teacher).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher)
-    transform = ImageTransform(AutoImageProcessor.from_pretrained(teacher))
+    transform = ImageTransform(load_image_processor(teacher))
     max_length = min(max_length, getattr(model.config.text_config, "max_position_embeddings", max_length))
     texts, images = [], []
     for start in tqdm(range(0, len(records), batch_size), desc="teacher embeddings", disable=not progress, unit="batch"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import AutocastKwargs, DistributedType, TorchDynamoPlugin
-from transformers import AutoImageProcessor, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import is_sagemaker_mp_enabled
@@ -21,7 +21,7 @@ from clfa import __version__
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
-from clfa.data.processing import CLFADataset, ImageTransform, stack
+from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack
 from clfa.data.records import DataError, Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.errors import OptionError, first_line
@@ -607,7 +607,7 @@ def train(
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
-    image_processor = AutoImageProcessor.from_pretrained(opts.image_model)
+    image_processor = load_image_processor(opts.image_model)
     transform = ImageTransform(image_processor)
     # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
     model = build_model(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))

@@ -16,9 +16,17 @@ import PIL
 import torch
 import transformers
 from PIL import Image
+from transformers import AutoImageProcessor
 
 from clfa.data.records import DataError, Record, url_instead_of_file
 
+
+
+def load_image_processor(path: str | Path):
+    """The image processor saved at ``path``, always its Pillow version: with torchvision installed transformers would
+    pick its torchvision version, which resizes differently, so that a model trained on one machine would see other
+    pixels on another."""
+    return AutoImageProcessor.from_pretrained(path, backend="pil")
 
 class ImageTransform:
     """Wraps a Hugging Face image processor: ``load`` decodes+resizes (+crops) to uint8, ``normalize`` finishes."""

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from clfa.data.processing import load_image_processor
 from clfa.data.records import Record
 from clfa.teacher import projected_embedding
 from clfa.demo.world import SCENES, filler_words, scene_of
@@ -185,7 +186,7 @@ def embed(teacher_dir: str | Path, texts: list[str], records: list[Record], batc
     """L2-normalised teacher embeddings of ``texts`` and of the images of ``records``, loaded via the Auto classes."""
     model = AutoModel.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    processor = AutoImageProcessor.from_pretrained(teacher_dir)
+    processor = load_image_processor(teacher_dir)
     text, image = [], []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
