@@ -26,7 +26,6 @@ def _train(args: argparse.Namespace) -> int:
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
-    print(data.sizes(), file=sys.stderr)
     if report := data.report():
         print(report, file=sys.stderr)
     if not data.splits.get("dev"):
@@ -35,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
         print("no test split: the model is not scored on held-out data after training", file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
+        print(data.sizes())  # after the run: an option refused before it is the command's one line of output
         print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))
         print(f"model and metrics.json written to {opts.output_dir}")
     if not metrics["train"]["weights_finite"]:

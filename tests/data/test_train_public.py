@@ -44,8 +44,8 @@ def test_train_on_mmsd_release_format(tiny_models, tmp_path, capsys):
         n += 1
         (root / "text" / name).write_text("\n".join(lines) + "\n")
     assert main(_train_args(tiny_models, tmp_path, "mmsd", root)) == 0
-    err = capsys.readouterr().err
-    assert "cleaning removed 1 sample(s) from test: 1 x filter: token 'sarcasm'" in err and "records: train 24, dev 8, test 8" in err
+    out, err = capsys.readouterr()
+    assert "cleaning removed 1 sample(s) from test: 1 x filter: token 'sarcasm'" in err and "records: train 24, dev 8, test 8" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["removed_by_cleaning"] == {split: {"filter: token 'sarcasm'": 1} for split in ("train", "dev", "test")}
     assert metrics["labels"] == ["not_sarcastic", "sarcastic"]
