@@ -165,7 +165,7 @@ def _predict(args: argparse.Namespace) -> int:
     as_csv = args.output is not None and Path(args.output).suffix.lower() == ".csv"
     text = _csv_lines(results, predictor.labels) if as_csv else "".join(json.dumps(r) + "\n" for r in results)
     if args.output:
-        Path(args.output).write_text(text, newline="" if as_csv else None)
+        Path(args.output).write_text(text, encoding="utf-8", newline="" if as_csv else None)
         print(f"{len(results)} predictions written to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
