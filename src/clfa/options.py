@@ -190,26 +190,24 @@ def _from_file_value(f, value, path: Path):
     return converted
 
 
-def whole_number(text: str) -> int:
-    """argparse type: a whole number of at least 0."""
+def _int_at_least(text: str, minimum: int, bound: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
     return value
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    return _int_at_least(text, 0, "0 or more")
 
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _int_at_least(text, 1, "at least 1")
 
 
 def parse_bool(text: str) -> bool:
