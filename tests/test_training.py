@@ -16,7 +16,7 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, check_task, experiment_trackers, train, training_arguments
+from clfa.training import build_model, build_trainer, check_cuda_graph_support, check_task, experiment_trackers, train, training_arguments
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -389,6 +389,22 @@ def test_cuda_graph_refuses_a_compile_mode_set_for_accelerate(tiny_models, tiny_
     args.torch_compile_backend = "cudagraphs"
     with pytest.raises(OptionError, match=r"does not support torch.compile backend 'cudagraphs'"):
         build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=args)
+
+
+def test_cuda_graph_refuses_a_compile_backend_set_for_accelerate_without_compile(tiny_models, tiny_dataset, tmp_path,
+                                                                                 monkeypatch):
+    # A backend in the environment makes the Trainer compile the model even though --compile is off.
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "cudagraphs")
+    opts = tiny_options(tiny_models, tmp_path, cuda_graph=True)
+    with pytest.raises(OptionError, match=r"does not support torch.compile backend 'cudagraphs'"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_MODE", "max-autotune")
+    with pytest.raises(OptionError, match=r"does not support torch.compile mode 'max-autotune'"):
+        build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [], args=training_arguments(opts, has_dev=False))
+    # A mode alone compiles nothing, so it is no reason to refuse.
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
+    check_cuda_graph_support(training_arguments(opts, has_dev=False))
 
 
 def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):

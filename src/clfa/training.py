@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import AutocastKwargs, DistributedType, TorchDynamoPlugin
+from accelerate.utils import AutocastKwargs, DistributedType, DynamoBackend, TorchDynamoPlugin
 from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -335,13 +335,14 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("gradient checkpointing (it saves and restores the random generators' state on the host)")
     if args.optim != "adamw_torch_fused":
         problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
-    if args.torch_compile:
-        # Built as the Trainer builds it: a mode or backend left unset comes from ACCELERATE_DYNAMO_MODE/_BACKEND
-        # (set by `accelerate launch` or its config file), which the arguments alone do not show.
-        compile_options = TorchDynamoPlugin(backend=args.torch_compile_backend, mode=args.torch_compile_mode).to_kwargs()
-        if compile_options.get("mode") in ("reduce-overhead", "max-autotune") or compile_options.get("backend") == "cudagraphs":
-            setting = (f"mode {compile_options['mode']!r}" if compile_options.get("backend") != "cudagraphs"
-                       else "backend 'cudagraphs'")
+    # Built as the Trainer builds it, with or without --compile: a backend or mode left unset comes from
+    # ACCELERATE_DYNAMO_BACKEND/_MODE (set by `accelerate launch` or its config file), and a backend set there
+    # compiles the model even when the arguments do not ask for it.
+    dynamo = TorchDynamoPlugin(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
+    if dynamo.backend != DynamoBackend.NO:
+        backend = dynamo.backend.value.lower()
+        if backend == "cudagraphs" or dynamo.mode in ("reduce-overhead", "max-autotune"):
+            setting = f"backend {backend!r}" if backend == "cudagraphs" else f"mode {dynamo.mode!r}"
             problems.append(f"torch.compile {setting}, which captures CUDA graphs of its own "
                             "(use the default mode or max-autotune-no-cudagraphs)")
     if problems:
