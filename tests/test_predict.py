@@ -1,6 +1,7 @@
 """Predictor: uint8 batches normalised on the device give what the model gives on the image processor's own output;
 the precision and attention kernels asked for are those it computes with."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,26 @@ def test_a_model_trained_on_rewritten_texts_rewrites_what_it_predicts(tiny_model
     records = [Record(id="1", text=raw, image=image), Record(id="2", text=rewritten, image=image)]
     probs = predictor.run(records, progress=False)["probabilities"]
     assert (probs[0] == probs[1]).all() and records[0].text == raw  # the caller's records are left as they are
+
+
+def test_a_model_that_predates_recording_rewritten_texts_learns_it_from_its_run(tiny_models, tiny_dataset, tmp_path, caplog):
+    raw, rewritten = "thanks <user> for <num> hours # fun <url>", "thanks @user for 0 hours #fun http"
+    image = tiny_dataset / "images" / "3.png"
+    save_model(tiny_models, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["normalize_text"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "metrics.json").write_text(json.dumps({"data_options": {"normalize_text": True}}))
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    assert predictor.model.config.normalize_text is True
+    assert predictor.predict(raw, image) == predictor.predict(rewritten, image)
+    written = predictor.save_pretrained(tmp_path / "export")  # now recorded where it belongs
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["normalize_text"] is True and written
+    (tmp_path / "metrics.json").unlink()
+    unknown = Predictor.from_pretrained(tmp_path, device="cpu")
+    assert "records whether its training texts were rewritten (--normalize-text)" in caplog.text
+    assert unknown.model.config.normalize_text is None
+    assert unknown.predict(raw, image) != unknown.predict(rewritten, image)  # texts go in as given
 
 
 def test_inputs_the_python_api_cannot_use_are_named(tiny_models, tiny_dataset, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, check_cuda_graph_support, check_task, experiment_trackers, train, training_arguments
+from clfa.training import build_model, build_trainer, check_cuda_graph_support, check_resume, check_task, experiment_trackers, train, training_arguments
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -146,6 +146,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     assert full_weights.keys() == resumed_weights.keys()
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path):
+    config = build_model(tiny_options(tiny_models, tmp_path), ["0", "1"], "1", normalize_text=True).config
+    recorded = config.to_dict()
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(recorded | {"normalize_text": False}))
+    with pytest.raises(OptionError, match=r"was made with --normalize-text False \(now True\)"):
+        check_resume(config, checkpoint)
+    del recorded["normalize_text"]  # its default would claim the run's texts were left as released
+    (checkpoint / "config.json").write_text(json.dumps(recorded))
+    check_resume(config, checkpoint)
 
 
 def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):

@@ -66,7 +66,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if positive is not None and positive not in config.labels:
         raise OptionError(f"--positive-label {positive}: not one of the model's labels ({', '.join(config.labels)})")
     check_positive_label(args.positive_label, config.labels)
-    if getattr(args, "normalize_text", False) and not config.normalize_text:  # a model trained so rewrites by itself
+    # A model trained on rewritten texts rewrites by itself; one whose training is not known (None) is
+    # evaluated as the option asks.
+    if getattr(args, "normalize_text", False) and config.normalize_text is False:
         raise OptionError(f"--normalize-text: {args.model} was trained on the texts as released; rewritten texts would "
                           "not measure it (leave the option out)")
     # A custom file is read with the model's labels; a public dataset's are fixed, and checked below.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,8 @@ def _device(name: str | torch.device | None) -> torch.device:
     return device
 
 
+logger = logging.getLogger(__name__)
+
 _HINT = "; give the folder clfa train wrote (its --output-dir)"
 
 
@@ -58,6 +62,21 @@ def _clfa_config(path: str, local: bool) -> CLFAConfig:
     if not isinstance(config, CLFAConfig):
         raise OptionError(f"{path}: a '{config.model_type}' model, not a CLFA model{_HINT}")
     return config
+
+
+def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str, local: bool) -> None:
+    """Whether training rewrote the texts (--normalize-text), for a config.json saved before it recorded that: such
+    a config reads as False, which would feed a rewriting model raw texts. The run's metrics.json holds the data
+    options it trained with; without one, nothing is known and texts are passed on as given (``None``)."""
+    if CLFAConfig.get_config_dict(path)[0].get("normalize_text") is not None:
+        return
+    try:
+        options = json.loads((Path(processing) / "metrics.json").read_text())["data_options"] if local else None
+        config.normalize_text = bool(options.get("normalize_text"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        config.normalize_text = None
+        logger.warning(f"{path}: neither its config.json nor a metrics.json beside it records whether its training texts "
+                      "were rewritten (--normalize-text); texts are passed to it as given")
 
 
 def _processing_folder(folder: Path) -> Path:
@@ -127,6 +146,7 @@ class Predictor:
         config = _clfa_config(str(path), local) if "config.json" not in missing else None
         if missing:
             raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
+        _settle_normalization(config, str(path), processing, local)
         try:
             # Mis-shaped weights are reported below with the others, not in a log record before a bare RuntimeError.
             model, info = CLFAModel.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
@@ -168,7 +188,7 @@ class Predictor:
 
     def _text(self, text: str) -> str:
         """The text as the model read its training texts (rewritten where training rewrote them)."""
-        return normalize_tweet(text) if self.model.config.normalize_text else text
+        return normalize_tweet(text) if self.model.config.normalize_text else text  # None: not known, taken as given
 
     def predict(self, text: str, image: str | Path | Image.Image | np.ndarray) -> dict:
         """Label and class probabilities of one pair; ``image`` is a path, a PIL image or an (H, W[, C]) uint8 array."""

@@ -72,7 +72,7 @@ def test_train_on_mvsa_single_raw_release_three_classes(tiny_models, tmp_path):
     assert (root / "clfa_splits" / "train.json").is_file()  # the split is written for reuse
 
 
-def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_them(tiny_models, tmp_path, capsys):
+def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_them(tiny_models, tmp_path, capsys, caplog):
     rng = np.random.default_rng(2)
     root = tmp_path / "MMSD2"
     (root / "text_json_final").mkdir(parents=True)
@@ -100,3 +100,14 @@ def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_the
     assert results[0] == results[1]
     trained = json.loads((rewriting / "metrics.json").read_text())["test"]
     assert results[0]["accuracy"] == trained["accuracy"] and results[0]["f1"] == trained["f1"]
+    # A config.json saved before it recorded the option: the run's metrics.json still tells that texts were rewritten.
+    config = json.loads((rewriting / "config.json").read_text())
+    del config["normalize_text"]
+    (rewriting / "config.json").write_text(json.dumps(config))
+    assert main(evaluate + ["--model", str(rewriting), "--output", str(tmp_path / "ev.json")]) == 0
+    assert json.loads((tmp_path / "ev.json").read_text())["test"] == results[0]
+    # Without it nothing tells: the texts go in as given, and the option is not refused.
+    (rewriting / "metrics.json").unlink()
+    assert main(evaluate + ["--model", str(rewriting), "--output", str(tmp_path / "ev.json"), "--normalize-text"]) == 0
+    assert "neither its config.json nor a metrics.json beside it records" in caplog.text
+    assert json.loads((tmp_path / "ev.json").read_text())["test"] == results[0]
