@@ -8,6 +8,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from clfa.data.registry import load_dataset
+from clfa import teacher
+from clfa.data.processing import load_image_processor
 from clfa.teacher import compute_teacher_embeddings, teacher_embeddings, teacher_projection_dim
 
 
@@ -26,7 +28,7 @@ def test_embeddings_are_the_teachers_projections(tiny_models, tiny_dataset):
     torch.testing.assert_close(text[0], direct[0], rtol=1e-4, atol=1e-5)
 
 
-def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_path):
+def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     records = load_dataset("jsonl", tiny_dataset)["train"][:6]
     first = teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
@@ -51,3 +53,10 @@ def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_
     changed = teacher_embeddings(records, str(other), cache, progress=False)
     assert len(cache_files(cache)) == 6
     assert not torch.allclose(changed[0], first[0])
+    # Another backend of the same image processor settings (PIL or torchvision), whose settings read the same, may
+    # resize differently.
+    processor = load_image_processor(tiny_models["teacher"])
+    backend = type("TorchvisionLike", (type(processor),), {"to_dict": lambda self: processor.to_dict()})
+    monkeypatch.setattr(teacher, "load_image_processor", lambda path: backend(**processor.to_dict()))
+    teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
+    assert len(cache_files(cache)) == 7

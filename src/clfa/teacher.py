@@ -55,6 +55,7 @@ def cache_key(records: list[Record], teacher: str, max_length: int) -> str:
         "config": config.to_json_string(use_diff=False),
         "weights": _weights_stamp(teacher),
         "image_processor": image_processor.to_json_string(),
+        "image_processor_class": type(image_processor).__name__,  # the backend, which the JSON does not name
         "max_length": max_length,
     }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())

@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from clfa.data.image_cache import cached_images
-from clfa.data.processing import CLFADataset, Collator, ImageTransform, SampleBatch, stack, tokenize
+from clfa.data.processing import CLFADataset, Collator, ImageTransform, SampleBatch, load_image_processor, stack, tokenize
 from clfa.data.records import DataError
 from clfa.data.registry import load_dataset
 
@@ -58,6 +58,14 @@ def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset):
     expected = processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
     ours = transform.normalize(torch.from_numpy(transform.load(tiny_dataset / "images" / "3.png"))[None])
     torch.testing.assert_close(ours, expected.float(), rtol=0, atol=1e-6)
+
+
+def test_the_cache_fingerprint_names_the_image_processor_backend(tiny_models):
+    processor = AutoImageProcessor.from_pretrained(tiny_models["image"], backend="pil")
+    other_backend = type("TorchvisionLike", (type(processor),), {"to_dict": lambda self: processor.to_dict()})(**processor.to_dict())
+    assert other_backend.to_dict() == processor.to_dict()  # what the settings alone cannot tell apart
+    assert ImageTransform(other_backend).fingerprint() != ImageTransform(processor).fingerprint()
+    assert ImageTransform(processor).fingerprint() == ImageTransform(load_image_processor(tiny_models["image"])).fingerprint()
 
 
 def test_an_image_that_cannot_be_loaded_is_named_once(tiny_models, tmp_path):

@@ -46,8 +46,10 @@ class ImageTransform:
     def fingerprint(self) -> str:
         """A short digest of every setting that changes the uint8 pixels, to key on-disk caches."""
         settings = {k: v for k, v in self.processor.to_dict().items() if k not in ("image_mean", "image_std", "rescale_factor")}
-        # A new Pillow or transformers may resize differently: their versions are part of the key.
+        # A new Pillow or transformers may resize differently, and so may another backend (PIL or torchvision) of
+        # the same settings, which to_dict names alike: the versions and the class are part of the key.
         settings["versions"] = [PIL.__version__, transformers.__version__]
+        settings["class"] = type(self.processor).__name__
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
