@@ -14,7 +14,7 @@ from clfa.data.public import ReaderNotes
 from clfa.data.json_array import iter_json_array
 from clfa.data.public.common import decode_text
 from clfa.data.public.mmsd import filter_reason
-from clfa.data.public.mvsa import SPLIT_FOLDER, aggregate, majority, split_8_1_1
+from clfa.data.public.mvsa import SOURCE_FILE, SPLIT_FOLDER, aggregate, majority, split_8_1_1
 from clfa.data.records import DataError
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
@@ -705,11 +705,19 @@ def test_a_written_mvsa_split_copied_without_its_release_is_read_only_as_its_own
     with pytest.raises(DataError, match=r"copy: this split was made from mvsa-single \(source.json records 1 annotator\(s\)\), "
                                          r"not mvsa-multiple: give --dataset mvsa-single"):
         load_dataset("mvsa-multiple", copy, splits_dir=str(copy))
-    # Beside a raw release, another dataset's split is made again, and the note says why.
-    capsys.readouterr()
+    # Beside another raw release too: the split given is left as it is, not overwritten with the other dataset's.
     multiple = write_mvsa_raw(tmp_path / "multiple", ["positive,positive\tpositive,positive\tneutral,positive"] * 20)
-    load_dataset("mvsa-multiple", multiple, splits_dir=str(copy))
-    assert f"the MVSA split in {copy} was made from mvsa-single, not mvsa-multiple; making it again" in capsys.readouterr().err
+    written = {path.name: path.read_bytes() for path in copy.glob("*.json")}
+    with pytest.raises(DataError, match=r"copy: this split was made from mvsa-single .*not mvsa-multiple"):
+        load_dataset("mvsa-multiple", multiple, splits_dir=str(copy))
+    assert {path.name: path.read_bytes() for path in copy.glob("*.json")} == written
+    # The split clfa keeps beside a release is its own, made again when the release there changed datasets.
+    shutil.copytree(copy, multiple / SPLIT_FOLDER, ignore=shutil.ignore_patterns("data"))
+    capsys.readouterr()
+    load_dataset("mvsa-multiple", multiple)
+    assert f"the MVSA split in {multiple / SPLIT_FOLDER} was made from mvsa-single, not mvsa-multiple; making it again" \
+        in capsys.readouterr().err
+    assert json.loads((multiple / SPLIT_FOLDER / SOURCE_FILE).read_text())["annotators"] == 3
 
 
 def test_decode_text_fallbacks():

@@ -235,19 +235,22 @@ def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], n
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         recorded, removed, fallback_decoded = None, {}, 0
     made_for = recorded.get("annotators") if recorded is not None else None
-    if not (data_dir / LABEL_FILE).is_file():
+    has_release, own_folder = (data_dir / LABEL_FILE).is_file(), folder.resolve() == (data_dir / SPLIT_FOLDER).resolve()
+    made_from = _DATASET_OF.get(made_for, f"{made_for} annotator(s)")
+    # Another dataset's split is that dataset's to keep, wherever it was copied: only the split clfa keeps beside a
+    # release is made again from it.
+    if made_for is not None and made_for != annotators and not (has_release and own_folder):
+        raise DataError(f"this split was made from {made_from} ({SOURCE_FILE} records {made_for} annotator(s)), not "
+                        f"{_DATASET_OF[annotators]}: give --dataset {_DATASET_OF.get(made_for, '...')}, or the right "
+                        "--splits-dir", file=folder)
+    if not has_release:
         if recorded is None:
             return _split_files(folder), None
-        # Nothing to compare with but the dataset: a split copied without its release must still be the one asked for.
-        if made_for is not None and made_for != annotators:
-            raise DataError(f"this split was made from {_DATASET_OF.get(made_for, f'{made_for} annotator(s)')} "
-                            f"({SOURCE_FILE} records {made_for} annotator(s)), not {_DATASET_OF[annotators]}: give "
-                            f"--dataset {_DATASET_OF.get(made_for, '...')}, or the right --splits-dir", file=folder)
     elif recorded != current():
         if recorded is None:
             return None, "has no complete source.json"
         if made_for is not None and made_for != annotators:
-            return None, f"was made from {_DATASET_OF.get(made_for, f'{made_for} annotator(s)')}, not {_DATASET_OF[annotators]}"
+            return None, f"was made from {made_from}, not {_DATASET_OF[annotators]}"
         return None, f"was made from another {LABEL_FILE}, other texts or other cleaning rules"
     for reason, count in removed.items():
         notes.removed.setdefault("all", Counter())[reason] += count
