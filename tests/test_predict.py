@@ -220,6 +220,15 @@ def test_inputs_the_python_api_cannot_use_are_named(tiny_models, tiny_dataset, t
     image = tiny_dataset / "images" / "2.png"
     as_array = np.asarray(Image.open(image).convert("RGB"))
     assert predictor.predict("the cat", as_array) == predictor.predict("the cat", image)
+    gray = np.asarray(Image.open(image).convert("L"))
+    assert predictor.predict("the cat", gray[..., None]) == predictor.predict("the cat", gray) \
+        == predictor.predict("the cat", Image.open(image).convert("L"))
+    with pytest.raises(TypeError, match=r"uint8 with values 0-255, not float32 \(values in \[0, 1\]: multiply by 255"):
+        predictor.predict("the cat", as_array.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match=r"\(H, W\), \(H, W, 3\) or \(H, W, 4\), not \(3, 16, 16\); channels come last"):
+        predictor.predict("the cat", np.ascontiguousarray(as_array.transpose(2, 0, 1)))
+    with pytest.raises(ValueError, match=r"not \(0, 16, 3\)"):
+        predictor.predict("the cat", as_array[:0])
     with pytest.raises(TypeError, match="text must be a string, not NoneType"):
         predictor.predict(None, image)
     with pytest.raises(TypeError, match="image must be a path, a PIL image or a numpy array, not bytes"):

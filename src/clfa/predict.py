@@ -64,6 +64,20 @@ def _clfa_config(path: str, local: bool) -> CLFAConfig:
     return config
 
 
+def _array_image(array: np.ndarray) -> Image.Image:
+    """A numpy image as PIL reads it: PIL would take other dtypes and layouts to a black or garbled image, or fail
+    with a message about its own modes."""
+    if array.dtype != np.uint8:
+        scale = " (values in [0, 1]: multiply by 255 and round first)" if array.dtype.kind == "f" else ""
+        raise TypeError(f"a numpy image must be uint8 with values 0-255, not {array.dtype}{scale}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))) or 0 in array.shape:
+        layout = "; channels come last" if array.ndim == 3 and array.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"a numpy image must be (H, W), (H, W, 3) or (H, W, 4), not {array.shape}{layout}")
+    return Image.fromarray(array)
+
+
 def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str, local: bool) -> None:
     """Whether training rewrote the texts (--normalize-text), for a config.json saved before it recorded that: such
     a config reads as False, which would feed a rewriting model raw texts. The run's metrics.json holds the data
@@ -197,7 +211,7 @@ class Predictor:
         if not text.strip():  # as a file's empty text is refused: a label for nothing is no prediction
             raise DataError("empty text")
         if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
+            image = _array_image(image)
         elif not isinstance(image, (str, Path, Image.Image)):
             raise TypeError(f"image must be a path, a PIL image or a numpy array, not {type(image).__name__}")
         pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
