@@ -796,6 +796,15 @@ def test_the_other_mvsa_or_a_folder_too_high_is_named(tmp_path):
         load_dataset("mvsa-single", multiple, skip_invalid=True)
     with pytest.raises(DataError, match=r"no raw release \(labelResultAll.txt \+ data/\); found one in .*MVSA: give that folder"):
         load_dataset("mvsa-multiple", tmp_path)
+    # Beside the other MVSA, sorted first: the one of the dataset asked for is named, and without it, the other as such.
+    single = write_mvsa_raw(tmp_path / "A-single", RAW_SINGLE_LABELS)
+    with pytest.raises(DataError, match=r"found one in .*/MVSA: give that folder"):
+        load_dataset("mvsa-multiple", tmp_path)
+    with pytest.raises(DataError, match=r"found one in .*/A-single: give that folder"):
+        load_dataset("mvsa-single", tmp_path)
+    shutil.rmtree(single)
+    with pytest.raises(DataError, match=r"data/\); found only mvsa-multiple's in .*/MVSA$"):
+        load_dataset("mvsa-single", tmp_path)
     label_file = multiple / "labelResultAll.txt"
     label_file.write_text("\n".join(label_file.read_text().splitlines()[1:]))  # no header: each line says it
     with pytest.raises(DataError, match=r"labelResultAll.txt:1: malformed line: expected ID<TAB>text,image \(1 annotator\(s\)\), "
@@ -815,3 +824,8 @@ def test_an_mmsd_folder_mistake_gets_a_hint(tmp_path):
         load_dataset("mmsd", mmsd / "text")
     with pytest.raises(DataError, match=r"missing train.txt.*\(found text/train.txt in .*MMSD: give that folder\)$"):
         load_dataset("mmsd", tmp_path)
+    for path in (mmsd / "text").iterdir():  # unpacked without their folder
+        path.rename(mmsd / path.name)
+    with pytest.raises(DataError, match=r"text: missing train.txt.*\(found train.txt in this folder itself: the text files "
+                                         r"belong in its text/ folder\)$"):
+        load_dataset("mmsd", mmsd)

@@ -102,8 +102,10 @@ def _layout_hint(data_dir: Path, dataset: str) -> str:
         if other != dataset and (data_dir / text_folder / first).is_file():
             return f" (this folder holds the other release's {text_folder}/{first}: --dataset {other}?)"
     text_folder, first = _LAYOUTS[dataset]
-    if data_dir.name == text_folder or (data_dir / first).is_file():
+    if data_dir.name == text_folder:
         return f" (give the folder above it: --data-dir {data_dir.resolve().parent})"
+    if (data_dir / first).is_file():  # the text files unpacked without their folder
+        return f" (found {first} in this folder itself: the text files belong in its {text_folder}/ folder)"
     below = sorted(path.parent.parent for path in data_dir.glob(f"*/{text_folder}/{first}"))
     return f" (found {text_folder}/{first} in {below[0]}: give that folder)" if below else ""
 

@@ -112,12 +112,27 @@ def _annotator_columns(lines: list[str]) -> int | None:
     return len(header) - 1
 
 
+def _release_below(data_dir: Path, annotators: int) -> str:
+    """Where a raw release is, for a --data-dir one folder too high: one of this dataset before one of the other
+    MVSA (both often lie side by side), which is named as such."""
+    others = []
+    for path in sorted(data_dir.glob(f"*/{LABEL_FILE}")):
+        try:
+            with path.open(encoding="utf-8-sig", errors="replace") as file:
+                columns = _annotator_columns([file.readline()])
+        except OSError:
+            continue
+        if columns in (None, annotators):
+            return f"; found one in {path.parent}: give that folder"
+        others.append(f"{_DATASET_OF.get(columns, f'{columns} annotator(s)')}'s in {path.parent}")
+    return f"; found only {others[0]}" if others else ""
+
+
 def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: SkipReport | None) -> list[dict]:
     """Aggregated samples ``{"id", "text", "emotion_label", "line"}`` from the raw release."""
     path = data_dir / LABEL_FILE
     if not path.is_file():
-        below = sorted(p.parent for p in data_dir.glob(f"*/{LABEL_FILE}"))  # --data-dir one folder too high
-        hint = f"; found one in {below[0]}: give that folder" if below else ""
+        hint = _release_below(data_dir, annotators)
         raise DataError(f"no pre-made splits (train/dev/test.json) and no raw release ({LABEL_FILE} + data/){hint}", file=path)
     text_dir = data_dir / "data"
     samples: list[dict] = []
