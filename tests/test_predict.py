@@ -141,7 +141,7 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     with pytest.raises(OptionError, match=r"checkpoint-6: cannot read its config.json"):
         Predictor.from_pretrained(checkpoint)
     with pytest.raises(OptionError, match=r"not a trained model folder \(no config.json, model.safetensors, tokenizer_config.json, "
-                                          r"preprocessor_config.json, tokenizer.json\)"):
+                                          r"preprocessor_config.json\)"):
         Predictor.from_pretrained(tmp_path)
     save_model(tiny_models, tmp_path / "model")
     with pytest.raises(OptionError, match="--device gpu: not a device"):
@@ -247,8 +247,15 @@ def test_a_model_folder_without_its_vocabulary_is_refused(tiny_models, tmp_path)
     save_model(tiny_models, tmp_path)
     for name in ("tokenizer.json", "vocab.txt"):
         (tmp_path / name).unlink(missing_ok=True)
-    with pytest.raises(OptionError, match=r"not a trained model folder \(no tokenizer.json\)"):
-        Predictor.from_pretrained(tmp_path)
+    with pytest.raises(OptionError, match=r"not a trained model folder \(no tokenizer.json or other vocabulary file: its "
+                                          r"tokenizer holds 5 special tokens and no words\)"):
+        Predictor.from_pretrained(tmp_path, device="cpu")
+    # A tokenizer of bytes has no vocabulary file, and needs none.
+    from transformers import ByT5Tokenizer
+
+    (tmp_path / "tokenizer_config.json").unlink()
+    ByT5Tokenizer().save_pretrained(tmp_path)
+    assert len(Predictor.from_pretrained(tmp_path, device="cpu").tokenizer) == 384
 
 
 def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys):

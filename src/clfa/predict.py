@@ -109,18 +109,11 @@ def _weight_name(key) -> str:
     return key
 
 
-# A tokenizer's vocabulary: the fast tokenizer's file, or a slow one's. Without it, transformers builds a tokenizer
-# of the special tokens alone, and every word becomes [UNK] without a word said.
-_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "spm.model")
-
-
 def _missing_files(folder: Path, processing: Path) -> list[str]:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):  # or shards
         missing.append("model.safetensors")
     missing += [name for name in ("tokenizer_config.json", "preprocessor_config.json") if not (processing / name).is_file()]
-    if not any((processing / name).is_file() for name in _VOCABULARIES):
-        missing.append("tokenizer.json")  # or a slow tokenizer's vocabulary file, when that is what it saved
     return missing
 
 
@@ -167,6 +160,12 @@ class Predictor:
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), load_image_processor(processing)
         except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
             raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
+        # Without its vocabulary file (tokenizer.json, vocab.txt, ...) transformers builds a tokenizer of the special
+        # tokens alone, and every word becomes [UNK] without a word said. Tokenizers of bytes or characters (ByT5,
+        # CANINE) have no such file, so the loaded vocabulary is what is checked.
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+            raise OptionError(f"{path}: not a trained model folder (no tokenizer.json or other vocabulary file: its "
+                              f"tokenizer holds {len(tokenizer)} special tokens and no words){_HINT}")
         # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after
         # training would otherwise serve predictions from a partly random model.
         if problems := [f"{len(keys)} {kind} weight(s), e.g. {_weight_name(sorted(keys)[0])}" for kind, keys in
