@@ -16,7 +16,9 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"<user>", re.IGNORECASE), " @user "),  # likewise for mentions
     (re.compile(r"<num>", re.IGNORECASE), " 0 "),  # any digit reads as "a number" to a tokenizer
     (re.compile(r"\bemoji_\d+\b"), " emoji "),  # the emoji ids are not published, so keep only "an emoji here"
-    (re.compile(r"#[ \t]+(?=\w)"), "#"),  # "# word" -> "#word": a hashtag is one unit again
+    # "# word" -> "#word": a hashtag is one unit again. Any whitespace, as the last rule collapses any: a "#" before a
+    # newline or a no-break space would otherwise be glued only on a second pass.
+    (re.compile(r"#\s+(?=\w)"), "#"),
 )
 _SPACES = re.compile(r"\s+")
 
@@ -29,7 +31,7 @@ def normalize_tweet(text: str) -> str:
     * ``<url>`` -> ``http``, ``<user>`` -> ``@user``, ``<num>`` -> ``0`` (placeholders matched in any case,
       wherever they occur, also glued to other characters);
     * every ``emoji_<digits>`` word -> ``emoji`` (one per original emoji, so repetition is kept);
-    * ``#`` followed by spaces/tabs and a word character -> ``#`` glued to that word (``# funny`` ->
+    * ``#`` followed by whitespace and a word character -> ``#`` glued to that word (``# funny`` ->
       ``#funny``; a lone ``#`` or ``# #tag`` keeps its first ``#`` as it is);
     * finally every run of whitespace becomes one space and the ends are stripped.
 
