@@ -35,7 +35,8 @@ def write_jsonl(folder, bad_line: str):
 
 CASES = {
     "missing image": (json.dumps(GOOD | {"id": "3", "image": "img/nowhere.png"}), "missing image file"),
-    "image URL": (json.dumps(GOOD | {"id": "3", "image": "https://example.com/a.png"}), "URL instead of an image file"),
+    "image URL": (json.dumps(GOOD | {"id": "3", "image": "HTTPS://example.com/a.png"}),
+                  "URL instead of an image file HTTPS://example.com/a.png (images are read from disk"),
     "corrupt image": (json.dumps(GOOD | {"id": "3", "image": "img/corrupt.jpg"}), "unreadable image file"),
     "truncated jpeg": (json.dumps(GOOD | {"id": "3", "image": "img/cut.jpg"}), "image file is truncated"),
     "truncated png": (json.dumps(GOOD | {"id": "3", "image": "img/cut.png"}), "unreadable image file"),

@@ -65,7 +65,7 @@ def not_utf8(file: str | Path, line: int, *texts) -> DataError | None:
 
 
 # "https://host/x.jpg" as a path: the "//" is one "/" once it is a Path, and in a data file it follows the file's folder.
-_URL = re.compile(r"(?:^|[/\\])(?:https?|ftp|s3|gs):[/\\]")
+_URL = re.compile(r"(?:^|[/\\])(?:https?|ftp|s3|gs):[/\\]", re.IGNORECASE)
 
 
 def url_instead_of_file(path: str | Path) -> str | None:
