@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from clfa.data.custom import read_custom
-from clfa.data.records import DataError, SkipReport
+from clfa.data.records import DataError, SkipReport, require_labels
 from clfa.data.registry import load_dataset
 
 
@@ -83,8 +83,17 @@ def test_csv_reader_and_relative_image_paths(folder):
 
 def test_duplicate_ids_are_rejected(folder):
     path = write_jsonl(folder, json.dumps(GOOD))
-    with pytest.raises(DataError, match="duplicate id '1' \\(first on line 1\\)"):
+    with pytest.raises(DataError, match="duplicate id '1' \\(first at data.jsonl:1\\)"):
         read_custom(path)
+
+
+def test_a_record_of_a_json_list_is_named_by_its_item_later_too(folder):
+    path = folder / "test.json"
+    path.write_text(json.dumps([GOOD, {key: value for key, value in GOOD.items() if key != "label"} | {"id": "2"}]))
+    records = read_custom(path)
+    assert [record.source for record in records] == [f"{path}:1, item 1", f"{path}:1, item 2"]
+    with pytest.raises(DataError, match=r"test.json:1, item 2: record '2' has no label, which evaluation needs"):
+        require_labels(records, "evaluation")
 
 
 def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
@@ -190,7 +199,7 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     path.write_text(json.dumps([GOOD, GOOD | {"id": "2", "label": "neg"}, ["not", "an", "object"]], indent=1))
     skip = SkipReport()
     records = read_custom(path, skip=skip)
-    assert [(r.id, r.label, r.source) for r in records] == [("1", "pos", f"{path}:2"), ("2", "neg", f"{path}:8")]
+    assert [(r.id, r.label, r.source) for r in records] == [("1", "pos", f"{path}:2, item 1"), ("2", "neg", f"{path}:8, item 2")]
     assert [(e.line, e.reason) for e in skip.skipped] == [(14, "malformed item: expected a JSON object")]
     path.write_text("\ufeff" + json.dumps(GOOD) + "\n")  # one object per line stays JSON Lines, whatever the suffix
     assert [r.id for r in read_custom(path)] == ["1"]
@@ -206,7 +215,7 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     assert [(e.line, e.item, e.reason) for e in skip.skipped] == [
         (1, 2, "malformed line: label is list, not a string or a number"),
         (1, 3, "malformed item: expected a JSON object"),
-        (1, 4, "duplicate id '1' (first on line 1, item 1)"),
+        (1, 4, "duplicate id '1' (first at train.json:1, item 1)"),
     ]
     # A byte that is not UTF-8 spoils its item only.
     items = [json.dumps(GOOD).encode(), json.dumps(GOOD | {"id": "2", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.records import DataError, Record, SkipReport, not_utf8, raise_or_skip, url_instead_of_file
+from clfa.data.records import DataError, Record, SkipReport, location, not_utf8, raise_or_skip, url_instead_of_file
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
@@ -149,7 +149,7 @@ def _near_field_names(names) -> str:
     return "; ".join(near) + " (field names are lower case)" if near else ""
 
 
-def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool) -> Record:
+def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool, item: int | None) -> Record:
     if near := _near_field_names(row):
         raise DataError(f"malformed line: {near}", file=path, line=line)
     for key in REQUIRED_FIELDS:
@@ -182,7 +182,7 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         label=label,
         ocr=row.get("ocr") or None,
         caption=row.get("caption") or None,
-        source=f"{path}:{line}",
+        source=location(path, line, item),
     )
 
 
@@ -207,12 +207,12 @@ def read_custom(
         try:
             if isinstance(row, DataError):
                 raise row
-            record = _to_record(row, path, line, labels, check_images)
+            record = _to_record(row, path, line, labels, check_images, number)
             if record.id in seen:
-                raise DataError(f"duplicate id '{record.id}' (first on {seen[record.id]})", file=path, line=line)
+                raise DataError(f"duplicate id '{record.id}' (first at {seen[record.id]})", file=path, line=line)
         except DataError as err:
             raise_or_skip(err.in_item(number), skip)
             continue
-        seen[record.id] = f"line {line}" + (f", item {number}" if number is not None else "")
+        seen[record.id] = location(path.name, line, number)
         records.append(record)
     return records

@@ -18,7 +18,7 @@ class Record:
     label: str | None = None
     ocr: str | None = None
     caption: str | None = None
-    source: str = ""  # "file:line" the record came from, for error messages
+    source: str = ""  # where the record came from, for error messages: "file:line" or "file:line, item N" (see location)
 
 
 SPLITS = ("train", "dev", "test")
@@ -37,11 +37,7 @@ class DataError(ValueError):
         self.kind = kind or reason_kind(message)  # what the skip summary counts it under
         self.line = line
         self.item = item
-        where = ""
-        if file is not None:
-            where = f"{file}:{line}" if line is not None else f"{file}"
-            where += f", item {item}: " if item is not None else ": "
-        super().__init__(where + message)
+        super().__init__((location(file, line, item) + ": " if file is not None else "") + message)
         self.reason = message
 
     def in_item(self, item: int | None) -> "DataError":
@@ -49,6 +45,20 @@ class DataError(ValueError):
         if item is None or self.item is not None:
             return self
         return DataError(self.reason, file=self.file, line=self.line, kind=self.kind, item=item)
+
+
+def location(file: str | Path, line: int | None = None, item: int | None = None) -> str:
+    """Where a record is, as messages and ``Record.source`` name it: "file", "file:line" or "file:line, item N"."""
+    return f"{file}" + (f":{line}" if line is not None else "") + (f", item {item}" if item is not None else "")
+
+
+_LOCATION = re.compile(r"(?P<file>.*?)(?::(?P<line>\d+))?(?:, item (?P<item>\d+))?")
+
+
+def parse_location(source: str) -> tuple[str | None, int | None, int | None]:
+    """(file, line, item) of a :func:`location` string; (None, None, None) for ''."""
+    file, line, item = _LOCATION.fullmatch(source).group("file", "line", "item")
+    return file or None, int(line) if line else None, int(item) if item else None
 
 
 # Bytes that are not UTF-8, read with errors="surrogateescape", become lone surrogates: found in a line or an item,
@@ -120,9 +130,9 @@ def raise_or_skip(error: DataError, skip: "SkipReport | None") -> None:
 
 
 def unlabelled(record: Record, purpose: str) -> DataError:
-    file, _, line = record.source.rpartition(":")
-    return DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file or None,
-                     line=int(line) if line.isdigit() else None, kind="missing label")
+    file, line, item = parse_location(record.source)
+    return DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file, line=line, item=item,
+                     kind="missing label")
 
 
 def require_labels(records: list[Record], purpose: str) -> None:

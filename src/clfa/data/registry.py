@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from clfa.data.custom import read_custom
-from clfa.data.records import SPLITS, DataError, Record, SkipReport, unlabelled
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, parse_location, unlabelled
 from clfa.errors import OptionError
 
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
@@ -231,8 +231,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
         raise OptionError(f"--positive-label '{positive}' is not one of the labels ({', '.join(labels)})")
     check_positive_label(options.get("positive_label"), labels)
     removed = {split: dict(reasons) for split, reasons in notes.removed.items() if reasons}
-    # Each split's records come from one file; a record's source is FILE:LINE.
-    files = {split: str(Path(records[0].source.rpartition(":")[0]).resolve()) for split, records in splits.items()
+    # Each split's records come from one file, which their sources name.
+    files = {split: str(Path(parse_location(records[0].source)[0]).resolve()) for split, records in splits.items()
              if records and records[0].source}
     given = {key: value for key, value in options.items() if key not in _INTERNAL_OPTIONS and value not in (None, False)}
     return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport(),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clfa.data.custom import check_image_file
-from clfa.data.records import DataError, Record
+from clfa.data.records import DataError, Record, location
 
 
 @dataclass
@@ -55,8 +55,8 @@ def make_record(sample_id: str, text: str, label: str, image: Path, file: Path, 
         raise DataError(f"duplicate id '{sample_id}' (first at {seen[sample_id]})", file=file, line=line, item=item)
     if error := image_error(image, file, line, options):
         raise error.in_item(item)
-    seen[sample_id] = f"{file.name}:{line}" + (f", item {item}" if item is not None else "")
-    return Record(id=sample_id, text=text, image=image, label=label, source=f"{file}:{line}")
+    seen[sample_id] = location(file.name, line, item)
+    return Record(id=sample_id, text=text, image=image, label=label, source=location(file, line, item))
 
 
 def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...], file: Path, line: int, number: int) -> tuple[str, str, int]:
