@@ -2,6 +2,7 @@
 the precision and attention kernels asked for are those it computes with."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,6 @@ def test_a_wrong_model_folder_or_device_is_named(tiny_models, tmp_path, monkeypa
 
 def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_models, tmp_path):
     """Another model's folder would load as a CLFA model with random weights and predict LABEL_0/LABEL_1."""
-    import shutil
 
     from clfa.errors import OptionError
 
@@ -258,7 +258,8 @@ def test_a_model_folder_without_its_vocabulary_is_refused(tiny_models, tmp_path)
     assert len(Predictor.from_pretrained(tmp_path, device="cpu").tokenizer) == 384
 
 
-def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys):
+def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys,
+                                                                      monkeypatch):
     import json
 
     from clfa.cli import main
@@ -281,3 +282,11 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert (before == after).all()
     assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 2
     assert "--output-dir " + str(tmp_path / "ship") + ": not empty; give a new folder" in capsys.readouterr().err
+    # A model that does not load leaves no folder; one whose copy fails to write leaves nothing in it.
+    assert main(["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(shutil, "copy", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        main(["export", "--model", str(run), "--output-dir", str(tmp_path / "empty")])
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

@@ -195,13 +195,23 @@ def _export(args: argparse.Namespace) -> int:
         raise OptionError(f"--output-dir {out}: {'a file' if not out.is_dir() else 'not empty'}; give a new folder")
     if Path(args.model).exists() and out.resolve() == Path(args.model).resolve():
         raise OptionError(f"--output-dir {out} is the --model folder")
+    # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
+    # is made, so that a model that does not load leaves nothing behind.
+    predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
+    created = not out.exists()
     _make_folder(out, f"--output-dir {out}")
-    # On the CPU in fp32: the weights are written as they are stored, whatever the machine.
-    files = Predictor.from_pretrained(args.model, device="cpu", precision="fp32").save_pretrained(out)
-    if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
-        shutil.copy(metrics, out / "metrics.json")
-        files.append(out / "metrics.json")
-    Predictor.from_pretrained(out, device="cpu")  # what was written loads as a model, before it is shipped
+    try:
+        files = predictor.save_pretrained(out)
+        if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
+            shutil.copy(metrics, out / "metrics.json")
+            files.append(out / "metrics.json")
+        Predictor.from_pretrained(out, device="cpu")  # what was written loads as a model, before it is shipped
+    except BaseException:
+        # A part of a model must not pass for one; the folder was new or empty, so all it holds is this export's.
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir()
+        raise
     for file in files:
         print(f"{file.stat().st_size:>12,}  {file}")
     print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
