@@ -36,7 +36,7 @@ class CLFAConfig(PreTrainedConfig):
         positive_label: for binary tasks, the class whose precision / recall / F1 are reported.
         normalize_text: the training texts were rewritten by ``--normalize-text`` (MMSD's placeholders as words);
             prediction rewrites its texts the same way, so that the model sees what it learnt from. ``None``: not
-            known (a model saved before this was recorded, whose run left no metrics.json to tell).
+            known (a config saved before this was recorded); :meth:`CLFAModel.from_encoders` makes new ones False.
         text_model_name / image_model_name / teacher_model_name: where the encoders and teacher came from.
     """
 
@@ -63,7 +63,7 @@ class CLFAConfig(PreTrainedConfig):
     temperature: float = 0.1
     max_text_length: int = 77
     positive_label: str | None = None
-    normalize_text: bool | None = False
+    normalize_text: bool | None = None
     text_model_name: str | None = None
     image_model_name: str | None = None
     teacher_model_name: str | None = None

@@ -128,6 +128,7 @@ class CLFAModel(CLFAPreTrainedModel):
             limit = positions - 2 if text.config.model_type in ("roberta", "xlm-roberta") else positions
             logger.warning("max_text_length %s exceeds what the text encoder can take; using %s", config_kwargs.get("max_text_length", 77), limit)
             config_kwargs["max_text_length"] = limit
+        config_kwargs.setdefault("normalize_text", False)  # a new model reads texts as given unless told otherwise
         config = CLFAConfig(
             text_config=text.config.to_dict(),
             image_config=image.config.to_dict(),

@@ -79,18 +79,17 @@ def _array_image(array: np.ndarray) -> Image.Image:
 
 
 def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str, local: bool) -> None:
-    """Whether training rewrote the texts (--normalize-text), for a config.json saved before it recorded that: such
-    a config reads as False, which would feed a rewriting model raw texts. The run's metrics.json holds the data
-    options it trained with; without one, nothing is known and texts are passed on as given (``None``)."""
-    if CLFAConfig.get_config_dict(path)[0].get("normalize_text") is not None:
+    """Whether training rewrote the texts (--normalize-text), for a config.json saved before it recorded that (read
+    as None): taken as False, a rewriting model would be fed raw texts. The run's metrics.json holds the data options
+    it trained with; without one, nothing is known, and texts are passed on as given."""
+    if config.normalize_text is not None:
         return
     try:
         options = json.loads((Path(processing) / "metrics.json").read_text())["data_options"] if local else None
         config.normalize_text = bool(options.get("normalize_text"))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        config.normalize_text = None
         logger.warning(f"{path}: neither its config.json nor a metrics.json beside it records whether its training texts "
-                      "were rewritten (--normalize-text); texts are passed to it as given")
+                       "were rewritten (--normalize-text); texts are passed to it as given")
 
 
 def _processing_folder(folder: Path) -> Path:

@@ -443,12 +443,11 @@ def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
     Trainer, and other labels or loss settings would silently change the task halfway."""
     try:
         # Through the config class, so that an option the checkpoint predates reads as its default.
-        recorded = json.loads((checkpoint / "config.json").read_text())
-        saved = CLFAConfig.from_dict(recorded)
+        saved = CLFAConfig.from_dict(json.loads((checkpoint / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as err:
         raise OptionError(f"--resume: cannot read the model config of {checkpoint} ({first_line(err)})") from None
     flags = {name: "--" + name.replace("_", "-") for name in MODEL_OPTIONS} | _RESUME_KEYS
-    if recorded.get("normalize_text") is None:  # predates it: its default (False) would say nothing about the run
+    if saved.normalize_text is None:  # a checkpoint from before it was recorded: nothing to hold the run to
         del flags["normalize_text"]
     differ = [f"{flag} {_shown(getattr(saved, key, None))} (now {_shown(getattr(config, key, None))})"
               for key, flag in flags.items() if not _same(key, getattr(saved, key, None), getattr(config, key, None))]
