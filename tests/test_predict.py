@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -173,13 +174,19 @@ def test_a_config_edited_after_training_is_refused_not_filled_with_random_weight
         Predictor.from_pretrained(tmp_path / "model", device="cpu")
 
 
+def text_features(predictor, text, image):
+    """What the model made of ``text``, unrounded: a saturated classifier may give two texts the same probabilities."""
+    return predictor.run([Record(id="1", text=text, image=image)], progress=False)["text_features"][0]
+
+
 def test_a_model_trained_on_rewritten_texts_rewrites_what_it_predicts(tiny_models, tiny_dataset, tmp_path):
     """--normalize-text turned MMSD's "<user>" into "@user" in training: raw tweets must reach the model the same way."""
     raw, rewritten = "thanks <user> for <num> hours # fun <url>", "thanks @user for 0 hours #fun http"
     image = tiny_dataset / "images" / "3.png"
     save_model(tiny_models, tmp_path / "plain")
     plain = Predictor.from_pretrained(tmp_path / "plain", device="cpu")
-    assert plain.predict(raw, image) != plain.predict(rewritten, image)  # the rewriting changes what the model sees
+    # The rewriting changes what the model sees.
+    assert not np.array_equal(text_features(plain, raw, image), text_features(plain, rewritten, image))
     model, tokenizer, processor = save_model(tiny_models, tmp_path / "rewriting")
     model.config.normalize_text = True
     model.save_pretrained(tmp_path / "rewriting")
@@ -207,11 +214,10 @@ def test_a_model_that_predates_recording_rewritten_texts_learns_it_from_its_run(
     unknown = Predictor.from_pretrained(tmp_path, device="cpu")
     assert "records whether its training texts were rewritten (--normalize-text)" in caplog.text
     assert unknown.model.config.normalize_text is None
-    assert unknown.predict(raw, image) != unknown.predict(rewritten, image)  # texts go in as given
+    assert not np.array_equal(text_features(unknown, raw, image), text_features(unknown, rewritten, image))  # as given
 
 
 def test_inputs_the_python_api_cannot_use_are_named(tiny_models, tiny_dataset, tmp_path, monkeypatch):
-    import numpy as np
 
     from clfa.data.records import DataError
 
