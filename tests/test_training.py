@@ -16,7 +16,8 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, build_trainer, check_cuda_graph_support, check_resume, check_task, experiment_trackers, train, training_arguments
+from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_resume,
+                            check_task, experiment_trackers, train, training_arguments)
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -418,6 +419,26 @@ def test_cuda_graph_refuses_a_compile_backend_set_for_accelerate_without_compile
     # A mode alone compiles nothing, so it is no reason to refuse.
     monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
     check_cuda_graph_support(training_arguments(opts, has_dev=False))
+
+
+def test_a_compile_backend_set_for_accelerate_is_taken_as_compiling_without_compile(tiny_models, tiny_dataset, tmp_path,
+                                                                                    monkeypatch):
+    """The Trainer compiles with ACCELERATE_DYNAMO_BACKEND whatever --compile says: the last partial batch goes (a
+    new shape would recompile), and --fuse-linears has a graph to rewrite."""
+    data = load_dataset("jsonl", tiny_dataset)
+    opts = tiny_options(tiny_models, tmp_path)
+    model = build_model(opts, data.labels, data.positive_label)
+    train_set = [{"input_ids": torch.zeros(4, dtype=torch.long)}] * 13
+    eager = build_trainer(opts, model, None, train_set, args=training_arguments(opts, has_dev=False))
+    assert len(eager.get_train_dataloader()) == 2  # 8 + 5
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")
+    args = training_arguments(opts, has_dev=False)
+    assert not args.torch_compile
+    assert len(build_trainer(opts, model, None, train_set, args=args).get_train_dataloader()) == 1
+    check_fuse_linears_support(args)
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "aot_eager")
+    with pytest.raises(OptionError, match="--fuse-linears is a pass of .* inductor backend, not of 'aot_eager'"):
+        check_fuse_linears_support(args)
 
 
 def test_overlap_towers_without_cuda_graph_is_refused_before_any_cache(tiny_models, tiny_dataset, tmp_path):

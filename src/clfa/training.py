@@ -60,6 +60,8 @@ class CLFATrainer(Trainer):
                  attention_backends: str | None = None, **kwargs):
         parse_attention_backends(attention_backends)  # a wrong name is an error now, not at the first attention call
         super().__init__(*args, **kwargs)
+        # Whether the accelerator compiles the model, --compile or not (see compiler()).
+        self._compiled = self.accelerator.state.dynamo_plugin.backend != DynamoBackend.NO
         self.attention_backends = attention_backends
         if fuse_linears:
             check_fuse_linears_support(self.args)
@@ -91,7 +93,7 @@ class CLFATrainer(Trainer):
         if not self.cuda_graph:
             raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
         model.overlap_towers = True
-        if not self.args.torch_compile:
+        if not self._compiled:
             return
         # The model's compiled graph stops at the side-by-side students (one graph runs on one stream), so each
         # student needs its own, compiled as the Trainer compiles the model, or it would run uncompiled.
@@ -161,7 +163,7 @@ class CLFATrainer(Trainer):
         outputs = model(**inputs)
         if model.training:
             self._record_parts(ce_loss=outputs.ce_loss, alignment_loss=outputs.alignment_loss)
-        elif self.args.torch_compile:
+        elif self._compiled:
             # Evaluation keeps outputs across batches; with CUDA graphs the next batch would overwrite them.
             outputs = type(outputs)(**{key: value.clone() for key, value in outputs.items()})
         return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -308,12 +310,20 @@ def end_loader_workers(loader) -> None:
         iterator._shutdown_workers()
 
 
+def compiler(args: TrainingArguments) -> TorchDynamoPlugin | None:
+    """How the Trainer will compile the model, or None when it will not: built as the Trainer builds it, with or
+    without --compile. A backend or mode left unset comes from ACCELERATE_DYNAMO_BACKEND/_MODE (set by `accelerate
+    launch` or its config file), and a backend set there compiles the model even when the arguments do not ask."""
+    dynamo = TorchDynamoPlugin(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
+    return dynamo if dynamo.backend != DynamoBackend.NO else None
+
+
 def check_fuse_linears_support(args: TrainingArguments) -> None:
     """--fuse-linears is a pass of inductor's: without torch.compile, or with another backend, it would do nothing."""
-    if not args.torch_compile:
+    if (dynamo := compiler(args)) is None:
         raise OptionError("--fuse-linears rewrites the graph torch.compile compiles: it needs --compile (or --compile-mode)")
-    if args.torch_compile_backend not in (None, "inductor"):
-        raise OptionError(f"--fuse-linears is a pass of torch.compile's inductor backend, not of {args.torch_compile_backend!r}")
+    if (backend := dynamo.backend.value.lower()) != "inductor":
+        raise OptionError(f"--fuse-linears is a pass of torch.compile's inductor backend, not of {backend!r}")
 
 
 OVERLAP_NEEDS_CUDA_GRAPH = ("--overlap-towers runs the students side by side inside whole training steps: it needs "
@@ -335,11 +345,7 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         problems.append("gradient checkpointing (it saves and restores the random generators' state on the host)")
     if args.optim != "adamw_torch_fused":
         problems.append(f"the optimizer {args.optim!r} (fused AdamW only: its step counters stay on the GPU)")
-    # Built as the Trainer builds it, with or without --compile: a backend or mode left unset comes from
-    # ACCELERATE_DYNAMO_BACKEND/_MODE (set by `accelerate launch` or its config file), and a backend set there
-    # compiles the model even when the arguments do not ask for it.
-    dynamo = TorchDynamoPlugin(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
-    if dynamo.backend != DynamoBackend.NO:
+    if (dynamo := compiler(args)) is not None:
         backend = dynamo.backend.value.lower()
         if backend == "cudagraphs" or dynamo.mode in ("reduce-overhead", "max-autotune"):
             setting = f"backend {backend!r}" if backend == "cudagraphs" else f"mode {dynamo.mode!r}"
@@ -569,7 +575,7 @@ def build_trainer(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         transform=transform,
-        drop_last_train=args.torch_compile,  # a compile mode alone also turns compiling on
+        drop_last_train=compiler(args) is not None,  # static shapes for every compiled training step
         cuda_graph=opts.cuda_graph,
         overlap_towers=opts.overlap_towers,
         fuse_linears=opts.fuse_linears,
