@@ -292,7 +292,11 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert main(["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
     (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
     monkeypatch.setattr(shutil, "copy", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(OSError, match="No space left"):
-        main(["export", "--model", str(run), "--output-dir", str(tmp_path / "empty")])
-    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+    for given, kept in (("empty", "empty"), ("link", "link"), ("new/deeper/ship", "")):
+        with pytest.raises(OSError, match="No space left"):
+            main(["export", "--model", str(run), "--output-dir", str(tmp_path / given)])
+        assert not (tmp_path / "new").exists()  # the folders it made go too
+        if kept:
+            assert (tmp_path / kept).is_dir() and not any((tmp_path / kept).iterdir())

@@ -198,7 +198,7 @@ def _export(args: argparse.Namespace) -> int:
     # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
     # is made, so that a model that does not load leaves nothing behind.
     predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
-    created = not out.exists()
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # the new folders, outermost last
     _make_folder(out, f"--output-dir {out}")
     try:
         files = predictor.save_pretrained(out)
@@ -207,15 +207,28 @@ def _export(args: argparse.Namespace) -> int:
             files.append(out / "metrics.json")
         Predictor.from_pretrained(out, device="cpu")  # what was written loads as a model, before it is shipped
     except BaseException:
-        # A part of a model must not pass for one; the folder was new or empty, so all it holds is this export's.
-        shutil.rmtree(out, ignore_errors=True)
-        if not created:
-            out.mkdir()
+        _undo_export(out, made[-1] if made else None)
         raise
     for file in files:
         print(f"{file.stat().st_size:>12,}  {file}")
     print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
     return 0
+
+
+def _undo_export(out: Path, made: Path | None) -> None:
+    """A part of a model must not pass for one: remove the folders the export made, or, in a folder that was there
+    (and empty), what the export wrote. A failure here is reported, not raised over the export's own error."""
+    try:
+        if made is not None:
+            shutil.rmtree(made)
+            return
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as err:
+        print(f"clfa: the failed export's files could not all be removed from {out} ({err})", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
