@@ -184,6 +184,8 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     assert main(["predict", "--model", str(out), "--text", "what a lovely day", "--image", str(tiny_dataset / "images" / "0.png")]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["label"] in ("negative", "positive")
+    assert main(["predict", "--model", str(out), "--text", "a day", "--image", "HTTPS://example.com/0.png"]) == 2
+    assert "URL instead of an image file HTTPS://example.com/0.png (images are read" in capsys.readouterr().err
     assert sum(one["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0

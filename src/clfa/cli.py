@@ -136,7 +136,7 @@ def _make_folder(folder: Path, option: str) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from clfa.data.custom import check_image_file, read_custom
-    from clfa.data.records import SkipReport
+    from clfa.data.records import SkipReport, url_instead_of_file
     from clfa.predict import Predictor
 
     one = args.text is not None or args.image is not None
@@ -148,7 +148,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise OptionError("give --text and --image, or --input pairs.jsonl")
     if one and not args.text.strip():
         raise OptionError("--text is empty")
-    if one and (problem := check_image_file(Path(args.image))):
+    if one and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image))):  # the URL as given
         raise DataError(problem)
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")

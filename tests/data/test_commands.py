@@ -53,6 +53,14 @@ def test_stats_json_exact_shape_without_images(tmp_path, capsys):
     assert "removed by cleaning: train 2, dev 0, test 1" in err
 
 
+def test_stats_counts_an_image_url_as_a_missing_image(tmp_path, capsys):
+    rows = [{"id": str(i), "text": "t", "image": image, "label": "p"} for i, image in enumerate(["a.png", "https://x.org/b.png"])]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run(["data", "stats", "--dataset", "jsonl", "--data-dir", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["train"]["total"] == 2 and "missing images: train 2" in err
+
+
 def test_stats_filter_option_and_table(tmp_path, capsys):
     root = mmsd_tree(tmp_path, images=True)
     (root / "dataset_image" / "1.jpg").unlink()
