@@ -254,7 +254,11 @@ def test_a_model_folder_without_its_vocabulary_is_refused(tiny_models, tmp_path)
     for name in ("tokenizer.json", "vocab.txt"):
         (tmp_path / name).unlink(missing_ok=True)
     with pytest.raises(OptionError, match=r"not a trained model folder \(no tokenizer.json or other vocabulary file: its "
-                                          r"tokenizer holds 5 special tokens and no words\)"):
+                                          r"tokenizer of 5 tokens holds no words\)"):
+        Predictor.from_pretrained(tmp_path, device="cpu")
+    # A SentencePiece tokenizer without its spiece.model keeps a word marker besides its special tokens.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 100}))
+    with pytest.raises(OptionError, match=r"its tokenizer of 104 tokens holds no words"):
         Predictor.from_pretrained(tmp_path, device="cpu")
     # A tokenizer of bytes has no vocabulary file, and needs none.
     from transformers import ByT5Tokenizer

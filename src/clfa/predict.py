@@ -92,6 +92,17 @@ def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str,
                        "were rewritten (--normalize-text); texts are passed to it as given")
 
 
+def _holds_words(tokenizer) -> bool:
+    """Whether a loaded tokenizer has a vocabulary. Without its file (tokenizer.json, vocab.txt, spiece.model, ...)
+    transformers builds one of the special tokens alone, perhaps with a word marker such as "▁", and every word
+    becomes unknown without a word said. Tokenizers of bytes or characters (ByT5, CANINE) have no such file, so the
+    tokens are what is checked: one at least must hold a letter or digit."""
+    specials = set(tokenizer.all_special_tokens)
+    if len(tokenizer) - len(specials) > 1000:  # a vocabulary, and CANINE's 1.1 million characters are not listed
+        return True
+    return any(any(char.isalnum() for char in token) for token in tokenizer.get_vocab() if token not in specials)
+
+
 def _processing_folder(folder: Path) -> Path:
     """The folder that holds the tokenizer and image processor of the model in ``folder``: the folder itself, or for a
     Trainer checkpoint (which holds weights only) the run folder around it."""
@@ -159,12 +170,9 @@ class Predictor:
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), load_image_processor(processing)
         except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
             raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
-        # Without its vocabulary file (tokenizer.json, vocab.txt, ...) transformers builds a tokenizer of the special
-        # tokens alone, and every word becomes [UNK] without a word said. Tokenizers of bytes or characters (ByT5,
-        # CANINE) have no such file, so the loaded vocabulary is what is checked.
-        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        if not _holds_words(tokenizer):
             raise OptionError(f"{path}: not a trained model folder (no tokenizer.json or other vocabulary file: its "
-                              f"tokenizer holds {len(tokenizer)} special tokens and no words){_HINT}")
+                              f"tokenizer of {len(tokenizer)} tokens holds no words){_HINT}")
         # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after
         # training would otherwise serve predictions from a partly random model.
         if problems := [f"{len(keys)} {kind} weight(s), e.g. {_weight_name(sorted(keys)[0])}" for kind, keys in
