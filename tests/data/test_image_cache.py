@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -155,8 +156,13 @@ def test_a_running_build_keeps_its_file_fresh_against_cleaners(tmp_path):
 def test_missing_image_names_the_record(tmp_path):
     records = make_records(tmp_path / "img")
     records[4].image.unlink()
-    with pytest.raises(DataError, match=r"list.jsonl:5: missing or unreadable image file .*4.png"):
+    with pytest.raises(DataError, match=r"list.jsonl:5: missing or unreadable image file .*4.png") as err:
         cached_images(records, CountingTransform(), tmp_path / "cache", progress=False)
+    assert (err.value.file, err.value.line, err.value.item) == ("list.jsonl", 5, None)  # as --skip-invalid reports it
+    records[4] = dataclasses.replace(records[4], source="list.json:1, item 5")
+    with pytest.raises(DataError, match=r"list.json:1, item 5: missing") as err:
+        cached_images(records, CountingTransform(), tmp_path / "cache", progress=False)
+    assert (err.value.file, err.value.line, err.value.item) == ("list.json", 1, 5)
 
 
 def test_empty_records(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clfa.data.records import DataError, Record
+from clfa.data.records import Record, record_error
 
 CACHE_FORMAT = 1  # bump when the file layout changes, so old caches are ignored
 
@@ -31,7 +31,7 @@ def cache_key(records: list[Record], transform) -> str:
         try:
             stat = os.stat(record.image)
         except OSError as exc:
-            raise DataError(f"missing or unreadable image file {record.image} ({exc.strerror})", file=record.source or None) from exc
+            raise record_error(record, f"missing or unreadable image file {record.image} ({exc.strerror})") from exc
         digest.update(f"\0{record.id}\0{Path(record.image).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:32]
 
@@ -87,7 +87,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
     def load(i: int) -> None:
         pixels = transform.load(records[i].image, records[i].source)
         if pixels.shape != shape[1:]:
-            raise DataError(f"image {records[i].image} became {pixels.shape}, expected {shape[1:]}", file=records[i].source or None)
+            raise record_error(records[i], f"image {records[i].image} became {pixels.shape}, expected {shape[1:]}")
         out[i] = pixels  # rows are disjoint, so threads never write the same bytes
         os.utime(tmp)  # progress, for cleaners: see _remove_abandoned
 

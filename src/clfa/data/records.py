@@ -52,7 +52,7 @@ def location(file: str | Path, line: int | None = None, item: int | None = None)
     return f"{file}" + (f":{line}" if line is not None else "") + (f", item {item}" if item is not None else "")
 
 
-_LOCATION = re.compile(r"(?P<file>.*?)(?::(?P<line>\d+))?(?:, item (?P<item>\d+))?")
+_LOCATION = re.compile(r"(?P<file>.*?)(?::(?P<line>\d+))?(?:, item (?P<item>\d+))?", re.DOTALL)
 
 
 def parse_location(source: str) -> tuple[str | None, int | None, int | None]:
@@ -129,10 +129,14 @@ def raise_or_skip(error: DataError, skip: "SkipReport | None") -> None:
     skip.add(error)
 
 
-def unlabelled(record: Record, purpose: str) -> DataError:
+def record_error(record: Record, message: str, kind: str | None = None) -> DataError:
+    """An error about ``record``, located where it came from."""
     file, line, item = parse_location(record.source)
-    return DataError(f"record '{record.id}' has no label, which {purpose} needs", file=file, line=line, item=item,
-                     kind="missing label")
+    return DataError(message, file=file, line=line, item=item, kind=kind)
+
+
+def unlabelled(record: Record, purpose: str) -> DataError:
+    return record_error(record, f"record '{record.id}' has no label, which {purpose} needs", kind="missing label")
 
 
 def require_labels(records: list[Record], purpose: str) -> None:
