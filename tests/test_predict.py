@@ -285,6 +285,9 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
             "metrics.json"} <= shipped
     assert all(name.endswith((".json", ".safetensors", ".txt")) for name in shipped), shipped
+    # Readable as the config beside them is (safetensors alone would write them for their owner only).
+    assert all((tmp_path / "ship" / name).stat().st_mode & 0o777 == (run / "config.json").stat().st_mode & 0o777
+               for name in shipped)
     assert f"exported {run} to {tmp_path / 'ship'}" in capsys.readouterr().err
     records = records_of(tiny_dataset)
     before = Predictor.from_pretrained(run, device="cpu").run(records, progress=False)["probabilities"]

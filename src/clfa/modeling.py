@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,15 @@ class CLFAModel(CLFAPreTrainedModel):
             **config_kwargs,
         )
         return cls(config, text_model=text, image_model=image)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        # safetensors writes its files readable by their owner alone (0600), whatever the umask; the config and
+        # tokenizer beside them follow it. A model folder is shared like them, so the weights follow it too.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in Path(save_directory).glob("*.safetensors"):
+            path.chmod(0o666 & ~umask)
 
     def forward(
         self,
