@@ -149,7 +149,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path):
+def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path, caplog):
     config = build_model(tiny_options(tiny_models, tmp_path), ["0", "1"], "1", normalize_text=True).config
     recorded = config.to_dict()
     checkpoint = tmp_path / "checkpoint-4"
@@ -160,6 +160,7 @@ def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_
     del recorded["normalize_text"]  # its default would claim the run's texts were left as released
     (checkpoint / "config.json").write_text(json.dumps(recorded))
     check_resume(config, checkpoint)
+    assert "checkpoint-4 does not record whether its run rewrote the texts (--normalize-text); resuming with it" in caplog.text
 
 
 def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):

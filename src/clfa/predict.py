@@ -88,7 +88,7 @@ def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str,
         options = json.loads((Path(processing) / "metrics.json").read_text())["data_options"] if local else None
         config.normalize_text = bool(options.get("normalize_text"))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        logger.warning(f"{path}: neither its config.json nor a metrics.json beside it records whether its training texts "
+        logger.warning(f"{path}: neither its config.json nor its run's metrics.json records whether its training texts "
                        "were rewritten (--normalize-text); texts are passed to it as given")
 
 

@@ -455,6 +455,8 @@ def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
     flags = {name: "--" + name.replace("_", "-") for name in MODEL_OPTIONS} | _RESUME_KEYS
     if saved.normalize_text is None:  # a checkpoint from before it was recorded: nothing to hold the run to
         del flags["normalize_text"]
+        logger.warning("%s does not record whether its run rewrote the texts (--normalize-text); resuming %s it",
+                       checkpoint, "with" if config.normalize_text else "without")
     differ = [f"{flag} {_shown(getattr(saved, key, None))} (now {_shown(getattr(config, key, None))})"
               for key, flag in flags.items() if not _same(key, getattr(saved, key, None), getattr(config, key, None))]
     if differ:

@@ -109,5 +109,5 @@ def test_normalized_texts_are_recorded_with_the_model_and_evaluation_follows_the
     # Without it nothing tells: the texts go in as given, and the option is not refused.
     (rewriting / "metrics.json").unlink()
     assert main(evaluate + ["--model", str(rewriting), "--output", str(tmp_path / "ev.json"), "--normalize-text"]) == 0
-    assert "neither its config.json nor a metrics.json beside it records" in caplog.text
+    assert "neither its config.json nor its run's metrics.json records" in caplog.text
     assert json.loads((tmp_path / "ev.json").read_text())["test"] == results[0]

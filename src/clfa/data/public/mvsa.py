@@ -235,8 +235,10 @@ def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], n
     A folder with ``source.json`` (and ``DATA_DIR/clfa_splits``) holds a split clfa wrote: it is reused only while
     the raw release beside it is the one ``source.json`` records, and then the cleaning counts recorded there are
     reported again; without a valid ``source.json`` (an earlier clfa, or a write cut short) or after any change it is
-    made again. Without the raw release there is nothing to compare, and it is used as it is if it was made for this
-    dataset (``annotators``). Any other folder holds a split made elsewhere, used as it is."""
+    made again. Without the raw release there is nothing to compare, and it is used as it is. Wherever it is, a split
+    clfa wrote for the other MVSA (``source.json`` records its ``annotators``) is refused, never overwritten, except
+    in ``DATA_DIR/clfa_splits`` beside a raw release, where it is made again. Any other folder holds a split made
+    elsewhere, used as it is."""
     source_path = folder / SOURCE_FILE
     if not source_path.is_file() and folder.resolve() != (data_dir / SPLIT_FOLDER).resolve():
         return _split_files(folder), None
