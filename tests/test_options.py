@@ -42,6 +42,10 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("dropout: 1.5", "--dropout must be a probability from 0 up to (not including) 1, got 1.5"),
     ("warmup_ratio: 1", "--warmup-ratio must be a fraction of the steps, from 0 up to (not including) 1, got 1.0"),
     ("alignment_weight: -1", "--alignment-weight must be a finite number, 0 or more, got -1.0"),
+    ("epochs: 1\nbatch_size: 4\nepochs: 5", "run.yaml: cannot read options: option 'epochs' given twice (line 3, column 1)"),
+    ("epochz: 1\nteachr: x\nlearning-rate: 1", "run.yaml: unknown option(s) ['epochz', 'learning-rate', 'teachr']; keys are "
+     "written with underscores: learning-rate (write learning_rate); did you mean: epochz (epochs?), teachr (teacher?)"),
+    ("? [a, b]\n: 1", "run.yaml: cannot read options: found unhashable key (line 1, column 3)"),
 ])
 def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
     with pytest.raises(OptionError) as err:
@@ -54,6 +58,12 @@ def test_unreadable_files_are_option_errors(tmp_path):
         TrainOptions.from_file(tmp_path / "nothere.yaml")
     with pytest.raises(OptionError, match=r"run.json: cannot read options: Expecting property name .* column 14"):
         from_text(tmp_path, '{"epochs": 1,}', name="run.json")
+    with pytest.raises(OptionError, match=r"run.json: cannot read options: option\(s\) given twice: epochs$"):
+        from_text(tmp_path, '{"epochs": 1, "seed": 2, "epochs": 3}', name="run.json")
+
+
+def test_a_yaml_merge_may_override_what_it_merges(tmp_path):
+    assert from_text(tmp_path, "<<: {epochs: 2, batch_size: 4}\nepochs: 3") == TrainOptions(epochs=3, batch_size=4)
 
 
 def test_the_metric_choices_are_the_reported_metrics():

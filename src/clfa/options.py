@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
+from collections.abc import Hashable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -13,6 +15,32 @@ import yaml
 
 from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEXT_MODEL
 from clfa.errors import OptionError
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object, or a YAML mapping's keys, with each key once: of two values for one option, the one the
+    run would silently take is the last, which the reader may not have meant."""
+    keys = [key for key, _ in pairs]
+    if twice := sorted({str(key) for key in keys if keys.count(key) > 1}):
+        raise ValueError(f"option(s) given twice: {', '.join(twice)}")
+    return dict(pairs)
+
+
+class _OptionsLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (see _unique_keys); "<<" merges may override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # the safe loader names that itself
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"option {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved by clfa.precision
@@ -143,22 +171,25 @@ class TrainOptions:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else yaml.load(text, _OptionsLoader)
         except yaml.MarkedYAMLError as exc:
             where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
             raise OptionError(f"{path}: cannot read options: {exc.problem or exc.context}{where}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
             raise OptionError(f"{path}: cannot read options: {' '.join(str(exc).split()) or type(exc).__name__}") from None
         if data is None:  # an empty file: no options
             return {}
         if not isinstance(data, dict):
             raise OptionError(f"{path}: expected a mapping of option names to values")
         by_name = {f.name: f for f in fields(cls)}
-        if unknown := sorted(set(data) - set(by_name)):
+        if unknown := sorted(map(str, set(data) - set(by_name))):
             hints = [f"{name} (write {name.replace('-', '_')})" for name in unknown if name.replace("-", "_") in by_name]
+            near = [f"{name} ({' or '.join(close)}?)" for name in unknown if name.replace("-", "_") not in by_name
+                    and (close := difflib.get_close_matches(name, by_name, n=2, cutoff=0.75))]
             data_flags = [name for name in unknown if name.replace("-", "_") in ("dataset", "data_dir")]
             raise OptionError(f"{path}: unknown option(s) {unknown}"
                               + (f"; keys are written with underscores: {', '.join(hints)}" if hints else "")
+                              + (f"; did you mean: {', '.join(near)}" if near else "")
                               + ("; the data is given on the command line (--dataset, --data-dir)" if data_flags else ""))
         return {name: _from_file_value(by_name[name], value, path) for name, value in data.items()}
 
