@@ -276,6 +276,9 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
     for option in ("output_dir", "cache_dir"):
         with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} {tmp_path / 'file'}: a file, not a folder"):
             train(TrainOptions(**{option: str(tmp_path / "file")}), two)
+        under = tmp_path / "file" / "sub" / "run"
+        with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} {under}: {tmp_path / 'file'} is a file, so"):
+            train(TrainOptions(**{option: str(under)}), two)
 
 
 def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset, tmp_path, capsys):

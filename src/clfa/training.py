@@ -613,6 +613,9 @@ def train(
     for option, folder in (("--output-dir", out), ("--cache-dir", Path(opts.cache_dir))):
         if folder.exists() and not folder.is_dir():
             raise OptionError(f"{option} {folder}: a file, not a folder")
+        # A file above it would stop the run with a bare NotADirectoryError once the models are loaded.
+        if above := next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None):
+            raise OptionError(f"{option} {folder}: {above} is a file, so the folder cannot be made there")
     check_task(opts, data)  # before the models load
     check_models(opts)
     parse_attention_backends(opts.attention_backends)
