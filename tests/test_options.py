@@ -46,6 +46,9 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("epochz: 1\nteachr: x\nlearning-rate: 1", "run.yaml: unknown option(s) ['epochz', 'learning-rate', 'teachr']; keys are "
      "written with underscores: learning-rate (write learning_rate); did you mean: epochz (epochs?), teachr (teacher?)"),
     ("? [a, b]\n: 1", "run.yaml: cannot read options: found unhashable key (line 1, column 3)"),
+    ("report_to: [none]", "run.yaml: report_to: expected text, got ['none'] (several values are one comma-separated text)"),
+    ("epochs: {a: 1}", "run.yaml: epochs: expected a number, got {'a': 1}"),
+    ("output_dir: ''", "--output-dir is empty: give a folder"),
 ])
 def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
     with pytest.raises(OptionError) as err:
@@ -60,6 +63,10 @@ def test_unreadable_files_are_option_errors(tmp_path):
         from_text(tmp_path, '{"epochs": 1,}', name="run.json")
     with pytest.raises(OptionError, match=r"run.json: cannot read options: option\(s\) given twice: epochs$"):
         from_text(tmp_path, '{"epochs": 1, "seed": 2, "epochs": 3}', name="run.json")
+
+
+def test_a_compile_mode_is_recorded_as_compiling():
+    assert TrainOptions(compile_mode="default").compile and not TrainOptions().compile
 
 
 def test_a_yaml_merge_may_override_what_it_merges(tmp_path):

@@ -158,6 +158,11 @@ class TrainOptions:
             raise OptionError(f"--epochs must be a finite number above 0 (or --max-steps set), got {self.epochs}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
+        for name in ("output_dir", "cache_dir"):  # "" would be the current folder, filled with a run's files
+            if not getattr(self, name).strip():
+                raise OptionError(f"--{name.replace('_', '-')} is empty: give a folder")
+        if self.compile_mode is not None:  # it implies --compile, as for the Trainer; recorded so in metrics.json
+            self.compile = True
         from clfa.fusion import FUSIONS  # a registry open to new methods, so checked here rather than by argparse choices
 
         if self.fusion not in FUSIONS:
@@ -208,8 +213,10 @@ def _from_file_value(f, value, path: Path):
             return None
         raise OptionError(f"{path}: {f.name}: a value is needed")
     kind = _kind(f)
-    if isinstance(value, bool) and kind is not parse_bool:
-        raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}")
+    # A list or mapping is no option's value: as text it would become its repr ("['none']").
+    if (isinstance(value, bool) and kind is not parse_bool) or isinstance(value, (list, dict)):
+        several = " (several values are one comma-separated text)" if isinstance(value, list) and kind is str else ""
+        raise OptionError(f"{path}: {f.name}: expected {_KIND_NAMES[kind]}, got {value!r}{several}")
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
