@@ -96,6 +96,17 @@ def test_a_record_of_a_json_list_is_named_by_its_item_later_too(folder):
         require_labels(records, "evaluation")
 
 
+def test_one_file_as_two_splits_and_an_empty_train_file_are_named(folder):
+    from clfa.errors import OptionError
+
+    train = write_jsonl(folder, json.dumps(GOOD | {"id": "3"}))
+    with pytest.raises(OptionError, match=r"data.jsonl is the train file and the dev file: each split needs its own"):
+        load_dataset("jsonl", None, train=str(train), dev=str(folder / "." / "data.jsonl"))
+    train.write_text("\n")
+    with pytest.raises(DataError, match=r"data.jsonl: no records: the train file is empty"):
+        load_dataset("jsonl", None, train=str(train))
+
+
 def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
     (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n")
     (folder / "dev.jsonl").write_text(json.dumps(GOOD | {"label": "meh"}) + "\n")

@@ -194,6 +194,11 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
     if not any(files.values()):
         names = "; ".join(_split_file_names(split) for split in SPLITS if split in wanted)
         raise DataError(f"no data file: found none of {names}", file=data_dir)
+    # One file as two splits would pick the checkpoint, or score the model, on the data it trained on.
+    given = [(split, Path(file).resolve()) for split, file in files.items() if file is not None]
+    for i, (split, path) in enumerate(given):
+        if same := [other for other, other_path in given[:i] if other_path == path]:
+            raise OptionError(f"{files[split]} is the {same[0]} file and the {split} file: each split needs its own")
     splits: dict[str, list[Record]] = {}
     for split in SPLITS:
         if files[split] is None:
@@ -201,6 +206,8 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
         splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
         if labels is None and split == "train":
             labels = sorted({r.label for r in splits["train"] if r.label is not None})
+            if not splits["train"] and not (skip and skip.skipped):
+                raise DataError("no records: the train file is empty", file=files["train"])
             if not labels:  # else every later split's labels would be "unknown", which blames the wrong file
                 raise DataError('no record has a label, so there are no labels to learn: each record needs a "label" '
                                 "(a CSV file a label column), or name the labels with --labels", file=files["train"])
