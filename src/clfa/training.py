@@ -706,4 +706,5 @@ def train(
 
 def print_summary(metrics: dict, title: str) -> None:
     rows = {split: metrics[split] for split in ("dev", "test") if split in metrics}
-    print_table(metrics_table(rows, title=title))
+    if rows:  # without dev and test there is nothing to show, and the notes before the run said so
+        print_table(metrics_table(rows, title=title))
