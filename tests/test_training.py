@@ -218,7 +218,7 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     (["--overlap-towers", "true"], "", "--overlap-towers runs the students side by side inside whole training steps: it needs --cuda-graph"),
     (["--fuse-linears", "true"], "", "--fuse-linears rewrites the graph torch.compile compiles: it needs --compile"),
     (["--attention-backends", "flash,fastest"], "", "--attention-backends 'flash,fastest': unknown backend(s) ['fastest']"),
-    (["--fusion-heads", "7"], "", "must be divisible by fusion_heads (7)"),
+    (["--fusion-heads", "7"], "", "--fusion-heads 7 must divide the aligned feature size, 24 (the teacher"),
     ([], "learning_rat: 0.1\n", "opts.yaml: unknown option(s) ['learning_rat']"),
     ([], "learning-rate: 0.1\ndata_dir: x\n", "unknown option(s) ['data_dir', 'learning-rate']; keys are written with underscores: "
                                                "learning-rate (write learning_rate); the data is given on the command line"),

@@ -79,7 +79,9 @@ class CLFAConfig(PreTrainedConfig):
             if getattr(self, name) not in allowed:
                 raise OptionError(f"CLFAConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.align_dim % self.fusion_heads:
-            raise OptionError(f"align_dim ({self.align_dim}) must be divisible by fusion_heads ({self.fusion_heads})")
+            # With a teacher, align_dim is its projection size, not --align-dim: say where the number comes from.
+            raise OptionError(f"--fusion-heads {self.fusion_heads} must divide the aligned feature size, {self.align_dim} "
+                              "(the teacher's projection size, or --align-dim without alignment)")
 
     @property
     def uses_alignment(self) -> bool:

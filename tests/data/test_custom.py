@@ -42,6 +42,7 @@ CASES = {
     "truncated png": (json.dumps(GOOD | {"id": "3", "image": "img/cut.png"}), "unreadable image file"),
     "folder as image": (json.dumps(GOOD | {"id": "3", "image": "img"}), "folder instead of an image file"),
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
+    "empty id": (json.dumps(GOOD | {"id": " "}), "malformed line: empty id"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
     "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
     "unclosed object": ('{"id": "3", "text": "a", "image": "img/ok.png"', "not valid JSON at column 47 (Expecting ',' delimiter)"),

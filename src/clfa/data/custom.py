@@ -155,6 +155,8 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
     for key in REQUIRED_FIELDS:
         if row.get(key) is None:
             raise DataError(f"malformed line: missing field '{key}'", file=path, line=line)
+    if not str(row["id"]).strip():  # else two would be "duplicate id ''", and one would pass unnamed
+        raise DataError("malformed line: empty id", file=path, line=line)
     if not isinstance(row["text"], str):
         raise DataError(f"malformed line: text is {type(row['text']).__name__}, not a string", file=path, line=line)
     text = row["text"]
