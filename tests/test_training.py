@@ -163,8 +163,10 @@ def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_
     assert "checkpoint-4 does not record whether its run rewrote the texts (--normalize-text); resuming with it" in caplog.text
 
 
-def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys):
-    assert main(["train", "--dataset", "jsonl", "--train-file", str(tiny_dataset / "train.jsonl"), "--text-model",
+def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tiny_dataset)
+    assert main(["train", "--dataset", "jsonl", "--train-file", "train.jsonl", "--text-model",
                  tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
                  "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
                  "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false",
@@ -172,6 +174,8 @@ def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny
     out, err = capsys.readouterr()
     assert "no dev split: no checkpoint is picked" in err and "no test split: the model is not scored" in err
     assert "records: train 48" in out and "split" not in out and (tmp_path / "run" / "model.safetensors").is_file()
+    # Where the data came from, as paths that still hold from another folder.
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data_options"]["train"] == str(tiny_dataset / "train.jsonl")
 
 
 def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):
