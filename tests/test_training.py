@@ -129,6 +129,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with --fusion-layers 1 \(now 2\), --dropout 0.1 \(now 0.2\); "
                                           r"resume with the options of that run"):
         train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, fusion_layers=2, dropout=0.2), data, resume=True)
+    with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with batches of 8 \(now 4\); resume with the --batch-size"):
+        train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, batch_size=4), data, resume=True)
     relabelled = load_dataset("jsonl", tiny_dataset, labels=["positive", "negative"])
     with pytest.raises(OptionError, match=r"was made with labels negative,positive \(now positive,negative\)"):
         train(opts, relabelled, resume=True)

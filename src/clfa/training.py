@@ -469,6 +469,15 @@ def _same(key: str, saved, now) -> bool:
     return saved == now
 
 
+def check_resumed_batches(checkpoint: Path, args: TrainingArguments) -> None:
+    """The Trainer places a resumed run by the checkpoint's step count: with another batch size those steps were
+    other amounts of data, and the run would train more or fewer epochs than its options say."""
+    saved = json.loads((checkpoint / "trainer_state.json").read_text()).get("train_batch_size")
+    if saved is not None and saved != args.train_batch_size:
+        raise OptionError(f"--resume: {checkpoint} was made with batches of {saved} (now {args.train_batch_size}); "
+                          "resume with the --batch-size of that run")
+
+
 def _global_step(checkpoint: Path) -> int:
     try:
         return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
@@ -644,6 +653,8 @@ def train(
     # process then fills the teacher and image caches, and the others read them.
     has_dev = bool(data.splits.get("dev"))
     args = training_arguments(opts, has_dev)
+    if resume:
+        check_resumed_batches(resumed_from, args)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
