@@ -45,7 +45,8 @@ class CLFATrainer(Trainer):
     (not evaluation batches), so every training step has the same shapes and compiled kernels and CUDA graphs are
     reused instead of recompiled; with shuffling, a different handful of samples sits out each epoch.
     ``cuda_graph``: each training step (forward, backward, clipping, AdamW update) runs as one function, captured in
-    a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``.
+    a CUDA graph after ``graph_warmup`` eager steps on a GPU (:mod:`clfa.cuda_graph`); implies ``drop_last_train``,
+    as does compiling (static shapes for every compiled step).
     ``overlap_towers`` (with ``cuda_graph``): the text and image students run side by side on two CUDA streams
     (:meth:`CLFAModel.encode`); when the Trainer compiles the model, each student is compiled on its own.
     ``fuse_linears`` (with torch.compile): linear layers that read the same input compile as one matrix product
@@ -69,7 +70,7 @@ class CLFATrainer(Trainer):
         self._compiling = fusing_linears if fuse_linears else contextlib.nullcontext
         self.transform = transform
         self.cuda_graph = cuda_graph
-        self.drop_last_train = drop_last_train or cuda_graph
+        self.drop_last_train = drop_last_train or cuda_graph or self._compiled
         if cuda_graph:
             check_cuda_graph_support(self.args, self.is_deepspeed_enabled or self.is_fsdp_enabled)
             # PyTorch's CUDA graph notes: autocast inside a captured region must not cache its casts.
@@ -469,18 +470,22 @@ def _same(key: str, saved, now) -> bool:
     return saved == now
 
 
-def check_resumed_batches(checkpoint: Path, args: TrainingArguments) -> None:
-    """The Trainer places a resumed run by the checkpoint's step count: with another batch size those steps were
-    other amounts of data, and the run would train more or fewer epochs than its options say."""
-    saved = json.loads((checkpoint / "trainer_state.json").read_text()).get("train_batch_size")
+def check_resumed_batches(checkpoint: Path, state: dict, args: TrainingArguments) -> None:
+    """The Trainer places a resumed run by the checkpoint's step count (``state``: its trainer_state.json): with
+    another batch size those steps were other amounts of data, and the run would train more or fewer epochs than
+    its options say."""
+    saved = state.get("train_batch_size")
     if saved is not None and saved != args.train_batch_size:
         raise OptionError(f"--resume: {checkpoint} was made with batches of {saved} (now {args.train_batch_size}); "
                           "resume with the --batch-size of that run")
 
 
-def _global_step(checkpoint: Path) -> int:
+def _trainer_state(checkpoint: Path) -> dict:
+    """The checkpoint's trainer_state.json, whose ``global_step`` is read as a whole number."""
     try:
-        return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        state["global_step"] = int(state["global_step"])
+        return state
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
 
@@ -586,7 +591,6 @@ def build_trainer(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         transform=transform,
-        drop_last_train=compiler(args) is not None,  # static shapes for every compiled training step
         cuda_graph=opts.cuda_graph,
         overlap_towers=opts.overlap_towers,
         fuse_linears=opts.fuse_linears,
@@ -638,7 +642,8 @@ def train(
     if resume:
         resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
         check_resume(model.config, resumed_from)
-        resumed_at = _global_step(resumed_from)
+        resumed_state = _trainer_state(resumed_from)
+        resumed_at = resumed_state["global_step"]
     label2id = model.config.label2id
 
     train_records = data["train"]
@@ -654,7 +659,7 @@ def train(
     has_dev = bool(data.splits.get("dev"))
     args = training_arguments(opts, has_dev)
     if resume:
-        check_resumed_batches(resumed_from, args)
+        check_resumed_batches(resumed_from, resumed_state, args)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
