@@ -196,10 +196,10 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
         names = "; ".join(_split_file_names(split) for split in SPLITS if split in wanted)
         raise DataError(f"no data file: found none of {names}", file=data_dir)
     # One file as two splits would pick the checkpoint, or score the model, on the data it trained on.
-    given = [(split, Path(file).resolve()) for split, file in files.items() if file is not None]
-    for i, (split, path) in enumerate(given):
-        if same := [other for other, other_path in given[:i] if other_path == path]:
-            raise OptionError(f"{files[split]} is the {same[0]} file and the {split} file: each split needs its own")
+    split_of: dict[Path, str] = {}
+    for split, file in files.items():
+        if file is not None and (first := split_of.setdefault(Path(file).resolve(), split)) != split:
+            raise OptionError(f"{file} is the {first} file and the {split} file: each split needs its own")
     splits: dict[str, list[Record]] = {}
     for split in SPLITS:
         if files[split] is None:

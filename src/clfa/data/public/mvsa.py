@@ -240,7 +240,8 @@ def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], n
     in ``DATA_DIR/clfa_splits`` beside a raw release, where it is made again. Any other folder holds a split made
     elsewhere, used as it is."""
     source_path = folder / SOURCE_FILE
-    if not source_path.is_file() and folder.resolve() != (data_dir / SPLIT_FOLDER).resolve():
+    own_folder = folder.resolve() == (data_dir / SPLIT_FOLDER).resolve()
+    if not source_path.is_file() and not own_folder:
         return _split_files(folder), None
     if not source_path.is_file() and not any((folder / f"{split}.json").is_file() for split in SPLITS):
         return None, None
@@ -252,7 +253,7 @@ def _reusable_split(folder: Path, data_dir: Path, current: Callable[[], dict], n
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         recorded, removed, fallback_decoded = None, {}, 0
     made_for = recorded.get("annotators") if recorded is not None else None
-    has_release, own_folder = (data_dir / LABEL_FILE).is_file(), folder.resolve() == (data_dir / SPLIT_FOLDER).resolve()
+    has_release = (data_dir / LABEL_FILE).is_file()
     made_from = _DATASET_OF.get(made_for, f"{made_for} annotator(s)")
     # Another dataset's split is that dataset's to keep, wherever it was copied: only the split clfa keeps beside a
     # release is made again from it.
