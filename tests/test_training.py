@@ -1,6 +1,7 @@
 """End-to-end training through the Trainer on tiny models: best checkpoint, test metrics, resume, CLI."""
 
 import csv
+import dataclasses
 import json
 import multiprocessing
 from collections import Counter
@@ -16,8 +17,8 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_resume,
-                            check_task, experiment_trackers, train, training_arguments)
+from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task,
+                            experiment_trackers, train, training_arguments)
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -131,6 +132,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
         train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, fusion_layers=2, dropout=0.2), data, resume=True)
     with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with batches of 8 \(now 4\); resume with the --batch-size"):
         train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, batch_size=4), data, resume=True)
+    # The checkpoint's optimiser would bring back its learning rate, and another accumulation places the steps elsewhere.
+    assert json.loads((checkpoint / "clfa_run.json").read_text())["data"] == {"dataset": "jsonl", "train_samples": len(data["train"])}
+    with pytest.raises(OptionError, match=r"checkpoint-\d+ was made with --learning-rate 0.001 \(now 0.0005\), "
+                                          r"--gradient-accumulation-steps 1 \(now 2\); resume with the options and data"):
+        train(tiny_options(tiny_models, tmp_path / "cut", epochs=3, learning_rate=5e-4, gradient_accumulation_steps=2), data,
+              resume=True)
+    fewer = dataclasses.replace(data, splits=data.splits | {"train": data["train"][:-3]})
+    with pytest.raises(OptionError, match=rf"a training set of {len(data['train'])} samples of 'jsonl' \(now {len(data['train']) - 3} of 'jsonl'\)"):
+        train(opts, fewer, resume=True)
     relabelled = load_dataset("jsonl", tiny_dataset, labels=["positive", "negative"])
     with pytest.raises(OptionError, match=r"was made with labels negative,positive \(now positive,negative\)"):
         train(opts, relabelled, resume=True)
@@ -149,20 +159,6 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     assert full_weights.keys() == resumed_weights.keys()
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path, caplog):
-    config = build_model(tiny_options(tiny_models, tmp_path), ["0", "1"], "1", normalize_text=True).config
-    recorded = config.to_dict()
-    checkpoint = tmp_path / "checkpoint-4"
-    checkpoint.mkdir()
-    (checkpoint / "config.json").write_text(json.dumps(recorded | {"normalize_text": False}))
-    with pytest.raises(OptionError, match=r"was made with --normalize-text False \(now True\)"):
-        check_resume(config, checkpoint)
-    del recorded["normalize_text"]  # its default would claim the run's texts were left as released
-    (checkpoint / "config.json").write_text(json.dumps(recorded))
-    check_resume(config, checkpoint)
-    assert "checkpoint-4 does not record whether its run rewrote the texts (--normalize-text); resuming with it" in caplog.text
 
 
 def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys,

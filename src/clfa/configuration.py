@@ -12,6 +12,12 @@ DEFAULT_TEXT_MODEL = "bert-base-uncased"
 DEFAULT_IMAGE_MODEL = "google/vit-base-patch32-224-in21k"
 DEFAULT_TEACHER = "openai/clip-vit-base-patch32"
 
+# Training options that are model settings: they go into CLFAConfig under the same name.
+MODEL_OPTIONS = (
+    "mapping_hidden_dim", "fusion", "fusion_layers", "fusion_heads", "fusion_ffn_dim", "dropout", "initializer_range",
+    "classifier_pooling", "alignment", "alignment_pooling", "alignment_weight", "temperature", "max_text_length",
+)
+
 
 @strict
 class CLFAConfig(PreTrainedConfig):

@@ -19,7 +19,7 @@ from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa import __version__
 from clfa.attention_backends import attention_backends, parse_attention_backends
-from clfa.configuration import CLFAConfig
+from clfa.configuration import MODEL_OPTIONS
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack
 from clfa.data.records import DataError, Record, require_labels
@@ -32,6 +32,7 @@ from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
+from clfa.resume import RecordRun, check_resume, check_resumed_batches, check_resumed_run, run_record, trainer_state
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
 logger = logging.getLogger(__name__)
@@ -356,13 +357,6 @@ def check_cuda_graph_support(args: TrainingArguments, sharded: bool = False) -> 
         raise OptionError("--cuda-graph captures whole single-process steps and does not support " + "; ".join(problems))
 
 
-# Training options that are model settings: they go into CLFAConfig under the same name.
-MODEL_OPTIONS = (
-    "mapping_hidden_dim", "fusion", "fusion_layers", "fusion_heads", "fusion_ffn_dim", "dropout", "initializer_range",
-    "classifier_pooling", "alignment", "alignment_pooling", "alignment_weight", "temperature", "max_text_length",
-)
-
-
 def uses_teacher(opts: TrainOptions) -> bool:
     return opts.alignment != "none" and opts.alignment_weight > 0
 
@@ -437,61 +431,6 @@ def _wrong_kind(flag: str, config) -> str | None:
     if flag == "--image-model" and not is_image:
         return f"a {kind} model without an image_size, not a ViT-style image encoder (patch tokens in, features out)"
     return None
-
-
-# What a checkpoint's weights and math were made with, besides MODEL_OPTIONS, by the flag that sets each.
-_RESUME_KEYS = {"text_model_name": "--text-model", "image_model_name": "--image-model", "teacher_model_name": "--teacher",
-                "align_dim": "--align-dim", "labels": "labels", "positive_label": "--positive-label",
-                "normalize_text": "--normalize-text"}
-
-
-def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
-    """A resumed run builds the model its checkpoint was made with: other layers would fail to load deep in the
-    Trainer, and other labels or loss settings would silently change the task halfway."""
-    try:
-        # Through the config class, so that an option the checkpoint predates reads as its default.
-        saved = CLFAConfig.from_dict(json.loads((checkpoint / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise OptionError(f"--resume: cannot read the model config of {checkpoint} ({first_line(err)})") from None
-    flags = {name: "--" + name.replace("_", "-") for name in MODEL_OPTIONS} | _RESUME_KEYS
-    if saved.normalize_text is None:  # a checkpoint from before it was recorded: nothing to hold the run to
-        del flags["normalize_text"]
-        logger.warning("%s does not record whether its run rewrote the texts (--normalize-text); resuming %s it",
-                       checkpoint, "with" if config.normalize_text else "without")
-    differ = [f"{flag} {_shown(getattr(saved, key, None))} (now {_shown(getattr(config, key, None))})"
-              for key, flag in flags.items() if not _same(key, getattr(saved, key, None), getattr(config, key, None))]
-    if differ:
-        raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options of that run")
-
-
-def _same(key: str, saved, now) -> bool:
-    if key.endswith("_model_name") and saved and now and Path(saved).exists() and Path(now).exists():
-        return Path(saved).resolve() == Path(now).resolve()  # bert/ and ./bert are one folder
-    return saved == now
-
-
-def check_resumed_batches(checkpoint: Path, state: dict, args: TrainingArguments) -> None:
-    """The Trainer places a resumed run by the checkpoint's step count (``state``: its trainer_state.json): with
-    another batch size those steps were other amounts of data, and the run would train more or fewer epochs than
-    its options say."""
-    saved = state.get("train_batch_size")
-    if saved is not None and saved != args.train_batch_size:
-        raise OptionError(f"--resume: {checkpoint} was made with batches of {saved} (now {args.train_batch_size}); "
-                          "resume with the --batch-size of that run")
-
-
-def _trainer_state(checkpoint: Path) -> dict:
-    """The checkpoint's trainer_state.json, whose ``global_step`` is read as a whole number."""
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        state["global_step"] = int(state["global_step"])
-        return state
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
-
-
-def _shown(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else "none" if value is None else str(value)
 
 
 def experiment_trackers(report_to: str) -> list[str]:
@@ -630,6 +569,10 @@ def train(
         if above := next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None):
             raise OptionError(f"{option} {folder}: {above} is a file, so the folder cannot be made there")
     check_task(opts, data)  # before the models load
+    record = run_record(opts, data)
+    if resume:
+        resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
+        check_resumed_run(resumed_from, record)
     check_models(opts)
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
@@ -640,9 +583,8 @@ def train(
     model = build_model(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))
     resumed_at = 0
     if resume:
-        resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
         check_resume(model.config, resumed_from)
-        resumed_state = _trainer_state(resumed_from)
+        resumed_state = trainer_state(resumed_from)
         resumed_at = resumed_state["global_step"]
     label2id = model.config.label2id
 
@@ -677,7 +619,8 @@ def train(
     def compute_metrics(prediction) -> dict:
         return headline(classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), data.labels, data.positive_label))
 
-    trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics, callbacks, args)
+    trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics,
+                            [RecordRun(record), *(callbacks or [])], args)
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
