@@ -62,6 +62,8 @@ RANGES = {
     "initializer_range": (lambda v: 0 < v < math.inf, "a finite number above 0"),
     "num_workers": (lambda v: v >= 0, "0 or more"),
     "seed": (lambda v: 0 <= v < 2**32, "from 0 to 2**32 - 1"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "at least 1, or -1 (the default: --epochs decides)"),
+    "save_total_limit": (lambda v: v >= 0, "0 (keep all) or more"),
 }
 
 
@@ -144,7 +146,7 @@ class TrainOptions:
     eval_steps: int | None = _opt(None, "evaluate every N steps (default: every epoch)")
     logging_steps: int = _opt(50, "log losses every N steps")
     report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
-    save_total_limit: int = _opt(2, "checkpoints kept besides the best")
+    save_total_limit: int = _opt(2, "checkpoints kept, at most (the best and the latest always stay; 0 keeps all)")
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self):
