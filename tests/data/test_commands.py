@@ -165,6 +165,22 @@ def test_check_custom_jsonl(tmp_path, capsys):
     assert str(tmp_path / "a.jpg") not in out
 
 
+def test_check_and_stats_name_a_sample_in_two_splits(tmp_path, capsys):
+    jpeg(tmp_path / "a.jpg")
+    jpeg(tmp_path / "b.jpg")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "1", "text": "hi", "image": "a.jpg", "label": "x"}) + "\n"
+                                          + json.dumps({"id": "2", "text": "yo", "image": "b.jpg", "label": "y"}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "7", "text": "yo", "image": "b.jpg", "label": "y"}) + "\n")
+    assert run(["data", "check", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "sample in two splits │     1 │" in out
+    assert (f"  {tmp_path / 'test.jsonl'}:1: the text and image of {tmp_path / 'train.jsonl'}:2 (train split), in the test "
+            "split too") in out
+    assert run(["data", "stats", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 0
+    assert (f"test shares 1 sample(s) with train (the same text and image; first {tmp_path / 'test.jsonl'}:1 and "
+            f"{tmp_path / 'train.jsonl'}:2): its scores are partly on train samples") in capsys.readouterr().out
+
+
 def test_inspect_image(tmp_path):
     assert inspect_image(jpeg(tmp_path / "ok.jpg")) is None
     png = tmp_path / "ok.png"

@@ -380,3 +380,26 @@ def test_skip_invalid_drops_unlabelled_records_and_evaluation_reads_only_its_spl
     assert list(only_test.splits) == ["test"] and [r.id for r in only_test["test"]] == ["9"]
     with pytest.raises(DataError, match="train.jsonl:1: malformed line"):
         load_dataset("jsonl", folder, splits=["test"])  # without labels, they come from the train file
+
+
+def test_a_sample_in_two_splits_is_reported_with_both_places(folder):
+    Image.new("RGB", (8, 8), "blue").save(folder / "img" / "other.png")
+    train = [GOOD, GOOD | {"id": "2", "text": "so rainy", "label": "neg"}]
+    # The same text and image under another id, its spaces written otherwise and its image path spelt otherwise.
+    dev = [GOOD | {"id": "d1", "text": " so\n sunny ", "image": "./img/ok.png"}, GOOD | {"id": "d2", "image": "img/other.png"},
+           GOOD | {"id": "d3", "text": "so sunny!"}]
+    test = [GOOD | {"id": "t1"}, GOOD | {"id": "t2", "text": "so rainy", "label": "neg"}]
+    for split, records in (("train", train), ("dev", dev), ("test", test)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    data = load_dataset("jsonl", folder)
+    shared = {pair: [(record.id, other.id) for record, other in pairs] for pair, pairs in data.shared_samples().items()}
+    assert shared == {("dev", "train"): [("d1", "1")], ("test", "train"): [("t1", "1"), ("t2", "2")], ("test", "dev"): [("t1", "d1")]}
+    assert data.report().splitlines() == [
+        f"dev shares 1 sample(s) with train (the same text and image; first {folder / 'dev.jsonl'}:1 and "
+        f"{folder / 'train.jsonl'}:1): its scores are partly on train samples",
+        f"test shares 2 sample(s) with train (the same text and image; first {folder / 'test.jsonl'}:1 and "
+        f"{folder / 'train.jsonl'}:1): its scores are partly on train samples",
+        f"test shares 1 sample(s) with dev (the same text and image; first {folder / 'test.jsonl'}:1 and "
+        f"{folder / 'dev.jsonl'}:1): its scores are partly on dev samples",
+    ]
+    assert load_dataset("jsonl", folder, splits=["test"], labels=["neg", "pos"]).report() == ""

@@ -123,6 +123,8 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
             console.print(f"cleaning removed {sum(reasons.values()):,} {where}: " + ", ".join(f"{n:,} x {r}" for r, n in reasons.most_common()), highlight=False)
     if empty := dataset.empty_texts():
         console.print(empty, highlight=False)
+    for line in dataset.shared_notes():
+        console.print(line, highlight=False)
     if notes.fallback_decoded:
         console.print(f"{notes.fallback_decoded:,} text(s) were not valid UTF-8 and were decoded as Windows-1252/Latin-1", highlight=False)
     if notes.split_dir is not None:
@@ -178,6 +180,10 @@ def run_check(args: argparse.Namespace) -> int:
             add("missing label", f"{record.source}: record '{record.id}' has no label")
         elif record.label not in dataset.labels:
             add("unknown label", f"{record.source}: label '{record.label}' is not one of {', '.join(dataset.labels)}")
+    for (split, earlier), pairs in dataset.shared_samples().items():
+        for record, other in pairs:
+            add("sample in two splits", f"{record.source or record.id}: the text and image of {other.source or other.id} "
+                                        f"({earlier} split), in the {split} split too")
     users: dict[Path, list[str]] = {}  # each file checked once, even when shared; its records named
     for record in records:
         users.setdefault(Path(record.image), []).append(record.source or record.id)

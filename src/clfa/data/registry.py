@@ -9,6 +9,7 @@ their images checked), so evaluating the test split never stops at a problem in 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,9 +78,25 @@ class DatasetSplits:
         return (f"{sum(counts.values()):,} record(s) have an empty text ("
                 + ", ".join(f"{split} {n:,}" for split, n in counts.items() if n) + "): kept, as the release counts them")
 
+    def shared_samples(self) -> dict[tuple[str, str], list[tuple[Record, Record]]]:
+        """Records with the text and image of a record of an earlier split, by (split, earlier split), each paired
+        with the first such record there: a model picked or scored on them is partly picked or scored on samples
+        it trained on, or was picked by."""
+        first: dict[str, dict[tuple[str, str], Record]] = {}
+        shared: dict[tuple[str, str], list[tuple[Record, Record]]] = {}
+        for split in (split for split in SPLITS if split in self.splits):
+            seen = first[split] = {}
+            for record in self.splits[split]:
+                key = (" ".join(record.text.split()), os.path.abspath(record.image))
+                for earlier, samples in first.items():
+                    if earlier != split and (other := samples.get(key)) is not None:
+                        shared.setdefault((split, earlier), []).append((record, other))
+                seen.setdefault(key, record)
+        return shared
+
     def report(self) -> str:
         """What reading dropped or kept that deserves a word: skipped invalid records, samples removed by cleaning,
-        records with an empty text ('' if none)."""
+        records with an empty text, samples in two splits ('' if none)."""
         lines = [self.skipped.summary()] if len(self.skipped) else []
         for split, reasons in self.removed.items():
             where = "before splitting" if split == "all" else f"from {split}"
@@ -87,7 +104,13 @@ class DatasetSplits:
                          + ", ".join(f"{n:,} x {reason}" for reason, n in sorted(reasons.items(), key=lambda item: -item[1])))
         if empty := self.empty_texts():
             lines.append(empty)
-        return "\n".join(lines)
+        return "\n".join(lines + self.shared_notes())
+
+    def shared_notes(self) -> list[str]:
+        """One line for each pair of splits that share samples (see :meth:`shared_samples`)."""
+        return [f"{split} shares {len(pairs):,} sample(s) with {earlier} (the same text and image; first "
+                f"{pairs[0][0].source or pairs[0][0].id} and {pairs[0][1].source or pairs[0][1].id}): its scores are "
+                f"partly on {earlier} samples" for (split, earlier), pairs in self.shared_samples().items()]
 
     def __getitem__(self, split: str) -> list[Record]:
         if split not in self.splits:
