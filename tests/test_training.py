@@ -266,7 +266,7 @@ def test_each_model_option_takes_the_kinds_of_model_that_can_serve_it():
     assert "several towers" in _wrong_kind("--text-model", CLIPConfig())
 
 
-def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_load(tmp_path):
+def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_load(tmp_path, caplog):
     from clfa.data.records import DataError, Record
     from clfa.data.registry import DatasetSplits
 
@@ -284,6 +284,10 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
     with pytest.raises(OptionError, match=r"has none: name one with --positive-label, or use macro_precision$"):
         check_task(TrainOptions(metric="precision"), two)
     check_task(TrainOptions(metric="macro_recall"), three)
+    assert "no train record" not in caplog.text
+    # A class given with --labels that training never shows is allowed (the test split may hold it), and said.
+    check_task(TrainOptions(), DatasetSplits("jsonl", {"train": records("a", "b")}, labels=["a", "b", "c", "d"]))
+    assert "no train record has the label(s) 'c', 'd': the model cannot learn to predict them" in caplog.text
     check_task(TrainOptions(metric="recall"), DatasetSplits("jsonl", {"train": records("a", "b", "c")}, labels=["a", "b", "c"]))  # no dev: unused
     (tmp_path / "file").write_text("")
     for option in ("output_dir", "cache_dir"):

@@ -389,6 +389,9 @@ def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     if len(seen) < 2:
         raise DataError(f"dataset '{data.name}': the train split has {len(data['train'])} record(s) and "
                         f"{'only the label ' + repr(seen[0]) if seen else 'no labels'}; a classifier needs at least two")
+    if unseen := [label for label in data.labels if label not in seen]:
+        logger.warning("no train record has the label(s) %s: the model cannot learn to predict %s", ", ".join(map(repr, unseen)),
+                       "it" if len(unseen) == 1 else "them")
     if opts.metric in ("precision", "recall") and data.positive_label is None and data.splits.get("dev"):
         name_one = "name one with --positive-label, or " if len(data.labels) == 2 else ""
         raise OptionError(f"--metric {opts.metric} is that of the positive class, and this task of {len(data.labels)} labels "
