@@ -64,6 +64,11 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning_and_a_broken_one_i
     (checkpoint / RUN_FILE).write_text('{"options": {}')
     with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \("):
         check_resumed_run(checkpoint, record)
+    (checkpoint / RUN_FILE).write_text('{"options": [], "data": {}}')
+    with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \(options and data are not mappings\)"):
+        check_resumed_run(checkpoint, record)
+    with pytest.raises(OptionError, match=r"--resume: .*checkpoint-30 is not a checkpoint folder"):
+        check_resumed_run(tmp_path / "checkpoint-30", record)
     (checkpoint / RUN_FILE).write_text('{"options": {}}')
     with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \('data'\)"):
         check_resumed_run(checkpoint, record)

@@ -53,9 +53,13 @@ class RecordRun(TrainerCallback):
 
 def check_resumed_run(checkpoint: Path, record: dict) -> None:
     """The run to resume trains on the data and with the :data:`RUN_OPTIONS` of the run that saved ``checkpoint``."""
+    if not checkpoint.is_dir():
+        raise OptionError(f"--resume: {checkpoint} is not a checkpoint folder")
     try:
         saved = json.loads((checkpoint / RUN_FILE).read_text())
         saved_options, saved_data = saved["options"], saved["data"]
+        if not isinstance(saved_options, dict) or not isinstance(saved_data, dict):
+            raise ValueError("options and data are not mappings")
     except FileNotFoundError:
         logger.warning("%s does not record the options and data of its run (it predates %s): resuming without checking "
                        "%s and the training set", checkpoint, RUN_FILE, ", ".join(_flag(name) for name in RUN_OPTIONS))
