@@ -35,9 +35,11 @@ def _inputs():
     return text, image, mask, teacher_text, teacher_image
 
 
-def _loss_and_grads(rows: slice) -> dict[str, torch.Tensor]:
+def _loss_and_grads(rows: slice, compiled: bool = False) -> dict[str, torch.Tensor]:
     """Alignment loss (text + image, as in CLFAModel) on ``rows`` of the global batch; gradients w.r.t. the shared
-    projection and the mapped student features. In a process group the loss gathers negatives by default."""
+    projection and the mapped student features. In a process group the loss gathers negatives by default.
+    ``compiled``: the loss is compiled as one graph, the gathering included (as a --compile run traces it)."""
+    alignment_loss = torch.compile(contrastive_alignment_loss, fullgraph=True) if compiled else contrastive_alignment_loss
     text, image, mask, teacher_text, teacher_image = (x[rows] for x in _inputs())
     torch.manual_seed(1)
     projection = torch.nn.Linear(WIDTH, DIM)  # stands in for the shared student weights
@@ -45,7 +47,7 @@ def _loss_and_grads(rows: slice) -> dict[str, torch.Tensor]:
     image_features = projection(image)
     text_features.retain_grad()
     image_features.retain_grad()
-    loss = contrastive_alignment_loss(text_features, teacher_text, 0.1, mask=mask) + contrastive_alignment_loss(image_features, teacher_image, 0.1)
+    loss = alignment_loss(text_features, teacher_text, 0.1, mask=mask) + alignment_loss(image_features, teacher_image, 0.1)
     loss.backward()
     return {
         "loss": loss.detach().reshape(1),
@@ -60,7 +62,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         local = BATCH // WORLD
-        save_file({k: v.contiguous() for k, v in _loss_and_grads(slice(rank * local, (rank + 1) * local)).items()}, f"{out_dir}/rank{rank}.safetensors")
+        rows = slice(rank * local, (rank + 1) * local)
+        results = _loss_and_grads(rows) | {f"compiled_{k}": v for k, v in _loss_and_grads(rows, compiled=True).items()}
+        save_file({k: v.contiguous() for k, v in results.items()}, f"{out_dir}/rank{rank}.safetensors")
     finally:
         dist.destroy_process_group()
 
@@ -96,3 +100,9 @@ def test_ddp_averaged_gradients_equal_single_process_gradients(per_process):
     for name in ("text_grad", "image_grad"):
         rows = torch.cat([r[name] for r in per_process]) / WORLD
         torch.testing.assert_close(rows, single[name], msg=name)
+
+
+def test_the_gathering_compiles_into_the_loss_graph_and_computes_the_same(per_process):
+    for rank, results in enumerate(per_process):
+        for name in ("loss", "weight_grad", "bias_grad", "text_grad", "image_grad"):
+            torch.testing.assert_close(results[f"compiled_{name}"], results[name], msg=f"process {rank}: {name}")

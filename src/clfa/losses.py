@@ -24,9 +24,10 @@ def pool_tokens(features: torch.Tensor, mask: torch.Tensor | None = None, method
 
 def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every process; gradients flow back to each process's own slice."""
-    from torch.distributed.nn.functional import all_gather
+    # The functional collective, unlike torch.distributed.nn's all_gather (deprecated), also traces under torch.compile.
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
 def _distributed() -> bool:
