@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 from transformers import TrainerState, TrainingArguments
@@ -9,7 +10,7 @@ from transformers import TrainerState, TrainingArguments
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
-from clfa.resume import RUN_FILE, RecordRun, check_resume, check_resumed_run, run_record
+from clfa.resume import RUN_FILE, RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.training import build_model
 
 
@@ -33,19 +34,51 @@ def test_a_checkpoint_records_its_run_and_holds_the_resumed_run_to_it(tiny_model
     record = run_record(small_options(tiny_models, tmp_path), data)
     checkpoint = saved_checkpoint(tmp_path, record)
     saved = json.loads((checkpoint / RUN_FILE).read_text())
-    assert saved["data"] == {"dataset": "jsonl", "train_samples": len(data["train"])}
+    assert saved["processes"] == 1 and saved["data"]["dataset"] == "jsonl" and saved["data"]["settings"] == {}
+    assert saved["data"]["train"]["samples"] == 48 and saved["data"]["dev"]["samples"] == 16
     assert saved["options"]["learning_rate"] == 1e-5 and saved["options"]["metric"] == "f1"
-    check_resumed_run(checkpoint, record)
-    # A run may be extended, and its warm-up and speed settings may change.
+    assert check_resumed_run(checkpoint, record) == saved
+    # A run may be extended, and its warm-up and speed settings may change; its data may move to another folder.
+    moved = load_dataset("jsonl", shutil.copytree(tiny_dataset, tmp_path / "moved"))
     longer = small_options(tiny_models, tmp_path, epochs=30, warmup_ratio=0.2, num_workers=0, precision="fp32")
-    check_resumed_run(checkpoint, run_record(longer, data))
+    check_resumed_run(checkpoint, run_record(longer, moved))
     changed = small_options(tiny_models, tmp_path, seed=7, metric="accuracy", weight_decay=0.0)
-    with pytest.raises(OptionError, match=r"checkpoint-12 was made with --weight-decay 0.01 \(now 0.0\), --seed 42 \(now 7\), "
-                                          r"--metric f1 \(now accuracy\); resume with the options and data of that run"):
+    with pytest.raises(OptionError, match=r"checkpoint-12 was made with --seed 42 \(now 7\), --weight-decay 0.01 \(now 0.0\), "
+                                          r"--metric f1 \(now accuracy\); resume with the options and data of that run$"):
         check_resumed_run(checkpoint, run_record(changed, data))
-    renamed = dataclasses.replace(data, name="csv")
-    with pytest.raises(OptionError, match=rf"a training set of {len(data['train'])} samples of 'jsonl' \(now {len(data['train'])} of 'csv'\)"):
-        check_resumed_run(checkpoint, run_record(small_options(tiny_models, tmp_path), renamed))
+
+
+def test_a_resume_on_other_data_is_refused_with_what_changed(tiny_models, tiny_dataset, tmp_path):
+    data = load_dataset("jsonl", tiny_dataset)
+    opts = small_options(tiny_models, tmp_path)
+    checkpoint = saved_checkpoint(tmp_path, run_record(opts, data))
+    # The same number of train records, one of them another: the digest of the records tells.
+    other = dataclasses.replace(data, splits=data.splits | {"train": data["train"][:-1] + [data["dev"][0]]})
+    no_dev = dataclasses.replace(data, splits={"train": data["train"], "test": data["test"]})
+    filtered = dataclasses.replace(data, options={"mmsd_filter": "substring"})
+    for changed, says in ((other, r"a train split of other records \(of the same number, 48\)"),
+                          (no_dev, r"a dev split of 16 samples \(now none\)"),
+                          # The reader's settings say why the records differ, so they are not named besides.
+                          (filtered, r"--mmsd-filter not given \(now substring\); resume"),
+                          (dataclasses.replace(data, name="mmsd"), r"the dataset jsonl \(now mmsd\)")):
+        with pytest.raises(OptionError, match=r"checkpoint-12 was made with " + says):
+            check_resumed_run(checkpoint, run_record(opts, changed))
+    check_resumed_run(checkpoint, run_record(opts, dataclasses.replace(data, name="csv")))  # one reader for both
+    # Labels given that the first run read from its train file: the same task (the model's config holds them).
+    check_resumed_run(checkpoint, run_record(opts, load_dataset("jsonl", tiny_dataset, labels=["negative", "positive"])))
+
+
+def test_a_resume_with_another_number_of_processes_is_refused(tiny_models, tiny_dataset, tmp_path):
+    record = run_record(small_options(tiny_models, tmp_path), load_dataset("jsonl", tiny_dataset))
+    args = TrainingArguments(output_dir=str(tmp_path / "checkpoints"), per_device_train_batch_size=8,
+                             gradient_accumulation_steps=2, report_to=[], use_cpu=True)
+    check_resumed_steps(tmp_path, {"train_batch_size": 8}, record | {"processes": 1}, args)
+    with pytest.raises(OptionError, match=r"was made by 2 process\(es\) \(now 1\), whose steps were 32 samples \(now 16\); "
+                                          r"resume with 2 process\(es\)"):
+        check_resumed_steps(tmp_path, {"train_batch_size": 8}, record | {"processes": 2}, args)
+    # A checkpoint without a record is held to the batch size its trainer state gives.
+    with pytest.raises(OptionError, match=r"was made with batches of 4 \(now 8\); resume with the --batch-size of that run"):
+        check_resumed_steps(tmp_path, {"train_batch_size": 4}, None, args)
 
 
 def test_only_the_main_process_writes_the_record(tiny_models, tiny_dataset, tmp_path):
@@ -58,20 +91,29 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning_and_a_broken_one_i
     record = run_record(small_options(tiny_models, tmp_path), load_dataset("jsonl", tiny_dataset))
     checkpoint = tmp_path / "checkpoint-3"
     checkpoint.mkdir()
-    check_resumed_run(checkpoint, record)
-    assert f"checkpoint-3 does not record the options and data of its run (it predates {RUN_FILE})" in caplog.text
-    assert "--learning-rate, --weight-decay, --gradient-accumulation-steps, --seed, --metric and the training set" in caplog.text
-    (checkpoint / RUN_FILE).write_text('{"options": {}')
-    with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \("):
-        check_resumed_run(checkpoint, record)
-    (checkpoint / RUN_FILE).write_text('{"options": [], "data": {}}')
-    with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \(options and data are not mappings\)"):
-        check_resumed_run(checkpoint, record)
-    with pytest.raises(OptionError, match=r"--resume: .*checkpoint-30 is not a checkpoint folder"):
-        check_resumed_run(tmp_path / "checkpoint-30", record)
-    (checkpoint / RUN_FILE).write_text('{"options": {}}')
-    with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \('data'\)"):
-        check_resumed_run(checkpoint, record)
+    assert check_resumed_run(checkpoint, record) is None
+    assert (f"checkpoint-3 does not record the options and data of its run ({RUN_FILE}: a checkpoint of an older clfa, "
+            "or one whose saving was cut short): resuming without checking --batch-size, --gradient-accumulation-steps, "
+            "--seed, --learning-rate, --weight-decay, --metric and the data") in caplog.text
+    for text, says in (('{"options": {}', "Expecting ',' delimiter"), ('{"options": [], "data": {}}', "not a record of options and data")):
+        (checkpoint / RUN_FILE).write_text(text)
+        with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \({says}"):
+            check_resumed_run(checkpoint, record)
+
+
+def test_a_checkpoint_cut_short_while_saving_is_named_with_the_way_out(tmp_path):
+    checkpoint = tmp_path / "checkpoint-12"
+    with pytest.raises(OptionError, match=r"--resume: .*checkpoint-12 is not a checkpoint folder"):
+        trainer_state(checkpoint)
+    checkpoint.mkdir()
+    with pytest.raises(OptionError, match=r"checkpoint-12 has no trainer_state.json: its saving was cut short; remove that "
+                                          r"folder to resume from the checkpoint before it"):
+        trainer_state(checkpoint)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": "x"}')
+    with pytest.raises(OptionError, match=r"cannot read the step of .*checkpoint-12 \(invalid literal"):
+        trainer_state(checkpoint)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 12, "train_batch_size": 8}')
+    assert trainer_state(checkpoint)["global_step"] == 12
 
 
 def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path, caplog):

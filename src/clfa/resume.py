@@ -3,6 +3,7 @@ continue it differently is refused before any work."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,7 +13,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from clfa import __version__
 from clfa.configuration import MODEL_OPTIONS, CLFAConfig
-from clfa.data.registry import DatasetSplits
+from clfa.data.records import Record
+from clfa.data.registry import DATASETS, PATH_OPTIONS, DatasetSplits
 from clfa.errors import OptionError, first_line
 from clfa.options import TrainOptions
 
@@ -21,12 +23,12 @@ logger = logging.getLogger(__name__)
 # Written into each checkpoint beside the Trainer's files, whose record of the run's arguments is a pickle.
 RUN_FILE = "clfa_run.json"
 
-# Training options a resumed run must share with its checkpoint, besides the model's: the optimiser and scheduler
-# states restore the learning rate and weight decay they were made with, so new ones would not apply; another
-# accumulation or seed places the resumed steps on other data than the steps they continue; and another metric would
-# weigh new dev scores against the best checkpoint's score in the old one. Epochs, steps and warm-up may change: a
-# run may be extended, and the schedule follows.
-RUN_OPTIONS = ("learning_rate", "weight_decay", "gradient_accumulation_steps", "seed", "metric")
+# Training options a resumed run must share with its checkpoint, besides the model's: the Trainer places a resumed
+# run by its step count, so another batch, accumulation or seed would continue on other data than the steps it
+# skips; the optimiser and scheduler states bring back the learning rate and weight decay they were made with, so new
+# ones would not apply; and another metric would weigh new dev scores against the best checkpoint's score in the old
+# one. Epochs, steps and warm-up may change: a run may be extended, and the schedule follows.
+RUN_OPTIONS = ("batch_size", "gradient_accumulation_steps", "seed", "learning_rate", "weight_decay", "metric")
 
 # What a checkpoint's weights and math were made with, besides MODEL_OPTIONS, by the flag that sets each.
 _MODEL_KEYS = {"text_model_name": "--text-model", "image_model_name": "--image-model", "teacher_model_name": "--teacher",
@@ -35,12 +37,29 @@ _MODEL_KEYS = {"text_model_name": "--text-model", "image_model_name": "--image-m
 
 
 def run_record(opts: TrainOptions, data: DatasetSplits) -> dict:
-    return {"options": opts.to_dict(), "data": {"dataset": data.name, "train_samples": len(data["train"])},
+    """The options of a run and what its train and dev splits hold: the training steps are placed on the train split,
+    and the best checkpoint is picked on the dev split."""
+    # The reader's settings, but not where the files are (a dataset's folder may move between the runs), nor the
+    # labels, which check_resume compares as the model has them: a run's labels read from its train file and the
+    # same labels given with --labels are one task.
+    settings = {key: value for key, value in data.options.items() if key not in PATH_OPTIONS | {"labels", "positive_label"}}
+    return {"options": opts.to_dict(),
+            "data": {"dataset": data.name, "settings": settings} | {split: _split_print(data.splits.get(split)) for split in ("train", "dev")},
             "clfa_version": __version__}
 
 
+def _split_print(records: list[Record] | None) -> dict | None:
+    """A split's size and a digest of its records (id, text, label, image file name: not the folder, which may move)."""
+    if not records:
+        return None
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record.id, record.text, record.label, Path(record.image).name]).encode())
+    return {"samples": len(records), "sha256": digest.hexdigest()}
+
+
 class RecordRun(TrainerCallback):
-    """Writes :func:`run_record` into each checkpoint the Trainer saves."""
+    """Writes :func:`run_record`, with the number of processes, into each checkpoint the Trainer saves."""
 
     def __init__(self, record: dict):
         self.record = record
@@ -48,33 +67,80 @@ class RecordRun(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            (checkpoint / RUN_FILE).write_text(json.dumps(self.record, indent=2))
+            (checkpoint / RUN_FILE).write_text(json.dumps(self.record | {"processes": args.world_size}, indent=2))
 
 
-def check_resumed_run(checkpoint: Path, record: dict) -> None:
-    """The run to resume trains on the data and with the :data:`RUN_OPTIONS` of the run that saved ``checkpoint``."""
-    if not checkpoint.is_dir():
-        raise OptionError(f"--resume: {checkpoint} is not a checkpoint folder")
+def check_resumed_run(checkpoint: Path, record: dict) -> dict | None:
+    """The run to resume trains on the data and with the :data:`RUN_OPTIONS` of the run that saved ``checkpoint``;
+    returns what the checkpoint recorded (None for a checkpoint without a record), for :func:`check_resumed_steps`."""
     try:
         saved = json.loads((checkpoint / RUN_FILE).read_text())
-        saved_options, saved_data = saved["options"], saved["data"]
-        if not isinstance(saved_options, dict) or not isinstance(saved_data, dict):
-            raise ValueError("options and data are not mappings")
+        if not isinstance(saved, dict) or not all(isinstance(saved.get(key), dict) for key in ("options", "data")):
+            raise ValueError("not a record of options and data")
     except FileNotFoundError:
-        logger.warning("%s does not record the options and data of its run (it predates %s): resuming without checking "
-                       "%s and the training set", checkpoint, RUN_FILE, ", ".join(_flag(name) for name in RUN_OPTIONS))
-        return
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s does not record the options and data of its run (%s: a checkpoint of an older clfa, or one "
+                       "whose saving was cut short): resuming without checking %s and the data", checkpoint, RUN_FILE,
+                       ", ".join(_flag(name) for name in RUN_OPTIONS))
+        return None
+    except (OSError, ValueError) as err:
         raise OptionError(f"--resume: cannot read {checkpoint / RUN_FILE} ({first_line(err)})") from None
-    differ = [f"{_flag(name)} {saved_options.get(name)} (now {record['options'][name]})"
-              for name in RUN_OPTIONS if name in saved_options and saved_options[name] != record["options"][name]]
-    before, now = saved_data, record["data"]
-    if (before.get("dataset"), before.get("train_samples")) != (now["dataset"], now["train_samples"]):
-        differ.append(f"a training set of {before.get('train_samples')} samples of '{before.get('dataset')}' "
-                      f"(now {now['train_samples']} of '{now['dataset']}')")
+    before, now = saved["options"], record["options"]
+    differ = [f"{_flag(name)} {before[name]} (now {now[name]})" for name in RUN_OPTIONS if name in before and before[name] != now[name]]
+    settings, now_settings = saved["data"].get("settings", {}), record["data"]["settings"]
+    differ += [f"{_flag(key)} {_given(settings.get(key))} (now {_given(now_settings.get(key))})"
+               for key in sorted(set(settings) | set(now_settings)) if settings.get(key) != now_settings.get(key)]
+    was_read_by, now_read_by = (DATASETS.get(name) for name in (saved["data"].get("dataset"), record["data"]["dataset"]))
+    if was_read_by is not now_read_by:  # jsonl and csv are one reader
+        differ.append(f"the dataset {saved['data'].get('dataset')} (now {record['data']['dataset']})")
+    elif settings == now_settings:  # else the settings already explain why the records differ
+        for split in ("train", "dev"):
+            if split in saved["data"] and (was := saved["data"][split]) != (new := record["data"][split]):
+                differ.append(_split_change(split, was, new))
     if differ:
         raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options and data "
                           "of that run")
+    return saved
+
+
+def _split_change(split: str, was, new) -> str:
+    if not isinstance(was, dict):
+        return f"no {split} split (now one of {new['samples']} samples)"
+    if new is None:
+        return f"a {split} split of {was.get('samples')} samples (now none)"
+    if was.get("samples") != new["samples"]:
+        return f"a {split} split of {was.get('samples')} samples (now {new['samples']})"
+    return f"a {split} split of other records (of the same number, {new['samples']})"
+
+
+def check_resumed_steps(checkpoint: Path, state: dict, saved: dict | None, args: TrainingArguments) -> None:
+    """The Trainer places a resumed run by the checkpoint's step count (``state``: its trainer_state.json): steps of
+    another size, with another number of processes, would cover other data than the run they continue. ``saved``:
+    what :func:`check_resumed_run` returned."""
+    processes = saved.get("processes") if saved else None
+    if processes is not None and processes != args.world_size:
+        per_step = args.train_batch_size * args.gradient_accumulation_steps
+        raise OptionError(f"--resume: {checkpoint} was made by {processes} process(es) (now {args.world_size}), whose "
+                          f"steps were {processes * per_step} samples (now {args.world_size * per_step}); resume with "
+                          f"{processes} process(es)")
+    batch = state.get("train_batch_size")  # the check of a checkpoint without a record
+    if saved is None and batch is not None and batch != args.train_batch_size:
+        raise OptionError(f"--resume: {checkpoint} was made with batches of {batch} (now {args.train_batch_size}); "
+                          "resume with the --batch-size of that run")
+
+
+def trainer_state(checkpoint: Path) -> dict:
+    """The checkpoint's trainer_state.json, whose ``global_step`` is read as a whole number."""
+    if not checkpoint.is_dir():
+        raise OptionError(f"--resume: {checkpoint} is not a checkpoint folder")
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        state["global_step"] = int(state["global_step"])
+        return state
+    except FileNotFoundError:
+        raise OptionError(f"--resume: {checkpoint} has no trainer_state.json: its saving was cut short; remove that "
+                          "folder to resume from the checkpoint before it") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
 
 
 def check_resume(config: CLFAConfig, checkpoint: Path) -> None:
@@ -102,29 +168,13 @@ def _same(key: str, saved, now) -> bool:
     return saved == now
 
 
-def check_resumed_batches(checkpoint: Path, state: dict, args: TrainingArguments) -> None:
-    """The Trainer places a resumed run by the checkpoint's step count (``state``: its trainer_state.json): with
-    another batch size those steps were other amounts of data, and the run would train more or fewer epochs than
-    its options say."""
-    saved = state.get("train_batch_size")
-    if saved is not None and saved != args.train_batch_size:
-        raise OptionError(f"--resume: {checkpoint} was made with batches of {saved} (now {args.train_batch_size}); "
-                          "resume with the --batch-size of that run")
-
-
-def trainer_state(checkpoint: Path) -> dict:
-    """The checkpoint's trainer_state.json, whose ``global_step`` is read as a whole number."""
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        state["global_step"] = int(state["global_step"])
-        return state
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else "none" if value is None else str(value)
+
+
+def _given(value) -> str:
+    return "not given" if value is None else _shown(value)

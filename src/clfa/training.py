@@ -32,7 +32,7 @@ from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
-from clfa.resume import RecordRun, check_resume, check_resumed_batches, check_resumed_run, run_record, trainer_state
+from clfa.resume import RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
 logger = logging.getLogger(__name__)
@@ -575,7 +575,8 @@ def train(
     record = run_record(opts, data)
     if resume:
         resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
-        check_resumed_run(resumed_from, record)
+        resumed_state = trainer_state(resumed_from)
+        resumed_record = check_resumed_run(resumed_from, record)
     check_models(opts)
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
@@ -587,7 +588,6 @@ def train(
     resumed_at = 0
     if resume:
         check_resume(model.config, resumed_from)
-        resumed_state = trainer_state(resumed_from)
         resumed_at = resumed_state["global_step"]
     label2id = model.config.label2id
 
@@ -604,7 +604,7 @@ def train(
     has_dev = bool(data.splits.get("dev"))
     args = training_arguments(opts, has_dev)
     if resume:
-        check_resumed_batches(resumed_from, resumed_state, args)
+        check_resumed_steps(resumed_from, resumed_state, resumed_record, args)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)

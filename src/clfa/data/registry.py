@@ -27,7 +27,7 @@ DATASETS: dict[str, Reader] = {}
 READER_OPTIONS: dict[str, frozenset[str]] = {}
 _INTERNAL_OPTIONS = frozenset({"splits", "check_images", "notes"})  # how to read, not what: not recorded with metrics
 _COMMON_OPTIONS = _INTERNAL_OPTIONS | {"positive_label"}
-_PATH_OPTIONS = frozenset({"train", "dev", "test", "image_dir", "splits_dir"})  # recorded absolute, as data_dir is
+PATH_OPTIONS = frozenset({"train", "dev", "test", "image_dir", "splits_dir"})  # recorded absolute, as data_dir is
 # Why a setting does not apply, by setting, for the error; the flag is --name-with-dashes unless listed here.
 _NOT_FOR = {
     "train": "the public datasets are read from --data-dir, laid out as published",
@@ -265,7 +265,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
     # Each split's records come from one file, which their sources name.
     files = {split: str(Path(parse_location(records[0].source)[0]).resolve()) for split, records in splits.items()
              if records and records[0].source}
-    given = {key: str(Path(value).resolve()) if key in _PATH_OPTIONS else value for key, value in options.items()
+    given = {key: str(Path(value).resolve()) if key in PATH_OPTIONS else value for key, value in options.items()
              if key not in _INTERNAL_OPTIONS and value not in (None, False)}
     return DatasetSplits(name=name, splits=splits, labels=list(labels), positive_label=positive, skipped=skip or SkipReport(),
                          removed=removed, data_dir=str(data_dir.resolve()) if data_dir is not None else None, files=files,
