@@ -164,16 +164,20 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
 def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys,
                                                                              monkeypatch):
     monkeypatch.chdir(tiny_dataset)
-    assert main(["train", "--dataset", "jsonl", "--train-file", "train.jsonl", "--text-model",
-                 tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
-                 "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
-                 "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false",
-                 "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    command = ["train", "--dataset", "jsonl", "--train-file", "train.jsonl", "--text-model",
+               tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
+               "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
+               "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false",
+               "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(command) == 0
     out, err = capsys.readouterr()
     assert "no dev split: no checkpoint is picked" in err and "no test split: the model is not scored" in err
     assert "records: train 48" in out and "split" not in out and (tmp_path / "run" / "model.safetensors").is_file()
     # Where the data came from, as paths that still hold from another folder.
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["data_options"]["train"] == str(tiny_dataset / "train.jsonl")
+    assert main(command + ["--resume"]) == 0  # its one epoch of 6 steps is done
+    assert ("note: the checkpoint's step, 6, is the last of the run or past it (by the --epochs or --max-steps given): "
+            "nothing was trained") in capsys.readouterr().err
 
 
 def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):

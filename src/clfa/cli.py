@@ -26,24 +26,30 @@ def _train(args: argparse.Namespace) -> int:
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
-    if report := data.report():
-        print(report, file=sys.stderr)
+    # Under torchrun / accelerate launch every process runs this command; the first speaks for the run. (The
+    # processes are joined inside train(), so before it the launcher's RANK tells which one this is.)
+    notes = [report] if (report := data.report()) else []
     if not data.splits.get("dev"):
-        print("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept", file=sys.stderr)
+        notes.append("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept")
     if not data.splits.get("test"):
-        print("no test split: the model is not scored on held-out data after training", file=sys.stderr)
+        notes.append("no test split: the model is not scored on held-out data after training")
+    if notes and os.environ.get("RANK", "0") == "0":
+        print("\n".join(notes), file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
-    if PartialState().is_main_process:  # under torchrun / accelerate launch, one summary, not one per process
-        print(data.sizes())  # after the run: an option refused before it is the command's one line of output
-        print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))
-        print(f"model and metrics.json written to {opts.output_dir}")
-    if not metrics["train"]["weights_finite"]:
+    finite = metrics["train"]["weights_finite"]
+    if not PartialState().is_main_process:
+        return 0 if finite else 1
+    print(data.sizes())  # after the run: an option refused before it is the command's one line of output
+    print_summary(metrics, f"{data.name}: " + ("best dev checkpoint" if data.splits.get("dev") else "last model"))
+    print(f"model and metrics.json written to {opts.output_dir}")
+    if not finite:
         print("clfa: error: training diverged: the model written has weights that are not numbers; lower --learning-rate, "
               "or use --precision bf16 or fp32 rather than fp16", file=sys.stderr)
         return 1
     if metrics["train"]["steps_this_run"] == 0:
-        print(f"note: the run had already ended at step {metrics['train']['steps']}; nothing was trained, the model and "
-              "metrics.json were written again", file=sys.stderr)
+        print(f"note: the checkpoint's step, {metrics['train']['steps']}, is the last of the run or past it (by the "
+              "--epochs or --max-steps given): nothing was trained; the model and metrics.json were written again",
+              file=sys.stderr)
     elif metrics["train"]["loss"] is None:
         print("warning: the training loss became nan; the model written is a dev checkpoint from before, with finite "
               "weights, but later epochs were lost: lower --learning-rate", file=sys.stderr)
