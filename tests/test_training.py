@@ -18,7 +18,7 @@ from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
 from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task,
-                            experiment_trackers, train, training_arguments)
+                           experiment_trackers, leaves_parameters_unused, train, training_arguments)
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -573,3 +573,19 @@ def test_an_unknown_attention_backend_is_refused_before_any_cache(tiny_models, t
     with pytest.raises(ValueError, match=r"unknown backend\(s\) \['fastest'\]"):
         train(opts, load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat", "co_attention", "text_only", "image_only"])
+def test_ddp_searches_for_unused_parameters_only_where_some_are(tiny_models, tmp_path, fusion):
+    """Without the search DDP fails on a parameter that gets no gradient; with it, each backward walks the graph."""
+    for alignment_weight in (1.0, 0.0):
+        opts = tiny_options(tiny_models, tmp_path, fusion=fusion, alignment_weight=alignment_weight)
+        model = build_model(opts, ["0", "1"], "1")
+        batch, size = 4, model.config.image_config.image_size
+        ids = torch.randint(5, model.config.text_config.vocab_size, (batch, 16))
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=torch.randn(batch, 3, size, size),
+              labels=torch.tensor([0, 1, 0, 1]), teacher_text_embeds=torch.randn(batch, model.config.align_dim),
+              teacher_image_embeds=torch.randn(batch, model.config.align_dim)).loss.backward()
+        unused = [name for name, p in model.named_parameters() if p.grad is None]
+        assert leaves_parameters_unused(opts) == bool(unused), (alignment_weight, unused[:3])
+        assert training_arguments(opts, has_dev=False).ddp_find_unused_parameters == bool(unused)

@@ -24,10 +24,12 @@ def pool_tokens(features: torch.Tensor, mask: torch.Tensor | None = None, method
 
 def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every process; gradients flow back to each process's own slice."""
-    # The functional collective, unlike torch.distributed.nn's all_gather (deprecated), also traces under torch.compile.
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
+    # A functional collective: unlike torch.distributed.nn's all_gather (deprecated) it also traces under
+    # torch.compile. Its name changed in torch 2.13, and the older one warns there.
+    import torch.distributed._functional_collectives as collectives
 
-    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    gather = getattr(collectives, "all_gather_single_autograd", None) or collectives.all_gather_tensor_autograd
+    return gather(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
 
 
 def _distributed() -> bool:

@@ -361,6 +361,13 @@ def uses_teacher(opts: TrainOptions) -> bool:
     return opts.alignment != "none" and opts.alignment_weight > 0
 
 
+def leaves_parameters_unused(opts: TrainOptions) -> bool:
+    """Whether some parameters may take no part in the loss: a whole student in a single-modality baseline without
+    alignment, and whatever a fusion registered elsewhere leaves out. Otherwise DDP need not search each backward
+    graph for them."""
+    return opts.fusion not in ("cross_attention", "concat", "co_attention") and not uses_teacher(opts)
+
+
 def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAModel:
     teacher = uses_teacher(opts)
     return CLFAModel.from_encoders(
@@ -496,6 +503,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
         optim="adamw_torch_fused",  # one kernel for all parameters, on CUDA and on CPU
         torch_compile=opts.compile,
         torch_compile_mode=opts.compile_mode,
+        ddp_find_unused_parameters=leaves_parameters_unused(opts),
         dataloader_num_workers=opts.num_workers,
         dataloader_pin_memory=pin_memory,
         dataloader_persistent_workers=opts.num_workers > 0,
