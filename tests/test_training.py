@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import multiprocessing
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -149,13 +150,16 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     assert resumed["train"]["steps"] == full["train"]["steps"]
     cut_at = int(checkpoint.name.split("-")[1])
     assert resumed["train"]["steps_this_run"] == full["train"]["steps"] - cut_at and resumed["train"]["loss"] > 0
-    again = train(opts, data, resume=True)  # the run has ended: nothing to train, and no loss to report
+    # The run has ended: nothing to train, and no loss to report. Its folder has moved, and the best checkpoint with it.
+    shutil.move(tmp_path / "cut", tmp_path / "moved")
+    again = train(tiny_options(tiny_models, tmp_path / "moved", epochs=3), data, resume=True)
     assert again["train"]["steps_this_run"] == 0 and again["train"]["loss"] is None and again["test"] == full["test"]
+    assert again["best_checkpoint"] == str(tmp_path / "moved" / "run" / "checkpoints" / Path(full["best_checkpoint"]).name)
     for split in ("dev", "test"):
         assert resumed[split] == full[split]
     # The Trainer averages the reported train loss over the steps of this process only; the weights must agree.
     full_weights = load_file(tmp_path / "full" / "run" / "model.safetensors")
-    resumed_weights = load_file(tmp_path / "cut" / "run" / "model.safetensors")
+    resumed_weights = load_file(tmp_path / "moved" / "run" / "model.safetensors")
     assert full_weights.keys() == resumed_weights.keys()
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)

@@ -70,6 +70,16 @@ class RecordRun(TrainerCallback):
             (checkpoint / RUN_FILE).write_text(json.dumps(self.record | {"processes": args.world_size}, indent=2))
 
 
+class FindBestCheckpoint(TrainerCallback):
+    """A resumed run's state names its best checkpoint by where it was saved. In an output folder moved or copied
+    since, that is the old place, or, gone, is forgotten by the Trainer, which would then keep its last model as the
+    best. The best step's checkpoint in this run's folder is the one."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.best_global_step and (here := Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}").is_dir():
+            state.best_model_checkpoint = str(here)
+
+
 def check_resumed_run(checkpoint: Path, record: dict) -> dict | None:
     """The run to resume trains on the data and with the :data:`RUN_OPTIONS` of the run that saved ``checkpoint``;
     returns what the checkpoint recorded (None for a checkpoint without a record), for :func:`check_resumed_steps`."""

@@ -32,7 +32,7 @@ from clfa.modeling import CLFAModel
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
-from clfa.resume import RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
+from clfa.resume import FindBestCheckpoint, RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
 logger = logging.getLogger(__name__)
@@ -631,7 +631,7 @@ def train(
         return headline(classification_metrics(prediction.label_ids, prediction.predictions.argmax(-1), data.labels, data.positive_label))
 
     trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics,
-                            [RecordRun(record), *(callbacks or [])], args)
+                            [RecordRun(record), FindBestCheckpoint(), *(callbacks or [])], args)
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
