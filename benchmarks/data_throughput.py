@@ -7,7 +7,7 @@ Three ways of reading the cache are timed: whole uint8 batches (``CLFADataset.__
 one sample at a time (the DataLoader's default, through a ``ConcatDataset`` that hides ``__getitems__``), and
 float batches normalised on the host (:class:`clfa.data.processing.Collator`). Synthetic JPEGs (default 500x400, like tweet photos) are written to a temporary folder; the
 image processor is the paper's ViT-B/32 one (resize to 224x224). Files and cache are in the page cache when read,
-as they are from the second epoch on.
+as they are from the second epoch on: each figure is timed after an untimed epoch.
 
     python benchmarks/data_throughput.py --images 2000 --workers 0 2
 """
@@ -29,6 +29,7 @@ from transformers import ViTImageProcessor
 from clfa.data.image_cache import cached_images
 from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack
 from clfa.data.records import Record
+from clfa.options import positive_int, whole_number
 
 
 class ConstantTokenizer:
@@ -55,9 +56,12 @@ def write_jpegs(folder: Path, count: int, width: int, height: int, seed: int = 0
 
 
 def images_per_second(dataset: CLFADataset, collate, batch_size: int, workers: int, epochs: int = 1) -> float:
+    """Images/s over ``epochs`` timed epochs, after one untimed epoch that starts the (persistent) workers. A whole
+    one: an epoch left unfinished leaves batches in the workers' queues, which the next epoch's start waits for."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
                                          persistent_workers=workers > 0)
-    next(iter(loader))  # start the workers before the clock
+    for _ in loader:
+        pass
     count, start = 0, time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
@@ -65,20 +69,33 @@ def images_per_second(dataset: CLFADataset, collate, batch_size: int, workers: i
     return count / (time.perf_counter() - start)
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT in pixels."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, for example 500x400, got {text!r}") from None
+    if min(width, height) < 1:
+        raise argparse.ArgumentTypeError(f"each side must be at least 1 pixel, got {text!r}")
+    return width, height
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=2000, help="synthetic JPEG files")
-    parser.add_argument("--image-size", default="500x400", help="WIDTHxHEIGHT of the JPEG files")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1], help="DataLoader worker counts to try")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cache-epochs", type=int, default=3, help="passes over the cache (it is fast; more passes steady the figure)")
+    parser.add_argument("--images", type=positive_int, default=2000, help="synthetic JPEG files")
+    parser.add_argument("--image-size", type=image_size, default="500x400", help="WIDTHxHEIGHT of the JPEG files")
+    parser.add_argument("--workers", type=whole_number, nargs="+", default=[0, os.cpu_count() or 1], help="DataLoader worker counts to try")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--cache-epochs", type=positive_int, default=3, help="passes over the cache (it is fast; more passes steady the figure)")
     parser.add_argument("--dir", help="where to write the JPEGs and the cache (default: a temporary folder)")
-    parser.add_argument("--threads", type=int, help="torch threads in the main process (loader workers use 1); on a shared machine 1 is steadier")
+    parser.add_argument("--threads", type=positive_int, help="torch threads in the main process (loader workers use 1); on a shared machine 1 is steadier")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
+    if args.dir is not None and not Path(args.dir).is_dir():
+        parser.error(f"--dir {args.dir}: no such folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    width, height = args.image_size
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
@@ -90,7 +107,7 @@ def main(argv=None) -> None:
         build = len(records) / (time.perf_counter() - start)
         print(f"cache build (decode + resize once, {min(16, os.cpu_count() or 1)} threads): {build:,.0f} images/s", flush=True)
 
-        results = {"machine": f"{os.cpu_count()} CPU cores", "threads": torch.get_num_threads(), "images": len(records), "image_size": args.image_size,
+        results = {"machine": f"{os.cpu_count()} CPU cores", "threads": torch.get_num_threads(), "images": len(records), "image_size": f"{width}x{height}",
                    "batch_size": args.batch_size, "cache_build_images_per_s": round(build, 1), "runs": []}
         decoded = CLFADataset(records, tokenizer, transform, 77)
         cached = CLFADataset(records, tokenizer, transform, 77, images=cache)

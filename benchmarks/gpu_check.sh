@@ -29,8 +29,8 @@
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
 #            256, and the time they would take at the H100 SXM's bandwidth, and the number of kernels of each kind
 #            (benchmarks/step_bytes.py)
-#   data:    data throughput: JPEG decoding vs the image cache, 0 / 4 / 16 loader workers
-#   predict: prediction throughput, batch 1 and 64, GPU and CPU
+#   data:    data throughput: JPEG decoding vs the image cache, 0 and 8 loader workers
+#   predict: prediction throughput, batch 1 and 64, GPU then CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
 # The graph and train stages' runs start together and take turns for their timed steps (TOGETHER=0: one after
 # another).
@@ -178,7 +178,8 @@ if stage bytes; then
 fi
 
 if stage data; then
-    script data data 120 data_throughput.py --images "${DATA_IMAGES:-800}" --workers 0 4 16
+    # Enough batches that each of 8 workers serves several an epoch (fewer tell nothing about the workers).
+    script data data 150 data_throughput.py --images "${DATA_IMAGES:-2000}" --workers 0 8
 fi
 
 if stage predict; then

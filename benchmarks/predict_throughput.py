@@ -27,12 +27,14 @@ import torch
 from PIL import Image
 from transformers import BertTokenizerFast, ViTImageProcessor
 
+from clfa.attention_backends import parse_attention_backends
 from clfa.data.records import Record
+from clfa.options import positive_int, whole_number
 from clfa.precision import PRECISIONS
 from clfa.predict import Predictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import build_model, machine, size_configs, sync  # noqa: E402
+from train_throughput import build_model, check_devices, machine, size_configs, sync  # noqa: E402
 
 
 def synthetic_tokenizer(words: int = 2000) -> tuple[BertTokenizerFast, list[str]]:
@@ -69,15 +71,21 @@ def measure(predictor: Predictor, words: list[str], device: torch.device, batch_
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
-    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--batches", type=int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    # The GPU first: its figure is the one a time limit must not cut off.
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 64])
+    parser.add_argument("--batches", type=positive_int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
+    parser.add_argument("--warmup", type=whole_number, default=2, help="untimed batches first")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as clfa predict's")
     parser.add_argument("--attention-backends", help="as clfa predict's (default: PyTorch's choice)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
+    check_devices(parser, *args.devices, flag="--devices")
+    try:
+        parse_attention_backends(args.attention_backends)
+    except ValueError as error:
+        parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -38,7 +38,9 @@ import json
 import torch
 
 from clfa.fused_linears import fusing_linears
-from train_throughput import apply_inductor_settings, build_model, inductor_setting, size_configs, synthetic_batch
+from clfa.options import positive_int
+from train_throughput import (add_device_argument, apply_inductor_settings, build_model, check_devices, inductor_setting,
+                              positive_number, size_configs, synthetic_batch)
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
@@ -186,10 +188,10 @@ def project(small: dict, large: dict, b_small: int, b_large: int, target: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))
-    parser.add_argument("--target-batch", type=int, default=256)
-    parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
+    add_device_argument(parser)
+    parser.add_argument("--batch-size", type=positive_int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--target-batch", type=positive_int, default=256)
+    parser.add_argument("--bandwidth", type=positive_number, default=H100_SXM_BANDWIDTH,
                         help="memory bandwidth, GB/s (default: the H100 SXM's)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     parser.add_argument("--mode", help="torch.compile mode (for example max-autotune-no-cudagraphs)")
@@ -197,15 +199,17 @@ def main() -> None:
     parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="set one of torch._inductor.config's values first (for example force_pointwise_cat=True, "
                              "the lowering a GPU picks for the concatenated weights of --fuse-linears); repeatable")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    check_devices(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     apply_inductor_settings(args.inductor)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    if device.type == "cuda" and "H100" not in name and args.bandwidth == H100_SXM_BANDWIDTH:
+    # The H100 SXM's name ends in its memory, HBM3; the PCIe and NVL cards have other bandwidths.
+    if device.type == "cuda" and not ("H100" in name and "HBM3" in name) and args.bandwidth == H100_SXM_BANDWIDTH:
         print(f"note: the times below use the H100 SXM's bandwidth, not the {name}'s; pass --bandwidth", flush=True)
     small_b, large_b = sorted(args.batch_size)
     if small_b == large_b:

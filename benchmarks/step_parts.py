@@ -43,8 +43,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from clfa.attention_backends import BACKENDS
 from clfa.cuda_graph import GraphableAdamW, StepGraph
+from clfa.options import positive_int
 from clfa.patch_projection import PatchProjection
-from train_throughput import build_model, decay_groups, size_configs, sync, synthetic_batch
+from train_throughput import add_device_argument, build_model, check_devices, decay_groups, size_configs, sync, synthetic_batch
 
 
 def timed(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -273,14 +274,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = ("patch", "update", "towers", "attention")
     parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
+    add_device_argument(parser)
+    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"],
                         help="patch embedding precisions (towers and attention run in bf16, as the fast path does)")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    check_devices(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

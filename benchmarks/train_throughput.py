@@ -48,7 +48,8 @@ from clfa.configuration import CLFAConfig
 from clfa.data.processing import CLFADataset, Collator, ImageTransform
 from clfa.data.records import Record
 from clfa.modeling import CLFAModel
-from clfa.options import TrainOptions
+from clfa.errors import OptionError
+from clfa.options import TrainOptions, positive_int, whole_number
 from clfa.patch_projection import PatchProjection
 from clfa.teacher import projected_embedding
 from clfa.precision import PRECISIONS, resolve_precision
@@ -550,13 +551,33 @@ def apply_inductor_settings(settings: list[tuple[str, object]]) -> None:
         setattr(torch._inductor.config, key, value)
 
 
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_devices(parser: argparse.ArgumentParser, *names: str, flag: str = "--device") -> None:
+    if "cuda" in names and not torch.cuda.is_available():
+        parser.error(f"{flag} cuda: no CUDA device available")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
     parser.add_argument("--size", choices=("paper", "tiny", "overhead"), default="tiny",
                         help="overhead: the paper's layer counts at tiny widths, to measure the per-step framework overhead")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    add_device_argument(parser)
     parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="fast path only")
@@ -576,16 +597,16 @@ def parse_args(argv=None):
     parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="fast path: set one of torch._inductor.config's values before anything compiles (for example "
                              "combo_kernels=True; repeatable; most of them have no environment variable)")
-    parser.add_argument("--workers", type=int, default=2, help="fast path: data loader workers")
-    parser.add_argument("--unique", type=int, default=512, help="distinct synthetic samples (the data cycles over them)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
+    parser.add_argument("--workers", type=whole_number, default=2, help="fast path: data loader workers")
+    parser.add_argument("--unique", type=positive_int, default=512, help="distinct synthetic samples (the data cycles over them)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after the timed steps, profile N more (torch.profiler) and print where a step's time goes")
     parser.add_argument("--take-turns", metavar="FOLDER",
                         help="runs started together with the same FOLDER compile and warm up side by side, then time "
                              "their steps one at a time (benchmarks/turns.py): several runs in about the time of one")
-    parser.add_argument("--turn-patience", type=float, default=1200.0, metavar="SECONDS",
+    parser.add_argument("--turn-patience", type=positive_number, default=1200.0, metavar="SECONDS",
                         help="with --take-turns: the longest a warmed-up run waits for the others to warm up (a run that "
                              "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
@@ -594,6 +615,7 @@ def parse_args(argv=None):
         parse_attention_backends(args.attention_backends)
     except ValueError as error:
         parser.error(str(error))
+    check_devices(parser, args.device)
     if args.warmup < 1 or args.steps < 1 or args.profile < 0:
         parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
     return args
@@ -607,25 +629,27 @@ def main(argv=None) -> None:
         # too late: the run goes on in a process that never sees them.
         hidden = dict(os.environ, CUDA_VISIBLE_DEVICES="")
         sys.exit(subprocess.run([sys.executable, __file__, *argv], env=hidden).returncode)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device available")
     if args.path != "both":
         turns = None
         if args.take_turns:
             from turns import Turns  # beside this script
 
             turns = Turns(args.take_turns, patience=args.turn_patience)
-        result = measure(args, turns)
+        try:
+            result = measure(args, turns)
+        except OptionError as error:  # a fast-path option the training path refuses, as clfa train would
+            sys.exit(f"error: {error}")
         print(describe(result), flush=True)
         if args.json:
             print(json.dumps(result), flush=True)
         # With --take-turns, the turn goes back when this process has ended (its lock closes with it), not before:
         # the profile's tables and the interpreter's exit keep the host busy for seconds.
         return
-    # Each path in its own process: clean peak memory, no compiled state or allocator cache shared.
+    # Each path in its own process: clean peak memory, no compiled state or allocator cache shared. The fast path
+    # first, so that an option it refuses stops the run before the (long) naive one.
     results = {}
     forwarded = [a for a in argv if a != "--json"]
-    for path in ("naive", "fast"):
+    for path in ("fast", "naive"):
         proc = subprocess.run([sys.executable, __file__, *forwarded, "--path", path, "--json"], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{path} path failed:\n{proc.stderr[-4000:]}")
