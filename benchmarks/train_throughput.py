@@ -41,6 +41,7 @@ import torch
 import torch._inductor.config
 from torch import nn
 from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import get_parameter_names
 
 from clfa.attention_backends import parse_attention_backends
@@ -442,6 +443,7 @@ def run_fast(configs: dict, data: SyntheticData, batch_size: int, warmup: int, s
         )
         timer = StepTimer(warmup, steps, device, profiler, turns)
         trainer = build_trainer(opts, model, data.transform, data.dataset(cached), callbacks=[timer])
+        trainer.remove_callback(PrinterCallback)  # its samples/s would count the warm-up and compilation too
         trainer.args.train_sampling_strategy = sampling
         timer.time_training_steps(trainer)
         trainer.train()
