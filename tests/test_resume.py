@@ -68,17 +68,26 @@ def test_a_resume_on_other_data_is_refused_with_what_changed(tiny_models, tiny_d
     check_resumed_run(checkpoint, run_record(opts, load_dataset("jsonl", tiny_dataset, labels=["negative", "positive"])))
 
 
-def test_a_resume_with_another_number_of_processes_is_refused(tiny_models, tiny_dataset, tmp_path):
-    record = run_record(small_options(tiny_models, tmp_path), load_dataset("jsonl", tiny_dataset))
+def test_a_resume_with_steps_of_another_size_is_refused(tiny_models, tiny_dataset, tmp_path):
+    record = run_record(small_options(tiny_models, tmp_path), load_dataset("jsonl", tiny_dataset)) | {"drops_last_batch": False}
     args = TrainingArguments(output_dir=str(tmp_path / "checkpoints"), per_device_train_batch_size=8,
                              gradient_accumulation_steps=2, report_to=[], use_cpu=True)
-    check_resumed_steps(tmp_path, {"train_batch_size": 8}, record | {"processes": 1}, args)
+    state = {"train_batch_size": 8}
+    check_resumed_steps(tmp_path, state, record | {"processes": 1}, args, record)
     with pytest.raises(OptionError, match=r"was made by 2 process\(es\) \(now 1\), whose steps were 32 samples \(now 16\); "
                                           r"resume with 2 process\(es\)"):
-        check_resumed_steps(tmp_path, {"train_batch_size": 8}, record | {"processes": 2}, args)
-    # A checkpoint without a record is held to the batch size its trainer state gives.
-    with pytest.raises(OptionError, match=r"was made with batches of 4 \(now 8\); resume with the --batch-size of that run"):
-        check_resumed_steps(tmp_path, {"train_batch_size": 4}, None, args)
+        check_resumed_steps(tmp_path, state, record | {"processes": 2}, args, record)
+    # The trainer state's batch counts the GPUs one process drives: checked with a record or without.
+    for saved in (None, record | {"processes": 1}):
+        with pytest.raises(OptionError, match=r"was made with batches of 16 per process \(now 8\); resume with the "
+                                              r"--batch-size and the GPUs of that run"):
+            check_resumed_steps(tmp_path, {"train_batch_size": 16}, saved, args, record)
+    # Compiled or captured steps drop each epoch's last partial batch: 48 samples in batches of 8 leave none.
+    check_resumed_steps(tmp_path, state, record | {"processes": 1}, args, record | {"drops_last_batch": True})
+    odd = record | {"data": record["data"] | {"train": {"samples": 45, "sha256": "-"}}}
+    with pytest.raises(OptionError, match=r"was made without --compile or --cuda-graph, which drop each epoch's last partial "
+                                          r"batch \(here of 5 samples\), so its epochs had one batch more; resume without them"):
+        check_resumed_steps(tmp_path, state, odd | {"processes": 1}, args, odd | {"drops_last_batch": True})
 
 
 def test_only_the_main_process_writes_the_record(tiny_models, tiny_dataset, tmp_path):
@@ -95,7 +104,8 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning_and_a_broken_one_i
     assert (f"checkpoint-3 does not record the options and data of its run ({RUN_FILE}: a checkpoint of an older clfa, "
             "or one whose saving was cut short): resuming without checking --batch-size, --gradient-accumulation-steps, "
             "--seed, --learning-rate, --weight-decay, --metric and the data") in caplog.text
-    for text, says in (('{"options": {}', "Expecting ',' delimiter"), ('{"options": [], "data": {}}', "not a record of options and data")):
+    for text, says in (('{"options": {}', "Expecting ',' delimiter"), ('{"options": [], "data": {}}', "not a record of options and data"),
+                       ('{"options": {}, "data": {"settings": ["labels"]}}', "not a record of this clfa: ")):
         (checkpoint / RUN_FILE).write_text(text)
         with pytest.raises(OptionError, match=rf"--resume: cannot read .*checkpoint-3/{RUN_FILE} \({says}"):
             check_resumed_run(checkpoint, record)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, TrainerCallback
 
 from clfa.cli import main
 from clfa.data.registry import load_dataset
@@ -19,7 +19,7 @@ from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
 from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task,
-                           experiment_trackers, leaves_parameters_unused, train, training_arguments)
+                           experiment_trackers, train, training_arguments, unused_parameters)
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -580,16 +580,25 @@ def test_an_unknown_attention_backend_is_refused_before_any_cache(tiny_models, t
 
 
 @pytest.mark.parametrize("fusion", ["cross_attention", "concat", "co_attention", "text_only", "image_only"])
-def test_ddp_searches_for_unused_parameters_only_where_some_are(tiny_models, tmp_path, fusion):
-    """Without the search DDP fails on a parameter that gets no gradient; with it, each backward walks the graph."""
+def test_the_parameters_outside_the_loss_are_found(tiny_models, tmp_path, fusion):
+    """DDP fails on a parameter that gets no gradient unless it searches each backward for them, so a distributed
+    run searches only when the model has some: a whole student in a single-modality baseline without alignment."""
     for alignment_weight in (1.0, 0.0):
-        opts = tiny_options(tiny_models, tmp_path, fusion=fusion, alignment_weight=alignment_weight)
-        model = build_model(opts, ["0", "1"], "1")
-        batch, size = 4, model.config.image_config.image_size
-        ids = torch.randint(5, model.config.text_config.vocab_size, (batch, 16))
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=torch.randn(batch, 3, size, size),
-              labels=torch.tensor([0, 1, 0, 1]), teacher_text_embeds=torch.randn(batch, model.config.align_dim),
-              teacher_image_embeds=torch.randn(batch, model.config.align_dim)).loss.backward()
-        unused = [name for name, p in model.named_parameters() if p.grad is None]
-        assert leaves_parameters_unused(opts) == bool(unused), (alignment_weight, unused[:3])
-        assert training_arguments(opts, has_dev=False).ddp_find_unused_parameters == bool(unused)
+        model = build_model(tiny_options(tiny_models, tmp_path, fusion=fusion, alignment_weight=alignment_weight), ["0", "1"], "1")
+        rng = torch.get_rng_state()
+        unused = unused_parameters(model)
+        tower = {"text_only": "image", "image_only": "text"}.get(fusion) if alignment_weight == 0 else None
+        assert (unused and {name.split(".")[0] for name in unused}) == ({f"{tower}_model", f"{tower}_mapping"} if tower else [])
+        # The probe leaves no gradients behind, trains as before, and draws no random numbers.
+        assert model.training and all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_student_whose_pooling_head_feeds_no_output_leaves_it_unused(tiny_models, tmp_path):
+    """A CLIP vision tower as the image student: its last layer norm only feeds the pooled output, which CLFA does
+    not read."""
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=8, **small)).save_pretrained(tmp_path / "clip-vision")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip-vision")
+    model = build_model(tiny_options(tiny_models, tmp_path, image_model=str(tmp_path / "clip-vision")), ["0", "1"], "1")
+    assert unused_parameters(model) == ["image_model.post_layernorm.weight", "image_model.post_layernorm.bias"]
+    assert training_arguments(tiny_options(tiny_models, tmp_path), has_dev=False, find_unused_parameters=True).ddp_find_unused_parameters

@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch the first process warns for all
+        logging.getLogger("clfa").setLevel(logging.ERROR)
     if not args.verbose:
         # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
         import huggingface_hub

@@ -146,7 +146,8 @@ class TrainOptions:
     eval_steps: int | None = _opt(None, "evaluate every N steps (default: every epoch)")
     logging_steps: int = _opt(50, "log losses every N steps")
     report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
-    save_total_limit: int = _opt(2, "checkpoints kept, at most (the best and the latest always stay; 0 keeps all)")
+    save_total_limit: int = _opt(2, "checkpoints kept: at most this many, but the best and the latest always while "
+                                       "training (0 keeps all; 1 leaves only the best at the end)")
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self):

@@ -94,6 +94,17 @@ def check_resumed_run(checkpoint: Path, record: dict) -> dict | None:
         return None
     except (OSError, ValueError) as err:
         raise OptionError(f"--resume: cannot read {checkpoint / RUN_FILE} ({first_line(err)})") from None
+    try:
+        differ = _differences(saved, record)
+    except (KeyError, TypeError, AttributeError) as err:  # a record of another shape, written by hand or another version
+        raise OptionError(f"--resume: cannot read {checkpoint / RUN_FILE} (not a record of this clfa: {first_line(err)})") from None
+    if differ:
+        raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options and data "
+                          "of that run")
+    return saved
+
+
+def _differences(saved: dict, record: dict) -> list[str]:
     before, now = saved["options"], record["options"]
     differ = [f"{_flag(name)} {before[name]} (now {now[name]})" for name in RUN_OPTIONS if name in before and before[name] != now[name]]
     settings, now_settings = saved["data"].get("settings", {}), record["data"]["settings"]
@@ -106,10 +117,7 @@ def check_resumed_run(checkpoint: Path, record: dict) -> dict | None:
         for split in ("train", "dev"):
             if split in saved["data"] and (was := saved["data"][split]) != (new := record["data"][split]):
                 differ.append(_split_change(split, was, new))
-    if differ:
-        raise OptionError(f"--resume: {checkpoint} was made with {', '.join(differ)}; resume with the options and data "
-                          "of that run")
-    return saved
+    return differ
 
 
 def _split_change(split: str, was, new) -> str:
@@ -122,20 +130,28 @@ def _split_change(split: str, was, new) -> str:
     return f"a {split} split of other records (of the same number, {new['samples']})"
 
 
-def check_resumed_steps(checkpoint: Path, state: dict, saved: dict | None, args: TrainingArguments) -> None:
+def check_resumed_steps(checkpoint: Path, state: dict, saved: dict | None, args: TrainingArguments, record: dict) -> None:
     """The Trainer places a resumed run by the checkpoint's step count (``state``: its trainer_state.json): steps of
-    another size, with another number of processes, would cover other data than the run they continue. ``saved``:
-    what :func:`check_resumed_run` returned."""
+    another size (other batches, GPUs or processes), or epochs of another number of steps (a last partial batch
+    dropped or not), would cover other data than the run they continue. ``saved``: what :func:`check_resumed_run`
+    returned; ``record``: this run's, with whether it drops each epoch's last partial batch."""
     processes = saved.get("processes") if saved else None
     if processes is not None and processes != args.world_size:
         per_step = args.train_batch_size * args.gradient_accumulation_steps
         raise OptionError(f"--resume: {checkpoint} was made by {processes} process(es) (now {args.world_size}), whose "
                           f"steps were {processes * per_step} samples (now {args.world_size * per_step}); resume with "
                           f"{processes} process(es)")
-    batch = state.get("train_batch_size")  # the check of a checkpoint without a record
-    if saved is None and batch is not None and batch != args.train_batch_size:
-        raise OptionError(f"--resume: {checkpoint} was made with batches of {batch} (now {args.train_batch_size}); "
-                          "resume with the --batch-size of that run")
+    batch = state.get("train_batch_size")  # per step of one process, on all the GPUs it drives
+    if batch is not None and batch != args.train_batch_size:
+        raise OptionError(f"--resume: {checkpoint} was made with batches of {batch} per process (now {args.train_batch_size}); "
+                          "resume with the --batch-size and the GPUs of that run")
+    dropped, drops = (saved or {}).get("drops_last_batch"), record["drops_last_batch"]
+    samples, global_batch = record["data"]["train"]["samples"], args.train_batch_size * args.world_size
+    if dropped is not None and dropped != drops and samples % global_batch:
+        raise OptionError(f"--resume: {checkpoint} was made {'with' if dropped else 'without'} --compile or --cuda-graph, "
+                          f"which drop each epoch's last partial batch (here of {samples % global_batch} samples), so its "
+                          f"epochs had {'one batch fewer' if dropped else 'one batch more'}; resume "
+                          f"{'with' if dropped else 'without'} them")
 
 
 def trainer_state(checkpoint: Path) -> dict:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -361,11 +362,24 @@ def uses_teacher(opts: TrainOptions) -> bool:
     return opts.alignment != "none" and opts.alignment_weight > 0
 
 
-def leaves_parameters_unused(opts: TrainOptions) -> bool:
-    """Whether some parameters may take no part in the loss: a whole student in a single-modality baseline without
-    alignment, and whatever a fusion registered elsewhere leaves out. Otherwise DDP need not search each backward
-    graph for them."""
-    return opts.fusion not in ("cross_attention", "concat", "co_attention") and not uses_teacher(opts)
+def unused_parameters(model: CLFAModel) -> list[str]:
+    """The parameters that take no part in the training loss, by one forward and backward pass over two synthetic
+    samples: a whole student in a single-modality baseline without alignment, or a student's pooling head that only
+    feeds an output the model does not read (CLIP's vision tower's last layer norm, for one)."""
+    cfg, was_training = model.config, model.training
+    ids = torch.full((2, min(8, cfg.max_text_length)), cfg.text_config.pad_token_id or 0)
+    vision = cfg.image_config
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(2, dtype=torch.long),
+              "pixel_values": torch.zeros(2, getattr(vision, "num_channels", 3), vision.image_size, vision.image_size)}
+    if cfg.uses_alignment:
+        inputs |= {"teacher_text_embeds": torch.ones(2, cfg.align_dim), "teacher_image_embeds": torch.ones(2, cfg.align_dim)}
+    model.eval()  # no dropout: the random generators are left as they were
+    try:
+        model(**inputs).loss.backward()
+        return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
 
 
 def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAModel:
@@ -467,10 +481,12 @@ def experiment_trackers(report_to: str) -> list[str]:
     return names
 
 
-def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
+def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters: bool | None = None) -> TrainingArguments:
     """The Trainer's settings. Besides the paper's hyperparameters, what makes a step fast: bf16 autocast where the
     GPU supports it, fused AdamW, optional torch.compile (a ``reduce-overhead`` / ``max-autotune`` mode adds CUDA
-    graphs), pinned batches copied without blocking, persistent loader workers, and no per-step host sync."""
+    graphs), pinned batches copied without blocking, persistent loader workers, and no per-step host sync.
+    ``find_unused_parameters``: whether DDP must look for parameters without gradients after each backward (see
+    :func:`unused_parameters`); None leaves the Trainer's default, which looks."""
     precision = resolve_precision(opts.precision)
     strategy = ("steps" if opts.eval_steps else "epoch") if has_dev else "no"
     pin_memory = torch.cuda.is_available()
@@ -503,7 +519,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool) -> TrainingArguments:
         optim="adamw_torch_fused",  # one kernel for all parameters, on CUDA and on CPU
         torch_compile=opts.compile,
         torch_compile_mode=opts.compile_mode,
-        ddp_find_unused_parameters=leaves_parameters_unused(opts),
+        ddp_find_unused_parameters=find_unused_parameters,
         dataloader_num_workers=opts.num_workers,
         dataloader_pin_memory=pin_memory,
         dataloader_persistent_workers=opts.num_workers > 0,
@@ -610,9 +626,13 @@ def train(
     # The arguments come first: they set up the processes of a torchrun / accelerate launch run. The first
     # process then fills the teacher and image caches, and the others read them.
     has_dev = bool(data.splits.get("dev"))
-    args = training_arguments(opts, has_dev)
+    # Only DDP asks, and a search of each backward graph costs time; the launchers set WORLD_SIZE.
+    find_unused = bool(unused_parameters(model)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    args = training_arguments(opts, has_dev, find_unused)
+    # As CLFATrainer decides: static shapes for compiled or captured steps.
+    record["drops_last_batch"] = bool(opts.cuda_graph or compiler(args) is not None)
     if resume:
-        check_resumed_steps(resumed_from, resumed_state, resumed_record, args)
+        check_resumed_steps(resumed_from, resumed_state, resumed_record, args, record)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
