@@ -367,7 +367,7 @@ def unused_parameters(model: CLFAModel) -> list[str]:
     samples: a whole student in a single-modality baseline without alignment, or a student's pooling head that only
     feeds an output the model does not read (CLIP's vision tower's last layer norm, for one)."""
     cfg, was_training = model.config, model.training
-    ids = torch.full((2, min(8, cfg.max_text_length)), cfg.text_config.pad_token_id or 0)
+    ids = torch.full((2, min(8, cfg.max_text_length)), getattr(cfg.text_config, "pad_token_id", None) or 0)
     vision = cfg.image_config
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(2, dtype=torch.long),
               "pixel_values": torch.zeros(2, getattr(vision, "num_channels", 3), vision.image_size, vision.image_size)}
