@@ -26,14 +26,13 @@ def _train(args: argparse.Namespace) -> int:
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
-    # Under torchrun / accelerate launch every process runs this command; the first speaks for the run. (The
-    # processes are joined inside train(), so before it the launcher's RANK tells which one this is.)
+    # Under torchrun / accelerate launch every process runs this command; the first speaks for the run.
     notes = [report] if (report := data.report()) else []
     if not data.splits.get("dev"):
         notes.append("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept")
     if not data.splits.get("test"):
         notes.append("no test split: the model is not scored on held-out data after training")
-    if notes and os.environ.get("RANK", "0") == "0":
+    if notes and _first_process():
         print("\n".join(notes), file=sys.stderr)
     metrics = train(opts, data, resume=args.resume)
     finite = metrics["train"]["weights_finite"]
@@ -335,10 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_process() -> bool:
+    """Whether this is the first process of a torchrun / accelerate launch run (or the only one), by the RANK the
+    launchers set: usable before the processes are joined."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch the first process warns for all
+    if not _first_process():  # under torchrun / accelerate launch the first process warns for all
         logging.getLogger("clfa").setLevel(logging.ERROR)
     if not args.verbose:
         # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.

@@ -629,10 +629,6 @@ def train(
     # Only DDP asks, and a search of each backward graph costs time; the launchers set WORLD_SIZE.
     find_unused = bool(unused_parameters(model)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     args = training_arguments(opts, has_dev, find_unused)
-    # As CLFATrainer decides: static shapes for compiled or captured steps.
-    record["drops_last_batch"] = bool(opts.cuda_graph or compiler(args) is not None)
-    if resume:
-        check_resumed_steps(resumed_from, resumed_state, resumed_record, args, record)
     # Refused before the caches are filled, which can take long.
     if opts.overlap_towers and not opts.cuda_graph:
         raise OptionError(OVERLAP_NEEDS_CUDA_GRAPH)
@@ -652,6 +648,11 @@ def train(
 
     trainer = build_trainer(opts, model, transform, train_set, eval_sets.get("dev"), compute_metrics,
                             [RecordRun(record), FindBestCheckpoint(), *(callbacks or [])], args)
+    # As the trainer decides it (static shapes for compiled or captured steps). A resumed run's caches were filled by
+    # the run it continues, so checking here, after them, costs no waiting.
+    record["drops_last_batch"] = trainer.drop_last_train
+    if resume:
+        check_resumed_steps(resumed_from, resumed_state, resumed_record, args, record)
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
