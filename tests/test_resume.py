@@ -11,13 +11,13 @@ from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.resume import RUN_FILE, RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
-from clfa.training import build_model
+from clfa.training import model_config, train
 
 
 def small_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
-    return TrainOptions(output_dir=str(tmp_path / "run"), text_model=tiny_models["text"], image_model=tiny_models["image"],
-                        teacher=tiny_models["teacher"], mapping_hidden_dim=32, fusion_layers=1, fusion_heads=2,
-                        fusion_ffn_dim=32, report_to="none", **kwargs)
+    models = {"text_model": tiny_models["text"], "image_model": tiny_models["image"], "teacher": tiny_models["teacher"]}
+    return TrainOptions(**(models | dict(output_dir=str(tmp_path / "run"), mapping_hidden_dim=32, fusion_layers=1, fusion_heads=2,
+                                         fusion_ffn_dim=32, report_to="none") | kwargs))
 
 
 def saved_checkpoint(tmp_path, record: dict, world_process_zero: bool = True):
@@ -127,7 +127,7 @@ def test_a_checkpoint_cut_short_while_saving_is_named_with_the_way_out(tmp_path)
 
 
 def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_models, tmp_path, caplog):
-    config = build_model(small_options(tiny_models, tmp_path), ["0", "1"], "1", normalize_text=True).config
+    config = model_config(small_options(tiny_models, tmp_path), ["0", "1"], "1", normalize_text=True)
     recorded = config.to_dict()
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()
@@ -138,3 +138,18 @@ def test_resume_takes_a_checkpoint_that_predates_recording_rewritten_texts(tiny_
     (checkpoint / "config.json").write_text(json.dumps(recorded))
     check_resume(config, checkpoint)
     assert "checkpoint-4 does not record whether its run rewrote the texts (--normalize-text); resuming with it" in caplog.text
+
+
+def test_a_resume_with_other_model_options_is_refused_before_the_students_load(tiny_models, tiny_dataset, tmp_path):
+    # Students without weights: the refusal must come before anything tries to load them.
+    students = {kind: shutil.copytree(tiny_models[kind], tmp_path / kind, ignore=shutil.ignore_patterns("*.safetensors"))
+                for kind in ("text", "image")}
+    opts = small_options(tiny_models, tmp_path, text_model=str(students["text"]), image_model=str(students["image"]))
+    data = load_dataset("jsonl", tiny_dataset)
+    checkpoint = saved_checkpoint(tmp_path, run_record(opts, data))
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 12, "train_batch_size": 8}')
+    model_config(opts, data.labels, data.positive_label).to_json_file(checkpoint / "config.json")
+    with pytest.raises(OptionError, match=r"checkpoint-12 was made with --fusion-layers 1 \(now 2\); resume with the options"):
+        train(dataclasses.replace(opts, fusion_layers=2), data, resume=str(checkpoint))
+    with pytest.raises(OSError, match="model.safetensors"):  # the same run goes on to load them
+        train(opts, data, resume=str(checkpoint))

@@ -57,6 +57,26 @@ def _encoder(source, **kwargs) -> PreTrainedModel:
         return make(source, **kwargs)
 
 
+def new_config(text_config: PreTrainedConfig, image_config: PreTrainedConfig, labels: list[str], align_dim: int = 512,
+               **config_kwargs) -> CLFAConfig:
+    """The config of a new classifier on students of these configs: read from the configs alone, so that it is known
+    before any weights load."""
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if positions is not None and config_kwargs.get("max_text_length", 77) > positions:
+        # RoBERTa-style encoders reserve two positions for the padding offset.
+        limit = positions - 2 if text_config.model_type in ("roberta", "xlm-roberta") else positions
+        logger.warning("max_text_length %s exceeds what the text encoder can take; using %s", config_kwargs.get("max_text_length", 77), limit)
+        config_kwargs["max_text_length"] = limit
+    config_kwargs.setdefault("normalize_text", False)  # a new model reads texts as given unless told otherwise
+    return CLFAConfig(
+        text_config=text_config.to_dict(),
+        image_config=image_config.to_dict(),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        align_dim=align_dim,
+        **config_kwargs,
+    )
+
 
 class CLFAPreTrainedModel(PreTrainedModel):
     config_class = CLFAConfig
@@ -123,24 +143,15 @@ class CLFAModel(CLFAPreTrainedModel):
         by_name = (str, os.PathLike)
         text = _encoder(str(text_model)) if isinstance(text_model, by_name) else text_model
         image = _encoder(str(image_model)) if isinstance(image_model, by_name) else image_model
-        positions = getattr(text.config, "max_position_embeddings", None)
-        if positions is not None and config_kwargs.get("max_text_length", 77) > positions:
-            # RoBERTa-style encoders reserve two positions for the padding offset.
-            limit = positions - 2 if text.config.model_type in ("roberta", "xlm-roberta") else positions
-            logger.warning("max_text_length %s exceeds what the text encoder can take; using %s", config_kwargs.get("max_text_length", 77), limit)
-            config_kwargs["max_text_length"] = limit
-        config_kwargs.setdefault("normalize_text", False)  # a new model reads texts as given unless told otherwise
-        config = CLFAConfig(
-            text_config=text.config.to_dict(),
-            image_config=image.config.to_dict(),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            align_dim=align_dim,
-            text_model_name=str(text_model) if isinstance(text_model, by_name) else text.config.name_or_path,
-            image_model_name=str(image_model) if isinstance(image_model, by_name) else image.config.name_or_path,
-            **config_kwargs,
-        )
-        return cls(config, text_model=text, image_model=image)
+        config_kwargs.setdefault("text_model_name", str(text_model) if isinstance(text_model, by_name) else text.config.name_or_path)
+        config_kwargs.setdefault("image_model_name", str(image_model) if isinstance(image_model, by_name) else image.config.name_or_path)
+        return cls(new_config(text.config, image.config, labels, align_dim, **config_kwargs), text_model=text, image_model=image)
+
+    @classmethod
+    def on_named_encoders(cls, config: CLFAConfig) -> "CLFAModel":
+        """A new classifier of ``config`` (see :func:`new_config`) on the pretrained students its
+        ``text_model_name`` and ``image_model_name`` name."""
+        return cls(config, text_model=_encoder(config.text_model_name), image_model=_encoder(config.image_model_name))
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -228,4 +239,4 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
 CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_features", "image_features"]
 
-__all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel"]
+__all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel", "new_config"]

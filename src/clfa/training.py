@@ -20,7 +20,7 @@ from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa import __version__
 from clfa.attention_backends import attention_backends, parse_attention_backends
-from clfa.configuration import MODEL_OPTIONS
+from clfa.configuration import MODEL_OPTIONS, CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack
 from clfa.data.records import DataError, Record, require_labels
@@ -29,7 +29,7 @@ from clfa.errors import OptionError, first_line
 from clfa.fused_linears import fusing_linears
 from clfa.hub import lookup_problem
 from clfa.metrics import classification_metrics, headline
-from clfa.modeling import CLFAModel
+from clfa.modeling import CLFAModel, new_config
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
@@ -382,18 +382,28 @@ def unused_parameters(model: CLFAModel) -> list[str]:
         model.train(was_training)
 
 
-def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAModel:
+def model_config(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAConfig:
+    """The config of the model a run trains, read from the students' configs: no weights load, so a run that cannot
+    go on (a resume with other model options) is refused before they do."""
+    from transformers import AutoConfig
+
     teacher = uses_teacher(opts)
-    return CLFAModel.from_encoders(
-        opts.text_model,
-        opts.image_model,
+    return new_config(
+        AutoConfig.from_pretrained(opts.text_model),
+        AutoConfig.from_pretrained(opts.image_model),
         labels=labels,
         align_dim=teacher_projection_dim(opts.teacher) if teacher else opts.align_dim,
         positive_label=positive_label,
         normalize_text=normalize_text,
+        text_model_name=opts.text_model,
+        image_model_name=opts.image_model,
         teacher_model_name=opts.teacher if teacher else None,
         **{name: getattr(opts, name) for name in MODEL_OPTIONS},
     )
+
+
+def build_model(opts: TrainOptions, labels: list[str], positive_label: str | None, normalize_text: bool = False) -> CLFAModel:
+    return CLFAModel.on_named_encoders(model_config(opts, labels, positive_label, normalize_text))
 
 
 def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions):
@@ -604,15 +614,16 @@ def train(
     check_models(opts)
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
+    # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
+    config = model_config(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))
+    resumed_at = 0
+    if resume:
+        check_resume(config, resumed_from)
+        resumed_at = resumed_state["global_step"]
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = load_image_processor(opts.image_model)
     transform = ImageTransform(image_processor)
-    # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
-    model = build_model(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))
-    resumed_at = 0
-    if resume:
-        check_resume(model.config, resumed_from)
-        resumed_at = resumed_state["global_step"]
+    model = CLFAModel.on_named_encoders(config)
     label2id = model.config.label2id
 
     train_records = data["train"]
