@@ -29,6 +29,12 @@
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
 #            256, and the time they would take at the H100 SXM's bandwidth, and the number of kernels of each kind
 #            (benchmarks/step_bytes.py)
+#   targets: (only when named) the short check, for a few minutes on a GPU: the two targets' runs alone, started
+#            together, unprofiled: batch 8 with --compile --cuda-graph, on one stream and with --overlap-towers,
+#            and batch 256 with --compile --cuda-graph
+#   capture: (only when named) the GPU tests that compile nothing: capture and replay, a captured run with dropout,
+#            evaluation and resume, the students on two streams against one (seconds, where the tests stage's
+#            compiled losses take minutes)
 #   data:    data throughput: JPEG decoding vs the image cache, 0 and 8 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU then CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
@@ -50,7 +56,7 @@ stage() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT_DIR"
 rm -rf "$OUT_DIR/turns"  # left by a call that was stopped
 # The training figures of this call (a later call into the same folder with no training stage keeps them).
-training=false; for s in graph train tune autotune; do stage $s && training=true; done
+training=false; for s in graph targets train tune autotune; do stage $s && training=true; done
 $training && rm -f "$OUT_DIR/train.jsonl"
 SIZE="${SIZE:-paper}"
 PYTHON="${PYTHON:-python3}"
@@ -116,6 +122,21 @@ script() {  # log name, title, timeout in seconds, benchmark script, its argumen
     [ "${PIPESTATUS[0]}" -eq 0 ] || echo "   $title failed: see $OUT_DIR/$name.err"
 }
 
+gpu_tests() {  # log name, timeout in seconds, title, test ids: the GPU tests' verdict; a failure makes the exit status 1
+    local name=$1 limit=$2 title=$3; shift 3
+    echo "== GPU tests $title" >&2
+    timeout "$limit" "$PYTHON" -m pytest -q -p no:cacheprovider "$@" >"$OUT_DIR/$name.log" 2>&1
+    local rc=$?
+    tail -1 "$OUT_DIR/$name.log"
+    if [ $rc -ne 0 ]; then
+        local why=""; [ $rc -eq 124 ] && why=", out of time"
+        echo "   GPU tests failed (exit $rc$why): see $OUT_DIR/$name.log"; status=1
+    fi
+}
+# The GPU-only training and model tests, which both test stages run.
+captured_run=(tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu
+              "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other")
+
 if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph --profile 5
@@ -129,6 +150,13 @@ if stage graph; then
     together
 fi
 
+if stage targets; then
+    train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph
+    train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers
+    train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph
+    together
+fi
+
 if stage parts; then
     # At tiny size (checking the script on a CPU) the parts stay paper-sized: a few repeats are enough.
     parts_args=(); [ "$SIZE" = tiny ] && parts_args=(--batch-size 8 --precision bf16 --repeats 2)
@@ -136,16 +164,13 @@ if stage parts; then
 fi
 
 if stage tests; then
-    echo "== GPU tests: capture and replay, the fast path's losses, a captured run with dropout, evaluation and resume" >&2
-    timeout 420 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_fast_path.py \
-        tests/test_training.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu \
-        "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other" >"$OUT_DIR/pytest.log" 2>&1
-    rc=$?
-    tail -1 "$OUT_DIR/pytest.log"
-    if [ $rc -ne 0 ]; then
-        why=""; [ $rc -eq 124 ] && why=", out of time"
-        echo "   GPU tests failed (exit $rc$why): see $OUT_DIR/pytest.log"; status=1
-    fi
+    gpu_tests pytest 420 "capture and replay, the fast path's losses, a captured run with dropout, evaluation and resume" \
+        tests/test_cuda_graph.py tests/test_fast_path.py "${captured_run[@]}"
+fi
+
+if stage capture; then
+    gpu_tests pytest_capture 240 "without compilation: capture and replay, a captured run with dropout, evaluation and resume" \
+        tests/test_cuda_graph.py "${captured_run[@]}"
 fi
 
 if stage train; then

@@ -278,6 +278,9 @@ class StepProfiler:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
+            # A CUDA graph captured before the profiler first starts can crash or hang when replayed under it
+            # (pytorch/pytorch#75504); this starts the profiler once, before --cuda-graph captures its step.
+            getattr(torch.profiler._utils, "_init_for_cuda_graphs", lambda: None)()
         self.device, self.steps = device, steps
         self.profile = torch.profiler.profile(activities=activities)
         self.seconds = 0.0

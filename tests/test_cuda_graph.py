@@ -193,10 +193,12 @@ def test_whole_step_reads_nothing_back_to_the_host(train_throughput, as_if_captu
     model = trainer.model
     trainer.create_optimizer()
     trainer._graphable_optimizer().refresh_lr()
-    batch = stack(dataset.__getitems__(list(range(8))))
+    # Where the Trainer put the model (a GPU if there is one); StepGraph, bypassed here, would move the batch there.
+    device = trainer.args.device
+    batch = {key: value.to(device) for key, value in stack(dataset.__getitems__(list(range(8)))).items()}
     before = [p.detach().clone() for p in model.parameters()]
     reads = HostReads()
-    with reads, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
+    with reads, torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False):
         loss, ce_loss, alignment_loss, grad_norm = trainer._whole_step(model, batch)
     assert not reads.seen, "\n\n".join(f"{name} at\n{where}" for name, where in reads.seen.items())
     assert loss > 0 and ce_loss > 0 and alignment_loss > 0 and grad_norm > 0
