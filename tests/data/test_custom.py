@@ -1,6 +1,7 @@
 """Every kind of invalid record in the custom format is reported with its file and line, or counted when skipped."""
 
 import json
+import zlib
 
 import pytest
 from PIL import Image
@@ -21,7 +22,22 @@ def folder(tmp_path):
         data = (tmp_path / "img" / name).read_bytes()
         (tmp_path / "img" / name.replace("whole", "cut")).write_bytes(data[: len(data) // 2])  # a download cut short
     (tmp_path / "img" / "trailing.jpg").write_bytes((tmp_path / "img" / "whole.jpg").read_bytes() + b"\0" * 16)
+    (tmp_path / "img" / "broken_pixels.png").write_bytes(_zeroed_pixel_data((tmp_path / "img" / "whole.png").read_bytes()))
     return tmp_path
+
+
+def _zeroed_pixel_data(png: bytes) -> bytes:
+    """The PNG with its compressed pixel data zeroed and each chunk's checksum made right again: every chunk checks
+    out, and the pixels do not decompress."""
+    out, at = bytearray(png[:8]), 8
+    while at < len(png):
+        size = int.from_bytes(png[at:at + 4], "big")
+        kind, body = png[at + 4:at + 8], png[at + 8:at + 8 + size]
+        if kind == b"IDAT":
+            body = bytes(size)
+        out += size.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        at += 12 + size
+    return bytes(out)
 
 
 GOOD = {"id": "1", "text": "so sunny", "image": "img/ok.png", "label": "pos"}
@@ -190,19 +206,25 @@ def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_n
         path.write_text(f'id,text,image,label\n{quoted}\n2,fine,img/ok.png,neg\n')
         with pytest.raises(DataError, match=r"data.csv:2: a quote opened in this record is never closed: lines 2-3 would be one field$"):
             read_custom(path, skip=SkipReport())
-    # One closed further on swallows the lines between: the record that makes is named with its lines.
+    # One closed further on takes in the lines between, whose records cannot be told apart: the read stops too.
     path.write_text('id,text,image,label\n1,oops,img/ok.png,"pos\n2,fine,img/ok.png,neg"\n3,"a ""quoted"" word",img/ok.png,neg\n')
-    skip = SkipReport()
-    assert [(r.id, r.text) for r in read_custom(path, skip=skip)] == [("3", 'a "quoted" word')]
-    assert [(e.line, e.kind) for e in skip.skipped] == [(2, "label over several lines")]
+    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-3 with a line break in its label: a quote closed "
+                                        r"on the wrong line has taken in line\(s\) 3-3$"):
+        read_custom(path, skip=SkipReport())
     path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg"\n')
-    skip = SkipReport()
-    assert read_custom(path, skip=skip) == []
-    assert [(e.line, e.reason) for e in skip.skipped] == [
-        (2, "malformed line: fewer fields than the header (no image); the record runs over lines 2-3: is a quote never closed?")]
-    # In a long file the swallowed field outgrows the parser's limit: the file cannot be read on, and says where.
+    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-3 with fewer fields than the header \(no image\)"):
+        read_custom(path, skip=SkipReport())
+    # The quote opened in one text and closed at the start of the next record's: as many fields as the header.
+    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,"fine",img/ok.png,neg\n3,last,img/ok.png,neg\n')
+    with pytest.raises(DataError, match=r"data.csv:2: malformed CSV from here on \(',' expected after '\"'\) at line 3: a quote "
+                                        r"closes a field before its end: is a quote left open above it"):
+        read_custom(path, skip=SkipReport())
+    # A text over csv's default field limit (128 KiB) is read; a quote never closed in a long file is still found.
+    long_text = "rain " * 40_000
+    path.write_text(f'id,text,image,label\n1,"{long_text}",img/ok.png,pos\n')
+    assert [len(r.text) for r in read_custom(path)] == [len(long_text)]
     path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n' + "".join(f"{i},fine text,img/ok.png,neg\n" for i in range(2, 9000)))
-    with pytest.raises(DataError, match=r"data.csv:2: malformed CSV from here on \(field larger than field limit .*\): a quote that is never closed\?"):
+    with pytest.raises(DataError, match=r"data.csv:2: a quote opened in this record is never closed: lines 2-9000 would be one field$"):
         read_custom(path, skip=SkipReport())
 
 
@@ -403,3 +425,16 @@ def test_a_sample_in_two_splits_is_reported_with_both_places(folder):
         f"{folder / 'dev.jsonl'}:1): its scores are partly on dev samples",
     ]
     assert load_dataset("jsonl", folder, splits=["test"], labels=["neg", "pos"]).report() == ""
+
+
+def test_skipping_decodes_every_image_and_drops_one_whose_pixels_are_broken(folder):
+    lines = [json.dumps(GOOD), json.dumps(GOOD | {"id": "2", "image": "img/broken_pixels.png", "label": "neg"})]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    # The cheap check reads the chunks, whose checksums are right; decoding the image is what fails.
+    assert [r.id for r in read_custom(folder / "train.jsonl")] == ["1", "2"]
+    with pytest.raises(OSError):
+        Image.open(folder / "img" / "broken_pixels.png").load()
+    data = load_dataset("jsonl", folder, skip_invalid=True)
+    assert [r.id for r in data["train"]] == ["1"]
+    assert data.skipped.skipped[0].line == 2 and "unreadable image file" in data.skipped.summary()
+    assert "broken_pixels.png" in data.skipped.summary()

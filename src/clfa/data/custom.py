@@ -21,11 +21,12 @@ OPTIONAL_FIELDS = ("label", "ocr", "caption")
 FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
 
-def check_image_file(path: Path) -> str | None:
+def check_image_file(path: Path, decode: bool = False) -> str | None:
     """Why the image at ``path`` cannot be used, or None. Cheap for the formats datasets use: PNG is verified chunk
     by chunk (its checksums catch a cut file), and a JPEG is decoded only when it does not end with the end-of-image
     marker, which a file cut short lacks (a JPEG with bytes after the marker decodes, and passes). Other formats
-    are decoded."""
+    are decoded. ``decode``: every image is decoded, which also finds pixel data broken under intact checksums (a
+    few milliseconds an image, where the cheap check takes a tenth of one)."""
     if problem := url_instead_of_file(path):
         return problem
     if path.is_dir():
@@ -38,7 +39,7 @@ def check_image_file(path: Path) -> str | None:
         with Image.open(path) as img:
             image_format = img.format
             img.verify()
-        if image_format != "PNG" and not (image_format == "JPEG" and _ends_with_jpeg_eoi(path)):
+        if decode or (image_format != "PNG" and not (image_format == "JPEG" and _ends_with_jpeg_eoi(path))):
             with Image.open(path) as img:
                 img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -92,6 +93,16 @@ def _iter_rows(path: Path):
 def _csv_records(path: Path):
     """(first line, last line, fields) of each non-empty CSV record; a record may run over several lines (a quoted
     newline). A quote never closed would make the rest of the file one field, its records lost: that is an error."""
+    # csv's default limit on a field, 128 KiB, would refuse a long text as if a quote were left open; one never closed
+    # is found at the file's end instead. The limit is the interpreter's, so it is given back after the read.
+    limit = csv.field_size_limit(2**31 - 1)
+    try:
+        yield from _csv_records_within_limit(path)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_records_within_limit(path: Path):
     # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark, which is not part of the header.
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         at_end = False
@@ -101,7 +112,9 @@ def _csv_records(path: Path):
             yield from f
             at_end = True  # the parser asks past the last line only from inside a quoted field, or when done
 
-        reader = csv.reader(lines())
+        # Strict: a quote that closes a field before its end (text after it) is an error, not read on. It is how a
+        # quote left open shows when it meets the next quoted text, which would otherwise close it a line later.
+        reader = csv.reader(lines(), strict=True)
         while True:
             start = reader.line_num + 1
             try:
@@ -109,13 +122,22 @@ def _csv_records(path: Path):
             except StopIteration:
                 return
             except csv.Error as exc:  # the parser cannot find where records start again: the file's problem
-                hint = ": a quote that is never closed?" if "field limit" in str(exc) else ""
+                if at_end:  # strict parsing ends a field still quoted at the file's end so
+                    raise DataError(f"a quote opened in this record is never closed{_swallowed(start, reader.line_num)}",
+                                    file=path, line=start) from None
+                hint = ": a quote that is never closed?" if "field limit" in str(exc) else \
+                    (f" at line {reader.line_num}: a quote closes a field before its end: is a quote left open above it, or "
+                     'one inside a text not doubled ("")?') if "expected after" in str(exc) else ""
                 raise DataError(f"malformed CSV from here on ({exc}){hint}", file=path, line=start) from None
             if at_end:
-                swallowed = f": lines {start}-{reader.line_num} would be one field" if reader.line_num > start else ""
-                raise DataError(f"a quote opened in this record is never closed{swallowed}", file=path, line=start)
+                raise DataError(f"a quote opened in this record is never closed{_swallowed(start, reader.line_num)}",
+                                file=path, line=start)
             if fields:
                 yield start, reader.line_num, fields
+
+
+def _swallowed(start: int, end: int) -> str:
+    return f": lines {start}-{end} would be one field" if end > start else ""
 
 
 def _iter_csv_rows(path: Path):
@@ -130,16 +152,24 @@ def _iter_csv_rows(path: Path):
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
         raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
     required = {key: header.index(key) for key in REQUIRED_FIELDS}
+    # A text may hold a line break (quoted); an id, an image path or a label cannot.
+    one_line = {key: header.index(key) for key in ("id", "image", "label") if key in header}
     for start, end, fields in records:
         if len(fields) > len(header):
             problem = "more fields than the header"
         elif lacking := [key for key, column in required.items() if column >= len(fields)]:
             problem = f"fewer fields than the header (no {', '.join(lacking)})"
+        elif end > start and (broken := [key for key, column in one_line.items() if column < len(fields) and "\n" in fields[column]]):
+            problem = f"a line break in its {' and '.join(broken)}"
         else:  # optional fields that a short row leaves out are empty, as they are in csv.DictReader
             yield start, not_utf8(path, start, *fields) or dict(zip(header, fields))
             continue
-        spans = f"; the record runs over lines {start}-{end}: is a quote never closed?" if end > start else ""
-        yield start, DataError(f"malformed line: {problem}{spans}", file=path, line=start, kind="malformed line")
+        if end > start:
+            # A quote closed on a later line than it opened made that record of lines that held other records, which
+            # cannot be told apart: skipping it would lose them unseen, so the read stops, as it does for one never closed.
+            raise DataError(f"a record runs over lines {start}-{end} with {problem}: a quote closed on the wrong line "
+                            f"has taken in line(s) {start + 1}-{end}", file=path, line=start)
+        yield start, DataError(f"malformed line: {problem}", file=path, line=start, kind="malformed line")
 
 
 def _near_field_names(names) -> str:
@@ -177,7 +207,7 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
     if check_images and (problem := url_instead_of_file(str(row["image"]))):
         raise DataError(problem, file=path, line=line)
     image = (path.parent / str(row["image"])).resolve()
-    if check_images and (problem := check_image_file(image)):
+    if check_images and (problem := check_image_file(image, decode=check_images == "decode")):
         raise DataError(problem, file=path, line=line)
     return Record(
         id=str(row["id"]),
@@ -194,13 +224,14 @@ def read_custom(
     path: str | Path,
     labels: list[str] | None = None,
     skip: SkipReport | None = None,
-    check_images: bool = True,
+    check_images: bool | str = True,
 ) -> list[Record]:
     """Read a file of records: JSON Lines (``.jsonl`` or ``.json``), a ``.json`` file holding one list of objects, or
     ``.csv``.
 
     ``labels``: the allowed label names (anything else is an "unknown label"); None accepts any label.
     ``skip``: collect bad records there instead of raising on the first one.
+    ``check_images``: False reads no image; True checks each cheaply (:func:`check_image_file`); "decode" decodes each.
     """
     path = Path(path)
     if not path.is_file():

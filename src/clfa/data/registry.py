@@ -253,6 +253,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
             raise OptionError(f"dataset '{name}' is read from its folder, laid out as published: give --data-dir")
         _require_folder(data_dir)
     skip = SkipReport() if skip_invalid else None
+    if skip_invalid and options.get("check_images", True) is True:
+        # An image the cheap check passes but cannot decode would stop the run once it is read: skipping means
+        # finding it now.
+        options["check_images"] = "decode"
     from clfa.data.public.common import ReaderNotes
 
     notes = options.setdefault("notes", ReaderNotes())

@@ -43,7 +43,7 @@ def image_error(image: Path, file: Path, line: int, options: dict) -> DataError 
     """The error for an unusable image, or None; images are not opened at all when ``check_images`` is False."""
     if not options.get("check_images", True):
         return None
-    problem = check_image_file(image)
+    problem = check_image_file(image, decode=options.get("check_images") == "decode")
     return DataError(problem, file=file, line=line) if problem else None
 
 
