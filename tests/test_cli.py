@@ -5,9 +5,12 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import pytest
+import torch
 
 import clfa
 from clfa.cli import main
+from clfa.data.records import DataError
+from clfa.errors import message
 
 
 def test_version_names_clfa_and_the_libraries_it_depends_on(capsys):
@@ -38,3 +41,20 @@ def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or
     _make_parent(str(tmp_path / "pipe"))
     with pytest.raises(OptionError, match="is a folder; give a file name"):
         _make_parent(str(tmp_path))
+
+
+class _BrokenImages(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        raise DataError("unreadable image file 3.png", file="test.jsonl", line=index + 1)
+
+
+def test_an_error_raised_in_a_loader_worker_is_its_own_one_line_message():
+    loader = torch.utils.data.DataLoader(_BrokenImages(), num_workers=1)
+    with pytest.raises(DataError) as err:
+        next(iter(loader))
+    assert "Traceback" in str(err.value)  # as the DataLoader re-raises it
+    assert message(err.value) == "test.jsonl:1: unreadable image file 3.png"
+    assert message(DataError("no pairs to predict", file="in.jsonl")) == "in.jsonl: no pairs to predict"

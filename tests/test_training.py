@@ -304,6 +304,11 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
         under = tmp_path / "file" / "sub" / "run"
         with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} {under}: {tmp_path / 'file'} is a file, so"):
             train(TrainOptions(**{option: str(under)}), two)
+        # Permissions do not tell (the tests may run as root): a folder under /proc cannot be made all the same.
+        if Path("/proc/self").is_dir():
+            with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} /proc/clfa/run: it would be made in /proc, "
+                                                  r"which cannot be written \(No such file or directory\)"):
+                train(TrainOptions(**{option: "/proc/clfa/run"}), two)
 
 
 def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset, tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 from clfa.data.arguments import add_dataset_arguments, check_dataset_args, dataset_from_args
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
-from clfa.errors import OptionError
+from clfa.errors import OptionError, message
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -153,7 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise OptionError("give --text and --image, or --input pairs.jsonl")
     if one and not args.text.strip():
         raise OptionError("--text is empty")
-    if one and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image))):  # the URL as given
+    if one and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image), decode=True)):  # the URL as given
         raise DataError(problem)
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
@@ -163,7 +163,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(predictor.predict(args.text, args.image)))
         return 0
     skip = SkipReport() if args.skip_invalid else None
-    records = read_custom(args.input, skip=skip)
+    # Skipping means finding every image that cannot be decoded now, not when its batch is read.
+    records = read_custom(args.input, skip=skip, check_images="decode" if skip is not None else True)
     if skip is not None and len(skip):
         print(skip.summary(), file=sys.stderr)
     if not records:
@@ -356,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataError, OptionError) as err:
-        print(f"clfa: error: {err}", file=sys.stderr)
+        print(f"clfa: error: {message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("clfa: interrupted", file=sys.stderr)
+        return 130  # as a shell reports a command that SIGINT ended
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +415,18 @@ def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions
     return cached_images(records, transform, Path(opts.cache_dir) / "images", num_workers=opts.num_workers or None, progress=opts.progress)
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (or where it would be made), or None: found by making and removing a
+    folder there, as permissions alone do not tell (a read-only file system, /proc), and without leaving ``folder``
+    behind for a run that is refused later."""
+    nearest = next(place for place in (folder, *folder.parents) if place.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".clfa-", dir=nearest))
+    except OSError as err:
+        return f"{'it' if nearest == folder else 'it would be made in ' + str(nearest) + ', which'} cannot be written ({err.strerror or err})"
+    return None
+
+
 def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     """A task the run cannot learn or score is refused before the models load, not found out at the first evaluation."""
     seen = sorted({record.label for record in data["train"]})
@@ -605,6 +618,8 @@ def train(
         # A file above it would stop the run with a bare NotADirectoryError once the models are loaded.
         if above := next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None):
             raise OptionError(f"{option} {folder}: {above} is a file, so the folder cannot be made there")
+        if problem := _unwritable(folder):
+            raise OptionError(f"{option} {folder}: {problem}")
     check_task(opts, data)  # before the models load
     record = run_record(opts, data)
     if resume:
