@@ -724,7 +724,10 @@ def test_decode_text_fallbacks():
     assert decode_text("ok ✓".encode()) == ("ok ✓", False)
     assert decode_text(b"\xef\xbb\xbfbom") == ("bom", False)
     assert decode_text(b"\x93hi\x94") == ("\u201chi\u201d", True)
-    assert decode_text(b"\x81\x8d") == ("\x81\x8d", True)
+    # The release's texts that are not UTF-8 are GBK: its Cyrillic and curly quotes are read as written.
+    gbk = "RT @KiM_96I: Не могу \u201cвалентин\u201d #snow"
+    assert decode_text(gbk.encode("gbk")) == (gbk, True)
+    assert decode_text(b"\x8d \x81") == ("\x8d \x81", True)  # neither GB18030 nor Windows-1252: Latin-1
 
 
 # ---------------------------------------------------------------- text normalisation

@@ -83,16 +83,17 @@ def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...],
 
 
 def decode_text(raw: bytes) -> tuple[str, bool]:
-    """Decode a text file: UTF-8 (a BOM is dropped), else Windows-1252, else Latin-1 (which never fails).
+    """Decode a text file of MVSA's release: UTF-8 (a BOM is dropped), else GB18030, else Windows-1252, else Latin-1
+    (which never fails).
 
-    Returns the text and whether a fallback was needed, so callers can count those texts. Windows-1252 comes
-    before Latin-1 because tweets saved on Windows use its curly quotes and dashes in 0x80-0x9F.
+    Returns the text and whether a fallback was needed, so callers can count those texts. The release's texts that
+    are not UTF-8 were saved in the Chinese Windows code page (GBK, which GB18030 extends): its Cyrillic, its curly
+    quotes; read as Windows-1252 they would come out as other letters (the splits others publish show Russian
+    tweets so garbled). Windows-1252 then reads what GB18030 cannot: a lone accented letter, curly quotes.
     """
-    try:
-        return raw.decode("utf-8-sig"), False
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("cp1252"), True
-    except UnicodeDecodeError:
-        return raw.decode("latin-1"), True
+    for encoding in ("utf-8-sig", "gb18030", "cp1252"):
+        try:
+            return raw.decode(encoding), encoding != "utf-8-sig"
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1"), True
