@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from clfa.cli import main
 from clfa.data.public import ReaderNotes
 from clfa.data.json_array import iter_json_array
 from clfa.data.public.common import decode_text
@@ -245,8 +246,8 @@ def test_the_positive_class_of_a_public_dataset_may_be_named(tmp_path):
 # ---------------------------------------------------------------- MMSD2.0
 
 
-def write_mmsd2(root: Path, splits: dict[str, list], images: bool = True) -> Path:
-    folder = root / "text_json_final"
+def write_mmsd2(root: Path, splits: dict[str, list], images: bool = True, folder: str = "text_json_final") -> Path:
+    folder = root / folder
     folder.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
         (folder / f"{name}.json").write_text(json.dumps(items, indent=2))
@@ -269,6 +270,32 @@ def test_mmsd2_reads_json_without_filter(tmp_path):
     assert data["train"][1].text == 'say "hi"'
     assert load_dataset("mmsd2", root, normalize_text=True)["test"][0].text == "test @user"
     assert data.labels == ["not_sarcastic", "sarcastic"] and data.positive_label == "sarcastic"
+
+
+def test_mmsd_is_read_as_the_mmsd2_repository_publishes_it_cleaned(tmp_path, capsys):
+    # The MMSD2.0 repository's data/ folder: MMSD cleaned in text_json_clean/, MMSD2.0 in text_json_final/.
+    clean = {"train": [{"image_id": 1, "text": "so # lovely <url>", "label": 1}, {"image_id": 2, "text": "a cat", "label": 0}],
+             "valid": [{"image_id": 3, "text": "dev", "label": 0}], "test": [{"image_id": 4, "text": "test", "label": 1}]}
+    root = write_mmsd2(tmp_path / "data", clean, folder="text_json_clean")
+    write_mmsd2(root, {"train": [{"image_id": 1, "text": "so # lovely", "label": 0}], "valid": [], "test": []})
+    notes = ReaderNotes()
+    data = load_dataset("mmsd", root, notes=notes)
+    assert [(r.id, r.label, r.text) for r in data["train"]] == [("1", "sarcastic", "so # lovely <url>"), ("2", "not_sarcastic", "a cat")]
+    assert [r.id for r in data["dev"]] == ["3"] and data["test"][0].image == root / "dataset_image" / "4.jpg"
+    assert notes.mmsd_filter == "none" and not notes.removed  # cleaned by its publishers
+    filtered = ReaderNotes()
+    assert [r.id for r in load_dataset("mmsd", root, mmsd_filter="token", notes=filtered)["train"]] == ["2"]  # asked for
+    assert filtered.removed == {"train": {"filter: token '<url>'": 1}}
+    assert load_dataset("mmsd2", root)["train"][0].label == "not_sarcastic"  # the other release, beside it
+    assert main(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
+    assert "mmsd: samples per split (--mmsd-filter none)" in capsys.readouterr().out
+    (root / "text_json_final" / "train.json").unlink()
+    with pytest.raises(DataError, match=r"missing train.json.*\(this folder holds text_json_clean/, MMSD as the MMSD2.0 repository "
+                                        r"publishes it: --dataset mmsd\?\)"):
+        load_dataset("mmsd2", root)
+    (root / "text_json_clean" / "test.json").unlink()
+    with pytest.raises(DataError, match=r"text_json_clean: missing test.json; expected train.json, valid.json, test.json there"):
+        load_dataset("mmsd", root)
 
 
 def test_mmsd2_bad_item_names_its_line(tmp_path):

@@ -84,7 +84,7 @@ def run_stats(args: argparse.Namespace) -> int:
         _print_notes(err, dataset, notes, missing)
         return 0
     out = Console(soft_wrap=True)
-    cleaning = f" (--mmsd-filter {args.mmsd_filter or 'token'})" if args.dataset == "mmsd" else ""
+    cleaning = f" (--mmsd-filter {notes.mmsd_filter})" if notes.mmsd_filter else ""
     table = Table(title=f"{args.dataset}: samples per split{cleaning}")
     table.add_column("split")
     table.add_column("samples", justify="right")

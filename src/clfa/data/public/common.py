@@ -19,11 +19,13 @@ class ReaderNotes:
     Pass one as ``options["notes"]`` to have a public reader fill it in; readers never need it.
     ``removed[split][reason]`` counts samples dropped by the dataset's standard cleaning -- these are not
     errors; the split is ``"all"`` for cleaning done before splitting (MVSA label aggregation). ``fallback_decoded`` counts texts that were not valid
-    UTF-8. ``split_dir``/``split_written`` say where an MVSA split was read from or written to.
+    UTF-8. ``split_dir``/``split_written`` say where an MVSA split was read from or written to. ``mmsd_filter``: the
+    MMSD filter applied (its default depends on the layout read).
     """
 
     removed: dict[str, Counter] = field(default_factory=dict)
     fallback_decoded: int = 0
+    mmsd_filter: str | None = None
     split_dir: Path | None = None
     split_written: bool = False
 

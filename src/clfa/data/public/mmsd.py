@@ -2,8 +2,9 @@
 
 MMSD: ``DATA_DIR/text/{train,valid2,test2}.txt``, one Python-literal list per line
 (``['<id>', '<text>', <label>]``; dev/test add the hashtag label before the human one: the LAST element
-is the label). MMSD2.0: ``DATA_DIR/text_json_final/{train,valid,test}.json``. Both use
-``IMAGE_DIR/<id>.jpg`` with IMAGE_DIR defaulting to ``DATA_DIR/dataset_image``.
+is the label), or the copy the MMSD2.0 repository publishes already cleaned,
+``DATA_DIR/text_json_clean/{train,valid,test}.json``. MMSD2.0: ``DATA_DIR/text_json_final/{train,valid,test}.json``.
+All use ``IMAGE_DIR/<id>.jpg`` with IMAGE_DIR defaulting to ``DATA_DIR/dataset_image``.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options
 
 # Each release's text folder and a file always in it: MMSD's text/train.txt, MMSD2.0's text_json_final/train.json.
 _LAYOUTS = {"mmsd": ("text", MMSD_FILES["train"]), "mmsd2": ("text_json_final", MMSD2_FILES["train"])}
+# MMSD as the MMSD2.0 repository publishes it beside MMSD2.0 (its data/ folder), cleaned and in MMSD2.0's format.
+CLEAN_MMSD = "text_json_clean"
 
 
-def _require_files(data_dir: Path, dataset: str, files: dict[str, str], splits: list[str]) -> None:
-    folder = data_dir / _LAYOUTS[dataset][0]
+def _require_files(data_dir: Path, dataset: str, files: dict[str, str], splits: list[str], folder_name: str | None = None) -> None:
+    folder = data_dir / (folder_name or _LAYOUTS[dataset][0])
     missing = [files[split] for split in splits if not (folder / files[split]).is_file()]
     if missing:
         raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there{_layout_hint(data_dir, dataset)}",
@@ -101,6 +104,8 @@ def _layout_hint(data_dir: Path, dataset: str) -> str:
     for other, (text_folder, first) in _LAYOUTS.items():
         if other != dataset and (data_dir / text_folder / first).is_file():
             return f" (this folder holds the other release's {text_folder}/{first}: --dataset {other}?)"
+    if dataset == "mmsd2" and (data_dir / CLEAN_MMSD).is_dir():
+        return f" (this folder holds {CLEAN_MMSD}/, MMSD as the MMSD2.0 repository publishes it: --dataset mmsd?)"
     text_folder, first = _LAYOUTS[dataset]
     if data_dir.name == text_folder:
         return f" (give the folder above it: --data-dir {data_dir.resolve().parent})"
@@ -113,10 +118,16 @@ def _layout_hint(data_dir: Path, dataset: str) -> str:
 @register_dataset("mmsd", options=("image_dir", "mmsd_filter", "normalize_text"))
 def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD with the standard cleaning (``options["mmsd_filter"]``: token, substring or none)."""
-    mode = options.get("mmsd_filter") or "token"
+    wanted = wanted_splits(options)
+    if not (data_dir / "text").is_dir() and (data_dir / CLEAN_MMSD).is_dir():
+        # Cleaned by its publishers, so filtered only when a filter is asked for.
+        mode = notes_from(options).mmsd_filter = options.get("mmsd_filter") or "none"
+        filter_reason("", mode)
+        _require_files(data_dir, "mmsd", MMSD2_FILES, wanted, CLEAN_MMSD)
+        return _read_json_splits(data_dir / CLEAN_MMSD, wanted, options, skip, mode), list(LABELS), POSITIVE
+    mode = notes_from(options).mmsd_filter = options.get("mmsd_filter") or "token"
     filter_reason("", mode)  # reject an unknown mode before reading anything
     notes, image_dir, folder = notes_from(options), _image_dir(data_dir, options), data_dir / "text"
-    wanted = wanted_splits(options)
     _require_files(data_dir, "mmsd", MMSD_FILES, wanted)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}  # ids must be unique across the splits read, as the reference loader asserted
@@ -141,10 +152,14 @@ def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
 @register_dataset("mmsd2", options=("image_dir", "normalize_text"))
 def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD2.0: the re-annotated MMSD, already cleaned by its authors, so no filter is applied."""
-    notes_from(options)
-    image_dir, folder = _image_dir(data_dir, options), data_dir / "text_json_final"
     wanted = wanted_splits(options)
     _require_files(data_dir, "mmsd2", MMSD2_FILES, wanted)
+    return _read_json_splits(data_dir / "text_json_final", wanted, options, skip), list(LABELS), POSITIVE
+
+
+def _read_json_splits(folder: Path, wanted: list[str], options: dict, skip: SkipReport | None, mode: str = "none") -> dict[str, list[Record]]:
+    """The splits of MMSD2.0's JSON format (a list of ``{"image_id", "text", "label"}``), with the MMSD filter ``mode``."""
+    notes, image_dir = notes_from(options), _image_dir(folder.parent, options)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}
     for split in wanted:
@@ -152,8 +167,11 @@ def read_mmsd2(data_dir: Path, options: dict, skip: SkipReport | None):
         for line, number, item in iter_json_array(path):
             try:
                 sample_id, text, label = json_sample(item, "image_id", "label", (0, 1), path, line, number)
+                if reason := filter_reason(text, mode):
+                    notes.remove(split, f"filter: {reason}")
+                    continue
                 records.append(_make_record(sample_id, text, label, image_dir, options, path, line, seen, number))
             except DataError as err:
                 raise_or_skip(err, skip)
         splits[split] = records
-    return splits, list(LABELS), POSITIVE
+    return splits
