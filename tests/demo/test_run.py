@@ -6,6 +6,7 @@ import json
 import pytest
 
 from clfa.cli import main
+from clfa.demo.run import check_out_folder
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,21 @@ def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
     assert "clfa: error: --out " in capsys.readouterr().err and (tmp_path / "taken").read_text() == ""
 
 
+def test_demo_refuses_a_folder_of_other_files_it_would_replace(tmp_path, capsys):
+    (tmp_path / "mine" / "data").mkdir(parents=True)
+    (tmp_path / "mine" / "data" / "train.jsonl").write_text("keep")
+    (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.9}')
+    assert main(["demo", "--quick", "--out", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.strip() == (f"clfa: error: --out {tmp_path / 'mine'}: holds data, metrics.json, which the demo "
+                                               "would replace, and clfa demo did not make it; give another folder")
+    assert (tmp_path / "mine" / "data" / "train.jsonl").read_text() == "keep"
+    # A demo's folder from before the mark was written is known by its summary.
+    (tmp_path / "mine" / "metrics.json").write_text('{"size": {}, "seconds": 40.2, "models": {}}')
+    check_out_folder(tmp_path / "mine")
+
+
 def test_the_demo_runs_again_in_its_own_folder(demo):
     """A second demo makes its runs anew; an earlier demo's checkpoints are not those of an earlier run to resume."""
+    assert (demo / ".clfa-demo").is_file()
     assert main(["demo", "--quick", "--out", str(demo)]) == 0
     assert len(list((demo / "model" / "checkpoints").glob("checkpoint-*"))) >= 1

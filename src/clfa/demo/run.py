@@ -25,6 +25,7 @@ from clfa.data.registry import DatasetSplits, load_dataset
 from clfa.demo.teacher import torch_threads, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import SCENES, generate_world, scene_of
+from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
 from clfa.report import metrics_table, print_table
@@ -103,9 +104,35 @@ def _heatmap(out: Path, model_dirs: dict[str, Path], data: DatasetSplits, per_sc
     return alignment_heatmaps(panels, out / "alignment_heatmap.png", tick_labels=ticks)
 
 
+# Written into the output folder first: a folder the demo made, which a later demo may make again.
+MARK = ".clfa-demo"
+# What the demo writes into its folder, replacing what is there.
+WRITES = ("data", "models", "model", "runs", "cache", "metrics.json", "alignment_heatmap.png")
+
+
+def check_out_folder(out: Path) -> None:
+    """The demo replaces its own files only: a folder holding others of the same names is refused."""
+    if (out / MARK).exists() or _older_demo(out):
+        return
+    if taken := [name for name in WRITES if (out / name).exists()]:
+        raise OptionError(f"--out {out}: holds {', '.join(taken)}, which the demo would replace, and clfa demo did not make "
+                          "it; give another folder")
+
+
+def _older_demo(out: Path) -> bool:
+    """A folder made by a demo from before the mark: its summary says so."""
+    try:
+        return set(json.loads((out / "metrics.json").read_text())) == {"size", "seconds", "models"}
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict:
     size = QUICK if quick else FULL
     out = Path(out)
+    check_out_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).write_text("made by clfa demo, which may replace what it wrote here\n")
     # Kernels of models this small are too short to share between threads: one thread is faster, and much
     # faster on a machine whose other cores are busy.
     with torch_threads(1):
