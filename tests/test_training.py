@@ -292,7 +292,12 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
     with pytest.raises(OptionError, match=r"has none: name one with --positive-label, or use macro_precision$"):
         check_task(TrainOptions(metric="precision"), two)
     check_task(TrainOptions(metric="macro_recall"), three)
-    assert "no train record" not in caplog.text
+    assert "no train record" not in caplog.text and "a class of its own" not in caplog.text
+    # A label on few records among many: most often a typo, said with the label it is near.
+    typo = DatasetSplits("jsonl", {"train": records(*["sarcastic"] * 60, *["not_sarcastic"] * 60, "sarcastc")},
+                         labels=["not_sarcastic", "sarcastc", "sarcastic"])
+    check_task(TrainOptions(), typo)
+    assert "the label 'sarcastc' is on 1 of the 121 train records: a class of its own (a typo of 'sarcastic'?)" in caplog.text
     # A class given with --labels that training never shows is allowed (the test split may hold it), and said.
     check_task(TrainOptions(), DatasetSplits("jsonl", {"train": records("a", "b")}, labels=["a", "b", "c", "d"]))
     assert "no train record has the label(s) 'c', 'd': the model cannot learn to predict them" in caplog.text

@@ -4,11 +4,13 @@ multi-GPU (torchrun / accelerate launch) come from it. This module only prepares
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import math
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -429,10 +431,16 @@ def _unwritable(folder: Path) -> str | None:
 
 def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     """A task the run cannot learn or score is refused before the models load, not found out at the first evaluation."""
-    seen = sorted({record.label for record in data["train"]})
+    counts = Counter(record.label for record in data["train"])
+    seen = sorted(counts)
     if len(seen) < 2:
         raise DataError(f"dataset '{data.name}': the train split has {len(data['train'])} record(s) and "
                         f"{'only the label ' + repr(seen[0]) if seen else 'no labels'}; a classifier needs at least two")
+    # A label on a handful of records among thousands is most often a typo, which would make a class of its own.
+    for label in sorted(label for label, count in counts.items() if count < 10 and count * 100 < len(data["train"])):
+        near = difflib.get_close_matches(label, [other for other in seen if other != label], n=1, cutoff=0.6)
+        logger.warning("the label %r is on %d of the %d train records: a class of its own%s", label, counts[label],
+                       len(data["train"]), f" (a typo of {near[0]!r}?)" if near else "")
     if unseen := [label for label in data.labels if label not in seen]:
         logger.warning("no train record has the label(s) %s: the model cannot learn to predict %s", ", ".join(map(repr, unseen)),
                        "it" if len(unseen) == 1 else "them")

@@ -57,6 +57,7 @@ CASES = {
     "truncated jpeg": (json.dumps(GOOD | {"id": "3", "image": "img/cut.jpg"}), "image file is truncated"),
     "truncated png": (json.dumps(GOOD | {"id": "3", "image": "img/cut.png"}), "unreadable image file"),
     "folder as image": (json.dumps(GOOD | {"id": "3", "image": "img"}), "folder instead of an image file"),
+    "empty image field": (json.dumps(GOOD | {"id": "3", "image": " "}), "malformed line: empty image field"),
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
     "empty id": (json.dumps(GOOD | {"id": " "}), "malformed line: empty id"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
@@ -438,3 +439,9 @@ def test_skipping_decodes_every_image_and_drops_one_whose_pixels_are_broken(fold
     assert [r.id for r in data["train"]] == ["1"]
     assert data.skipped.skipped[0].line == 2 and "unreadable image file" in data.skipped.summary()
     assert "broken_pixels.png" in data.skipped.summary()
+
+
+def test_a_whole_number_written_as_a_float_is_the_same_label(folder):
+    lines = [json.dumps(GOOD | {"label": 1}), json.dumps(GOOD | {"id": "2", "label": 1.0}), json.dumps(GOOD | {"id": "3", "label": 0.5})]
+    (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
+    assert [r.label for r in read_custom(folder / "data.jsonl")] == ["1", "1", "0.5"]

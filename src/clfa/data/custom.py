@@ -187,6 +187,8 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
             raise DataError(f"malformed line: missing field '{key}'", file=path, line=line)
     if not str(row["id"]).strip():  # else two would be "duplicate id ''", and one would pass unnamed
         raise DataError("malformed line: empty id", file=path, line=line)
+    if not str(row["image"]).strip():  # else it names the data file's own folder
+        raise DataError("malformed line: empty image field", file=path, line=line, kind="empty image field")
     if not isinstance(row["text"], str):
         raise DataError(f"malformed line: text is {type(row['text']).__name__}, not a string", file=path, line=line)
     text = row["text"]
@@ -195,6 +197,8 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
     label = row.get("label")
     if isinstance(label, (list, dict, bool)):  # numbers are fine: labels 0/1 are common, and read as "0"/"1"
         raise DataError(f"malformed line: label is {type(label).__name__}, not a string or a number", file=path, line=line)
+    if isinstance(label, float) and label.is_integer():  # 1.0 (a number column with a gap, as pandas writes it) is 1
+        label = int(label)
     # Spaces around a label are not part of it: "rain " from "rain, snow" must not be a class of its own.
     label = None if label is None or str(label).strip() == "" else str(label).strip()
     if label is not None and ("\n" in label or "\r" in label):  # a label is one line; more is a quote left open
