@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -102,3 +103,26 @@ class FusedAttentionKernels:
 def fused_attention_kernels():
     """``with fused_attention_kernels() as kernels:`` counts, in ``kernels.calls``, the fused attention kernels run."""
     return FusedAttentionKernels
+
+
+@pytest.fixture
+def broken_png(tmp_path) -> Path:
+    """A PNG whose chunks all check out and whose pixels do not decompress: a cheap check passes it, decoding fails."""
+    path = tmp_path / "broken_pixels.png"
+    Image.effect_noise((64, 48), 60).convert("RGB").save(path)
+    path.write_bytes(_zeroed_pixel_data(path.read_bytes()))
+    return path
+
+
+def _zeroed_pixel_data(png: bytes) -> bytes:
+    """The PNG with its compressed pixel data zeroed and each chunk's checksum made right again: every chunk checks
+    out, and the pixels do not decompress."""
+    out, at = bytearray(png[:8]), 8
+    while at < len(png):
+        size = int.from_bytes(png[at:at + 4], "big")
+        kind, body = png[at + 4:at + 8], png[at + 8:at + 8 + size]
+        if kind == b"IDAT":
+            body = bytes(size)
+        out += size.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        at += 12 + size
+    return bytes(out)

@@ -58,3 +58,14 @@ def test_an_error_raised_in_a_loader_worker_is_its_own_one_line_message():
     assert "Traceback" in str(err.value)  # as the DataLoader re-raises it
     assert message(err.value) == "test.jsonl:1: unreadable image file 3.png"
     assert message(DataError("no pairs to predict", file="in.jsonl")) == "in.jsonl: no pairs to predict"
+
+
+def test_ctrl_c_ends_the_command_in_one_line_with_the_shells_status(monkeypatch, capsys):
+    import clfa.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clfa.cli, "_demo", interrupted)  # the command as a Ctrl-C finds it, midway
+    assert main(["demo", "--quick"]) == 130
+    assert capsys.readouterr().err == "clfa: interrupted\n"

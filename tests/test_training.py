@@ -184,7 +184,7 @@ def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny
             "nothing was trained") in capsys.readouterr().err
 
 
-def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys):
+def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys, broken_png):
     config = tmp_path / "opts.yaml"
     config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
                       "mapping_hidden_dim: 32\nfusion_layers: 1\nfusion_heads: 2\nfusion_ffn_dim: 32\nepochs: 1\nlearning_rate: 0.001\n"
@@ -208,6 +208,14 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys)
     assert one["label"] in ("negative", "positive")
     assert main(["predict", "--model", str(out), "--text", "a day", "--image", "HTTPS://example.com/0.png"]) == 2
     assert "URL instead of an image file HTTPS://example.com/0.png (images are read" in capsys.readouterr().err
+    assert main(["predict", "--model", str(out), "--text", "a day", "--image", str(broken_png)]) == 2
+    assert capsys.readouterr().err.startswith(f"clfa: error: unreadable image file {broken_png} (")
+    # Under --skip-invalid a file's image whose pixels are broken is found, counted and left out while reading.
+    pairs = tiny_dataset / "pairs.jsonl"  # beside the images its lines name
+    pairs.write_text((tiny_dataset / "test.jsonl").read_text() + json.dumps({"id": "b", "text": "t", "image": str(broken_png)}) + "\n")
+    assert main(["predict", "--model", str(out), "--input", str(pairs), "--output", str(tmp_path / "kept.jsonl"), "--skip-invalid"]) == 0
+    assert "skipped 1 invalid record(s): 1 x unreadable image file" in capsys.readouterr().err
+    assert len((tmp_path / "kept.jsonl").read_text().splitlines()) == 16
     assert sum(one["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0
@@ -298,6 +306,10 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
                          labels=["not_sarcastic", "sarcastc", "sarcastic"])
     check_task(TrainOptions(), typo)
     assert "the label 'sarcastc' is on 1 of the 121 train records: a class of its own (a typo of 'sarcastic'?)" in caplog.text
+    caplog.clear()  # a label set given beforehand holds no typos (one outside it is an error), nor does a public dataset's
+    check_task(TrainOptions(), dataclasses.replace(typo, options={"labels": typo.labels}))
+    check_task(TrainOptions(), dataclasses.replace(typo, name="mvsa-single"))
+    assert "a class of its own" not in caplog.text
     # A class given with --labels that training never shows is allowed (the test split may hold it), and said.
     check_task(TrainOptions(), DatasetSplits("jsonl", {"train": records("a", "b")}, labels=["a", "b", "c", "d"]))
     assert "no train record has the label(s) 'c', 'd': the model cannot learn to predict them" in caplog.text
@@ -314,6 +326,12 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
             with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} /proc/clfa/run: it would be made in /proc, "
                                                   r"which cannot be written \(No such file or directory\)"):
                 train(TrainOptions(**{option: "/proc/clfa/run"}), two)
+            with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} /proc/self: it cannot be written"):
+                train(TrainOptions(**{option: "/proc/self"}), two)
+    if Path("/proc/self").is_dir():  # a run that keeps no cache does not need the folder
+        with pytest.raises(OptionError) as refused:
+            train(TrainOptions(cache_dir="/proc/clfa", image_cache=False, alignment="none", text_model=str(tmp_path / "no-model")), two)
+        assert str(refused.value).startswith("--text-model ")
 
 
 def test_a_diverged_run_writes_null_not_nan_and_fails(tiny_models, tiny_dataset, tmp_path, capsys):

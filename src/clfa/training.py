@@ -27,7 +27,7 @@ from clfa.configuration import MODEL_OPTIONS, CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack
 from clfa.data.records import DataError, Record, require_labels
-from clfa.data.registry import DatasetSplits
+from clfa.data.registry import DatasetSplits, labels_read_from_data
 from clfa.errors import OptionError, first_line
 from clfa.fused_linears import fusing_linears
 from clfa.hub import lookup_problem
@@ -436,9 +436,12 @@ def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     if len(seen) < 2:
         raise DataError(f"dataset '{data.name}': the train split has {len(data['train'])} record(s) and "
                         f"{'only the label ' + repr(seen[0]) if seen else 'no labels'}; a classifier needs at least two")
-    # A label on a handful of records among thousands is most often a typo, which would make a class of its own.
-    for label in sorted(label for label, count in counts.items() if count < 10 and count * 100 < len(data["train"])):
-        near = difflib.get_close_matches(label, [other for other in seen if other != label], n=1, cutoff=0.6)
+    # A label on a handful of records among thousands is most often a typo, which would make a class of its own (a
+    # label set given beforehand makes it an error instead).
+    rare = [label for label, count in counts.items() if count < 10 and count * 100 < len(data["train"])]
+    for label in sorted(rare) if labels_read_from_data(data) else ():
+        # Numbers are classes by design ("1" is not a typo of "10").
+        near = [] if label.isdigit() else difflib.get_close_matches(label, [other for other in seen if other != label], n=1, cutoff=0.6)
         logger.warning("the label %r is on %d of the %d train records: a class of its own%s", label, counts[label],
                        len(data["train"]), f" (a typo of {near[0]!r}?)" if near else "")
     if unseen := [label for label in data.labels if label not in seen]:
@@ -626,7 +629,8 @@ def train(
         # A file above it would stop the run with a bare NotADirectoryError once the models are loaded.
         if above := next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None):
             raise OptionError(f"{option} {folder}: {above} is a file, so the folder cannot be made there")
-        if problem := _unwritable(folder):
+        # The cache folder only where a cache is kept: a run without one must not fail on it.
+        if (option == "--output-dir" or opts.image_cache or uses_teacher(opts)) and (problem := _unwritable(folder)):
             raise OptionError(f"{option} {folder}: {problem}")
     check_task(opts, data)  # before the models load
     record = run_record(opts, data)

@@ -1,7 +1,6 @@
 """Every kind of invalid record in the custom format is reported with its file and line, or counted when skipped."""
 
 import json
-import zlib
 
 import pytest
 from PIL import Image
@@ -12,7 +11,7 @@ from clfa.data.registry import load_dataset
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, broken_png):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "ok.png")
     (tmp_path / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg body")
@@ -22,22 +21,8 @@ def folder(tmp_path):
         data = (tmp_path / "img" / name).read_bytes()
         (tmp_path / "img" / name.replace("whole", "cut")).write_bytes(data[: len(data) // 2])  # a download cut short
     (tmp_path / "img" / "trailing.jpg").write_bytes((tmp_path / "img" / "whole.jpg").read_bytes() + b"\0" * 16)
-    (tmp_path / "img" / "broken_pixels.png").write_bytes(_zeroed_pixel_data((tmp_path / "img" / "whole.png").read_bytes()))
+    broken_png.rename(tmp_path / "img" / "broken_pixels.png")
     return tmp_path
-
-
-def _zeroed_pixel_data(png: bytes) -> bytes:
-    """The PNG with its compressed pixel data zeroed and each chunk's checksum made right again: every chunk checks
-    out, and the pixels do not decompress."""
-    out, at = bytearray(png[:8]), 8
-    while at < len(png):
-        size = int.from_bytes(png[at:at + 4], "big")
-        kind, body = png[at + 4:at + 8], png[at + 8:at + 8 + size]
-        if kind == b"IDAT":
-            body = bytes(size)
-        out += size.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-        at += 12 + size
-    return bytes(out)
 
 
 GOOD = {"id": "1", "text": "so sunny", "image": "img/ok.png", "label": "pos"}
@@ -209,12 +194,19 @@ def test_csv_records_are_named_by_their_first_line_and_a_quote_never_closed_is_n
             read_custom(path, skip=SkipReport())
     # One closed further on takes in the lines between, whose records cannot be told apart: the read stops too.
     path.write_text('id,text,image,label\n1,oops,img/ok.png,"pos\n2,fine,img/ok.png,neg"\n3,"a ""quoted"" word",img/ok.png,neg\n')
-    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-3 with a line break in its label: a quote closed "
-                                        r"on the wrong line has taken in line\(s\) 3-3$"):
+    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-3 with a line break in its label: is a quote closed "
+                                        r"on the wrong line, taking in line 3\? The read stops so that no record is lost unseen$"):
         read_custom(path, skip=SkipReport())
-    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg"\n')
-    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-3 with fewer fields than the header \(no image\)"):
+    path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,fine,img/ok.png,neg\n3,x,img/ok.png,neg"\n')
+    with pytest.raises(DataError, match=r"data.csv:2: a record runs over lines 2-4 with fewer fields than the header \(no image\): "
+                                        r"is a quote closed on the wrong line, taking in lines 3-4\?"):
         read_custom(path, skip=SkipReport())
+    # A quote that ends a field early within one line spoils that record only: it is skipped, and the read goes on.
+    path.write_text('id,text,image,label\n1,"he said "hi" to me",img/ok.png,pos\n2,fine,img/ok.png,neg\n')
+    skip = SkipReport()
+    assert [r.id for r in read_custom(path, skip=skip)] == ["2"]
+    assert [(e.line, e.reason) for e in skip.skipped] == [
+        (2, 'malformed line: a quote closes a field before its end (a quote inside a text is written twice: "")')]
     # The quote opened in one text and closed at the start of the next record's: as many fields as the header.
     path.write_text('id,text,image,label\n1,"oops,img/ok.png,pos\n2,"fine",img/ok.png,neg\n3,last,img/ok.png,neg\n')
     with pytest.raises(DataError, match=r"data.csv:2: malformed CSV from here on \(',' expected after '\"'\) at line 3: a quote "
@@ -445,3 +437,5 @@ def test_a_whole_number_written_as_a_float_is_the_same_label(folder):
     lines = [json.dumps(GOOD | {"label": 1}), json.dumps(GOOD | {"id": "2", "label": 1.0}), json.dumps(GOOD | {"id": "3", "label": 0.5})]
     (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
     assert [r.label for r in read_custom(folder / "data.jsonl")] == ["1", "1", "0.5"]
+    (folder / "data.csv").write_text("id,text,image,label\n1,a,img/ok.png,1\n2,b,img/ok.png,1.0\n3,c,img/ok.png,-2.00\n4,d,img/ok.png,1.5\n")
+    assert [r.label for r in read_custom(folder / "data.csv")] == ["1", "1", "-2", "1.5"]

@@ -169,7 +169,7 @@ def test_mmsd_duplicate_ids_across_splits(tmp_path):
         load_dataset("mmsd", root)
 
 
-def test_mmsd_missing_files_and_images(tmp_path):
+def test_mmsd_missing_files_and_images(tmp_path, broken_png):
     with pytest.raises(DataError, match="missing train.txt, valid2.txt, test2.txt"):
         load_dataset("mmsd", tmp_path)
     root = write_mmsd(tmp_path / "d", [['1', 'a', 1], ['2', 'b', 0]], [['3', 'c', 0, 0]], [['4', 'd', 1, 1]], images=False)
@@ -182,6 +182,11 @@ def test_mmsd_missing_files_and_images(tmp_path):
         load_dataset("mmsd", root)
     assert len(load_dataset("mmsd", root, check_images=False)["train"]) == 2  # images are not opened at all
     assert [r.id for r in load_dataset("mmsd", root, skip_invalid=True)["train"]] == ["1"]
+    # Pixels that do not decode under intact checksums: read as they are, found when skipping decodes them.
+    broken_png.rename(root / "dataset_image" / "2.jpg")
+    assert len(load_dataset("mmsd", root)["train"]) == 2
+    skipping = load_dataset("mmsd", root, skip_invalid=True)
+    assert [r.id for r in skipping["train"]] == ["1"] and "unreadable image file" in skipping.skipped.summary()
 
 
 def test_reading_only_the_splits_asked_for_leaves_the_others_unread(tmp_path):
@@ -754,6 +759,9 @@ def test_decode_text_fallbacks():
     # The release's texts that are not UTF-8 are GBK: its Cyrillic and curly quotes are read as written.
     gbk = "RT @KiM_96I: Не могу \u201cвалентин\u201d #snow"
     assert decode_text(gbk.encode("gbk")) == (gbk, True)
+    # Windows-1252's curly quotes and accented letters before ASCII letters would be GB18030 pairs too.
+    for text in ("It\u2019s sunny", "r\u00e9sum\u00e9s", "na\u00efve \u201cquoted\u201d"):
+        assert decode_text(text.encode("cp1252")) == (text, True)
     assert decode_text(b"\x8d \x81") == ("\x8d \x81", True)  # neither GB18030 nor Windows-1252: Latin-1
 
 

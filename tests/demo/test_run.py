@@ -111,7 +111,8 @@ def test_demo_refuses_a_folder_of_other_files_it_would_replace(tmp_path, capsys)
     (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.9}')
     assert main(["demo", "--quick", "--out", str(tmp_path / "mine")]) == 2
     assert capsys.readouterr().err.strip() == (f"clfa: error: --out {tmp_path / 'mine'}: holds data, metrics.json, which the demo "
-                                               "would replace, and clfa demo did not make it; give another folder")
+                                               "would replace, and nothing marks it as a demo's folder (the file .clfa-demo); "
+                                               "give another folder")
     assert (tmp_path / "mine" / "data" / "train.jsonl").read_text() == "keep"
     # A demo's folder from before the mark was written is known by its summary.
     (tmp_path / "mine" / "metrics.json").write_text('{"size": {}, "seconds": 40.2, "models": {}}')

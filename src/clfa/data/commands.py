@@ -141,7 +141,7 @@ def inspect_image(path: Path) -> tuple[str, str] | None:
         return "missing image", f"{path} does not exist"
     if size == 0:
         return "empty image file", f"{path} has 0 bytes"
-    if path.is_dir():  # an empty image field names the data file's own folder
+    if path.is_dir():  # a path that names a folder
         return "folder instead of an image file", f"{path} is a folder"
     try:
         with Image.open(path) as img:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
 from clfa.data.records import DataError, Record, SkipReport, location, not_utf8, raise_or_skip, url_instead_of_file
+
+_WHOLE_FLOAT = re.compile(r"-?\d+\.0+")
 
 REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
@@ -125,6 +128,11 @@ def _csv_records_within_limit(path: Path):
                 if at_end:  # strict parsing ends a field still quoted at the file's end so
                     raise DataError(f"a quote opened in this record is never closed{_swallowed(start, reader.line_num)}",
                                     file=path, line=start) from None
+                if "expected after" in str(exc) and reader.line_num == start:
+                    # Within one line (the parser goes on at the next): that record alone is malformed.
+                    yield start, start, DataError('malformed line: a quote closes a field before its end (a quote inside a '
+                                                  'text is written twice: "")', file=path, line=start, kind="malformed line")
+                    continue
                 hint = ": a quote that is never closed?" if "field limit" in str(exc) else \
                     (f" at line {reader.line_num}: a quote closes a field before its end: is a quote left open above it, or "
                      'one inside a text not doubled ("")?') if "expected after" in str(exc) else ""
@@ -145,6 +153,8 @@ def _iter_csv_rows(path: Path):
     header_line, _, header = next(records, (None, None, None))
     if header is None:
         raise DataError("empty CSV file (no header)", file=path)
+    if isinstance(header, DataError):
+        raise DataError(f"CSV header: {header.reason}", file=path, line=header_line)
     if error := not_utf8(path, header_line, *header):
         raise error
     if near := _near_field_names(header):
@@ -155,6 +165,9 @@ def _iter_csv_rows(path: Path):
     # A text may hold a line break (quoted); an id, an image path or a label cannot.
     one_line = {key: header.index(key) for key in ("id", "image", "label") if key in header}
     for start, end, fields in records:
+        if isinstance(fields, DataError):
+            yield start, fields
+            continue
         if len(fields) > len(header):
             problem = "more fields than the header"
         elif lacking := [key for key, column in required.items() if column >= len(fields)]:
@@ -165,10 +178,12 @@ def _iter_csv_rows(path: Path):
             yield start, not_utf8(path, start, *fields) or dict(zip(header, fields))
             continue
         if end > start:
-            # A quote closed on a later line than it opened made that record of lines that held other records, which
-            # cannot be told apart: skipping it would lose them unseen, so the read stops, as it does for one never closed.
-            raise DataError(f"a record runs over lines {start}-{end} with {problem}: a quote closed on the wrong line "
-                            f"has taken in line(s) {start + 1}-{end}", file=path, line=start)
+            # Most often a quote closed on a later line than it opened, which made one record of lines that held others:
+            # they cannot be told apart, and skipping it would lose them unseen, so the read stops, as it does for a
+            # quote never closed.
+            taken = f"line {end}" if end == start + 1 else f"lines {start + 1}-{end}"
+            raise DataError(f"a record runs over lines {start}-{end} with {problem}: is a quote closed on the wrong line, "
+                            f"taking in {taken}? The read stops so that no record is lost unseen", file=path, line=start)
         yield start, DataError(f"malformed line: {problem}", file=path, line=start, kind="malformed line")
 
 
@@ -197,8 +212,11 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
     label = row.get("label")
     if isinstance(label, (list, dict, bool)):  # numbers are fine: labels 0/1 are common, and read as "0"/"1"
         raise DataError(f"malformed line: label is {type(label).__name__}, not a string or a number", file=path, line=line)
-    if isinstance(label, float) and label.is_integer():  # 1.0 (a number column with a gap, as pandas writes it) is 1
+    # 1.0 is 1: pandas writes a column of whole numbers with a gap as floats, in JSON and in CSV.
+    if isinstance(label, float) and label.is_integer():
         label = int(label)
+    elif isinstance(label, str) and _WHOLE_FLOAT.fullmatch(label.strip()):
+        label = label.strip().split(".")[0]
     # Spaces around a label are not part of it: "rain " from "rain, snow" must not be a class of its own.
     label = None if label is None or str(label).strip() == "" else str(label).strip()
     if label is not None and ("\n" in label or "\r" in label):  # a label is one line; more is a quote left open

@@ -242,6 +242,12 @@ for _name in ("jsonl", "csv"):
     register_dataset(_name, options=("train", "dev", "test", "labels"))(_read_custom_splits)
 
 
+def labels_read_from_data(data: DatasetSplits) -> bool:
+    """Whether the task's labels are whatever its records hold (a custom dataset without ``--labels``), rather than
+    a set fixed beforehand, against which a record's unknown label is an error."""
+    return DATASETS.get(data.name) is _read_custom_splits and not data.options.get("labels")
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid: bool = False, **options) -> DatasetSplits:
     """Read the named dataset. ``skip_invalid`` counts bad records in ``.skipped`` instead of raising."""
     check_options(name, options)

@@ -3,6 +3,7 @@ lists, text decoding with a counted fallback, and the image check."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,18 +85,30 @@ def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...],
     return str(sample_id).strip(), text, label
 
 
+# Text in GB2312's two-byte rows (both bytes 0xA1-0xFE) among ASCII: what the release's GBK texts are made of. A
+# Windows-1252 text seldom is (its accented letters and curly quotes are followed by ASCII letters), though GB18030
+# would decode most of those too, as ideographs.
+_GB2312_TEXT = re.compile(rb"(?:[\x00-\x7f]|[\xa1-\xfe][\xa1-\xfe])*")
+
+
 def decode_text(raw: bytes) -> tuple[str, bool]:
-    """Decode a text file of MVSA's release: UTF-8 (a BOM is dropped), else GB18030, else Windows-1252, else Latin-1
-    (which never fails).
+    """Decode a text file of MVSA's release: UTF-8 (a BOM is dropped), else GBK if the bytes are GB2312 text, else
+    Windows-1252, else Latin-1 (which never fails).
 
     Returns the text and whether a fallback was needed, so callers can count those texts. The release's texts that
-    are not UTF-8 were saved in the Chinese Windows code page (GBK, which GB18030 extends): its Cyrillic, its curly
-    quotes; read as Windows-1252 they would come out as other letters (the splits others publish show Russian
-    tweets so garbled). Windows-1252 then reads what GB18030 cannot: a lone accented letter, curly quotes.
+    are not UTF-8 were saved in the Chinese Windows code page (GBK): its Cyrillic, its curly quotes; read as
+    Windows-1252 they would come out as other letters (the splits others publish show Russian tweets so garbled).
     """
-    for encoding in ("utf-8-sig", "gb18030", "cp1252"):
+    try:
+        return raw.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        pass
+    if _GB2312_TEXT.fullmatch(raw):
         try:
-            return raw.decode(encoding), encoding != "utf-8-sig"
+            return raw.decode("gb18030"), True
         except UnicodeDecodeError:
             pass
-    return raw.decode("latin-1"), True
+    try:
+        return raw.decode("cp1252"), True
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), True
