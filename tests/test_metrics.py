@@ -22,3 +22,20 @@ def test_multiclass_headline_f1_is_weighted():
     assert "precision" not in m
     assert m["f1"] == m["weighted_f1"] == pytest.approx((1 * 1 + 1 * 0 + 2 * 0.8) / 4)
     assert m["confusion_matrix"]["matrix"][1] == [0, 0, 1]
+
+
+def test_a_class_absent_from_the_split_is_named_and_left_out_of_the_macro_averages():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    y, p = [0, 0, 1, 1], [0, 0, 1, 0]
+    m = classification_metrics(y, p, ["positive", "neutral", "negative"])
+    assert m["absent_classes"] == ["negative"]
+    # As scikit-learn's own defaults compute them, over the classes present
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert m["macro_precision"] == pytest.approx(precision_score(y, p, average="macro"))
+    assert m["macro_recall"] == pytest.approx(recall_score(y, p, average="macro"))
+    assert m["macro_recall"] == pytest.approx((1 + 0.5) / 2)
+    # A class only predicted still counts, with its precision of 0.
+    m = classification_metrics([0, 0, 1], [0, 2, 1], ["a", "b", "c"])
+    assert m["absent_classes"] == ["c"] and m["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
+    assert "absent_classes" not in classification_metrics([0, 1], [0, 0], ["a", "b"])

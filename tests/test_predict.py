@@ -147,9 +147,15 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     save_model(tiny_models, tmp_path / "model")
     with pytest.raises(OptionError, match="--device gpu: not a device"):
         Predictor.from_pretrained(tmp_path / "model", device="gpu")
+    for kind in ("meta", "mps"):  # devices torch names, which prediction is not built for
+        with pytest.raises(OptionError, match=f"--device {kind}: prediction runs on cpu or cuda"):
+            Predictor.from_pretrained(tmp_path / "model", device=kind)
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="--device cuda: no CUDA GPU is available here"):
             Predictor.from_pretrained(tmp_path / "model", device="cuda")
+    else:
+        with pytest.raises(OptionError, match=f"--device cuda:{torch.cuda.device_count()}: this machine has"):
+            Predictor.from_pretrained(tmp_path / "model", device=f"cuda:{torch.cuda.device_count()}")
     with pytest.raises(ValueError, match="^empty text$"):
         Predictor.from_pretrained(tmp_path / "model", device="cpu").predict(" ", Image.new("RGB", (8, 8)))
     empty = Predictor.from_pretrained(tmp_path / "model", device="cpu").run([], progress=False)
@@ -171,6 +177,20 @@ def test_a_config_edited_after_training_is_refused_not_filled_with_random_weight
     config = tmp_path / "model" / "config.json"
     config.write_text(json.dumps(json.loads(config.read_text()) | edit))
     with pytest.raises(OptionError, match=refused):
+        Predictor.from_pretrained(tmp_path / "model", device="cpu")
+
+
+def test_a_model_whose_weights_are_not_numbers_is_refused(tiny_models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from clfa.errors import OptionError
+
+    save_model(tiny_models, tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    weights["classifier.4.bias"][0] = float("nan")  # as a diverged run leaves them
+    save_file(weights, tmp_path / "model" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(OptionError, match=r"model: its weights are not all numbers \(e.g. classifier.4.bias\): the run that "
+                                          r"wrote it diverged$"):
         Predictor.from_pretrained(tmp_path / "model", device="cpu")
 
 

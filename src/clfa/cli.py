@@ -96,6 +96,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
+        if absent := results[split].get("absent_classes"):
+            zero = f"; {positive}'s P/R/F1 are 0 by convention" if positive in absent else ""
+            print(f"note: the {split} split has no sample of {', '.join(map(repr, absent))}: the macro figures average the "
+                  f"other classes{zero}", file=sys.stderr)
     print_table(metrics_table(results, title=f"{args.model} on {data.name}"))
     if args.output:
         from clfa import __version__

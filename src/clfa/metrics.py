@@ -14,7 +14,10 @@ def classification_metrics(labels, predictions, label_names: list[str], positive
     per-class report and confusion matrix (rows: true class, columns: predicted, in ``label_names`` order)."""
     y, p = np.asarray(labels), np.asarray(predictions)
     ids = list(range(len(label_names)))
-    macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(y, p, labels=ids, average="macro", zero_division=0)
+    # Macro averages are over the classes the split or the predictions hold, as scikit-learn's own default: a class
+    # with neither has no precision or recall to average (zero_division would count it as 0).
+    present = sorted(set(y.tolist()) | set(p.tolist()))
+    macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(y, p, labels=present, average="macro", zero_division=0)
     result = {
         "accuracy": float(accuracy_score(y, p)),
         "macro_precision": float(macro_p),
@@ -32,6 +35,8 @@ def classification_metrics(labels, predictions, label_names: list[str], positive
     result["per_class"] = classification_report(y, p, labels=ids, target_names=label_names, output_dict=True, zero_division=0)
     result["confusion_matrix"] = {"labels": label_names, "matrix": confusion_matrix(y, p, labels=ids).tolist()}
     result["num_samples"] = int(len(y))
+    if absent := [name for i, name in enumerate(label_names) if not (y == i).any()]:
+        result["absent_classes"] = absent  # no sample of these in the split: their recall, and F1, are undefined
     return result
 
 

@@ -39,8 +39,12 @@ def _device(name: str | torch.device | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise OptionError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type not in ("cpu", "cuda"):  # the kinds prediction is built and tested for
+        raise OptionError(f"--device {name}: prediction runs on cpu or cuda (cuda:1, ...)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"--device {name}: no CUDA GPU is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise OptionError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     return device
 
 
@@ -179,6 +183,9 @@ class Predictor:
                         (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys")),
                          ("mis-shaped", info.get("mismatched_keys"))) if keys]:
             raise OptionError(f"{path}: its config.json does not match its weights ({'; '.join(problems)})")
+        # A run that diverged still writes its model: its predictions would all be the first label, with NaN scores.
+        if diverged := next((name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()), None):
+            raise OptionError(f"{path}: its weights are not all numbers (e.g. {diverged}): the run that wrote it diverged")
         return cls(model, tokenizer, processor, device, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> list[Path]:
