@@ -118,16 +118,15 @@ def _layout_hint(data_dir: Path, dataset: str) -> str:
 @register_dataset("mmsd", options=("image_dir", "mmsd_filter", "normalize_text"))
 def read_mmsd(data_dir: Path, options: dict, skip: SkipReport | None):
     """MMSD with the standard cleaning (``options["mmsd_filter"]``: token, substring or none)."""
-    wanted = wanted_splits(options)
-    if not (data_dir / "text").is_dir() and (data_dir / CLEAN_MMSD).is_dir():
-        # Cleaned by its publishers, so filtered only when a filter is asked for.
-        mode = notes_from(options).mmsd_filter = options.get("mmsd_filter") or "none"
-        filter_reason("", mode)
+    notes, wanted = notes_from(options), wanted_splits(options)
+    clean = not (data_dir / "text").is_dir() and (data_dir / CLEAN_MMSD).is_dir()
+    # The copy in text_json_clean/ is cleaned by its publishers, so it is filtered only when a filter is asked for.
+    mode = notes.mmsd_filter = options.get("mmsd_filter") or ("none" if clean else "token")
+    filter_reason("", mode)  # reject an unknown mode before reading anything
+    if clean:
         _require_files(data_dir, "mmsd", MMSD2_FILES, wanted, CLEAN_MMSD)
         return _read_json_splits(data_dir / CLEAN_MMSD, wanted, options, skip, mode), list(LABELS), POSITIVE
-    mode = notes_from(options).mmsd_filter = options.get("mmsd_filter") or "token"
-    filter_reason("", mode)  # reject an unknown mode before reading anything
-    notes, image_dir, folder = notes_from(options), _image_dir(data_dir, options), data_dir / "text"
+    image_dir, folder = _image_dir(data_dir, options), data_dir / "text"
     _require_files(data_dir, "mmsd", MMSD_FILES, wanted)
     splits: dict[str, list[Record]] = {}
     seen: dict[str, str] = {}  # ids must be unique across the splits read, as the reference loader asserted
