@@ -126,6 +126,9 @@ def _make_parent(output: str | None) -> None:
         # Never opened here: a pipe would block or see an early end, and a link's target must not be made.
         if not os.access(path if path.exists() else path.parent, os.W_OK):
             raise OptionError(f"--output {output}: cannot be written (permission denied)")
+        # A file is replaced by a whole new one made beside it (clfa.prediction_files).
+        if path.is_file() and not os.access(path.resolve().parent, os.W_OK):
+            raise OptionError(f"--output {output}: its folder cannot be written (permission denied)")
         return
     try:
         path.touch(exist_ok=False)
@@ -147,6 +150,7 @@ def _predict(args: argparse.Namespace) -> int:
     from clfa.data.custom import check_image_file, read_custom
     from clfa.data.records import SkipReport, url_instead_of_file
     from clfa.predict import Predictor
+    from clfa.prediction_files import PredictionsCut, write_predictions
 
     one = args.text is not None or args.image is not None
     if one and (args.text is None or args.image is None):
@@ -173,28 +177,18 @@ def _predict(args: argparse.Namespace) -> int:
         print(skip.summary(), file=sys.stderr)
     if not records:
         raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
-    results = predictor.predict_records(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
-    as_csv = args.output is not None and Path(args.output).suffix.lower() == ".csv"
-    text = _csv_lines(results, predictor.labels) if as_csv else "".join(json.dumps(r) + "\n" for r in results)
+    results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
+    try:
+        written = write_predictions(results, predictor.labels, args.output)
+    except PredictionsCut as cut:
+        print(f"clfa: {cut}", file=sys.stderr)
+        raise cut.__cause__ from None
+    except BrokenPipeError:  # the reader of stdout stopped early (| head): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8", newline="" if as_csv else None)
-        print(f"{len(results)} predictions written to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+        print(f"{written} predictions written to {args.output}", file=sys.stderr)
     return 0
-
-
-def _csv_lines(results: list[dict], labels: list[str]) -> str:
-    """Predictions as CSV: id, label, then one probability column per label, in the model's order."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "label", *(f"p_{label}" for label in labels)])
-    for result in results:
-        writer.writerow([result["id"], result["label"], *(result["probabilities"][label] for label in labels)])
-    return out.getvalue()
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -318,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="... and its image")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
     p.add_argument("--output", help="predictions, one per pair: JSON Lines (id, label, probabilities), or CSV (id, label, "
-                   "p_LABEL...) for a .csv name (default: JSON Lines to stdout)")
+                   "p_LABEL...) for a .csv name (default: JSON Lines to stdout); written as NAME.partial until whole")
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)

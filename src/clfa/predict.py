@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -236,23 +237,40 @@ class Predictor:
     def _result(self, probs: torch.Tensor) -> dict:
         return {"label": self.labels[int(probs.argmax())], "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, probs)}}
 
-    def run(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True, images=None) -> dict[str, np.ndarray]:
-        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records."""
-        if not records:
-            width = {"probabilities": len(self.labels), "text_features": self.model.config.align_dim, "image_features": self.model.config.align_dim}
-            return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
+    def batches(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+                images=None) -> Iterator[dict[str, np.ndarray]]:
+        """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
+        other, in the records' order: what has been computed is usable, and freed, before the rest is."""
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
             records = [dataclasses.replace(record, text=self._text(record.text)) for record in records]
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"
         )
-        parts: dict[str, list[torch.Tensor]] = {}
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
-            for key, value in self._forward(batch).items():
+            yield {key: value.numpy() for key, value in self._forward(batch).items()}
+
+    def run(self, records: list[Record], **kwargs) -> dict[str, np.ndarray]:
+        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records. ``kwargs``:
+        ``batch_size`` (64), ``num_workers`` (0), ``progress`` (True), ``images`` (preprocessed uint8 images)."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for outputs in self.batches(records, **kwargs):
+            for key, value in outputs.items():
                 parts.setdefault(key, []).append(value)
-        return {key: torch.cat(values).numpy() for key, values in parts.items()}
+        if not parts:
+            width = {"probabilities": len(self.labels), "text_features": self.model.config.align_dim, "image_features": self.model.config.align_dim}
+            return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+    def iter_predictions(self, records: list[Record], **kwargs) -> Iterator[dict]:
+        """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; ``kwargs`` as
+        :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
+        done = 0
+        for outputs in self.batches(records, **kwargs):
+            for probs in outputs["probabilities"]:
+                yield {"id": records[done].id, **self._result(torch.from_numpy(probs))}
+                done += 1
 
     def predict_records(self, records: list[Record], **kwargs) -> list[dict]:
-        probs = self.run(records, **kwargs)["probabilities"]
-        return [{"id": r.id, **self._result(torch.from_numpy(p))} for r, p in zip(records, probs)]
+        """:meth:`iter_predictions` as a list."""
+        return list(self.iter_predictions(records, **kwargs))

@@ -1,0 +1,84 @@
+"""Predictions written as they are made: JSON Lines (``id``, ``label``, ``probabilities``) or CSV (``id``, ``label``,
+``p_LABEL`` per class), to a file or to stdout.
+
+A file is written under a ``.partial`` name beside it and takes its own name only once every prediction is in it, so
+that a file of that name is always whole; a run that stops half-way leaves what it made in the ``.partial`` file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+
+class PredictionsCut(Exception):
+    """The predictions stopped before the last (the cause is ``__cause__``) with ``written`` of them in ``path``."""
+
+    def __init__(self, written: int, path: Path):
+        super().__init__(f"{written} prediction(s) made before the stop are in {path}")
+        self.written, self.path = written, path
+
+
+def partial_path(output: str | Path) -> Path:
+    """Where the predictions for ``output`` go until they are all made: beside the file a link points to, as that
+    file is what is replaced."""
+    target = Path(output).resolve()
+    return target.with_name(target.name + ".partial")
+
+
+def write_predictions(results: Iterable[dict], labels: list[str], output: str | Path | None) -> int:
+    """Write each result as it comes, CSV for an ``output`` ending in ``.csv``, and return how many were written.
+    ``output`` None is stdout. A path that is not a file (a pipe, /dev/stdout) is written directly."""
+    as_csv = output is not None and Path(output).suffix.lower() == ".csv"
+    if output is None:
+        return _write(results, labels, sys.stdout, as_csv)
+    target = Path(output).resolve()
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
+            return _write(results, labels, stream, as_csv)
+    partial = partial_path(output)
+    counter = _Counter(results)
+    try:
+        with open(partial, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
+            written = _write(counter, labels, stream, as_csv)
+    except BaseException as err:  # an interrupt too: what was made is kept, and said where
+        if not counter.count:
+            partial.unlink(missing_ok=True)
+            raise
+        raise PredictionsCut(counter.count, partial) from err
+    if target.exists():  # a file replaced keeps its permissions
+        shutil.copymode(target, partial)
+    os.replace(partial, target)
+    return written
+
+
+class _Counter:
+    """The results, counted as they are taken: how many reached the file when the run stopped."""
+
+    def __init__(self, results: Iterable[dict]):
+        self.results, self.count = results, 0
+
+    def __iter__(self):
+        for result in self.results:
+            yield result
+            self.count += 1
+
+
+def _write(results: Iterable[dict], labels: list[str], stream: TextIO, as_csv: bool) -> int:
+    written = 0
+    if as_csv:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "label", *(f"p_{label}" for label in labels)])
+    for result in results:
+        if as_csv:
+            writer.writerow([result["id"], result["label"], *(result["probabilities"][label] for label in labels)])
+        else:
+            stream.write(json.dumps(result) + "\n")
+        written += 1
+    stream.flush()
+    return written
