@@ -253,10 +253,13 @@ def _attention_backends(text: str) -> str:
     return text
 
 
+_MODEL_HELP = "the folder clfa train wrote (its --output-dir), one of its checkpoints (OUTPUT_DIR/checkpoints/checkpoint-N), or a hub name"
+
+
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     from clfa.options import PRECISIONS, parse_bool, positive_int, whole_number
 
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="pairs per batch (default 64)")
     p.add_argument("--num-workers", type=whole_number, default=0,
                    help="processes that decode images while the model runs (default 0: in the main process)")
     p.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL", help="show a progress bar (default true)")
@@ -299,15 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained model on dataset splits")
-    p.add_argument("--model", required=True, help="a trained model directory")
-    p.add_argument("--split", nargs="+", default=["test"], choices=["train", "dev", "test"])
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
+    p.add_argument("--split", nargs="+", default=["test"], choices=["train", "dev", "test"], help="the splits to evaluate (default: test)")
     add_predictor_arguments(p)
     p.add_argument("--output", help="write the metrics JSON here")
     add_dataset_arguments(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="label new image+text pairs")
-    p.add_argument("--model", required=True, help="a trained model directory")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--text", help="one text ...")
     p.add_argument("--image", help="... and its image")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
@@ -326,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="offline demo: generate a sarcasm world, train CLFA and baselines, compare")
     p.add_argument("--out", default="clfa-demo", help="output folder (default: clfa-demo)")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated world, the teacher, the students and every training run (default 0)")
     p.set_defaults(func=_demo)
 
     add_data_parser(sub)

@@ -106,6 +106,11 @@ def _in_mode(module: nn.Module, mode: bool) -> bool:
 
 
 class CLFAModel(CLFAPreTrainedModel):
+    """A CLFA classifier, a transformers ``PreTrainedModel``: a text and an image student, a mapping net each into
+    the teacher's space, fusion and a classifier. ``forward`` returns a :class:`CLFAOutput`, whose ``loss`` is
+    CE + lambda * alignment loss when labels and the teacher's embeddings are given. New ones come from
+    :meth:`from_encoders`; trained ones from ``from_pretrained`` (safetensors)."""
+
     def __init__(self, config: CLFAConfig, text_model: PreTrainedModel | None = None, image_model: PreTrainedModel | None = None):
         super().__init__(config)
         self.text_model = text_model if text_model is not None else _encoder(config.text_config)

@@ -77,6 +77,10 @@ def _opt(default, help: str, **kw):
 
 @dataclass
 class TrainOptions:
+    """The options of a training run; the defaults are the paper's. One field per ``clfa train`` flag, named as the
+    flag without ``--`` and with underscores; the data options are not among them (see
+    :func:`clfa.data.registry.load_dataset`)."""
+
     output_dir: str = _opt("runs/clfa", "where the final model, metrics.json and checkpoints/ go")
     # models
     text_model: str = _opt(DEFAULT_TEXT_MODEL, "text student: hub name or local dir (AutoModel + AutoTokenizer)")

@@ -16,7 +16,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
     g.add_argument("--test-file", help="custom formats: the test file (default DATA_DIR/test.jsonl|json|csv)")
     g.add_argument("--labels", help="custom formats: comma-separated label names in class-id order (default: sorted labels of the train file)")
     g.add_argument("--positive-label", help="binary tasks: the class whose precision/recall/F1 are reported (default: sarcastic, positive, yes, 1... or the last label)")
-    g.add_argument("--image-dir", help="public datasets: folder of <id>.jpg images (MMSD: default DATA_DIR/dataset_image; MVSA: DATA_DIR/data)")
+    g.add_argument("--image-dir", help="public datasets: folder of <id>.jpg images (MMSD: default DATA_DIR/dataset_image; MVSA: DATA_DIR/data, else DATA_DIR/dataset_image, else DATA_DIR)")
     g.add_argument("--mmsd-filter", choices=["token", "substring", "none"], help="MMSD cleaning of hashtag-leaking words (default: token)")
     g.add_argument("--splits-dir", help="MVSA: folder with pre-made train/dev/test.json splits, or where to write the split made from the raw release")
     g.add_argument("--normalize-text", action="store_true", help="MMSD and MMSD2.0: rewrite <url>/<user>/<num>/emoji_NNN placeholders and spaced hashtags (off, as in the paper)")

@@ -11,8 +11,8 @@ Two layouts are accepted:
   from there on later runs, as long as the label file and the texts it came from are unchanged
   (``source.json`` next to it records them, and what the cleaning removed; see :func:`_reusable_split`).
 
-Images are ``IMAGE_DIR/<id>.jpg``: ``--image-dir`` if given, else ``DATA_DIR/data`` if that folder exists,
-else DATA_DIR itself.
+Images are ``IMAGE_DIR/<id>.jpg``: ``--image-dir`` if given, else ``DATA_DIR/data`` if that folder exists, else
+``DATA_DIR/dataset_image`` (the CLMLF layout) if that one does, else DATA_DIR itself.
 """
 
 from __future__ import annotations
