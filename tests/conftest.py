@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -47,6 +48,30 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     CLIPModel(clip).save_pretrained(root / "clip")
     CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "clip")
     return {"text": str(root / "bert"), "image": str(root / "vit"), "teacher": str(root / "clip")}
+
+
+@pytest.fixture(scope="session")
+def other_students(tiny_models, tmp_path_factory) -> dict[str, str]:
+    """Tiny text students of other kinds than BERT, each with the tiny BERT's vocabulary: a T5 saved whole (encoder
+    and decoder, as on the hub), CLIP's causal text tower, a tokenizer without a padding token and one that pads on
+    the left."""
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5Model
+
+    root = tmp_path_factory.mktemp("other_students")
+    torch.manual_seed(0)
+    bert = BertTokenizerFast.from_pretrained(tiny_models["text"])
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    T5Model(T5Config(vocab_size=len(bert), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2, decoder_start_token_id=0)
+            ).save_pretrained(root / "t5")
+    bert.save_pretrained(root / "t5")
+    CLIPTextModel(CLIPTextConfig(vocab_size=len(bert), max_position_embeddings=64, eos_token_id=bert.sep_token_id, **small)
+                  ).save_pretrained(root / "clip_text")
+    bert.save_pretrained(root / "clip_text")
+    for name in ("no_pad", "left_padded"):
+        shutil.copytree(tiny_models["text"], root / name)
+    PreTrainedTokenizerFast(tokenizer_object=bert.backend_tokenizer, unk_token="[UNK]").save_pretrained(root / "no_pad")
+    BertTokenizerFast.from_pretrained(tiny_models["text"], padding_side="left").save_pretrained(root / "left_padded")
+    return {name: str(root / name) for name in ("t5", "clip_text", "no_pad", "left_padded")}
 
 
 def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positive"), seed: int = 0) -> Path:

@@ -168,3 +168,38 @@ def test_pretrained_encoder_weights_survive_model_construction(tiny_models):
     for name, param in model.text_model.named_parameters():
         assert torch.equal(param, expected[name]), name
     assert model.text_mapping[0].weight.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_an_encoder_decoder_student_is_its_encoder_alone_and_reloads_whole(tiny_models, other_students, tmp_path):
+    model = CLFAModel.from_encoders(other_students["t5"], tiny_models["image"], labels=LABELS, align_dim=24, fusion_heads=2).eval()
+    assert type(model.text_model).__name__ == "T5EncoderModel"  # not T5Model, whose decoder would ask for its own inputs
+    inputs = {key: value for key, value in batch().items() if not key.startswith("teacher") and key != "labels"}
+    logits = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    reloaded, info = CLFAModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(reloaded.text_model).__name__ == "T5EncoderModel"
+    assert not any(info.values())  # no missing, unexpected or mis-shaped weight
+    torch.testing.assert_close(reloaded.eval()(**inputs).logits, logits)
+
+
+def test_a_causal_text_tower_is_told_from_a_bidirectional_one(tiny_models, other_students):
+    from clfa.modeling import first_token_reads_the_text
+
+    bert, clip_text = AutoModel.from_pretrained(tiny_models["text"]), AutoModel.from_pretrained(other_students["clip_text"])
+    bert.train()
+    assert first_token_reads_the_text(bert) and bert.training  # the mode it was in is given back
+    assert not first_token_reads_the_text(clip_text)
+
+
+def test_the_text_length_is_what_the_encoders_positions_allow(caplog):
+    from transformers import BertConfig, RobertaConfig, T5Config, ViTConfig
+
+    from clfa.modeling import new_config, text_length_limit
+
+    # RoBERTa's positions start after its padding id: 514 positions hold 512 tokens.
+    roberta = RobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    assert [text_length_limit(c) for c in (roberta, BertConfig(max_position_embeddings=512), T5Config())] == [512, 512, None]
+    assert new_config(roberta, ViTConfig(), LABELS, max_text_length=513).max_text_length == 512
+    assert "max_text_length 513 exceeds what the text encoder can take; using 512" in caplog.text
+    assert new_config(roberta, ViTConfig(), LABELS, max_text_length=512).max_text_length == 512
+    assert new_config(T5Config(), ViTConfig(), LABELS, max_text_length=1000).max_text_length == 1000

@@ -250,14 +250,20 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys,
     (["--image-model", "{text}"], "", "/bert: a bert model without an image_size, not a ViT-style image encoder"),
     (["--image-model", "{teacher}"], "", "/clip: a clip model of several towers; a student is one encoder: give the folder"),
     (["--teacher", "{text}"], "", "--teacher {text}: a bert model, not a CLIP-style dual encoder (text and vision towers"),
+    (["--text-model", "{no_pad}"], "", "--text-model {no_pad}: its tokenizer has no padding token, and texts are padded to"),
+    (["--text-model", "{clip_text}", "--classifier-pooling", "cls"], "", "--classifier-pooling cls: --text-model {clip_text} "
+                                                                        "is a causal encoder, whose first token does not see the text"),
+    (["--text-model", "{left_padded}", "--alignment-pooling", "cls"], "", "--alignment-pooling cls: the tokenizer of "
+                                                                          "--text-model {left_padded} pads on the left"),
 ])
-def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys, flags, config_text, message):
+def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, other_students, tiny_dataset, tmp_path, capsys, flags,
+                                                         config_text, message):
     config = tmp_path / "opts.yaml"
     config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"
                       "num_workers: 0\nreport_to: none\nprogress: false\n" + config_text)
     capsys.readouterr()
-    flags = [flag.replace("{data}", str(tiny_dataset)).format(**tiny_models) for flag in flags]
-    message = message.format(**tiny_models)
+    flags = [flag.replace("{data}", str(tiny_dataset)).format(**tiny_models, **other_students) for flag in flags]
+    message = message.format(**tiny_models, **other_students)
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config), *flags,
                  "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err
@@ -267,19 +273,38 @@ def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, tiny_datas
 
 
 def test_each_model_option_takes_the_kinds_of_model_that_can_serve_it():
-    from transformers import BertConfig, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, DeiTConfig, ResNetConfig, RobertaConfig
+    from transformers import (BartConfig, BertConfig, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, ConvNextConfig, DeiTConfig,
+                              Dinov2Config, MobileViTConfig, ResNetConfig, RobertaConfig, SiglipTextConfig, SwinConfig, T5Config)
 
     from clfa.training import _wrong_kind
 
-    serve = {"--text-model": [BertConfig(), RobertaConfig(), CLIPTextConfig()],
-             "--image-model": [CLIPVisionConfig(), DeiTConfig()],
+    serve = {"--text-model": [BertConfig(), RobertaConfig(), CLIPTextConfig(), T5Config()],
+             "--image-model": [CLIPVisionConfig(), DeiTConfig(), Dinov2Config(), SwinConfig()],
              "--teacher": [CLIPConfig()]}
     for flag, configs in serve.items():
         assert [_wrong_kind(flag, config) for config in configs] == [None] * len(configs), flag
     # One CLIP tower "with projection" has a projection_dim, but nothing to pair texts with images.
     assert "not a CLIP-style dual encoder" in _wrong_kind("--teacher", CLIPTextConfig(projection_dim=64))
     assert "not a ViT-style image encoder" in _wrong_kind("--image-model", ResNetConfig())
+    for convolutional in (ConvNextConfig(), MobileViTConfig()):  # an image_size, and a map of features, not tokens
+        assert _wrong_kind("--image-model", convolutional).startswith(f"a convolutional {convolutional.model_type} model")
     assert "several towers" in _wrong_kind("--text-model", CLIPConfig())
+    assert _wrong_kind("--text-model", SiglipTextConfig()) == ("a siglip_text_model model, which transformers' AutoModel "
+                                                             "cannot build; a student is an AutoModel encoder")
+    assert _wrong_kind("--text-model", BartConfig()) == ("a bart encoder-decoder whose encoder transformers cannot load "
+                                                       "alone (AutoModelForTextEncoding)")
+
+
+def test_a_t5_student_trains_and_its_model_predicts(tiny_models, other_students, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, text_model=other_students["t5"], epochs=1, max_steps=3)
+    metrics = train(opts, load_dataset("jsonl", tiny_dataset))
+    assert metrics["train"]["steps"] == 3 and metrics["train"]["weights_finite"]
+    predictor = Predictor.from_pretrained(tmp_path / "run", device="cpu")  # refused if a weight were missing
+    assert type(predictor.model.text_model).__name__ == "T5EncoderModel"
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    predicted = [result["label"] for result in predictor.predict_records(records, progress=False)]
+    expected = metrics["test"]["accuracy"]
+    assert sum(p == r.label for p, r in zip(predicted, records)) / len(records) == pytest.approx(expected)
 
 
 def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_load(tmp_path, caplog):

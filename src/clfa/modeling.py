@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding, PreTrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
 from transformers.utils import ModelOutput
 
 from clfa.configuration import CLFAConfig
@@ -49,22 +50,57 @@ class ClassifierHead(nn.Sequential):
 
 def _encoder(source, **kwargs) -> PreTrainedModel:
     """An encoder from a config or a hub name / local dir, without the unused pooler where it has one
-    (unused parameters would break DDP and waste memory)."""
-    make = AutoModel.from_config if isinstance(source, PreTrainedConfig) else AutoModel.from_pretrained
+    (unused parameters would break DDP and waste memory). Of an encoder-decoder (T5), the encoder alone: a student
+    never runs the decoder, and AutoModel would build it and ask for its inputs. The choice is by model type, as
+    the encoder's own saved config no longer says it came from an encoder-decoder."""
+    config = source if isinstance(source, PreTrainedConfig) else AutoConfig.from_pretrained(source)
+    auto = AutoModelForTextEncoding if config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES else AutoModel
+    make = auto.from_config if isinstance(source, PreTrainedConfig) else auto.from_pretrained
     try:
         return make(source, add_pooling_layer=False, **kwargs)
-    except TypeError:
+    except TypeError as err:
+        if "add_pooling_layer" not in str(err):
+            raise
         return make(source, **kwargs)
+
+
+# Encoders whose position ids start after the padding id (create_position_ids_from_input_ids): they take
+# max_position_embeddings - pad_token_id - 1 tokens.
+_PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm",
+                             "longformer", "ibert", "mpnet"}
+
+
+def text_length_limit(text_config: PreTrainedConfig) -> int | None:
+    """How many tokens the text encoder can take, or None where its positions are not bounded (relative positions)."""
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if positions is None or text_config.model_type not in _PADDING_OFFSET_POSITIONS:
+        return positions
+    pad = getattr(text_config, "pad_token_id", None)
+    return positions - (1 if pad is None else pad) - 1
+
+
+@torch.no_grad()
+def first_token_reads_the_text(encoder: PreTrainedModel) -> bool:
+    """Whether the encoder's state of a text's first token depends on the tokens after it. In a causal encoder
+    (CLIP's text tower, GPT-2) it does not: the first token sees only itself, and a ``cls`` pooling reads no text."""
+    vocab = encoder.config.vocab_size
+    ids = torch.tensor([[1, 2, 3, 4], [1, 5, 6, 7]]) % vocab
+    was_training = encoder.training
+    device = next(encoder.parameters()).device
+    encoder.eval()  # dropout would make the two first states differ whatever the encoder reads
+    try:
+        states = encoder(input_ids=ids.to(device), attention_mask=torch.ones_like(ids, device=device)).last_hidden_state
+    finally:
+        encoder.train(was_training)
+    return not torch.allclose(states[0, 0], states[1, 0], rtol=1e-4, atol=1e-6)
 
 
 def new_config(text_config: PreTrainedConfig, image_config: PreTrainedConfig, labels: list[str], align_dim: int = 512,
                **config_kwargs) -> CLFAConfig:
     """The config of a new classifier on students of these configs: read from the configs alone, so that it is known
     before any weights load."""
-    positions = getattr(text_config, "max_position_embeddings", None)
-    if positions is not None and config_kwargs.get("max_text_length", 77) > positions:
-        # RoBERTa-style encoders reserve two positions for the padding offset.
-        limit = positions - 2 if text_config.model_type in ("roberta", "xlm-roberta") else positions
+    limit = text_length_limit(text_config)
+    if limit is not None and config_kwargs.get("max_text_length", 77) > limit:
         logger.warning("max_text_length %s exceeds what the text encoder can take; using %s", config_kwargs.get("max_text_length", 77), limit)
         config_kwargs["max_text_length"] = limit
     config_kwargs.setdefault("normalize_text", False)  # a new model reads texts as given unless told otherwise

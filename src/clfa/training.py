@@ -32,7 +32,7 @@ from clfa.errors import OptionError, first_line
 from clfa.fused_linears import fusing_linears
 from clfa.hub import lookup_problem
 from clfa.metrics import classification_metrics, headline
-from clfa.modeling import CLFAModel, new_config
+from clfa.modeling import CLFAModel, first_token_reads_the_text, new_config
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
@@ -488,7 +488,33 @@ def _wrong_kind(flag: str, config) -> str | None:
         return f"a {kind} model without a token vocabulary, not a text encoder"
     if flag == "--image-model" and not is_image:
         return f"a {kind} model without an image_size, not a ViT-style image encoder (patch tokens in, features out)"
+    if flag == "--image-model" and not hasattr(config, "hidden_size"):
+        return (f"a convolutional {kind} model (its features are a map of several widths, not tokens of one), not a "
+                "ViT-style image encoder (patch tokens in, features out)")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES, MODEL_MAPPING_NAMES
+
+    if getattr(config, "is_encoder_decoder", False) and kind not in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES:
+        return f"a {kind} encoder-decoder whose encoder transformers cannot load alone (AutoModelForTextEncoding)"
+    if kind not in MODEL_MAPPING_NAMES:
+        return f"a {kind} model, which transformers' AutoModel cannot build; a student is an AutoModel encoder"
     return None
+
+
+def check_text_student(opts: TrainOptions, config: CLFAConfig, tokenizer, text_model) -> None:
+    """What a text student's config does not tell: its tokenizer pads, and, for a ``cls`` pooling, its first token
+    reads the text. Checked before the teacher and image caches are filled, which can take long."""
+    if tokenizer.pad_token is None:
+        raise OptionError(f"--text-model {opts.text_model}: its tokenizer has no padding token, and texts are padded to "
+                          "--max-text-length; save the tokenizer with one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    pools_first = [f"--{kind}-pooling cls" for kind in ("classifier", "alignment") if getattr(config, f"{kind}_pooling") == "cls"]
+    if not pools_first:
+        return
+    if tokenizer.padding_side == "left":
+        raise OptionError(f"{' and '.join(pools_first)}: the tokenizer of --text-model {opts.text_model} pads on the "
+                          "left, so a short text's first token is padding; use mean")
+    if not first_token_reads_the_text(text_model):
+        raise OptionError(f"{' and '.join(pools_first)}: --text-model {opts.text_model} is a causal encoder, whose "
+                          "first token does not see the text after it; use mean")
 
 
 def experiment_trackers(report_to: str) -> list[str]:
@@ -651,6 +677,7 @@ def train(
     image_processor = load_image_processor(opts.image_model)
     transform = ImageTransform(image_processor)
     model = CLFAModel.on_named_encoders(config)
+    check_text_student(opts, model.config, tokenizer, model.text_model)
     label2id = model.config.label2id
 
     train_records = data["train"]

@@ -51,8 +51,10 @@ def assert_same_batches(got: dict, want: dict):
         assert torch.equal(got[key], want[key]), key
 
 
-def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset):
-    processor = AutoImageProcessor.from_pretrained(tiny_models["image"])
+@pytest.mark.parametrize("settings", [{}, {"do_normalize": False}, {"do_rescale": False, "do_normalize": False},
+                                      {"rescale_factor": 1 / 127.5, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}])
+def test_normalised_pixels_equal_the_image_processor(tiny_models, tiny_dataset, settings):
+    processor = AutoImageProcessor.from_pretrained(tiny_models["image"], **settings)
     transform = ImageTransform(processor)
     image = Image.open(tiny_dataset / "images" / "3.png")
     expected = processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]

@@ -33,9 +33,12 @@ class ImageTransform:
 
     def __init__(self, image_processor):
         self.processor = image_processor
-        self.rescale_factor = float(getattr(image_processor, "rescale_factor", 1 / 255))
-        self.mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        # As the processor itself does: a step it is set not to take is not taken.
+        rescale = getattr(image_processor, "do_rescale", True)
+        self.rescale_factor = float(getattr(image_processor, "rescale_factor", 1 / 255)) if rescale else 1.0
+        normalize = getattr(image_processor, "do_normalize", True)
+        self.mean = torch.tensor(image_processor.image_mean if normalize else [0.0] * 3, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(image_processor.image_std if normalize else [1.0] * 3, dtype=torch.float32).view(1, 3, 1, 1)
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.size = self._output_size()
 
