@@ -25,6 +25,8 @@ def test_version_names_clfa_and_the_libraries_it_depends_on(capsys):
 
 def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or_opened(tmp_path):
     import os
+    import stat
+    import threading
 
     from clfa.cli import _make_parent
     from clfa.errors import OptionError
@@ -38,7 +40,10 @@ def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or
     _make_parent(str(tmp_path / "link.json"))
     assert (tmp_path / "link.json").is_symlink() and not (tmp_path / "target.json").exists()
     os.mkfifo(tmp_path / "pipe")  # opening it here would block until a reader came
-    _make_parent(str(tmp_path / "pipe"))
+    check = threading.Thread(target=_make_parent, args=(str(tmp_path / "pipe"),), daemon=True)
+    check.start()
+    check.join(timeout=30)
+    assert not check.is_alive() and stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
     with pytest.raises(OptionError, match="is a folder; give a file name"):
         _make_parent(str(tmp_path))
 
@@ -52,9 +57,10 @@ class _BrokenImages(torch.utils.data.Dataset):
 
 
 def test_an_error_raised_in_a_loader_worker_is_its_own_one_line_message():
-    loader = torch.utils.data.DataLoader(_BrokenImages(), num_workers=1)
+    batches = iter(torch.utils.data.DataLoader(_BrokenImages(), num_workers=1))
     with pytest.raises(DataError) as err:
-        next(iter(loader))
+        next(batches)
+    batches._shutdown_workers()  # now, not by the garbage collector in a later test, which waits 5 s a worker
     assert "Traceback" in str(err.value)  # as the DataLoader re-raises it
     assert message(err.value) == "test.jsonl:1: unreadable image file 3.png"
     assert message(DataError("no pairs to predict", file="in.jsonl")) == "in.jsonl: no pairs to predict"

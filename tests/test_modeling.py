@@ -38,6 +38,21 @@ def test_sizes_come_from_the_encoders_and_outputs_are_complete(tiny_models):
     assert model.config.id2label == dict(enumerate(LABELS))
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_the_alignment_loss_pairs_each_students_pooled_features_with_its_own_teacher_embeddings(tiny_models, pooling):
+    from clfa.losses import contrastive_alignment_loss
+
+    model = make_model(tiny_models, temperature=0.5, alignment_pooling=pooling).eval()
+    inputs = batch()  # its first text is padded after 4 tokens
+    out = model(**inputs)
+    expected = contrastive_alignment_loss(out.text_features, inputs["teacher_text_embeds"], 0.5) + \
+        contrastive_alignment_loss(out.image_features, inputs["teacher_image_embeds"], 0.5)
+    torch.testing.assert_close(out.alignment_loss, expected)
+    tokens = model.text_mapping(model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state)
+    first = tokens[0, 0] if pooling == "cls" else tokens[0, :4].mean(0)  # padding has no part in the pooled features
+    torch.testing.assert_close(out.text_features[0], first)
+
+
 def test_lambda_scales_alignment_and_zero_disables_it(tiny_models):
     inputs = batch()
     half = make_model(tiny_models, alignment_weight=0.5).eval()
@@ -128,7 +143,7 @@ def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(t
     model.image_model.train()
     model.train()
     assert modes() == {True}
-    with pytest.raises(ValueError):  # the shortcut leaves torch's check of the mode in place
+    with pytest.raises(ValueError, match="training mode is expected to be boolean"):  # the shortcut leaves torch's check of the mode in place
         model.train(1)
 
 

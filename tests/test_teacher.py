@@ -53,10 +53,16 @@ def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_
     changed = teacher_embeddings(records, str(other), cache, progress=False)
     assert len(cache_files(cache)) == 6
     assert not torch.allclose(changed[0], first[0])
+    # The same folder with new weights (a fine-tuned teacher saved over the old one) is another teacher too.
+    torch.nn.init.normal_(model.text_projection.weight)
+    model.save_pretrained(other)
+    retrained = teacher_embeddings(records, str(other), cache, progress=False)
+    assert len(cache_files(cache)) == 7
+    assert not torch.allclose(retrained[0], changed[0])
     # Another backend of the same image processor settings (PIL or torchvision), whose settings read the same, may
     # resize differently.
     processor = load_image_processor(tiny_models["teacher"])
     backend = type("TorchvisionLike", (type(processor),), {"to_dict": lambda self: processor.to_dict()})
     monkeypatch.setattr(teacher, "load_image_processor", lambda path: backend(**processor.to_dict()))
     teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
-    assert len(cache_files(cache)) == 7
+    assert len(cache_files(cache)) == 8

@@ -61,6 +61,12 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     assert saved["data_dir"] == str(tiny_dataset.resolve()) and saved["data_options"] == {}
     assert saved["files"] == {split: str(tiny_dataset.resolve() / f"{split}.jsonl") for split in ("train", "dev", "test")}
     assert Path(saved["best_checkpoint"]).is_absolute() and Path(saved["best_checkpoint"]).is_dir()
+    # The model kept is the checkpoint of the best dev F1 (--metric f1), the first to reach it.
+    last = max((out / "checkpoints").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    evals = [entry for entry in json.loads((last / "trainer_state.json").read_text())["log_history"] if "eval_f1" in entry]
+    best = max(entry["eval_f1"] for entry in evals)
+    assert len(evals) == 8 and metrics["dev"]["f1"] == pytest.approx(best)
+    assert saved["best_checkpoint"].endswith(f"checkpoint-{next(e['step'] for e in evals if e['eval_f1'] == best)}")
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert AutoTokenizer.from_pretrained(out).model_max_length == json.loads((out / "config.json").read_text())["max_text_length"]
     assert not (out / "training_args.bin").exists()  # a pickle; its settings are in metrics.json
@@ -72,6 +78,16 @@ def test_train_learns_and_writes_a_usable_model(tiny_models, tiny_dataset, tmp_p
     probs = Predictor.from_pretrained(out, device="cpu").run(records, progress=False)["probabilities"]
     labels = torch.tensor([["negative", "positive"].index(r.label) for r in records])
     assert (torch.from_numpy(probs).argmax(-1) == labels).float().mean().item() == pytest.approx(metrics["test"]["accuracy"])
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_recall", "weighted_f1"])
+def test_the_dev_metric_asked_for_picks_the_checkpoint_kept(tmp_path, metric):
+    from clfa.training import training_arguments
+
+    args = training_arguments(TrainOptions(output_dir=str(tmp_path), metric=metric, report_to="none"), has_dev=True)
+    assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == (metric, True, True)
+    args = training_arguments(TrainOptions(output_dir=str(tmp_path), metric=metric, report_to="none"), has_dev=False)
+    assert (args.metric_for_best_model, args.load_best_model_at_end) == (None, False)  # no dev split: the last model
 
 
 def test_trainer_clips_and_counts_flops_as_the_stock_trainer_does(tiny_models, tmp_path):

@@ -101,8 +101,9 @@ def test_stats_bad_input_exits_nonzero(tmp_path, capsys):
     assert "missing train.txt" in capsys.readouterr().err
     assert run(["data", "stats", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("clfa: error: unknown dataset 'nope'")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         run(["data"])  # a sub-command is required
+    assert exit_.value.code == 2 and "the following arguments are required" in capsys.readouterr().err
 
 
 def test_check_clean_dataset_passes(tmp_path, capsys):

@@ -774,6 +774,7 @@ def test_decode_text_fallbacks():
         ("thanks <user> for <num> hours # fun  emoji_15 emoji_15 <url>", "thanks @user for 0 hours #fun emoji emoji http"),
         ("# # funnyquotes #  4 is the best", "# #funnyquotes #4 is the best"),
         ("link:<url>… and <URL>", "link: http … and http"),
+        ("<num>pts by x<User> in got<num>", "0 pts by x @user in got 0"),
         ("#", "#"),
         ("emoji_12x stays, so does myemoji_3", "emoji_12x stays, so does myemoji_3"),
         ("  spaces \t and\nnewlines  ", "spaces and newlines"),

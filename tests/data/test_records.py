@@ -34,3 +34,15 @@ def test_skipped_records_are_written_with_absolute_paths(tmp_path, monkeypatch):
         {"file": str(tmp_path / "data/train.json"), "line": 1, "item": 5, "reason": "missing image file img/3.jpg"},
     ]
     assert report.summary().splitlines()[0] == "skipped 3 invalid record(s): 3 x missing image file"
+
+
+def test_a_long_skip_summary_counts_every_record_and_lists_the_first_ten():
+    report = SkipReport()
+    for line in range(1, 12):
+        report.add(DataError(f"missing image file img/{line}.jpg", file="train.jsonl", line=line))
+    report.add(DataError("unknown label 'sarcstic'", file="train.jsonl", line=12))
+    lines = report.summary().splitlines()
+    assert lines[0] == "skipped 12 invalid record(s): 11 x missing image file, 1 x unknown label"
+    assert lines[1:11] == [f"  train.jsonl:{line}: missing image file img/{line}.jpg" for line in range(1, 11)]
+    assert lines[11:] == ["  ... and 2 more"]
+    assert len(report.to_json()) == 12

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPModel
 
 from clfa.data.custom import read_custom
-from clfa.demo.teacher import add_filler, teacher_retrieval_accuracy, train_teacher
+from clfa.demo.teacher import add_filler, embed, teacher_retrieval_accuracy, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import filler_words, generate_world, scene_of
 from clfa.teacher import compute_teacher_embeddings, projected_embedding, teacher_projection_dim
@@ -68,6 +68,10 @@ def test_embeddings_through_the_library(trained):
     teacher, records = trained
     text, image = compute_teacher_embeddings(records[:8], str(teacher), progress=False)
     assert text.shape == image.shape == (8, AutoModel.from_pretrained(teacher).config.projection_dim)
+    # The library's cached embeddings are the demo teacher's own, in direction (the loss normalises them).
+    own_text, own_image = embed(teacher, [record.text for record in records[:8]], records[:8])
+    torch.testing.assert_close(torch.nn.functional.normalize(text, dim=-1), own_text, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.nn.functional.normalize(image, dim=-1), own_image, rtol=1e-4, atol=1e-5)
 
 
 def test_filler_keeps_the_scene():

@@ -119,7 +119,7 @@ def test_tokenizer_covers_every_text(world, tmp_path):
 
 def test_filler_words_name_no_scene():
     for word in filler_words():
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"names 0 scenes \(\[\]\), expected exactly one"):
             scene_of(word)
     assert set(filler_words()) <= set(demo_vocabulary())
     assert {scene_of(s) for s in ("sunny", "rain", "snowfall", "moonlit")} == set(SCENES)
