@@ -110,6 +110,34 @@ def test_interrupted_build_leaves_no_cache(tmp_path):
     assert cached_images(records, t, cache, progress=False).shape == (8, 3, 8, 8) and t.loads == 8
 
 
+@pytest.mark.parametrize("failure", ["disk full", "no reservation, too little room"])
+def test_a_cache_the_disk_cannot_hold_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch, failure):
+    """A write through a memory map onto a full disk would kill the process (SIGBUS) without a word."""
+    import errno
+    import shutil
+
+    import clfa.data.image_cache as image_cache
+    from clfa.errors import OptionError
+
+    records = make_records(tmp_path / "img", n=4)
+    code = errno.ENOSPC if failure == "disk full" else errno.EOPNOTSUPP
+
+    def cannot_reserve(fd, offset, size):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(image_cache.os, "posix_fallocate", cannot_reserve)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=100))
+    transform = CountingTransform()
+    with pytest.raises(OptionError, match=rf"^the image cache needs 0.0 GB in {tmp_path / 'cache'}, which has 0.0 GB free: "
+                                          r"free some space, give --cache-dir another folder, or train with --image-cache false$"):
+        cached_images(records, transform, tmp_path / "cache", progress=False)
+    assert transform.loads == 0 and list((tmp_path / "cache").iterdir()) == []
+    if code == errno.EOPNOTSUPP:  # a file system that cannot reserve blocks, with the room: the cache is built
+        monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage)
+        assert cached_images(records, transform, tmp_path / "cache", progress=False).shape == (4, 3, 8, 8)
+
+
 def test_files_of_killed_builds_are_removed_and_recent_ones_kept(tmp_path):
     import os
     import time

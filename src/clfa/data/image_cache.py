@@ -9,8 +9,10 @@ it has been untouched for an hour.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clfa.data.records import Record, record_error
+from clfa.errors import OptionError
 
 CACHE_FORMAT = 1  # bump when the file layout changes, so old caches are ignored
 
@@ -79,6 +82,22 @@ def _remove_abandoned(folder: Path) -> None:
             continue
 
 
+def _reserve(tmp: Path) -> None:
+    """Take the file's disk blocks before any image is written: a write through a memory map that finds the disk
+    full kills the process (SIGBUS) without a word, hours into a build."""
+    size = tmp.stat().st_size
+    try:
+        with open(tmp, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+        return
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) and shutil.disk_usage(tmp.parent).free >= size:
+            return  # a file system that cannot reserve blocks (EOPNOTSUPP), with the room the cache needs
+    free = shutil.disk_usage(tmp.parent).free
+    raise OptionError(f"the image cache needs {size / 1e9:.1f} GB in {tmp.parent}, which has {free / 1e9:.1f} GB free: free "
+                      "some space, give --cache-dir another folder, or train with --image-cache false")
+
+
 def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...], workers: int, progress: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(path.parent)
@@ -93,6 +112,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
 
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(tmp)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(load, i) for i in range(len(records))]
             try:
