@@ -4,6 +4,7 @@ from transformers import AutoModel
 
 from clfa import CLFAConfig, CLFAModel
 from clfa.fusion import FUSIONS
+from clfa.losses import pool_tokens
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -51,6 +52,28 @@ def test_the_alignment_loss_pairs_each_students_pooled_features_with_its_own_tea
     tokens = model.text_mapping(model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state)
     first = tokens[0, 0] if pooling == "cls" else tokens[0, :4].mean(0)  # padding has no part in the pooled features
     torch.testing.assert_close(out.text_features[0], first)
+
+
+@pytest.mark.parametrize("fusion, alignment_weight, run", [("text_only", 0.0, ["text"]), ("image_only", 0.0, ["image"]),
+                                                          ("text_only", 1.0, ["text", "image"]), ("concat", 0.0, ["text", "image"])])
+def test_a_single_modality_baseline_runs_its_own_student_alone(tiny_models, fusion, alignment_weight, run):
+    model = make_model(tiny_models, fusion=fusion, alignment_weight=alignment_weight).eval()
+    ran = []
+    model.text_model.register_forward_hook(lambda *args: ran.append("text"))
+    model.image_model.register_forward_hook(lambda *args: ran.append("image"))
+    inputs = batch()
+    out = model(**inputs)
+    assert ran == run and list(model.config.modalities) == run
+    assert (out.text_features is None, out.image_features is None) == ("text" not in run, "image" not in run)
+    # The logits are those of the classifier on its own modality, whatever the other student would have given.
+    if run == ["text"]:
+        states = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        own = model.text_mapping(states)
+    elif run == ["image"]:
+        own = model.image_mapping(model.image_model(pixel_values=inputs["pixel_values"]).last_hidden_state)
+    if len(run) == 1:
+        pooled = pool_tokens(own, inputs["attention_mask"] if run == ["text"] else None)
+        torch.testing.assert_close(out.logits, model.classifier(pooled))
 
 
 def test_lambda_scales_alignment_and_zero_disables_it(tiny_models):

@@ -392,3 +392,17 @@ def test_a_predict_command_whose_reader_stops_early_ends_quietly(tiny_models, ti
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tiny_dataset / "test.jsonl"), "--progress", "false"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_a_single_modality_baseline_predicts_with_the_features_of_its_modality(tiny_models, tiny_dataset, tmp_path):
+    model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
+                                    fusion_heads=2, max_text_length=12, fusion="image_only", alignment="none")
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_models["text"]).save_pretrained(tmp_path)
+    AutoImageProcessor.from_pretrained(tiny_models["image"]).save_pretrained(tmp_path)
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    records = records_of(tiny_dataset, count=3)
+    for got in (predictor.run(records, progress=False), predictor.run([], progress=False)):
+        assert set(got) == {"probabilities", "image_features"}
+    one = predictor.predict("a text the model does not read", tiny_dataset / "images" / "1.png")
+    assert one == predictor.predict("another", tiny_dataset / "images" / "1.png")

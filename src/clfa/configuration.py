@@ -94,6 +94,14 @@ class CLFAConfig(PreTrainedConfig):
         return self.alignment != "none" and self.alignment_weight > 0
 
     @property
+    def modalities(self) -> tuple[str, ...]:
+        """The students the model runs: both, except in a single-modality baseline without alignment, which never
+        reads the other one."""
+        if not self.uses_alignment and self.fusion in ("text_only", "image_only"):
+            return (self.fusion.removesuffix("_only"),)
+        return ("text", "image")
+
+    @property
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
 

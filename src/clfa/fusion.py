@@ -120,7 +120,7 @@ class CoAttentionFusion(nn.Module):
 
 @register_fusion("text_only")
 class TextOnly(nn.Module):
-    """Baseline: the text alone (the image branch is computed but ignored)."""
+    """Baseline: the text alone (without alignment, the image student is not run)."""
 
     def __init__(self, config):
         super().__init__()
@@ -133,7 +133,7 @@ class TextOnly(nn.Module):
 
 @register_fusion("image_only")
 class ImageOnly(nn.Module):
-    """Baseline: the image alone."""
+    """Baseline: the image alone (without alignment, the text student is not run)."""
 
     def __init__(self, config):
         super().__init__()

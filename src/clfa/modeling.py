@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CLFAOutput(ModelOutput):
     """``loss`` = ``ce_loss`` + lambda * ``alignment_loss``. ``text_features`` / ``image_features`` are the pooled
-    mapped (aligned) student features, in the teacher's space."""
+    mapped (aligned) student features, in the teacher's space; None for the student a single-modality baseline
+    without alignment does not run."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -213,9 +214,13 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
         cfg = self.config
-        text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
-        text = self.text_mapping(text_states)
-        image = self.image_mapping(image_states)
+        if cfg.modalities == ("text",):  # a single-modality baseline: the other student is not run
+            text, image = self.text_mapping(self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state), None
+        elif cfg.modalities == ("image",):
+            text, image = None, self.image_mapping(self.image_model(pixel_values=pixel_values).last_hidden_state)
+        else:
+            text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
+            text, image = self.text_mapping(text_states), self.image_mapping(image_states)
         logits = self.classifier(self.fusion(text, attention_mask, image))
 
         ce_loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
@@ -233,8 +238,8 @@ class CLFAModel(CLFAPreTrainedModel):
             logits=logits,
             ce_loss=ce_loss,
             alignment_loss=alignment_loss,
-            text_features=pool_tokens(text, attention_mask, cfg.alignment_pooling),
-            image_features=pool_tokens(image, None, cfg.alignment_pooling),
+            text_features=None if text is None else pool_tokens(text, attention_mask, cfg.alignment_pooling),
+            image_features=None if image is None else pool_tokens(image, None, cfg.alignment_pooling),
         )
 
     def encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:

@@ -208,11 +208,8 @@ class Predictor:
             scope.enter_context(autocast(self.precision, self.device))
             scope.enter_context(attention_backends(self.attention_backends))
             out = self.model(**inputs)
-        return {
-            "probabilities": out.logits.float().softmax(-1).cpu(),
-            "text_features": out.text_features.float().cpu(),
-            "image_features": out.image_features.float().cpu(),
-        }
+        features = {f"{kind}_features": getattr(out, f"{kind}_features").float().cpu() for kind in self.model.config.modalities}
+        return {"probabilities": out.logits.float().softmax(-1).cpu(), **features}
 
     def _text(self, text: str) -> str:
         """The text as the model read its training texts (rewritten where training rewrote them)."""
@@ -240,7 +237,8 @@ class Predictor:
     def batches(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
                 images=None) -> Iterator[dict[str, np.ndarray]]:
         """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
-        other, in the records' order: what has been computed is usable, and freed, before the rest is."""
+        other, in the records' order: what has been computed is usable, and freed, before the rest is. A
+        single-modality baseline has the features of its one modality (``config.modalities``)."""
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
             records = [dataclasses.replace(record, text=self._text(record.text)) for record in records]
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
@@ -258,7 +256,8 @@ class Predictor:
             for key, value in outputs.items():
                 parts.setdefault(key, []).append(value)
         if not parts:
-            width = {"probabilities": len(self.labels), "text_features": self.model.config.align_dim, "image_features": self.model.config.align_dim}
+            config = self.model.config
+            width = {"probabilities": len(self.labels)} | {f"{kind}_features": config.align_dim for kind in config.modalities}
             return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
         return {key: np.concatenate(values) for key, values in parts.items()}
 
