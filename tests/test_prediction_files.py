@@ -77,3 +77,27 @@ def test_a_pipe_is_written_as_the_predictions_come(tmp_path):
 def test_stdout_gets_json_lines(capsys):
     assert write_predictions(results(2), LABELS, None) == 2
     assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == ["negative", "positive"]
+
+
+def test_an_open_pipe_named_as_a_path_is_written_directly(tmp_path):
+    """/dev/stdout or a shell's >(...) is /dev/fd/N: through /proc it resolves to a name such as "pipe:[1234]"."""
+    read, write = os.pipe()
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(os.fdopen(read).read().splitlines()))
+    reader.start()
+    try:
+        assert write_predictions(results(3), LABELS, f"/dev/fd/{write}") == 3
+    finally:
+        os.close(write)
+    reader.join(timeout=30)
+    assert [json.loads(line)["id"] for line in got] == ["0", "1", "2"]
+
+
+def test_a_partial_file_left_as_a_link_is_replaced_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text("not to be touched\n")
+    out = tmp_path / "pred.jsonl"
+    partial_path(out).symlink_to(elsewhere)
+    assert write_predictions(results(2), LABELS, out) == 2
+    assert not out.is_symlink() and len(out.read_text().splitlines()) == 2
+    assert elsewhere.read_text() == "not to be touched\n" and not partial_path(out).exists()

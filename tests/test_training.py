@@ -290,7 +290,8 @@ def test_cli_reports_options_that_cannot_run_in_one_line(tiny_models, other_stud
 
 def test_each_model_option_takes_the_kinds_of_model_that_can_serve_it():
     from transformers import (BartConfig, BertConfig, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, ConvNextConfig, DeiTConfig,
-                              Dinov2Config, MobileViTConfig, ResNetConfig, RobertaConfig, SiglipTextConfig, SwinConfig, T5Config)
+                              Dinov2Config, MobileViTConfig, ResNetConfig, RobertaConfig, SiglipTextConfig, SwinConfig, T5Config,
+                              T5GemmaConfig)
 
     from clfa.training import _wrong_kind
 
@@ -309,6 +310,30 @@ def test_each_model_option_takes_the_kinds_of_model_that_can_serve_it():
                                                              "cannot build; a student is an AutoModel encoder")
     assert _wrong_kind("--text-model", BartConfig()) == ("a bart encoder-decoder whose encoder transformers cannot load "
                                                        "alone (AutoModelForTextEncoding)")
+    assert _wrong_kind("--text-model", T5GemmaConfig()).startswith("a t5gemma model without a hidden_size")
+
+
+def test_cls_pooling_is_refused_for_a_causal_text_student_only_where_it_reads_the_text(tiny_models, other_students, tmp_path):
+    from transformers import AutoModel
+
+    from clfa.training import check_text_student, model_config
+
+    student = AutoModel.from_pretrained(other_students["clip_text"])
+    tokenizer = AutoTokenizer.from_pretrained(other_students["clip_text"])
+    refused = {}
+    for fusion in ("cross_attention", "concat", "text_only", "image_only", "co_attention"):
+        for kind in ("classifier", "alignment"):
+            for alignment in ("clfa", "none"):
+                opts = tiny_options(tiny_models, tmp_path, text_model=other_students["clip_text"], fusion=fusion,
+                                    alignment=alignment, **{f"{kind}_pooling": "cls"})
+                try:
+                    check_text_student(opts, model_config(opts, ["0", "1"], "1"), tokenizer, student)
+                except OptionError as err:
+                    assert "is a causal encoder, whose first token does not see the text after it; use mean" in str(err)
+                    refused[fusion, kind, alignment] = True
+    reads_first_text_token = {(f, "classifier", a) for f in ("cross_attention", "concat", "text_only") for a in ("clfa", "none")} | \
+        {(f, "alignment", "clfa") for f in ("cross_attention", "concat", "text_only", "image_only", "co_attention")}
+    assert set(refused) == reads_first_text_token
 
 
 def test_a_t5_student_trains_and_its_model_predicts(tiny_models, other_students, tiny_dataset, tmp_path):

@@ -183,7 +183,10 @@ def _predict(args: argparse.Namespace) -> int:
     except PredictionsCut as cut:
         print(f"clfa: {cut}", file=sys.stderr)
         raise cut.__cause__ from None
-    except BrokenPipeError:  # the reader of stdout stopped early (| head): stop quietly, as other commands do
+    except BrokenPipeError:
+        if args.output is not None:
+            raise
+        # The reader of stdout stopped early (| head): stop quietly, as other commands do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     if args.output:

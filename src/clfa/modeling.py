@@ -68,7 +68,7 @@ def _encoder(source, **kwargs) -> PreTrainedModel:
 # Encoders whose position ids start after the padding id (create_position_ids_from_input_ids): they take
 # max_position_embeddings - pad_token_id - 1 tokens.
 _PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm",
-                             "longformer", "ibert", "mpnet"}
+                             "longformer", "ibert", "mpnet", "xmod", "luke", "esm"}
 
 
 def text_length_limit(text_config: PreTrainedConfig) -> int | None:
@@ -77,7 +77,9 @@ def text_length_limit(text_config: PreTrainedConfig) -> int | None:
     if positions is None or text_config.model_type not in _PADDING_OFFSET_POSITIONS:
         return positions
     pad = getattr(text_config, "pad_token_id", None)
-    return positions - (1 if pad is None else pad) - 1
+    if pad is None or text_config.model_type == "mpnet":  # MPNet's padding index is 1 whatever its config says
+        pad = 1
+    return positions - pad - 1
 
 
 @torch.no_grad()

@@ -248,11 +248,12 @@ class Predictor:
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             yield {key: value.numpy() for key, value in self._forward(batch).items()}
 
-    def run(self, records: list[Record], **kwargs) -> dict[str, np.ndarray]:
-        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records. ``kwargs``:
-        ``batch_size`` (64), ``num_workers`` (0), ``progress`` (True), ``images`` (preprocessed uint8 images)."""
+    def run(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+            images=None) -> dict[str, np.ndarray]:
+        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records; ``images``:
+        their preprocessed uint8 images, if at hand (as from the image cache)."""
         parts: dict[str, list[np.ndarray]] = {}
-        for outputs in self.batches(records, **kwargs):
+        for outputs in self.batches(records, batch_size, num_workers, progress, images):
             for key, value in outputs.items():
                 parts.setdefault(key, []).append(value)
         if not parts:
@@ -261,11 +262,12 @@ class Predictor:
             return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
         return {key: np.concatenate(values) for key, values in parts.items()}
 
-    def iter_predictions(self, records: list[Record], **kwargs) -> Iterator[dict]:
-        """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; ``kwargs`` as
+    def iter_predictions(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+                         images=None) -> Iterator[dict]:
+        """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; the arguments as
         :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
         done = 0
-        for outputs in self.batches(records, **kwargs):
+        for outputs in self.batches(records, batch_size, num_workers, progress, images):
             for probs in outputs["probabilities"]:
                 yield {"id": records[done].id, **self._result(torch.from_numpy(probs))}
                 done += 1

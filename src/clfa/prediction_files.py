@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,11 +38,12 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
     as_csv = output is not None and Path(output).suffix.lower() == ".csv"
     if output is None:
         return _write(results, labels, sys.stdout, as_csv)
-    target = Path(output).resolve()
-    if target.exists() and not target.is_file():
-        with open(target, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
+    if not _regular_file_or_none(output):
+        # A pipe, /dev/stdout, /dev/fd/N: what reads it reads as it comes, and it cannot be replaced.
+        with open(output, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
             return _write(results, labels, stream, as_csv)
-    partial = partial_path(output)
+    target, partial = Path(output).resolve(), partial_path(output)
+    partial.unlink(missing_ok=True)  # an earlier run's, or a link that open() would follow
     counter = _Counter(results)
     try:
         with open(partial, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
@@ -55,6 +57,15 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
         shutil.copymode(target, partial)
     os.replace(partial, target)
     return written
+
+
+def _regular_file_or_none(output: str | Path) -> bool:
+    """Whether ``output`` is a file or nothing yet. Asked of the path as given: /dev/stdout resolves, through /proc,
+    to a name such as "pipe:[1234]" that names nothing."""
+    try:
+        return stat.S_ISREG(os.stat(output).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 class _Counter:

@@ -491,6 +491,8 @@ def _wrong_kind(flag: str, config) -> str | None:
     if flag == "--image-model" and not hasattr(config, "hidden_size"):
         return (f"a convolutional {kind} model (its features are a map of several widths, not tokens of one), not a "
                 "ViT-style image encoder (patch tokens in, features out)")
+    if not hasattr(config, "hidden_size"):
+        return f"a {kind} model without a hidden_size, the one width of its tokens that the mapping net reads"
     from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES, MODEL_MAPPING_NAMES
 
     if getattr(config, "is_encoder_decoder", False) and kind not in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES:
@@ -506,7 +508,11 @@ def check_text_student(opts: TrainOptions, config: CLFAConfig, tokenizer, text_m
     if tokenizer.pad_token is None:
         raise OptionError(f"--text-model {opts.text_model}: its tokenizer has no padding token, and texts are padded to "
                           "--max-text-length; save the tokenizer with one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
-    pools_first = [f"--{kind}-pooling cls" for kind in ("classifier", "alignment") if getattr(config, f"{kind}_pooling") == "cls"]
+    # Where a cls pooling reads the text's first token: the classifier's, through these fusions; the alignment's,
+    # whenever the students are aligned.
+    pools_first = [flag for flag, reads_text in (
+        ("--classifier-pooling cls", config.classifier_pooling == "cls" and config.fusion in ("cross_attention", "concat", "text_only")),
+        ("--alignment-pooling cls", config.alignment_pooling == "cls" and config.uses_alignment)) if reads_text]
     if not pools_first:
         return
     if tokenizer.padding_side == "left":

@@ -82,20 +82,42 @@ def _remove_abandoned(folder: Path) -> None:
             continue
 
 
-def _reserve(tmp: Path) -> None:
-    """Take the file's disk blocks before any image is written: a write through a memory map that finds the disk
-    full kills the process (SIGBUS) without a word, hours into a build."""
-    size = tmp.stat().st_size
+def _reserve(tmp: Path, shape: tuple[int, ...]) -> np.memmap:
+    """The cache's file, its disk blocks taken before any image is written: a write through a memory map that finds
+    the disk full kills the process (SIGBUS) without a word, hours into a build."""
+    free = shutil.disk_usage(tmp.parent).free  # first: the blocks a failed reservation keeps would count as used
+    needed = int(np.prod(shape))
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        if _reserved(tmp) or free >= needed:
+            return out
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+    raise OptionError(f"the image cache needs {_bytes(needed)} in {tmp.parent}, which has {_bytes(free)} free: free some "
+                      "space, give --cache-dir another folder, or train with --image-cache false")
+
+
+def _reserved(tmp: Path) -> bool:
+    """Whether the file's blocks are now taken: False where they cannot be (macOS; a file system without fallocate).
+    A disk without the room raises."""
+    if not hasattr(os, "posix_fallocate"):
+        return False
     try:
         with open(tmp, "rb+") as f:
-            os.posix_fallocate(f.fileno(), 0, size)
-        return
+            os.posix_fallocate(f.fileno(), 0, tmp.stat().st_size)
+        return True
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT) and shutil.disk_usage(tmp.parent).free >= size:
-            return  # a file system that cannot reserve blocks (EOPNOTSUPP), with the room the cache needs
-    free = shutil.disk_usage(tmp.parent).free
-    raise OptionError(f"the image cache needs {size / 1e9:.1f} GB in {tmp.parent}, which has {free / 1e9:.1f} GB free: free "
-                      "some space, give --cache-dir another folder, or train with --image-cache false")
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        return False
+
+
+def _bytes(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...], workers: int, progress: bool) -> None:
@@ -111,8 +133,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
         os.utime(tmp)  # progress, for cleaners: see _remove_abandoned
 
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _reserve(tmp)
+        out = _reserve(tmp, shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(load, i) for i in range(len(records))]
             try:
