@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, CL
 
 from clfa.cli import main
 from clfa.data.registry import load_dataset
+from clfa.data.records import DataError
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
@@ -346,6 +347,20 @@ def test_a_t5_student_trains_and_its_model_predicts(tiny_models, other_students,
     predicted = [result["label"] for result in predictor.predict_records(records, progress=False)]
     expected = metrics["test"]["accuracy"]
     assert sum(p == r.label for p, r in zip(predicted, records)) / len(records) == pytest.approx(expected)
+
+
+def test_a_text_only_baseline_trains_and_predicts_without_decoding_an_image(tiny_models, tiny_dataset, tmp_path):
+    opts = tiny_options(tiny_models, tmp_path, fusion="text_only", alignment="none", epochs=1)
+    data = load_dataset("jsonl", tiny_dataset)
+    for record in data["train"][:5] + data["test"][:5]:  # read and checked, then gone: the run must not need them
+        record.image.unlink()
+    metrics = train(opts, data)
+    assert metrics["train"]["steps"] == 6 and metrics["train"]["weights_finite"]
+    assert not (tmp_path / "cache" / "images").exists()  # nothing cached either
+    probs = Predictor.from_pretrained(tmp_path / "run", device="cpu").run(data["test"], progress=False)["probabilities"]
+    assert probs.shape == (16, 2)
+    with pytest.raises(DataError, match="missing or unreadable image file"):  # a model that reads the images needs them
+        train(tiny_options(tiny_models, tmp_path / "both", alignment="none", epochs=1), data)
 
 
 def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_load(tmp_path, caplog):

@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
-from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack, tokenize
+from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_image_processor, stack, tokenize
 from clfa.data.records import DataError, Record
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
@@ -241,6 +241,8 @@ class Predictor:
         single-modality baseline has the features of its one modality (``config.modalities``)."""
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
             records = [dataclasses.replace(record, text=self._text(record.text)) for record in records]
+        if images is None and "image" not in self.model.config.modalities:  # a text-only baseline reads no image
+            images = BlankImages(len(records), self.transform.size)
         dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"

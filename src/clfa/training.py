@@ -25,7 +25,7 @@ from clfa import __version__
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import MODEL_OPTIONS, CLFAConfig
 from clfa.cuda_graph import GraphableAdamW, StepGraph
-from clfa.data.processing import CLFADataset, ImageTransform, load_image_processor, stack
+from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_image_processor, stack
 from clfa.data.records import DataError, Record, require_labels
 from clfa.data.registry import DatasetSplits, labels_read_from_data
 from clfa.errors import OptionError, first_line
@@ -409,7 +409,9 @@ def build_model(opts: TrainOptions, labels: list[str], positive_label: str | Non
     return CLFAModel.on_named_encoders(model_config(opts, labels, positive_label, normalize_text))
 
 
-def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions):
+def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions, read: bool = True):
+    if not read:  # a text-only baseline never runs its image student: no image is decoded, or cached
+        return BlankImages(len(records), transform.size)
     if not opts.image_cache:
         return None
     from clfa.data.image_cache import cached_images
@@ -692,7 +694,8 @@ def train(
     tokenizer.model_max_length = max_length
 
     def dataset(records, teacher_embeds=None):
-        return CLFADataset(records, tokenizer, transform, max_length, label2id, _images(records, transform, opts), teacher_embeds)
+        images = _images(records, transform, opts, read="image" in model.config.modalities)
+        return CLFADataset(records, tokenizer, transform, max_length, label2id, images, teacher_embeds)
 
     # The arguments come first: they set up the processes of a torchrun / accelerate launch run. The first
     # process then fills the teacher and image caches, and the others read them.

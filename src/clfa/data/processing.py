@@ -90,6 +90,22 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Te
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
+class BlankImages:
+    """The images of records whose model never reads them (a text-only baseline): one black image for all, none
+    decoded. The model's forward still takes pixels."""
+
+    def __init__(self, count: int, size: tuple[int, int]):
+        self.count, self.blank = count, np.zeros((3, *size), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -self.count <= index < self.count:
+            raise IndexError(f"image {index} of {self.count}")
+        return self.blank
+
+
 class CLFADataset(torch.utils.data.Dataset):
     """Tokenised texts, uint8 images (from an in-memory/memory-mapped array, or decoded on demand),
     labels and, for training, the cached teacher embeddings of each record."""
