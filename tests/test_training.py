@@ -305,7 +305,8 @@ def test_each_model_option_takes_the_kinds_of_model_that_can_serve_it():
     assert "not a CLIP-style dual encoder" in _wrong_kind("--teacher", CLIPTextConfig(projection_dim=64))
     assert "not a ViT-style image encoder" in _wrong_kind("--image-model", ResNetConfig())
     for convolutional in (ConvNextConfig(), MobileViTConfig()):  # an image_size, and a map of features, not tokens
-        assert _wrong_kind("--image-model", convolutional).startswith(f"a convolutional {convolutional.model_type} model")
+        assert _wrong_kind("--image-model", convolutional).startswith(f"a {convolutional.model_type} model whose features come in "
+                                                                      "several widths (a pyramid of feature maps")
     assert "several towers" in _wrong_kind("--text-model", CLIPConfig())
     assert _wrong_kind("--text-model", SiglipTextConfig()) == ("a siglip_text_model model, which transformers' AutoModel "
                                                              "cannot build; a student is an AutoModel encoder")

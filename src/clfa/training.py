@@ -491,8 +491,8 @@ def _wrong_kind(flag: str, config) -> str | None:
     if flag == "--image-model" and not is_image:
         return f"a {kind} model without an image_size, not a ViT-style image encoder (patch tokens in, features out)"
     if flag == "--image-model" and not hasattr(config, "hidden_size"):
-        return (f"a convolutional {kind} model (its features are a map of several widths, not tokens of one), not a "
-                "ViT-style image encoder (patch tokens in, features out)")
+        return (f"a {kind} model whose features come in several widths (a pyramid of feature maps, as a convolutional "
+                "network's), not a ViT-style image encoder (patch tokens of one width)")
     if not hasattr(config, "hidden_size"):
         return f"a {kind} model without a hidden_size, the one width of its tokens that the mapping net reads"
     from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES, MODEL_MAPPING_NAMES
