@@ -216,13 +216,9 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
         cfg = self.config
-        if cfg.modalities == ("text",):  # a single-modality baseline: the other student is not run
-            text, image = self.text_mapping(self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state), None
-        elif cfg.modalities == ("image",):
-            text, image = None, self.image_mapping(self.image_model(pixel_values=pixel_values).last_hidden_state)
-        else:
-            text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
-            text, image = self.text_mapping(text_states), self.image_mapping(image_states)
+        text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
+        text = None if text_states is None else self.text_mapping(text_states)
+        image = None if image_states is None else self.image_mapping(image_states)
         logits = self.classifier(self.fusion(text, attention_mask, image))
 
         ce_loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
@@ -244,15 +240,17 @@ class CLFAModel(CLFAPreTrainedModel):
             image_features=None if image is None else pool_tokens(image, None, cfg.alignment_pooling),
         )
 
-    def encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
-        """The students' last hidden states (text, image); side by side on two CUDA streams if ``overlap_towers``."""
-        if self.overlap_towers:
+    def encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The students' last hidden states (text, image), None for a student the model does not run (a
+        single-modality baseline: ``config.modalities``); side by side on two CUDA streams if ``overlap_towers``."""
+        if self.overlap_towers and len(self.config.modalities) == 2:
             return self._encode_side_by_side(input_ids, attention_mask, pixel_values)
         return self._encode(input_ids, attention_mask, pixel_values)
 
-    def _encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
-        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+    def _encode(self, input_ids, attention_mask, pixel_values) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        run = self.config.modalities
+        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state if "text" in run else None
+        image_states = self.image_model(pixel_values=pixel_values).last_hidden_state if "image" in run else None
         return text_states, image_states
 
     # Outside torch.compile's graph of the model: a compiled graph runs on one stream. Each student is then its own
