@@ -36,18 +36,20 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
     """Write each result as it comes, CSV for an ``output`` ending in ``.csv``, and return how many were written.
     ``output`` None is stdout. A path that is not a file (a pipe, /dev/stdout) is written directly."""
     as_csv = output is not None and Path(output).suffix.lower() == ".csv"
+    counter = _Counter(results)
     if output is None:
-        return _write(results, labels, sys.stdout, as_csv)
+        _write(counter, labels, sys.stdout, as_csv)
+        return counter.count
     if not _regular_file_or_none(output):
         # A pipe, /dev/stdout, /dev/fd/N: what reads it reads as it comes, and it cannot be replaced.
         with open(output, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
-            return _write(results, labels, stream, as_csv)
+            _write(counter, labels, stream, as_csv)
+        return counter.count
     target, partial = Path(output).resolve(), partial_path(output)
     partial.unlink(missing_ok=True)  # an earlier run's, or a link that open() would follow
-    counter = _Counter(results)
     try:
         with open(partial, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
-            written = _write(counter, labels, stream, as_csv)
+            _write(counter, labels, stream, as_csv)
     except BaseException as err:  # an interrupt too: what was made is kept, and said where
         if not counter.count:
             partial.unlink(missing_ok=True)
@@ -56,7 +58,7 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
     if target.exists():  # a file replaced keeps its permissions
         shutil.copymode(target, partial)
     os.replace(partial, target)
-    return written
+    return counter.count
 
 
 def _regular_file_or_none(output: str | Path) -> bool:
@@ -69,7 +71,7 @@ def _regular_file_or_none(output: str | Path) -> bool:
 
 
 class _Counter:
-    """The results, counted as they are taken: how many reached the file when the run stopped."""
+    """The results, counted as they are taken: how many were written, or had reached the file when the run stopped."""
 
     def __init__(self, results: Iterable[dict]):
         self.results, self.count = results, 0
@@ -80,8 +82,7 @@ class _Counter:
             self.count += 1
 
 
-def _write(results: Iterable[dict], labels: list[str], stream: TextIO, as_csv: bool) -> int:
-    written = 0
+def _write(results: Iterable[dict], labels: list[str], stream: TextIO, as_csv: bool) -> None:
     if as_csv:
         writer = csv.writer(stream)
         writer.writerow(["id", "label", *(f"p_{label}" for label in labels)])
@@ -90,6 +91,4 @@ def _write(results: Iterable[dict], labels: list[str], stream: TextIO, as_csv: b
             writer.writerow([result["id"], result["label"], *(result["probabilities"][label] for label in labels)])
         else:
             stream.write(json.dumps(result) + "\n")
-        written += 1
     stream.flush()
-    return written
