@@ -44,6 +44,21 @@ def test_a_run_that_stops_keeps_what_it_made_and_leaves_the_old_file_as_it_was(t
                     ["1", "positive", "0.25", "0.75"], ["2", "negative", "0.25", "0.75"]]
 
 
+@pytest.mark.parametrize("stem", ["p" * 245, "é" * 122, "q" * 120 + "é" * 62])
+def test_a_name_near_the_file_systems_limit_still_has_a_partial_file_beside_it(tmp_path, stem):
+    out, other = tmp_path / f"{stem}.jsonl", tmp_path / f"{stem}.csv"
+    assert 255 - len(".partial") < len(os.fsencode(out.name)) <= 255
+    with pytest.raises(PredictionsCut) as cut:
+        write_predictions(results(10, fail_after=2), LABELS, out)
+    partial = cut.value.path
+    assert partial.parent == tmp_path and partial.name.startswith("ppp" if stem[0] == "p" else stem[0])
+    assert partial.name.endswith(".partial") and len(os.fsencode(partial.name)) <= 255
+    assert [json.loads(line)["id"] for line in partial.read_text().splitlines()] == ["0", "1"]
+    assert partial_path(other) != partial  # two long names that share their start
+    assert write_predictions(results(3), LABELS, out) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 def test_a_run_that_stops_before_its_first_prediction_leaves_no_file(tmp_path):
     out = tmp_path / "pred.jsonl"
     with pytest.raises(RuntimeError, match="the GPU fell over"):

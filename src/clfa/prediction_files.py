@@ -7,6 +7,7 @@ that a file of that name is always whole; a run that stops half-way leaves what 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +30,25 @@ def partial_path(output: str | Path) -> Path:
     """Where the predictions for ``output`` go until they are all made: beside the file a link points to, as that
     file is what is replaced."""
     target = Path(output).resolve()
-    return target.with_name(target.name + ".partial")
+    name, longest = target.name + _PARTIAL, _longest_name(target.parent)
+    if len(os.fsencode(name)) > longest:
+        # A name near the file system's limit: its start, then a digest of the whole so that two such names still differ.
+        digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:12]
+        start = target.name
+        while len(os.fsencode(f"{start}-{digest}{_PARTIAL}")) > longest:
+            start = start[:-1]
+        name = f"{start}-{digest}{_PARTIAL}"
+    return target.with_name(name)
+
+
+_PARTIAL = ".partial"
+
+
+def _longest_name(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no such folder yet, or no pathconf (Windows)
+        return 255
 
 
 def write_predictions(results: Iterable[dict], labels: list[str], output: str | Path | None) -> int:
