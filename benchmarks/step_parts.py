@@ -151,7 +151,8 @@ def towers(device: torch.device, batch_sizes: list[int], repeats: int) -> list[d
 
     def forward_backward(batch: dict, two_streams: bool) -> tuple:
         model.overlap_towers = two_streams  # what --overlap-towers sets
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        # As training's whole steps: no autocast cast cache inside a captured region (PyTorch's CUDA graph notes).
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
             text_states, image_states = model.encode(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
         # Stands in for the fusion layers and losses.
         loss = text_states.float().square().mean() + image_states.float().square().mean()
