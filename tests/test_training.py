@@ -21,6 +21,7 @@ from clfa.options import TrainOptions
 from clfa.predict import Predictor
 from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task,
                            experiment_trackers, train, training_arguments, unused_parameters)
+from conftest import write_dataset
 
 
 def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
@@ -460,23 +461,34 @@ def test_experiment_trackers_are_checked_before_any_work(monkeypatch):
     assert experiment_trackers("wandb,tensorboard") == ["wandb", "tensorboard"]
 
 
-def test_torchrun_two_processes_split_the_batches(tiny_models, tiny_dataset, tmp_path):
-    """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch."""
+def test_torchrun_two_processes_split_the_batches_log_every_process_and_score_each_sample_once(tiny_models, tmp_path):
+    """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch. The
+    logged loss is the Trainer's mean over the processes, and so must be the CE and alignment parts beside it, so that
+    loss = CE + alignment holds in the logs as in one process. Dev and test sizes that the processes cannot split
+    evenly are scored sample for sample: no padding duplicates, none lost."""
     import subprocess
     import sys
 
+    data = write_dataset(tmp_path / "data", {"train": 48, "dev": 13, "test": 15})
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clfa.cli", "train",
-               "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+               "--dataset", "jsonl", "--data-dir", str(data), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
                "--text-model", tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
                "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
-               "--epochs", "2", "--num-workers", "0", "--report-to", "none", "--progress", "false"]
+               "--epochs", "2", "--eval-batch-size", "4", "--logging-steps", "1", "--num-workers", "0", "--report-to", "none",
+               "--progress", "false"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 2 * 48 // (8 * 2)  # a global batch of 16: half the single-process steps
-    assert metrics["test"]["num_samples"] == 16
     assert run.stdout.count("best dev checkpoint") == 1  # one summary, from the first process
+    state = json.loads(max((out / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(logged) == 6
+    for entry in logged:  # the Trainer rounds the loss to 4 significant digits in its log, the parts to 4 decimals
+        assert entry["loss"] == pytest.approx(entry["ce_loss"] + entry["alignment_loss"], abs=2e-3), entry
+    assert (metrics["dev"]["num_samples"], metrics["test"]["num_samples"]) == (13, 15)
+    assert sum(map(sum, metrics["test"]["confusion_matrix"]["matrix"])) == 15
 
 
 def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, tiny_dataset, tmp_path):

@@ -295,8 +295,16 @@ class CLFATrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            for name, total in self._parts.items():
-                logs[name] = round(total.item() / self._part_counts[name], 4)
+            # Every process logs here (the Trainer gathers its "loss" from all of them just before), and each holds
+            # the parts of its own share of the batches: they are averaged over the processes, as that loss is, so
+            # that the logged loss stays CE + λ·alignment in a multi-process run (one collective, same names everywhere).
+            names = list(self._parts)
+            if names:
+                means = torch.stack([self._parts[name] / self._part_counts[name] for name in names])
+                if self.args.world_size > 1:
+                    means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
+                for name, mean in zip(names, means.tolist()):
+                    logs[name] = round(mean, 4)
             self._parts.clear()
             self._part_counts.clear()
         super().log(logs, start_time)
