@@ -75,3 +75,25 @@ def test_ctrl_c_ends_the_command_in_one_line_with_the_shells_status(monkeypatch,
     monkeypatch.setattr(clfa.cli, "_demo", interrupted)  # the command as a Ctrl-C finds it, midway
     assert main(["demo", "--quick"]) == 130
     assert capsys.readouterr().err == "clfa: interrupted\n"
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "--model", "MODEL", "--input", "pairs.jsonl", "--output", "predictions.jsonl"],
+    ["evaluate", "--model", "MODEL", "--dataset", "jsonl", "--data-dir", "data", "--output", "metrics.json"],
+    ["export", "--model", "MODEL", "--output-dir", "exported"],
+])
+def test_commands_other_than_train_are_refused_under_a_multi_process_launcher(command, tmp_path, monkeypatch, capsys):
+    """Under torchrun every process runs the command: evaluate, predict and export would each do the whole work and
+    write the same files (two predictors taking one NAME.partial from each other end in a FileNotFoundError)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"clfa: error: clfa {command[0]} runs in one process, not in each of the 2") and err.count("\n") == 1
+    monkeypatch.setenv("RANK", "1")  # the other processes say nothing more
+    assert main(command) == 2
+    assert capsys.readouterr().err == ""
+    assert not list(tmp_path.iterdir())  # refused before any work
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher's single process is a plain run
+    assert "runs in one process" not in (main(command), capsys.readouterr().err)[1]

@@ -345,6 +345,17 @@ def _first_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _launcher_refusal(command: str) -> str | None:
+    """Only ``clfa train`` shares its work among the processes of a torchrun / accelerate launch run. Any other command
+    would run whole in every process, each writing the same --output (predictions under one NAME.partial, which the
+    processes would take from each other): why it is refused, or None."""
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if command != "train" and processes > 1:
+        return (f"clfa {command} runs in one process, not in each of the {processes} that torchrun or accelerate launch "
+                f"started (WORLD_SIZE={processes}): run it as `clfa {command} ...`")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -358,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
         huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
         transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
+    if refusal := _launcher_refusal(args.command):
+        if _first_process():  # one line for the run, not one per process
+            print(f"clfa: error: {refusal}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (DataError, OptionError) as err:
