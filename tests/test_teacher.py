@@ -66,3 +66,25 @@ def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_
     monkeypatch.setattr(teacher, "load_image_processor", lambda path: backend(**processor.to_dict()))
     teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
     assert len(cache_files(cache)) == 8
+
+
+def test_two_writers_filling_one_cache_at_once_both_finish_with_a_whole_cache(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    """The main processes of two nodes sharing --cache-dir (torchrun's main_process_first lets one per node fill it), or
+    two runs started together: the second saves and publishes the cache while the first is between its save and its
+    rename. Each must finish, leaving one whole cache and no temporary file."""
+    records = load_dataset("jsonl", tiny_dataset)["train"][:6]
+    cache = tmp_path / "teacher"
+    save, other = teacher.save_file, {}
+
+    def save_while_another_writer_finishes(tensors, filename, metadata=None):
+        save(tensors, filename, metadata=metadata)
+        if not other:  # the first writer's save: the other writer runs whole now
+            other["result"] = None
+            other["result"] = teacher_embeddings(records, tiny_models["teacher"], cache, progress=False, device="cpu")
+
+    monkeypatch.setattr(teacher, "save_file", save_while_another_writer_finishes)
+    text, image = teacher_embeddings(records, tiny_models["teacher"], cache, progress=False, device="cpu")
+    torch.testing.assert_close(other["result"][0], text)
+    assert len(cache_files(cache)) == 1 and sorted(p.name for p in cache.iterdir()) == [cache_files(cache)[0].name]
+    monkeypatch.setattr(teacher, "save_file", save)
+    torch.testing.assert_close(teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)[1], image)

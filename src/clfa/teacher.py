@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -114,7 +116,13 @@ def teacher_embeddings(
         return tensors["text"], tensors["image"]
     text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
-    tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
+    # A name of this writer's own: the main processes of several nodes, or runs started together, may fill one shared
+    # cache at the same time, and with one temporary name would write into one file and take it from each other.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
+        tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return text, image
