@@ -590,7 +590,8 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # Said explicitly on machines without an accelerator: only then do torchrun / accelerate launch start a
-        # multi-process CPU run (gloo), and the Trainer accepts bf16 autocast on the CPU.
+        # multi-process CPU run (gloo), and the Trainer accepts bf16 autocast on the CPU. (`accelerate launch --cpu`
+        # itself starts one process whatever --num_processes says; torchrun starts as many as asked.)
         use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         optim="adamw_torch_fused",  # one kernel for all parameters, on CUDA and on CPU
         torch_compile=opts.compile,
