@@ -10,7 +10,7 @@ from transformers import TrainerState, TrainingArguments
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
-from clfa.resume import RUN_FILE, RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
+from clfa.resume import RUN_FILE, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.training import model_config, train
 
 
@@ -153,3 +153,23 @@ def test_a_resume_with_other_model_options_is_refused_before_the_students_load(t
         train(dataclasses.replace(opts, fusion_layers=2), data, resume=str(checkpoint))
     with pytest.raises(OSError, match="model.safetensors"):  # the same run goes on to load them
         train(opts, data, resume=str(checkpoint))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "rng_state.pth"])
+def test_a_checkpoint_file_cut_short_is_named_before_any_work(tmp_path, name):
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "checkpoint-12"
+    checkpoint.mkdir()
+    save_file({"w": torch.zeros(64, 64)}, str(checkpoint / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.zeros(64, 64)}}}, checkpoint / "optimizer.pt")
+    torch.save({"cpu": torch.get_rng_state()}, checkpoint / "rng_state.pth")
+    (checkpoint / "trainer_state.json").write_text("{}")
+    check_checkpoint_files(checkpoint)  # whole
+    whole = (checkpoint / name).read_bytes()
+    for cut in (len(whole) - 1, 1000, 4):
+        (checkpoint / name).write_bytes(whole[:cut])
+        with pytest.raises(OptionError, match=rf"^--resume: .*checkpoint-12/{name} is not whole \(.+\); remove "
+                                              r".*checkpoint-12 to resume from the checkpoint before it$"):
+            check_checkpoint_files(checkpoint)

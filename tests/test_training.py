@@ -19,7 +19,7 @@ from clfa.data.records import DataError
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task,
+from clfa.training import (build_model, build_trainer, check_cuda_graph_support, check_fuse_linears_support, check_task, end_loader_workers,
                            experiment_trackers, train, training_arguments, unused_parameters)
 from conftest import write_dataset
 
@@ -181,6 +181,45 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
     assert full_weights.keys() == resumed_weights.keys()
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_with_loader_workers_matches_uninterrupted_run(tiny_models, tiny_dataset, tmp_path):
+    """With workers, a loader keeps them from epoch to epoch, and each new iterator draws their seed from the loader's
+    generator: from the global one, which drives dropout, a resumed run (new iterators at its first epoch and
+    evaluation) would continue with other dropout than the run it continues, from its first evaluation on."""
+    data = load_dataset("jsonl", tiny_dataset)
+    full = train(tiny_options(tiny_models, tmp_path / "full", epochs=3, num_workers=2), data)
+    opts = tiny_options(tiny_models, tmp_path / "cut", epochs=3, num_workers=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts, data, callbacks=[Interrupt()])
+    resumed = train(opts, data, resume=True)
+    assert resumed["train"]["steps_this_run"] == full["train"]["steps"] * 2 // 3  # cut after the first epoch
+    full_weights = load_file(tmp_path / "full" / "run" / "model.safetensors")
+    resumed_weights = load_file(tmp_path / "cut" / "run" / "model.safetensors")
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_iterating_a_loader_leaves_the_global_random_state_alone(tiny_models, tiny_dataset, tmp_path):
+    from transformers import AutoImageProcessor
+
+    from clfa.data.processing import CLFADataset, ImageTransform
+
+    data = load_dataset("jsonl", tiny_dataset)
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    model = build_model(tiny_options(tiny_models, tmp_path), data.labels, data.positive_label)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["text"])
+    dataset = CLFADataset(data["train"], tokenizer, transform, 16, model.config.label2id)
+    trainer = build_trainer(tiny_options(tiny_models, tmp_path, num_workers=1), model, transform, dataset, dataset)
+    # The train loader's sampler draws each epoch's order from it, as every run does at every epoch; the workers'
+    # seed, drawn once per new iterator, comes from the loader's own generator.
+    train_loader, eval_loader = trainer.get_train_dataloader(), trainer.get_eval_dataloader()
+    assert getattr(train_loader, "base_dataloader", train_loader).generator is not None
+    before = torch.get_rng_state()
+    next(iter(eval_loader))
+    assert torch.equal(torch.get_rng_state(), before)
+    for loader in (train_loader, eval_loader):
+        end_loader_workers(loader)
 
 
 def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -167,6 +169,24 @@ def trainer_state(checkpoint: Path) -> dict:
                           "folder to resume from the checkpoint before it") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """The checkpoint's files are whole: weights, optimizer or random states cut short (a copy or a disk that stopped
+    half-way) would otherwise fail as a bare traceback once the caches are filled and the models built."""
+    for file in sorted(checkpoint.iterdir()):
+        problem = None
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), "pt"):  # reads the header and checks that the data it describes is all there
+                    pass
+            except (OSError, SafetensorError) as err:
+                problem = first_line(err)
+        elif file.suffix in (".pt", ".pth") and not zipfile.is_zipfile(file):  # torch.save writes a zip archive
+            problem = "not a whole torch.save archive"
+        if problem:
+            raise OptionError(f"--resume: {file} is not whole ({problem}); remove {checkpoint} to resume from the "
+                              "checkpoint before it")
 
 
 def check_resume(config: CLFAConfig, checkpoint: Path) -> None:

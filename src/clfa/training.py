@@ -36,7 +36,7 @@ from clfa.modeling import CLFAModel, first_token_reads_the_text, new_config
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
-from clfa.resume import FindBestCheckpoint, RecordRun, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
+from clfa.resume import FindBestCheckpoint, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,13 @@ class CLFATrainer(Trainer):
         return self._keep(super().get_test_dataloader(*args, **kwargs))
 
     def _keep(self, loader):
+        base = getattr(loader, "base_dataloader", loader)  # accelerate's prepared loaders wrap a DataLoader
+        # Each new iterator of a loader draws its workers' base seed from the loader's generator, by default the global
+        # one, which also drives dropout. With persistent workers an uninterrupted run draws once per loader, and a
+        # resumed run again at its first epoch and evaluation: its dropout would then differ from the run it
+        # continues. A generator of the loader's own keeps the global one for the model alone.
+        if getattr(base, "generator", None) is None:
+            base.generator = torch.Generator().manual_seed(self.args.seed)
         if loader not in self._loaders:  # the Trainer hands out its evaluation loader again and again
             self._loaders.append(loader)
         return loader
@@ -680,6 +687,7 @@ def train(
     if resume:
         resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
         resumed_state = trainer_state(resumed_from)
+        check_checkpoint_files(resumed_from)
         resumed_record = check_resumed_run(resumed_from, record)
     check_models(opts)
     parse_attention_backends(opts.attention_backends)
