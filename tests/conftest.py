@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, ViTConfig, ViTImageProcessor, ViTModel
+from transformers import (BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, TrainerCallback, ViTConfig,
+                          ViTImageProcessor, ViTModel)
+
+from clfa.options import TrainOptions
 
 WORDS = "a the what lovely sunny rainy day night great love this weather snow storm cat dog photo of sky".split()
 IMAGE_SIZE = 16
@@ -151,3 +154,35 @@ def _zeroed_pixel_data(png: bytes) -> bytes:
         out += size.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
         at += 12 + size
     return bytes(out)
+
+
+def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
+    """Options that train the tiny models in seconds, with the run in ``tmp_path/run`` and its caches beside it."""
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        text_model=tiny_models["text"],
+        image_model=tiny_models["image"],
+        teacher=tiny_models["teacher"],
+        mapping_hidden_dim=32,
+        fusion_layers=1,
+        fusion_heads=2,
+        fusion_ffn_dim=32,
+        epochs=4,
+        batch_size=8,
+        learning_rate=1e-3,
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+        report_to="none",
+        progress=False,
+        logging_steps=5,
+        # Layers this small, trained from scratch, learn reliably from any initialisation only with a wider one.
+        initializer_range=0.1,
+    )
+    return TrainOptions(**(base | kwargs))
+
+
+class Interrupt(TrainerCallback):
+    """Stops a run as Ctrl-C would, right after its first checkpoint is saved."""
+
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("simulated interruption after the first checkpoint")

@@ -1,4 +1,4 @@
-"""--attention-backends: which SDPA kernels attention calls use, eagerly and compiled (tests/test_training.py checks
+"""--attention-backends: which SDPA kernels attention calls use, eagerly and compiled (tests/test_trainer.py checks
 that the Trainer's training, evaluation and prediction run with them)."""
 
 import pytest
