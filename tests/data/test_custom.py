@@ -439,3 +439,15 @@ def test_a_whole_number_written_as_a_float_is_the_same_label(folder):
     assert [r.label for r in read_custom(folder / "data.jsonl")] == ["1", "1", "0.5"]
     (folder / "data.csv").write_text("id,text,image,label\n1,a,img/ok.png,1\n2,b,img/ok.png,1.0\n3,c,img/ok.png,-2.00\n4,d,img/ok.png,1.5\n")
     assert [r.label for r in read_custom(folder / "data.csv")] == ["1", "1", "-2", "1.5"]
+
+
+def test_labels_spelled_two_ways_in_the_train_file_are_refused_not_made_two_classes(folder):
+    rows = [GOOD | {"label": "sarcastic"}, GOOD | {"id": "2", "label": "not_sarcastic"}, GOOD | {"id": "3", "label": "Not Sarcastic"}]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=r"train.jsonl: labels 'not_sarcastic' \(.*train.jsonl:2\) and 'Not Sarcastic' "
+                                        r"\(.*train.jsonl:3\) differ only in case, spaces, '_' or '-'"):
+        load_dataset("jsonl", folder)
+    # Named with --labels, each spelling is a class, as asked; labels that merely look alike are not refused.
+    assert load_dataset("jsonl", folder, labels=["Not Sarcastic", "not_sarcastic", "sarcastic"]).labels[0] == "Not Sarcastic"
+    (folder / "train.jsonl").write_text(json.dumps(GOOD | {"label": "pos"}) + "\n" + json.dumps(GOOD | {"id": "2", "label": "post"}) + "\n")
+    assert load_dataset("jsonl", folder).labels == ["pos", "post"]

@@ -10,6 +10,7 @@ their images checked), so evaluating the test split never stops at a problem in 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -235,7 +236,26 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
             if not labels:  # else every later split's labels would be "unknown", which blames the wrong file
                 raise DataError('no record has a label, so there are no labels to learn: each record needs a "label" '
                                 "(a CSV file a label column), or name the labels with --labels", file=files["train"])
+            if clash := _labels_spelled_two_ways(splits["train"]):
+                raise DataError(clash, file=files["train"])
     return splits, labels, default_positive_label(labels)
+
+
+def _labels_spelled_two_ways(records: list[Record]) -> str:
+    """A message naming two labels read from the train file that differ only in case, spaces, '_' or '-' ("Sarcastic",
+    "not sarcastic" beside "sarcastic", "not_sarcastic"), or ''. Each would silently be a class of its own."""
+    first: dict[str, Record] = {}
+    for record in records:
+        if record.label is not None:
+            first.setdefault(record.label, record)
+    spelled: dict[str, str] = {}
+    for label in first:
+        key = re.sub(r"[\s_-]+", "", label.casefold())
+        if (other := spelled.setdefault(key, label)) != label:
+            return (f"labels {other!r} ({first[other].source}) and {label!r} ({first[label].source}) differ only in case, "
+                    "spaces, '_' or '-', and would be two classes: write each label one way, or name every class with "
+                    "--labels")
+    return ""
 
 
 for _name in ("jsonl", "csv"):
