@@ -157,6 +157,10 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys,
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--config", str(config),
                  "--epochs", "2", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
+    # The Trainer's log lines are messages, on stderr: stdout holds the command's results only.
+    printed = capsys.readouterr()
+    assert "'eval_loss'" in printed.err and "'train_runtime'" in printed.err
+    assert "{'" not in printed.out and "records: train 48" in printed.out
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["options"]["epochs"] == 2  # the flag overrides the file
     assert saved["options"]["fusion_layers"] == 1  # the file overrides the default

@@ -5,10 +5,12 @@ side by side (``--overlap-towers``), and loader workers ended with the call that
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from accelerate.utils import AutocastKwargs, DistributedType, DynamoBackend, TorchDynamoPlugin
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_sagemaker_mp_enabled
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
@@ -292,6 +294,22 @@ class CLFATrainer(Trainer):
             self._parts.clear()
             self._part_counts.clear()
         super().log(logs, start_time)
+
+
+class PrinterToStderr(PrinterCallback):
+    """The Trainer's log lines without a progress bar (``--progress false``), on stderr: stdout holds results."""
+
+    def on_log(self, *args, **kwargs):
+        with contextlib.redirect_stdout(sys.stderr):
+            super().on_log(*args, **kwargs)
+
+
+class ProgressToStderr(ProgressCallback):
+    """The Trainer's progress bars (on stderr already) and its log lines (``tqdm.write``, to stdout), both on stderr."""
+
+    def on_log(self, *args, **kwargs):
+        with contextlib.redirect_stdout(sys.stderr):
+            super().on_log(*args, **kwargs)
 
 
 def end_loader_workers(loader) -> None:

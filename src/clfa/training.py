@@ -31,7 +31,8 @@ from clfa.report import metrics_table, print_table
 from clfa.resume import FindBestCheckpoint, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
 from clfa.run_checks import check_folders, check_models, check_task, check_text_student, experiment_trackers, uses_teacher
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
-from clfa.trainer import OVERLAP_NEEDS_CUDA_GRAPH, CLFATrainer, check_cuda_graph_support, check_fuse_linears_support
+from clfa.trainer import (OVERLAP_NEEDS_CUDA_GRAPH, CLFATrainer, PrinterToStderr, ProgressToStderr, check_cuda_graph_support,
+                          check_fuse_linears_support)
 
 
 def unused_parameters(model: CLFAModel) -> list[str]:
@@ -263,6 +264,10 @@ def train(
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
+    else:  # the Trainer prints its log lines on stdout, where the command's results go: they are messages
+        for printer, on_stderr in ((PrinterCallback, PrinterToStderr), (ProgressCallback, ProgressToStderr)):
+            if trainer.pop_callback(printer) is not None:
+                trainer.add_callback(on_stderr)
     if trainer.is_world_process_zero():  # first, so that the checkpoints of a run going on or cut short can be loaded
         tokenizer.save_pretrained(out)
         image_processor.save_pretrained(out)
