@@ -1,6 +1,8 @@
 """``clfa demo --quick`` end to end: the table, the model, the metrics and the heat map, and that the
 model it writes serves ``clfa evaluate`` and ``clfa predict``."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -12,7 +14,10 @@ from clfa.demo.run import check_out_folder
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    (out / "printed.txt").write_text(printed.getvalue())
     return out
 
 
@@ -26,6 +31,11 @@ def test_quick_demo_shows_the_multimodal_models_ahead(demo):
     assert acc["BERT+ViT"] >= unimodal + 0.1
     assert (demo / "alignment_heatmap.png").stat().st_size > 10_000
     assert (demo / "model" / "model.safetensors").is_file()
+
+
+def test_the_command_to_try_next_is_printed_on_one_line_to_paste(demo):
+    tried = [line for line in (demo / "printed.txt").read_text().splitlines() if line.startswith("try:")]
+    assert tried == [f"try:  clfa predict --model {demo / 'model'} --input {demo / 'data' / 'test.jsonl'} --output predictions.jsonl"]
 
 
 def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):

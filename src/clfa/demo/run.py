@@ -203,6 +203,8 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     console.print(f"CLFA model: {out / 'model'}   metrics: {out / 'metrics.json'}   heat map: {heatmap}")
-    console.print(f"try:  clfa predict --model {out / 'model'} --input {out / 'data' / 'test.jsonl'} --output predictions.jsonl")
+    # One line however narrow the terminal: a command broken over two lines does not paste.
+    console.print(f"try:  clfa predict --model {out / 'model'} --input {out / 'data' / 'test.jsonl'} --output predictions.jsonl",
+                  soft_wrap=True)
     console.print(f"done in {summary['seconds']:.0f} s")
     return summary
