@@ -97,3 +97,35 @@ def test_commands_other_than_train_are_refused_under_a_multi_process_launcher(co
     assert not list(tmp_path.iterdir())  # refused before any work
     monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher's single process is a plain run
     assert "runs in one process" not in (main(command), capsys.readouterr().err)[1]
+
+
+@pytest.mark.parametrize("files, split, message", [
+    (["--dev-file", "dev.jsonl"], [], "--dev-file would not be read: evaluate reads the --split splits only (test); add --split dev"),
+    (["--train-file", "t.jsonl", "--test-file", "x.jsonl"], ["--split", "test"], "--train-file would not be read"),
+    (["--test-file", "x.jsonl"], ["--split", "dev"], "--test-file would not be read: evaluate reads the --split splits only (dev)"),
+])
+def test_evaluate_refuses_a_file_named_for_a_split_it_does_not_evaluate(tmp_path, capsys, files, split, message):
+    # Refused before the model is looked for: the figures would otherwise be those of DATA_DIR's own file, or none.
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--dataset", "jsonl", "--data-dir", str(tmp_path),
+                 *files, *split]) == 2
+    assert capsys.readouterr().err.startswith(f"clfa: error: {message}")
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["train", "--dataset", "jsonl", "--device", "cpu"], "usage: clfa train "),
+    (["data", "check", "--dataset", "jsonl", "--num-workers", "2"], "usage: clfa data check "),
+    (["demo", "--quick", "--bogus"], "usage: clfa demo "),
+])
+def test_an_unknown_option_is_named_with_its_commands_usage(capsys, argv, usage):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(usage)
+    assert f"clfa {argv[0]}{' ' + argv[1] if argv[0] == 'data' else ''}: error: unrecognized arguments: {' '.join(argv[-2:] if argv[-1] != '--bogus' else argv[-1:])}" in err
+
+
+def test_demo_takes_its_folder_as_output_dir_as_train_and_export_do():
+    from clfa.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--output-dir", "x"]).out == "x"
+    assert build_parser().parse_args(["demo", "--out", "y"]).out == "y"

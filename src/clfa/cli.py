@@ -62,6 +62,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     # --labels and --positive-label are checked against the model's labels; the model's go to a custom file below.
     check_dataset_args(args, labels=None, positive_label=None)
+    # Only the splits evaluated are read: a file named for another would be passed over without a word, and the
+    # figures printed would be those of another file than the one named.
+    if unread := [flag for split, flag in (("train", "--train-file"), ("dev", "--dev-file"), ("test", "--test-file"))
+                  if getattr(args, f"{split}_file") and split not in args.split]:
+        raise OptionError(f"{' and '.join(unread)} would not be read: evaluate reads the --split splits only "
+                          f"({' '.join(args.split)}); add --split " + " ".join(f.split("-")[2] for f in unread)
+                          + " to evaluate " + ("it" if len(unread) == 1 else "them"))
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
@@ -330,12 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="offline demo: generate a sarcasm world, train CLFA and baselines, compare")
-    p.add_argument("--out", default="clfa-demo", help="output folder (default: clfa-demo)")
+    # --output-dir, as train and export name their folder; --out as before.
+    p.add_argument("--output-dir", "--out", dest="out", metavar="DIR", default="clfa-demo", help="output folder (default: clfa-demo)")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated world, the teacher, the students and every training run (default 0)")
     p.set_defaults(func=_demo)
 
     add_data_parser(sub)
+    for command in sub.choices.values():  # the parser whose usage an unknown option is shown with (data's own set theirs)
+        command.set_defaults(_parser=command)
     return parser
 
 
@@ -357,7 +367,10 @@ def _launcher_refusal(command: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, with its usage, not by `clfa` with the list of commands
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not _first_process():  # under torchrun / accelerate launch the first process warns for all
         logging.getLogger("clfa").setLevel(logging.ERROR)

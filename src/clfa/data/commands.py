@@ -37,12 +37,12 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="samples per split and label (reads only text and label files)")
     add_dataset_arguments(stats)
     stats.add_argument("--json", action="store_true", help='print only {"train": {"total": n, "labels": {...}}, ...} on stdout')
-    stats.set_defaults(func=run_stats)
+    stats.set_defaults(func=run_stats, _parser=stats)
     check = commands.add_parser("check", help="decode every image and check texts and labels; exit 1 on any problem")
     add_dataset_arguments(check)
     check.add_argument("--workers", type=positive_int, default=None, help="threads decoding images (default: CPU count, at most 32)")
     check.add_argument("--show", type=positive_int, default=10, help="how many offenders to list (default 10)")
-    check.set_defaults(func=run_check)
+    check.set_defaults(func=run_check, _parser=check)
     return data
 
 
