@@ -248,7 +248,7 @@ def _undo_export(out: Path, made: Path | None) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.run import run_demo
 
-    _make_folder(Path(args.out), f"--out {args.out}")
+    _make_folder(Path(args.out), f"--output-dir {args.out}")
     run_demo(Path(args.out), quick=args.quick, seed=args.seed)
     return 0
 

@@ -112,7 +112,7 @@ def test_predict_refuses_what_it_would_otherwise_ignore_in_one_line(demo, tmp_pa
 def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
     (tmp_path / "taken").write_text("")
     assert main(["demo", "--quick", "--out", str(tmp_path / "taken")]) == 2
-    assert "clfa: error: --out " in capsys.readouterr().err and (tmp_path / "taken").read_text() == ""
+    assert "clfa: error: --output-dir " in capsys.readouterr().err and (tmp_path / "taken").read_text() == ""
 
 
 def test_demo_refuses_a_folder_of_other_files_it_would_replace(tmp_path, capsys):
@@ -120,7 +120,7 @@ def test_demo_refuses_a_folder_of_other_files_it_would_replace(tmp_path, capsys)
     (tmp_path / "mine" / "data" / "train.jsonl").write_text("keep")
     (tmp_path / "mine" / "metrics.json").write_text('{"accuracy": 0.9}')
     assert main(["demo", "--quick", "--out", str(tmp_path / "mine")]) == 2
-    assert capsys.readouterr().err.strip() == (f"clfa: error: --out {tmp_path / 'mine'}: holds data, metrics.json, which the demo "
+    assert capsys.readouterr().err.strip() == (f"clfa: error: --output-dir {tmp_path / 'mine'}: holds data, metrics.json, which the demo "
                                                "would replace, and nothing marks it as a demo's folder (the file .clfa-demo); "
                                                "give another folder")
     assert (tmp_path / "mine" / "data" / "train.jsonl").read_text() == "keep"

@@ -115,7 +115,7 @@ def check_out_folder(out: Path) -> None:
     if (out / MARK).exists() or _older_demo(out):
         return
     if taken := [name for name in WRITES if (out / name).exists()]:
-        raise OptionError(f"--out {out}: holds {', '.join(taken)}, which the demo would replace, and nothing marks it as a "
+        raise OptionError(f"--output-dir {out}: holds {', '.join(taken)}, which the demo would replace, and nothing marks it as a "
                           f"demo's folder (the file {MARK}); give another folder")
 
 
