@@ -84,6 +84,18 @@ def test_csv_reader_and_relative_image_paths(folder):
     assert record.text == "hello, world" and record.image == (folder / "img" / "ok.png").resolve()
 
 
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_file_separated_by_other_than_commas_is_named_as_such(folder, sep, name):
+    path = folder / "data.csv"
+    path.write_text(sep.join(["id", "text", "image", "label"]) + "\n" + sep.join(["7", "hello", "img/ok.png", "pos"]) + "\n")
+    with pytest.raises(DataError, match=rf"data.csv:1: CSV header lacks column\(s\) \['id', 'text', 'image'\]; it has .*: its "
+                                        rf"columns are separated by {name}, and a CSV file's by commas; save it comma-separated$"):
+        read_custom(path)
+    path.write_text("id;text,label\n")  # two columns: the separator is a comma, and one column is missing
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['id', 'text', 'image'\]; it has \['id;text', 'label'\]$"):
+        read_custom(path)
+
+
 def test_duplicate_ids_are_rejected(folder):
     path = write_jsonl(folder, json.dumps(GOOD))
     with pytest.raises(DataError, match="duplicate id '1' \\(first at data.jsonl:1\\)"):

@@ -160,7 +160,11 @@ def _iter_csv_rows(path: Path):
     if near := _near_field_names(header):
         raise DataError(f"CSV header: {near}", file=path, line=header_line)
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
-        raise DataError(f"CSV header lacks column(s) {missing}; it has {header}", file=path, line=header_line)
+        # A spreadsheet saved with another separator (";" in many locales, or tabs) reads as one column.
+        other = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
+                      if len(header) == 1 and sep in header[0]), None)
+        hint = f": its columns are separated by {other}, and a CSV file's by commas; save it comma-separated" if other else ""
+        raise DataError(f"CSV header lacks column(s) {missing}; it has {header}{hint}", file=path, line=header_line)
     required = {key: header.index(key) for key in REQUIRED_FIELDS}
     # A text may hold a line break (quoted); an id, an image path or a label cannot.
     one_line = {key: header.index(key) for key in ("id", "image", "label") if key in header}
