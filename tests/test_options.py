@@ -4,7 +4,7 @@ import pytest
 
 from clfa.errors import OptionError
 from clfa.metrics import HEADLINE
-from clfa.options import METRICS, TrainOptions
+from clfa.options import METRICS, TrainOptions, options_from_args
 
 
 def from_text(tmp_path, text, name="run.yaml"):
@@ -57,6 +57,22 @@ def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
     with pytest.raises(OptionError) as err:
         from_text(tmp_path, text)
     assert message in str(err.value)
+
+
+def test_a_value_out_of_range_in_the_file_is_named_where_it_is_written(tmp_path):
+    import argparse
+
+    path = tmp_path / "run.yaml"
+    path.write_text("batch_size: 0\nepochs: 2\n")
+    with pytest.raises(OptionError, match=r"^\S*run.yaml: batch_size: must be at least 1, got 0$"):
+        options_from_args(argparse.Namespace(), str(path))
+    # Given on the command line as well, the flag's value is the one checked, and it is named as a flag.
+    with pytest.raises(OptionError, match=r"^--batch-size must be at least 1, got -1$"):
+        options_from_args(argparse.Namespace(batch_size=-1), str(path))
+    assert options_from_args(argparse.Namespace(batch_size=4), str(path)).epochs == 2
+    path.write_text("lr: 1e-4\nnum_train_epochs: 3\n")  # other tools' names for the options
+    with pytest.raises(OptionError, match=r"did you mean: lr \(learning_rate\?\), num_train_epochs \(epochs\?\)$"):
+        options_from_args(argparse.Namespace(), str(path))
 
 
 def test_unreadable_files_are_option_errors(tmp_path):

@@ -197,7 +197,8 @@ class TrainOptions:
         if unknown := sorted(map(str, set(data) - set(by_name))):
             hints = [f"{name} (write {name.replace('-', '_')})" for name in unknown if name.replace("-", "_") in by_name]
             near = [f"{name} ({' or '.join(close)}?)" for name in unknown if name.replace("-", "_") not in by_name
-                    and (close := difflib.get_close_matches(name, by_name, n=2, cutoff=0.75))]
+                    and (close := [_SHORT_NAMES[name]] if name in _SHORT_NAMES else
+                         difflib.get_close_matches(name, by_name, n=2, cutoff=0.75))]
             data_flags = [name for name in unknown if name.replace("-", "_") in ("dataset", "data_dir")]
             raise OptionError(f"{path}: unknown option(s) {unknown}"
                               + (f"; keys are written with underscores: {', '.join(hints)}" if hints else "")
@@ -285,9 +286,21 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 
 def options_from_args(args: argparse.Namespace, config_file: str | None = None) -> TrainOptions:
-    values = TrainOptions.from_file(config_file) if config_file else {}
-    values |= {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
-    return TrainOptions(**values)
+    from_file = TrainOptions.from_file(config_file) if config_file else {}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
+    try:
+        return TrainOptions(**(from_file | given))
+    except OptionError as err:
+        # A value out of range is named by its flag; one that came from the file is named where it is written.
+        flag, _, problem = str(err).partition(" ")
+        if (name := flag.removeprefix("--").replace("-", "_")) in from_file and name not in given:
+            raise OptionError(f"{config_file}: {name}: {problem}") from None
+        raise
+
+
+# Names other tools give some options, which no spelling distance leads to.
+_SHORT_NAMES = {"lr": "learning_rate", "bs": "batch_size", "wd": "weight_decay", "num_epochs": "epochs",
+                "num_train_epochs": "epochs", "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size"}
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", parse_bool: "true or false", str: "text"}
