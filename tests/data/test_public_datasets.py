@@ -170,8 +170,12 @@ def test_mmsd_duplicate_ids_across_splits(tmp_path):
 
 
 def test_mmsd_missing_files_and_images(tmp_path, broken_png):
-    with pytest.raises(DataError, match="missing train.txt, valid2.txt, test2.txt"):
+    with pytest.raises(DataError, match=r"^\S+: no text/ folder, where mmsd's train.txt, valid2.txt, test2.txt belong$"):
         load_dataset("mmsd", tmp_path)
+    (tmp_path / "text").mkdir()
+    with pytest.raises(DataError, match=r"text: missing train.txt, valid2.txt, test2.txt"):
+        load_dataset("mmsd", tmp_path)
+    (tmp_path / "text").rmdir()
     root = write_mmsd(tmp_path / "d", [['1', 'a', 1], ['2', 'b', 0]], [['3', 'c', 0, 0]], [['4', 'd', 1, 1]], images=False)
     for i in "134":
         jpeg(root / "dataset_image" / f"{i}.jpg")
@@ -855,14 +859,14 @@ def test_the_other_mvsa_or_a_folder_too_high_is_named(tmp_path):
 def test_an_mmsd_folder_mistake_gets_a_hint(tmp_path):
     mmsd = write_mmsd(tmp_path / "MMSD", [["1", "a", 0]], [["2", "b", 0, 0]], [["3", "c", 1, 1]])
     mmsd2 = write_mmsd2(tmp_path / "MMSD2", {"train": [], "valid": [], "test": []})
-    with pytest.raises(DataError, match=r"missing train.json.*\(this folder holds the other release's text/train.txt: --dataset mmsd\?\)"):
+    with pytest.raises(DataError, match=r"MMSD: no text_json_final/ folder, where mmsd2's train.json.*\(this folder holds the other release's text/train.txt: --dataset mmsd\?\)"):
         load_dataset("mmsd2", mmsd)
-    with pytest.raises(DataError, match=r"missing train.txt.*\(this folder holds the other release's text_json_final/train.json: "
+    with pytest.raises(DataError, match=r"MMSD2: no text/ folder, where mmsd's train.txt.*\(this folder holds the other release's text_json_final/train.json: "
                                          r"--dataset mmsd2\?\)"):
         load_dataset("mmsd", mmsd2)
-    with pytest.raises(DataError, match=r"text/text: missing train.txt.*\(give the folder above it: --data-dir .*MMSD\)$"):
+    with pytest.raises(DataError, match=r"MMSD/text: no text/ folder, where mmsd's train.txt.*\(give the folder above it: --data-dir .*MMSD\)$"):
         load_dataset("mmsd", mmsd / "text")
-    with pytest.raises(DataError, match=r"missing train.txt.*\(found text/train.txt in .*MMSD: give that folder\)$"):
+    with pytest.raises(DataError, match=r"no text/ folder, where mmsd's train.txt.*\(found text/train.txt in .*MMSD: give that folder\)$"):
         load_dataset("mmsd", tmp_path)
     for path in (mmsd / "text").iterdir():  # unpacked without their folder
         path.rename(mmsd / path.name)

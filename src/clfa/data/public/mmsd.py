@@ -93,6 +93,9 @@ CLEAN_MMSD = "text_json_clean"
 
 def _require_files(data_dir: Path, dataset: str, files: dict[str, str], splits: list[str], folder_name: str | None = None) -> None:
     folder = data_dir / (folder_name or _LAYOUTS[dataset][0])
+    if not folder.is_dir():
+        raise DataError(f"no {folder.name}/ folder, where {dataset}'s {', '.join(files.values())} belong"
+                        f"{_layout_hint(data_dir, dataset)}", file=data_dir)
     missing = [files[split] for split in splits if not (folder / files[split]).is_file()]
     if missing:
         raise DataError(f"missing {', '.join(missing)}; expected {', '.join(files.values())} there{_layout_hint(data_dir, dataset)}",
