@@ -88,3 +88,26 @@ def test_two_writers_filling_one_cache_at_once_both_finish_with_a_whole_cache(ti
     assert len(cache_files(cache)) == 1 and sorted(p.name for p in cache.iterdir()) == [cache_files(cache)[0].name]
     monkeypatch.setattr(teacher, "save_file", save)
     torch.testing.assert_close(teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)[1], image)
+
+
+def test_a_cache_file_cut_short_is_computed_again_not_a_traceback(tiny_models, tiny_dataset, tmp_path, caplog):
+    """The cache was renamed into place without an fsync, so a power loss could leave it cut short under its name (as
+    can a cache folder copied half-way): load_file then raised a bare SafetensorError in every later run."""
+    records = load_dataset("jsonl", tiny_dataset)["train"][:6]
+    first = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    (path,) = cache_files(tmp_path)
+    os.truncate(path, path.stat().st_size // 2)
+    again = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    assert "is not a whole teacher-embedding cache: computing it again" in caplog.text
+    (path,) = cache_files(tmp_path)
+    assert torch.equal(teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)[0], first[0])
+
+
+def test_the_cache_is_on_disk_before_it_takes_its_name(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    records = load_dataset("jsonl", tiny_dataset)["train"][:3]
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(teacher.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    assert len(synced) == 1 and synced[0].endswith(".tmp")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -21,6 +23,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from clfa.data.processing import ImageTransform, load_image_processor
 from clfa.data.records import Record
 from clfa.errors import OptionError
+
+logger = logging.getLogger(__name__)
 
 
 def teacher_projection_dim(name_or_path: str) -> int:
@@ -112,8 +116,13 @@ def teacher_embeddings(
     cache_dir = Path(cache_dir)
     path = cache_dir / f"teacher-{cache_key(records, teacher, max_length)}.safetensors"
     if path.is_file():
-        tensors = load_file(path)
-        return tensors["text"], tensors["image"]
+        try:
+            tensors = load_file(path)
+            if tensors["text"].shape[0] == tensors["image"].shape[0] == len(records):
+                return tensors["text"], tensors["image"]
+        except (OSError, SafetensorError, KeyError):  # cut short (a copy stopped half-way, a disk that failed): made anew
+            pass
+        logger.warning("%s is not a whole teacher-embedding cache: computing it again", path)
     text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A name of this writer's own: the main processes of several nodes, or runs started together, may fill one shared
@@ -121,6 +130,8 @@ def teacher_embeddings(
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name says the cache exists (a power loss)
         tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -211,3 +211,16 @@ def test_with_a_real_image_processor(tmp_path):
         np.testing.assert_array_equal(images[i], transform.load(record.image))
     other = ImageTransform(CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, resample=0))
     assert cache_path(records, other, tmp_path / "cache") != cache_path(records, transform, tmp_path / "cache")
+
+
+def test_a_cache_file_cut_short_is_built_again_not_a_traceback(tmp_path, caplog):
+    """A cache folder copied or synced half-way (or a disk that failed) holds a cache of the right name cut short:
+    np.load then raised a bare ValueError in every later run."""
+    records = make_records(tmp_path)
+    transform = CountingTransform()
+    first = np.array(cached_images(records, transform, tmp_path / "cache", progress=False))
+    path = cache_path(records, transform, tmp_path / "cache")
+    os.truncate(path, path.stat().st_size // 2)
+    again = cached_images(records, transform, tmp_path / "cache", progress=False)
+    assert transform.loads == 2 * len(records) and np.array_equal(again, first)
+    assert "is not a whole image cache: building it again" in caplog.text

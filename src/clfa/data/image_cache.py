@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -23,6 +24,8 @@ from tqdm import tqdm
 
 from clfa.data.records import Record, record_error
 from clfa.errors import OptionError
+
+logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the file layout changes, so old caches are ignored
 
@@ -59,9 +62,13 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
         return empty
     path = cache_path(records, transform, cache_dir)
     if path.is_file():
-        cached = np.load(path, mmap_mode="r")
-        if cached.shape == shape and cached.dtype == np.uint8:
-            return cached
+        try:
+            cached = np.load(path, mmap_mode="r")
+            if cached.shape == shape and cached.dtype == np.uint8:
+                return cached
+        except (OSError, ValueError):  # cut short (a copy stopped half-way, a disk that failed): built anew, replacing it
+            pass
+        logger.warning("%s is not a whole image cache: building it again", path)
     _build(path, records, transform, shape, num_workers or min(16, os.cpu_count() or 1), progress)
     return np.load(path, mmap_mode="r")
 
