@@ -406,3 +406,30 @@ def test_a_single_modality_baseline_predicts_with_the_features_of_its_modality(t
         assert set(got) == {"probabilities", "image_features"}
     one = predictor.predict("a text the model does not read", tiny_dataset / "images" / "1.png")
     assert one == predictor.predict("another", tiny_dataset / "images" / "1.png")
+
+
+def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_models, tmp_path, monkeypatch):
+    """An export killed (SIGKILL, power loss: no clean-up runs) after the tokenizer and image processor but before
+    metrics.json and the check that the copy loads left a folder that passed for a whole export, and refused a rerun."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from clfa.cli import main
+    from clfa.errors import OptionError
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    ship = tmp_path / "ship"
+    killed = ("import os, shutil, signal, sys\n"
+              "shutil.copy = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "from clfa.cli import main\n"
+              f"main(['export', '--model', {str(run)!r}, '--output-dir', {str(ship)!r}])\n")
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == -signal.SIGKILL
+    assert not ship.exists() or not any(ship.iterdir())  # nothing that passes for a model
+    with pytest.raises(OptionError, match="not a trained model folder"):
+        Predictor.from_pretrained(ship, device="cpu")
+    assert main(["export", "--model", str(run), "--output-dir", str(ship)]) == 0
+    assert (ship / "metrics.json").is_file() and (ship / "model.safetensors").is_file()

@@ -214,19 +214,35 @@ def _export(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
     made = [folder for folder in (out, *out.parents) if not folder.exists()]  # the new folders, outermost last
     _make_folder(out, f"--output-dir {out}")
+    # Written beside it and given its name once whole and loaded: an export killed half-way (SIGKILL, power loss) leaves
+    # the folder empty, not a model without its metrics or never loaded, and the same command can then be run again.
+    final = out.resolve() if out.is_symlink() else out  # a link to an empty folder: that folder takes the files
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        files = predictor.save_pretrained(out)
+        predictor.save_pretrained(staging)
         if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
-            shutil.copy(metrics, out / "metrics.json")
-            files.append(out / "metrics.json")
-        Predictor.from_pretrained(out, device="cpu")  # what was written loads as a model, before it is shipped
+            shutil.copy(metrics, staging / "metrics.json")
+        Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
+        _fsync_folder(staging)
+        final.rmdir()  # empty: checked above
+        staging.rename(final)
     except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        final.mkdir(exist_ok=True)  # had the rename failed
         _undo_export(out, made[-1] if made else None)
         raise
+    files = sorted(file for file in out.iterdir() if file.is_file())
     for file in files:
         print(f"{file.stat().st_size:>12,}  {file}")
     print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
     return 0
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The files in ``folder`` on disk, before the folder takes the name that says the export is done."""
+    for file in folder.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _undo_export(out: Path, made: Path | None) -> None:
