@@ -173,3 +173,14 @@ def test_a_checkpoint_file_cut_short_is_named_before_any_work(tmp_path, name):
         with pytest.raises(OptionError, match=rf"^--resume: .*checkpoint-12/{name} is not whole \(.+\); remove "
                                               r".*checkpoint-12 to resume from the checkpoint before it$"):
             check_checkpoint_files(checkpoint)
+
+
+def test_a_checkpoint_without_a_record_beside_ones_with_it_was_cut_short_and_is_refused(tiny_models, tiny_dataset, tmp_path,
+                                                                                          caplog):
+    record = run_record(small_options(tiny_models, tmp_path), load_dataset("jsonl", tiny_dataset))
+    saved_checkpoint(tmp_path, record)  # checkpoint-12, with its record
+    cut = tmp_path / "checkpoints" / "checkpoint-24"
+    cut.mkdir()
+    with pytest.raises(OptionError, match=rf"--resume: .*checkpoint-24 has no {RUN_FILE}, which checkpoint-12 beside it have: "
+                                          r"its saving was cut short; remove that folder to resume from the checkpoint before it$"):
+        check_resumed_run(cut, record)

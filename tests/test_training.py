@@ -112,6 +112,65 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_d
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_checkpoint_cut_short_after_the_trainer_state_holds_the_record_of_its_run(tiny_models, tiny_dataset, tmp_path,
+                                                                                   monkeypatch):
+    """The Trainer writes trainer_state.json, then removes older checkpoints, then calls on_save: a run killed in between
+    left a checkpoint that resumed without its run's record, and so without any check of the options and data."""
+    import transformers.trainer
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill after trainer_state.json, before on_save")
+
+    data = load_dataset("jsonl", tiny_dataset)
+    opts = tiny_options(tiny_models, tmp_path, epochs=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.trainer, "rotate_checkpoints", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(opts, data)
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("checkpoint-*")
+    assert (checkpoint / "trainer_state.json").is_file() and (checkpoint / "clfa_run.json").is_file()
+    with pytest.raises(OptionError, match=r"was made with --seed 42 \(now 7\), --learning-rate 0.001 \(now 0.05\)"):
+        train(tiny_options(tiny_models, tmp_path, epochs=2, seed=7, learning_rate=5e-2), data, resume=True)
+
+
+def test_an_extended_run_cut_short_after_its_model_leaves_no_metrics_of_the_model_it_replaced(tiny_models, tiny_dataset,
+                                                                                             tmp_path, monkeypatch):
+    """A run extended with --resume writes its model over the one it extends, then metrics.json: killed in between, the
+    folder held the new model beside the old model's scores, which clfa export then shipped with it."""
+    from clfa.trainer import CLFATrainer
+
+    data = load_dataset("jsonl", tiny_dataset)
+    first = train(tiny_options(tiny_models, tmp_path, epochs=1), data)
+    out = tmp_path / "run"
+    saved = CLFATrainer.save_model
+
+    def killed_after_the_final_model(self, output_dir=None, _internal_call=False):
+        saved(self, output_dir, _internal_call)
+        if Path(output_dir) == out:
+            raise KeyboardInterrupt("simulated kill after the final model, before metrics.json")
+
+    monkeypatch.setattr(CLFATrainer, "save_model", killed_after_the_final_model)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_options(tiny_models, tmp_path, epochs=2), data, resume=True)
+    assert not (out / "metrics.json").exists()  # not first["train"]["steps"] == 6 beside the model of 12 steps
+    assert first["train"]["steps"] == 6 and not list(out.glob(".*.tmp"))
+    monkeypatch.undo()
+    again = train(tiny_options(tiny_models, tmp_path, epochs=2), data, resume=True)
+    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == again["train"]["steps"] == 12
+
+
+def test_a_finished_run_of_max_steps_resumed_takes_no_step_beyond_them(tiny_models, tiny_dataset, tmp_path):
+    """A --max-steps run cut short in its final evaluation or model save is finished: resumed, it takes no step (the
+    Trainer took one more, step max_steps + 1, and saved it as a checkpoint, when max_steps ended inside an epoch)."""
+    data = load_dataset("jsonl", tiny_dataset)
+    opts = tiny_options(tiny_models, tmp_path, max_steps=8, eval_steps=4)  # 6 steps an epoch: 8 ends inside the second
+    first = train(opts, data)
+    again = train(opts, data, resume=True)
+    assert first["train"]["steps"] == again["train"]["steps"] == 8
+    assert again["train"]["steps_this_run"] == 0 and again["train"]["loss"] is None and again["test"] == first["test"]
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+
+
 def test_resume_with_loader_workers_matches_uninterrupted_run(tiny_models, tiny_dataset, tmp_path):
     """With workers, a loader keeps them from epoch to epoch, and each new iterator draws their seed from the loader's
     generator: from the global one, which drives dropout, a resumed run (new iterators at its first epoch and

@@ -61,15 +61,25 @@ def _split_print(records: list[Record] | None) -> dict | None:
 
 
 class RecordRun(TrainerCallback):
-    """Writes :func:`run_record`, with the number of processes, into each checkpoint the Trainer saves."""
+    """Writes :func:`run_record`, with the number of processes, into each checkpoint the Trainer saves.
+
+    :class:`clfa.training.CLFATrainer` calls :meth:`write` as soon as a checkpoint's weights are saved, before the
+    Trainer writes its trainer_state.json, which it writes last: a checkpoint whose saving was cut short (SIGKILL,
+    Ctrl-C, power loss) then lacks trainer_state.json and is refused, rather than resumed unchecked for want of this
+    record. ``on_save`` (after the whole checkpoint and the removal of older ones) only writes a record still missing,
+    for another Trainer."""
 
     def __init__(self, record: dict):
         self.record = record
 
+    def write(self, checkpoint: Path, world_size: int) -> None:
+        (Path(checkpoint) / RUN_FILE).write_text(json.dumps(self.record | {"processes": world_size}, indent=2))
+
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            (checkpoint / RUN_FILE).write_text(json.dumps(self.record | {"processes": args.world_size}, indent=2))
+            if not (checkpoint / RUN_FILE).is_file():
+                self.write(checkpoint, args.world_size)
 
 
 class FindBestCheckpoint(TrainerCallback):
@@ -90,6 +100,11 @@ def check_resumed_run(checkpoint: Path, record: dict) -> dict | None:
         if not isinstance(saved, dict) or not all(isinstance(saved.get(key), dict) for key in ("options", "data")):
             raise ValueError("not a record of options and data")
     except FileNotFoundError:
+        # Beside checkpoints that have a record, this one's saving was cut short between the Trainer's files and the
+        # record (clfa before the record was written with the weights): resumed, it would go on unchecked.
+        if recorded := sorted(other.parent.name for other in checkpoint.parent.glob(f"{PREFIX_CHECKPOINT_DIR}-*/{RUN_FILE}")):
+            raise OptionError(f"--resume: {checkpoint} has no {RUN_FILE}, which {', '.join(recorded)} beside it have: its "
+                              "saving was cut short; remove that folder to resume from the checkpoint before it") from None
         logger.warning("%s does not record the options and data of its run (%s: a checkpoint of an older clfa, or one "
                        "whose saving was cut short): resuming without checking %s and the data", checkpoint, RUN_FILE,
                        ", ".join(_flag(name) for name in RUN_OPTIONS))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import torch
 from accelerate.utils import AutocastKwargs, DistributedType, DynamoBackend, TorchDynamoPlugin
@@ -19,6 +20,7 @@ from clfa.data.processing import ImageTransform
 from clfa.errors import OptionError
 from clfa.fused_linears import fusing_linears
 from clfa.modeling import CLFAModel
+from clfa.resume import RecordRun
 
 
 class CLFATrainer(Trainer):
@@ -135,6 +137,25 @@ class CLFATrainer(Trainer):
                 loaders, self._loaders = self._loaders, []
                 for loader in loaders:
                     end_loader_workers(loader)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # A checkpoint (the Trainer's own call, with its folder): the run's record goes in with the weights, before the
+        # optimizer, scheduler and trainer_state.json, which the Trainer writes last (see RecordRun).
+        if _internal_call and output_dir is not None and self.is_world_process_zero():
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, RecordRun):
+                    callback.write(Path(output_dir), self.args.world_size)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, *args, **kwargs):
+        epochs_trained, steps_skipped = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                                                     *args, **kwargs)
+        # A finished run resumed (cut short in its final evaluation or save, or resumed to evaluate again) whose
+        # --max-steps ended inside an epoch: the Trainer would take one step beyond --max-steps, and save it, before it
+        # looks at the step count. No epoch is left to run.
+        if self.state.global_step >= max_steps:
+            return num_train_epochs, 0
+        return epochs_trained, steps_skipped
 
     def _prepare_inputs(self, inputs):
         return self._normalized(super()._prepare_inputs(inputs))

@@ -298,13 +298,32 @@ def train(
             prediction.label_ids, np.asarray(prediction.predictions).argmax(-1), data.labels, data.positive_label
         )
 
+    if trainer.is_world_process_zero():
+        # An extended run (--resume with more steps) replaces the model of the run it extends: that run's metrics go
+        # first, so that a run cut short from here on never leaves its new model beside the old model's scores.
+        (out / "metrics.json").unlink(missing_ok=True)
     trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
     if trainer.is_world_process_zero():
         # The Trainer's pickle of its arguments has no place beside the model, which is safetensors and JSON: what
         # they held is in metrics.json. The checkpoints keep theirs, for --resume.
         (out / "training_args.bin").unlink(missing_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _write_whole(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` under a temporary name, on disk before it takes its name: a run killed or a machine that
+    loses power while writing leaves no file of that name cut short."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def print_summary(metrics: dict, title: str) -> None:
