@@ -7,9 +7,10 @@ import shutil
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from clfa.data.registry import load_dataset
+import clfa.files
 from clfa import teacher
 from clfa.data.processing import load_image_processor
+from clfa.data.registry import load_dataset
 from clfa.teacher import compute_teacher_embeddings, teacher_embeddings, teacher_projection_dim
 
 
@@ -108,6 +109,27 @@ def test_the_cache_is_on_disk_before_it_takes_its_name(tiny_models, tiny_dataset
     records = load_dataset("jsonl", tiny_dataset)["train"][:3]
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(teacher.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(clfa.files.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
     teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
     assert len(synced) == 1 and synced[0].endswith(".tmp")
+
+
+def test_the_cache_is_readable_as_the_umask_allows_and_a_killed_writers_file_goes(tiny_models, tiny_dataset, tmp_path):
+    """A cache folder shared by a team: safetensors writes 0600 whatever the umask, which left the cache unreadable to
+    the others. A temporary file an hour old is a killed writer's, and is removed by the next writer."""
+    import time
+
+    records = load_dataset("jsonl", tiny_dataset)["train"][:3]
+    tmp_path.mkdir(exist_ok=True)
+    abandoned, fresh = tmp_path / ".teacher-x.safetensors.1-a.tmp", tmp_path / ".teacher-x.safetensors.2-b.tmp"
+    abandoned.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(abandoned, (time.time() - 7200,) * 2)
+    old = os.umask(0o022)
+    try:
+        teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    (path,) = cache_files(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not abandoned.exists() and fresh.exists()

@@ -14,6 +14,7 @@ from clfa.data.arguments import add_dataset_arguments, check_dataset_args, datas
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
+from clfa.files import on_disk
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -223,7 +224,8 @@ def _export(args: argparse.Namespace) -> int:
         if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
             shutil.copy(metrics, staging / "metrics.json")
         Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
-        _fsync_folder(staging)
+        for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
+            on_disk(file)
         final.rmdir()  # empty: checked above
         staging.rename(final)
     except BaseException:
@@ -236,13 +238,6 @@ def _export(args: argparse.Namespace) -> int:
         print(f"{file.stat().st_size:>12,}  {file}")
     print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
     return 0
-
-
-def _fsync_folder(folder: Path) -> None:
-    """The files in ``folder`` on disk, before the folder takes the name that says the export is done."""
-    for file in folder.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
 
 
 def _undo_export(out: Path, made: Path | None) -> None:

@@ -16,6 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPI
 from transformers.utils import ModelOutput
 
 from clfa.configuration import CLFAConfig
+from clfa.files import shared_as_umask_allows
 from clfa.fusion import build_fusion
 from clfa.losses import contrastive_alignment_loss, pool_tokens
 from clfa.patch_projection import use_patch_projections
@@ -199,12 +200,8 @@ class CLFAModel(CLFAPreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)
-        # safetensors writes its files readable by their owner alone (0600), whatever the umask; the config and
-        # tokenizer beside them follow it. A model folder is shared like them, so the weights follow it too.
-        umask = os.umask(0)
-        os.umask(umask)
         for path in Path(save_directory).glob("*.safetensors"):
-            path.chmod(0o666 & ~umask)
+            shared_as_umask_allows(path)
 
     def forward(
         self,

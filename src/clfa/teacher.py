@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from clfa.data.processing import ImageTransform, load_image_processor
 from clfa.data.records import Record
 from clfa.errors import OptionError
+from clfa.files import on_disk, remove_abandoned, shared_as_umask_allows, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +124,12 @@ def teacher_embeddings(
         logger.warning("%s is not a whole teacher-embedding cache: computing it again", path)
     text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # A name of this writer's own: the main processes of several nodes, or runs started together, may fill one shared
-    # cache at the same time, and with one temporary name would write into one file and take it from each other.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    remove_abandoned(cache_dir, ".teacher-*.tmp")
+    tmp = temporary_name(path)  # the main processes of several nodes may fill one shared cache at once
     try:
         save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the data is on disk before the name says the cache exists (a power loss)
+        on_disk(tmp)
+        shared_as_umask_allows(tmp)
         tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
     except BaseException:
         tmp.unlink(missing_ok=True)

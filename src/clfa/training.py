@@ -23,6 +23,7 @@ from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_
 from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.errors import OptionError
+from clfa.files import write_whole
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel, new_config
 from clfa.options import TrainOptions
@@ -307,23 +308,8 @@ def train(
         # The Trainer's pickle of its arguments has no place beside the model, which is safetensors and JSON: what
         # they held is in metrics.json. The checkpoints keep theirs, for --resume.
         (out / "training_args.bin").unlink(missing_ok=True)
-        _write_whole(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_whole(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path`` under a temporary name, on disk before it takes its name: a run killed or a machine that
-    loses power while writing leaves no file of that name cut short."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def print_summary(metrics: dict, title: str) -> None:

@@ -165,7 +165,7 @@ def test_a_running_build_keeps_its_file_fresh_against_cleaners(tmp_path):
     import os
     import time
 
-    from clfa.data.image_cache import _remove_abandoned
+    from clfa.files import remove_abandoned
 
     records = make_records(tmp_path / "img", n=4)
     cache = tmp_path / "cache"
@@ -177,7 +177,7 @@ def test_a_running_build_keeps_its_file_fresh_against_cleaners(tmp_path):
                 if self.loads == 0:  # before the first image is written
                     os.utime(tmp, (time.time() - 7200,) * 2)
                 else:
-                    _remove_abandoned(cache)
+                    remove_abandoned(cache, ".images-*.tmp")
                     kept.append(tmp.exists())
             return super().load(path, source)
 

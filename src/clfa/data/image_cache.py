@@ -14,8 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tqdm import tqdm
 
 from clfa.data.records import Record, record_error
 from clfa.errors import OptionError
+from clfa.files import on_disk, remove_abandoned, temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +72,6 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
     return np.load(path, mmap_mode="r")
 
 
-ABANDONED_AFTER_S = 3600  # a temporary file no build has written to for an hour is a killed build's
-
-
-def _remove_abandoned(folder: Path) -> None:
-    """Delete the temporary files of builds that were killed (SIGKILL, power loss) and so never cleaned up. A build
-    touches its file after every image, so one untouched for an hour has no build behind it, whichever host,
-    container or process it came from; the age alone decides, so no lock or process id is needed (neither holds on
-    every file system a cache folder may sit on)."""
-    for tmp in folder.glob(".images-*.tmp"):
-        try:
-            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S:
-                tmp.unlink()
-        except OSError:  # already gone, or not ours to delete
-            continue
-
-
 def _reserve(tmp: Path, shape: tuple[int, ...]) -> np.memmap:
     """The cache's file, its disk blocks taken before any image is written: a write through a memory map that finds
     the disk full kills the process (SIGBUS) without a word, hours into a build."""
@@ -129,15 +112,16 @@ def _bytes(count: int) -> str:
 
 def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...], workers: int, progress: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    # A build touches its file after every image, so that only a killed build's is an hour old.
+    remove_abandoned(path.parent, ".images-*.tmp")
+    tmp = temporary_name(path)
 
     def load(i: int) -> None:
         pixels = transform.load(records[i].image, records[i].source)
         if pixels.shape != shape[1:]:
             raise record_error(records[i], f"image {records[i].image} became {pixels.shape}, expected {shape[1:]}")
         out[i] = pixels  # rows are disjoint, so threads never write the same bytes
-        os.utime(tmp)  # progress, for cleaners: see _remove_abandoned
+        os.utime(tmp)  # progress, for cleaners: see remove_abandoned
 
     try:
         out = _reserve(tmp, shape)
@@ -152,8 +136,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
                 raise
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the data is on disk before the name says the cache exists
+        on_disk(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

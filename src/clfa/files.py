@@ -1,0 +1,56 @@
+"""Files that a kill or a power loss never leaves half-written under their names, readable as the umask allows, and
+the temporary files of writers that were killed, found and removed."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+ABANDONED_AFTER_S = 3600  # a temporary file no writer has touched for an hour is a killed writer's
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path``, of this writer's own: writers on several hosts or in several processes may
+    write the same file at once, and with one temporary name would write into one file and take it from each other."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def on_disk(path: Path) -> None:
+    """The file's data on the disk, before a rename gives it the name that says it is whole (a power loss)."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def shared_as_umask_allows(path: Path) -> None:
+    """safetensors writes its files readable by their owner alone (0600), whatever the umask, where every other file
+    beside them follows it: a model folder or cache shared between users would be unreadable to the others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path``, written under a temporary name and on disk before it takes its own."""
+    tmp = temporary_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        on_disk(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_abandoned(folder: Path, pattern: str) -> None:
+    """Delete the temporary files (``pattern``) of writers that were killed (SIGKILL, power loss) and so never cleaned
+    up: those untouched for an hour. A writer that takes longer touches its file as it goes. The age alone decides,
+    whichever host, container or process the file came from, so no lock or process id is needed (neither holds on
+    every file system a cache folder may sit on)."""
+    for tmp in folder.glob(pattern):
+        try:
+            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S:
+                tmp.unlink()
+        except OSError:  # already gone, or not ours to delete
+            continue

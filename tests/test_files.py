@@ -1,0 +1,50 @@
+"""Files written whole, shared as the umask allows, and killed writers' temporary files removed (clfa.files)."""
+
+import os
+import time
+
+import pytest
+
+from clfa.files import remove_abandoned, shared_as_umask_allows, temporary_name, write_whole
+
+
+def test_a_file_is_written_whole_or_left_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_whole(path, '{"accuracy": 0.5}')
+    assert path.read_text() == '{"accuracy": 0.5}' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+    def power_loss(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", power_loss)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_whole(path, '{"accuracy": 0.9}')
+    assert path.read_text() == '{"accuracy": 0.5}' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_temporary_names_are_hidden_beside_the_file_and_each_writers_own(tmp_path):
+    names = {temporary_name(tmp_path / "cache.npy") for _ in range(100)}
+    assert len(names) == 100
+    assert all(n.parent == tmp_path and n.name.startswith(".cache.npy.") and n.name.endswith(".tmp") for n in names)
+
+
+def test_a_file_is_shared_as_the_umask_allows(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"")
+    path.chmod(0o600)
+    old = os.umask(0o027)
+    try:
+        shared_as_umask_allows(path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_only_temporary_files_untouched_for_an_hour_are_removed(tmp_path):
+    old, recent, other = tmp_path / ".a.tmp", tmp_path / ".b.tmp", tmp_path / "a.npy"
+    for path in (old, recent, other):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 3700,) * 2)
+    os.utime(other, (time.time() - 3700,) * 2)
+    remove_abandoned(tmp_path, ".*.tmp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.tmp", "a.npy"]
