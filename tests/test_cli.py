@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version
 
 import pytest
@@ -95,7 +96,9 @@ def test_commands_other_than_train_are_refused_under_a_multi_process_launcher(co
     assert main(command) == 2
     assert capsys.readouterr().err == ""
     assert not list(tmp_path.iterdir())  # refused before any work
+    assert logging.getLogger("clfa").level == logging.NOTSET  # nor set up the logging of a process that would run it
     monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher's single process is a plain run
+    monkeypatch.setenv("RANK", "0")
     assert "runs in one process" not in (main(command), capsys.readouterr().err)[1]
 
 

@@ -382,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand, with its usage, not by `clfa` with the list of commands
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if refusal := _launcher_refusal(args.command):
+        if _first_process():  # one line for the run, not one per process
+            print(f"clfa: error: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not _first_process():  # under torchrun / accelerate launch the first process warns for all
         logging.getLogger("clfa").setLevel(logging.ERROR)
@@ -393,10 +397,6 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
         huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
         transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
-    if refusal := _launcher_refusal(args.command):
-        if _first_process():  # one line for the run, not one per process
-            print(f"clfa: error: {refusal}", file=sys.stderr)
-        return 2
     try:
         return args.func(args)
     except (DataError, OptionError) as err:

@@ -98,7 +98,7 @@ def test_stats_mvsa_reports_split_and_decoding(tmp_path, capsys):
 
 def test_stats_bad_input_exits_nonzero(tmp_path, capsys):
     assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(tmp_path)]) == 2
-    assert "missing train.txt" in capsys.readouterr().err
+    assert "no text/ folder, where mmsd's train.txt" in capsys.readouterr().err
     assert run(["data", "stats", "--dataset", "nope", "--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("clfa: error: unknown dataset 'nope'")
     with pytest.raises(SystemExit) as exit_:
