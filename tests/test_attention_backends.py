@@ -75,3 +75,61 @@ def test_leaving_the_context_with_no_viable_backend_says_how_to_fix_the_list():
     with pytest.raises(RuntimeError, match="another error") as err, attention_backends("efficient,math"):
         raise RuntimeError("another error")  # other errors pass through as they are
     assert type(err.value) is RuntimeError
+
+
+def test_contexts_overlapping_in_threads_leave_the_process_wide_setting_as_it_was():
+    """One Predictor serving several threads: A enters, B enters, A leaves, B leaves. Each saving and restoring the
+    setting on its own left B's saved copy, flash alone, in force for the whole process."""
+    import threading
+
+    from torch.nn.attention import _cur_sdpa_kernel_backends
+
+    before = _cur_sdpa_kernel_backends()
+    b_entered, a_left, seen = threading.Event(), threading.Event(), {}
+
+    def a():
+        with attention_backends("flash"):
+            b_entered.wait(5)
+        a_left.set()
+
+    def b():
+        with attention_backends("flash"):
+            b_entered.set()
+            a_left.wait(5)
+            seen["b"] = _cur_sdpa_kernel_backends()  # still flash alone: A's leaving did not take B's setting away
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen["b"] == [SDPBackend.FLASH_ATTENTION]
+    assert _cur_sdpa_kernel_backends() == before
+
+
+def test_a_context_of_other_backends_waits_for_those_in_force_in_other_threads():
+    import threading
+
+    from torch.nn.attention import _cur_sdpa_kernel_backends
+
+    entered, release, seen = threading.Event(), threading.Event(), []
+
+    def holder():
+        with attention_backends("flash"):
+            entered.set()
+            release.wait(5)
+            seen.append(("flash", _cur_sdpa_kernel_backends()))
+
+    def other():
+        entered.wait(5)
+        with attention_backends("math"):
+            seen.append(("math", _cur_sdpa_kernel_backends()))
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    entered.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [("flash", [SDPBackend.FLASH_ATTENTION]), ("math", [SDPBackend.MATH])]

@@ -11,6 +11,7 @@ ending the list with ``math``, which supports every call, keeps every call possi
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -38,16 +39,60 @@ def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
     return [BACKENDS[name] for name in names]
 
 
+# The backends are a process-wide setting of PyTorch's: contexts entered in several threads at once (one Predictor
+# serving a threaded web server) would each save the setting another had made and restore it on leaving, so that the
+# last to leave could leave another's list in force for the whole process. Contexts of one list share the setting
+# (the first to enter sets it, the last to leave restores it); one of another list waits until they have all left.
+_shared = threading.Condition()
+_in_force: list[SDPBackend] | None = None
+_users = 0
+_restore = contextlib.ExitStack()
+_thread = threading.local()
+
+
+@contextlib.contextmanager
+def _process_wide(backends: list[SDPBackend]):
+    global _in_force, _users, _restore
+    if getattr(_thread, "depth", 0):  # nested in a context of this thread, which holds the setting already
+        _thread.depth += 1
+        try:
+            with sdpa_kernel(backends, set_priority=True):
+                yield
+        finally:
+            _thread.depth -= 1
+        return
+    with _shared:
+        _shared.wait_for(lambda: _users == 0 or _in_force == backends)
+        if _users == 0:
+            _restore = contextlib.ExitStack()
+            _restore.enter_context(sdpa_kernel(backends, set_priority=True))
+            _in_force = backends
+        _users += 1
+    _thread.depth = 1
+    try:
+        yield
+    finally:
+        _thread.depth = 0
+        with _shared:
+            _users -= 1
+            if _users == 0:
+                _restore.close()
+                _in_force = None
+                _shared.notify_all()
+
+
 @contextlib.contextmanager
 def attention_backends(text: str | None):
     """A context in which attention calls use the backends ``text`` names, first supported first; while it lasts it
     sets PyTorch's process-wide choice, which torch.compile reads when it compiles. A call that none of them supports
-    is an :class:`OptionError` that says how to fix the list."""
+    is an :class:`OptionError` that says how to fix the list. Contexts entered in several threads at once share the
+    setting when they name the same backends; one that names others waits for them to end (a thread that asks for no
+    backends runs under whatever is in force)."""
     backends = parse_attention_backends(text)
     if backends is None:
         yield
         return
-    with sdpa_kernel(backends, set_priority=True):
+    with _process_wide(backends):
         try:
             yield
         except RuntimeError as err:
