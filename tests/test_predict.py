@@ -433,3 +433,39 @@ def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_mod
         Predictor.from_pretrained(ship, device="cpu")
     assert main(["export", "--model", str(run), "--output-dir", str(ship)]) == 0
     assert (ship / "metrics.json").is_file() and (ship / "model.safetensors").is_file()
+
+
+def test_batches_of_what_is_not_a_list_of_records_are_named(tiny_models, tiny_dataset, tmp_path):
+    """One Record, tuples, in-memory images or a None text failed deep in the loader or in PIL ("'Record' object is not
+    iterable", "'PngImageFile' object has no attribute 'read'"); a generator failed on len()."""
+    save_model(tiny_models, tmp_path)
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    records = records_of(tiny_dataset, 3)
+    with pytest.raises(TypeError, match=r"a list of Record, not one Record \(for one pair, use predict\(text, image\)\)"):
+        predictor.run(records[0], progress=False)
+    with pytest.raises(TypeError, match=r"records\[0\]: a Record\(id, text, image\), not tuple"):
+        predictor.predict_records([(r.text, r.image) for r in records], progress=False)
+    with Image.open(records[1].image) as image:
+        in_memory = [records[0], Record("1", "the cat", image)]
+        with pytest.raises(TypeError, match=r"records\[1\] \(id '1'\): image must be the path of an image file, not PngImageFile"):
+            predictor.run(in_memory, progress=False)
+    with pytest.raises(TypeError, match=r"records\[0\] \(id 'x'\): text must be a string, not NoneType"):
+        list(predictor.iter_predictions([Record("x", None, records[0].image)], progress=False))
+    assert list(predictor.iter_predictions(iter(records), progress=False)) == predictor.predict_records(records, progress=False)
+
+
+def test_predictions_tokenize_each_batch_as_it_comes_not_every_record_first(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    """iter_predictions promises memory that does not grow with the records: tokenising them all before the first
+    batch held ~6 KB a record (1.2 GB for 200,000) and made the first prediction wait for all of them."""
+    import clfa.data.processing as processing
+
+    save_model(tiny_models, tmp_path)
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    records = records_of(tiny_dataset, 10)
+    expected = predictor.predict_records(records, batch_size=4, progress=False)
+    tokenized, tokenize = [], processing.tokenize
+    monkeypatch.setattr(processing, "tokenize", lambda tokenizer, texts, length: tokenized.append(len(texts)) or tokenize(tokenizer, texts, length))
+    results = predictor.iter_predictions(records, batch_size=4, progress=False)
+    first = next(results)
+    assert sum(tokenized) == 4
+    assert [first, *results] == expected

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,44 @@ def _missing_files(folder: Path, processing: Path) -> list[str]:
     return missing
 
 
+def _checked_records(records, image_paths: bool = True) -> list[Record] | tuple[Record, ...]:
+    """``records`` as the batch methods take them, or a TypeError that says what they are given instead: one Record,
+    other objects or an in-memory image would otherwise fail deep in the data loader or in PIL. An iterable that is
+    not a list (a generator) is read into one: the results are matched to the records by position. ``image_paths``:
+    whether the images are read from the records' paths (not when they are given, or the model reads none)."""
+    if isinstance(records, Record):
+        raise TypeError("records: a list of Record, not one Record (for one pair, use predict(text, image))")
+    if isinstance(records, (str, bytes, dict)) or not hasattr(records, "__iter__"):
+        raise TypeError(f"records: a list of Record, not {type(records).__name__}")
+    if not isinstance(records, (list, tuple)):
+        records = list(records)
+    for number, record in enumerate(records):
+        if not isinstance(record, Record):
+            raise TypeError(f"records[{number}]: a Record(id, text, image), not {type(record).__name__}")
+        if not isinstance(record.text, str):
+            raise TypeError(f"records[{number}] (id {record.id!r}): text must be a string, not {type(record.text).__name__}")
+        if image_paths and not isinstance(record.image, (str, Path)):
+            raise TypeError(f"records[{number}] (id {record.id!r}): image must be the path of an image file, not "
+                            f"{type(record.image).__name__} (predict(text, image) takes a PIL image or a numpy array)")
+    return records
+
+
+class _RewrittenTexts(Sequence):
+    """``records`` with their texts rewritten as each is read, not all copied at once."""
+
+    def __init__(self, records, rewrite):
+        self.records, self.rewrite = records, rewrite
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        record = self.records[i]
+        return dataclasses.replace(record, text=self.rewrite(record.text))
+
+
 class Predictor:
     """A trained model with its tokenizer and image processor; no teacher is needed.
 
@@ -239,11 +277,14 @@ class Predictor:
         """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
         other, in the records' order: what has been computed is usable, and freed, before the rest is. A
         single-modality baseline has the features of its one modality (``config.modalities``)."""
+        records = _checked_records(records, image_paths=images is None and "image" in self.model.config.modalities)
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
-            records = [dataclasses.replace(record, text=self._text(record.text)) for record in records]
+            records = _RewrittenTexts(records, self._text)
         if images is None and "image" not in self.model.config.modalities:  # a text-only baseline reads no image
             images = BlankImages(len(records), self.transform.size)
-        dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images)
+        # Texts are tokenised batch by batch, as images are decoded: memory stays flat and the first batch comes at once.
+        dataset = CLFADataset(records, self.tokenizer, self.transform, self.model.config.max_text_length, images=images,
+                              tokenize_per_batch=True)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"
         )
@@ -268,7 +309,7 @@ class Predictor:
                          images=None) -> Iterator[dict]:
         """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; the arguments as
         :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
-        done = 0
+        records, done = _checked_records(records, image_paths=False), 0  # batches() checks the images
         for outputs in self.batches(records, batch_size, num_workers, progress, images):
             for probs in outputs["probabilities"]:
                 yield {"id": records[done].id, **self._result(torch.from_numpy(probs))}

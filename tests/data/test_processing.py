@@ -155,3 +155,14 @@ def test_cached_rows_are_copies_the_batch_can_own(parts):
     batch = stack(dataset(parts).__getitems__([0, 1]))
     batch["pixels"] += 1  # writable, and writing does not reach the cache
     assert np.array_equal(cache[0], parts[1].load(parts[0][0].image))
+
+
+def test_a_16_bit_grey_image_reads_as_its_8_bit_greys_not_white(tiny_models, tmp_path):
+    """Pillow opens a 16-bit PNG as mode I;16, whose convert("RGB") clips 0-65535 at 255: 99% of a ramp was white."""
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    ramp = np.linspace(0, 255, 16 * 16).round().astype(np.uint8).reshape(16, 16)
+    Image.fromarray(ramp.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    Image.fromarray(ramp).save(tmp_path / "grey8.png")
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert image.mode == "I;16"
+    np.testing.assert_array_equal(transform.load(tmp_path / "grey16.png"), transform.load(tmp_path / "grey8.png"))

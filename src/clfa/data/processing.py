@@ -53,12 +53,13 @@ class ImageTransform:
         # the same settings, which to_dict names alike: the versions and the class are part of the key.
         settings["versions"] = [PIL.__version__, transformers.__version__]
         settings["class"] = type(self.processor).__name__
+        settings["16-bit greys"] = "scaled to 8 bits"  # cached before, they were clipped white
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def load_image(self, image: Image.Image) -> np.ndarray:
         pixels = self.processor(
-            images=image.convert("RGB"), do_rescale=False, do_normalize=False, return_tensors="np"
+            images=_eight_bit(image).convert("RGB"), do_rescale=False, do_normalize=False, return_tensors="np"
         )["pixel_values"][0]
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
@@ -82,6 +83,14 @@ class ImageTransform:
             self._stats[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
         mean, std = self._stats[pixels.device]
         return (pixels.float() * self.rescale_factor - mean) / std
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (mode I;16, as Pillow opens a 16-bit PNG) on 8 bits, as convert("RGB") expects: it clips
+    the values 0-65535 at 255, which turns all but the darkest 0.4% of the range white."""
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8), "L")
+    return image
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -119,11 +128,16 @@ class CLFADataset(torch.utils.data.Dataset):
         label2id: dict[str, int] | None = None,
         images: np.ndarray | None = None,
         teacher_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tokenize_per_batch: bool = False,
     ):
+        """``tokenize_per_batch``: texts are tokenised as their batch is read, not all at once here (prediction over a
+        file of any size: the tokens of all records, held from the start, grow with their number, and the first batch
+        waits for all of them)."""
         self.records = records
         self.transform = transform
         self.images = images
-        self.encoded = tokenize(tokenizer, [r.text for r in records], max_length) if records else None
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.encoded = tokenize(tokenizer, [r.text for r in records], max_length) if records and not tokenize_per_batch else None
         self.labels = None
         if label2id is not None and records and all(r.label is not None for r in records):
             self.labels = torch.tensor([label2id[r.label] for r in records])
@@ -139,10 +153,17 @@ class CLFADataset(torch.utils.data.Dataset):
         pixels = self.images[i] if self.images is not None else self.transform.load(record.image, record.source)
         return torch.from_numpy(np.array(pixels))  # a copy: cached arrays are read-only memory maps
 
+    def _tokens(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask of ``rows``; a row past the end raises IndexError."""
+        if self.encoded is not None:
+            return {key: self.encoded[key][rows] for key in ("input_ids", "attention_mask")}
+        return tokenize(self.tokenizer, [self.records[i].text for i in rows.tolist()], self.max_length)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        tokens = self._tokens(torch.as_tensor([i], dtype=torch.long))
         item = {
-            "input_ids": self.encoded["input_ids"][i],
-            "attention_mask": self.encoded["attention_mask"][i],
+            "input_ids": tokens["input_ids"][0],
+            "attention_mask": tokens["attention_mask"][0],
             "pixels": self._pixels(i),
         }
         if self.labels is not None:
@@ -159,7 +180,7 @@ class CLFADataset(torch.utils.data.Dataset):
         ``__getitem__``, in the same order."""
         rows = torch.as_tensor(indices, dtype=torch.long)
         # Texts first: their indexing raises IndexError for a row past the end, before any pixels are gathered.
-        batch = {"input_ids": self.encoded["input_ids"][rows], "attention_mask": self.encoded["attention_mask"][rows]}
+        batch = self._tokens(rows)
         if isinstance(self.images, np.ndarray):
             batch["pixels"] = _gather(self.images, rows.numpy())
         else:  # decoded on demand, or an image source numpy cannot index with an array
