@@ -469,3 +469,10 @@ def test_predictions_tokenize_each_batch_as_it_comes_not_every_record_first(tiny
     first = next(results)
     assert sum(tokenized) == 4
     assert [first, *results] == expected
+
+
+def test_a_model_folder_under_home_may_be_named_with_a_tilde(tiny_models, tmp_path, monkeypatch):
+    save_model(tiny_models, tmp_path / "models" / "mine")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    predictor = Predictor.from_pretrained("~/models/mine", device="cpu")
+    assert predictor.labels == Predictor.from_pretrained(tmp_path / "models" / "mine", device="cpu").labels

@@ -195,6 +195,8 @@ class Predictor:
         """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), one of its Trainer checkpoints
         (``OUTPUT_DIR/checkpoints/checkpoint-N``), or such a model's name on the hub.
         ``kwargs``: ``precision``, ``attention_backends``."""
+        if str(path).startswith("~"):  # no hub name starts so; a shell leaves a quoted ~ as it is
+            path = Path(path).expanduser()
         folder, local = Path(path), Path(path).exists()
         if local and not folder.is_dir():
             raise OptionError(f"{path}: a file, not a folder{_HINT}")
