@@ -476,3 +476,42 @@ def test_a_model_folder_under_home_may_be_named_with_a_tilde(tiny_models, tmp_pa
     monkeypatch.setenv("HOME", str(tmp_path))
     predictor = Predictor.from_pretrained("~/models/mine", device="cpu")
     assert predictor.labels == Predictor.from_pretrained(tmp_path / "models" / "mine", device="cpu").labels
+
+
+def test_export_into_the_working_folder_or_a_mount_point_writes_in_place(tiny_models, tmp_path, monkeypatch, capsys):
+    """`--output-dir .` had no name to stage beside (ValueError), and a mount point cannot be removed and replaced."""
+    import os
+
+    from clfa.cli import main
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    monkeypatch.chdir(ship)
+    assert main(["export", "--model", str(run), "--output-dir", "."]) == 0
+    assert (ship / "model.safetensors").is_file() and not list(tmp_path.glob(".*partial*"))
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    monkeypatch.chdir(tmp_path)
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == mounted or real_ismount(path))
+    assert main(["export", "--model", str(run), "--output-dir", str(mounted)]) == 0
+    assert (mounted / "model.safetensors").is_file() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_rewritten_texts_reach_loader_workers_without_the_model(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    """Workers started by spawn (macOS, Windows) are sent the dataset pickled: a bound Predictor._text took the model."""
+    import pickle
+
+    import clfa.predict
+
+    save_model(tiny_models, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"normalize_text": True}))
+    predictor = Predictor.from_pretrained(tmp_path, device="cpu")
+    sent = []
+    real = clfa.predict.CLFADataset
+    monkeypatch.setattr(clfa.predict, "CLFADataset", lambda records, *a, **k: sent.append(records) or real(records, *a, **k))
+    predictor.run(records_of(tiny_dataset), progress=False)
+    assert len(pickle.dumps(sent[0])) < 100_000

@@ -68,8 +68,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if unread := [flag for split, flag in (("train", "--train-file"), ("dev", "--dev-file"), ("test", "--test-file"))
                   if getattr(args, f"{split}_file") and split not in args.split]:
         raise OptionError(f"{' and '.join(unread)} would not be read: evaluate reads the --split splits only "
-                          f"({' '.join(args.split)}); add --split " + " ".join(f.split("-")[2] for f in unread)
-                          + " to evaluate " + ("it" if len(unread) == 1 else "them"))
+                          f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
+                          + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
@@ -217,8 +217,12 @@ def _export(args: argparse.Namespace) -> int:
     _make_folder(out, f"--output-dir {out}")
     # Written beside it and given its name once whole and loaded: an export killed half-way (SIGKILL, power loss) leaves
     # the folder empty, not a model without its metrics or never loaded, and the same command can then be run again.
-    final = out.resolve() if out.is_symlink() else out  # a link to an empty folder: that folder takes the files
-    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    final = out.resolve()  # a link to an empty folder: that folder takes the files; "." has a name once resolved
+    # A folder that cannot be removed and replaced (the working folder, a mount point such as a container's volume, one
+    # in a folder this user cannot write) is written in place, as before.
+    in_place = (final == Path.cwd().resolve() or os.path.ismount(final)
+                or not os.access(final.parent, os.W_OK | os.X_OK))
+    staging = final if in_place else final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
         predictor.save_pretrained(staging)
         if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
@@ -226,11 +230,13 @@ def _export(args: argparse.Namespace) -> int:
         Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
         for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
             on_disk(file)
-        final.rmdir()  # empty: checked above
-        staging.rename(final)
+        if not in_place:
+            final.rmdir()  # empty: checked above
+            staging.rename(final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        final.mkdir(exist_ok=True)  # had the rename failed
+        if not in_place:
+            shutil.rmtree(staging, ignore_errors=True)
+            final.mkdir(exist_ok=True)  # had the rename failed
         _undo_export(out, made[-1] if made else None)
         raise
     files = sorted(file for file in out.iterdir() if file.is_file())
@@ -370,8 +376,10 @@ def _launcher_refusal(command: str) -> str | None:
     """Only ``clfa train`` shares its work among the processes of a torchrun / accelerate launch run. Any other command
     would run whole in every process, each writing the same --output (predictions under one NAME.partial, which the
     processes would take from each other): why it is refused, or None."""
-    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if command != "train" and processes > 1:
+    processes = int(world) if (world := os.environ.get("WORLD_SIZE", "1")).isdigit() else 1  # set by a launcher, or not at all
+    # torchrun, accelerate launch and deepspeed give each process its LOCAL_RANK; a WORLD_SIZE alone is often one a job
+    # script or a cluster (SLURM, Kubeflow) exported for the whole job, and this process was then started as one.
+    if command != "train" and processes > 1 and "LOCAL_RANK" in os.environ:
         return (f"clfa {command} runs in one process, not in each of the {processes} that torchrun or accelerate launch "
                 f"started (WORLD_SIZE={processes}): run it as `clfa {command} ...`")
     return None
