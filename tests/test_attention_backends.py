@@ -133,3 +133,40 @@ def test_a_context_of_other_backends_waits_for_those_in_force_in_other_threads()
     for thread in threads:
         thread.join(10)
     assert seen == [("flash", [SDPBackend.FLASH_ATTENTION]), ("math", [SDPBackend.MATH])]
+
+
+def test_a_thread_alone_under_a_context_may_nest_another_list_and_one_sharing_it_may_not():
+    import threading
+
+    from torch.nn.attention import _cur_sdpa_kernel_backends
+
+    before = _cur_sdpa_kernel_backends()
+    with attention_backends("flash,math"):
+        with attention_backends("math"):
+            assert _cur_sdpa_kernel_backends() == [SDPBackend.MATH]
+            with attention_backends("math"):  # the list in force already: nothing changes
+                assert _cur_sdpa_kernel_backends() == [SDPBackend.MATH]
+        assert _cur_sdpa_kernel_backends() == [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    assert _cur_sdpa_kernel_backends() == before
+
+    entered, done = threading.Event(), threading.Event()
+
+    def other():
+        with attention_backends("flash,math"):
+            entered.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        entered.wait(5)
+        with attention_backends("flash,math"):
+            with pytest.raises(RuntimeError, match=r"attention backends math asked for inside a context of flash,math that "
+                                                   r"other threads share"):
+                with attention_backends("math"):
+                    pass
+            assert _cur_sdpa_kernel_backends() == [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    finally:
+        done.set()
+        thread.join(10)
+    assert _cur_sdpa_kernel_backends() == before

@@ -89,6 +89,9 @@ def test_commands_other_than_train_are_refused_under_a_multi_process_launcher(co
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)  # a WORLD_SIZE a job script exported, no launcher: a plain run
+    assert "runs in one process" not in (main(command), capsys.readouterr().err)[1]
+    monkeypatch.setenv("LOCAL_RANK", "0")
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"clfa: error: clfa {command[0]} runs in one process, not in each of the 2") and err.count("\n") == 1
@@ -103,7 +106,7 @@ def test_commands_other_than_train_are_refused_under_a_multi_process_launcher(co
 
 
 @pytest.mark.parametrize("files, split, message", [
-    (["--dev-file", "dev.jsonl"], [], "--dev-file would not be read: evaluate reads the --split splits only (test); add --split dev"),
+    (["--dev-file", "dev.jsonl"], [], "--dev-file would not be read: evaluate reads the --split splits only (test); give --split test dev to evaluate it as well"),
     (["--train-file", "t.jsonl", "--test-file", "x.jsonl"], ["--split", "test"], "--train-file would not be read"),
     (["--test-file", "x.jsonl"], ["--split", "dev"], "--test-file would not be read: evaluate reads the --split splits only (dev)"),
 ])

@@ -43,26 +43,39 @@ def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
 # serving a threaded web server) would each save the setting another had made and restore it on leaving, so that the
 # last to leave could leave another's list in force for the whole process. Contexts of one list share the setting
 # (the first to enter sets it, the last to leave restores it); one of another list waits until they have all left.
+# Inside a context, a thread alone under it may ask for another list for a while; with other threads under it, that
+# would change their kernels under them, and is an error.
 _shared = threading.Condition()
 _in_force: list[SDPBackend] | None = None
 _users = 0
+_nested_other = False  # a thread's nested context of another list is in force: nobody joins it
 _restore = contextlib.ExitStack()
 _thread = threading.local()
 
 
 @contextlib.contextmanager
 def _process_wide(backends: list[SDPBackend]):
-    global _in_force, _users, _restore
+    global _in_force, _users, _restore, _nested_other
     if getattr(_thread, "depth", 0):  # nested in a context of this thread, which holds the setting already
+        with _shared:
+            outer, was_other = _in_force, _nested_other
+            if backends != outer:
+                if _users > 1:
+                    raise RuntimeError(f"attention backends {_names(backends)} asked for inside a context of "
+                                       f"{_names(outer)} that other threads share: their kernels would change under them")
+                _in_force, _nested_other = backends, True
         _thread.depth += 1
         try:
-            with sdpa_kernel(backends, set_priority=True):
+            with sdpa_kernel(backends, set_priority=True) if backends != outer else contextlib.nullcontext():
                 yield
         finally:
             _thread.depth -= 1
+            with _shared:
+                _in_force, _nested_other = outer, was_other
+                _shared.notify_all()
         return
     with _shared:
-        _shared.wait_for(lambda: _users == 0 or _in_force == backends)
+        _shared.wait_for(lambda: _users == 0 or (_in_force == backends and not _nested_other))
         if _users == 0:
             _restore = contextlib.ExitStack()
             _restore.enter_context(sdpa_kernel(backends, set_priority=True))
@@ -79,6 +92,10 @@ def _process_wide(backends: list[SDPBackend]):
                 _restore.close()
                 _in_force = None
                 _shared.notify_all()
+
+
+def _names(backends: list[SDPBackend] | None) -> str:
+    return ",".join(next(name for name, b in BACKENDS.items() if b == backend) for backend in backends or [])
 
 
 @contextlib.contextmanager

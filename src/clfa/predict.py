@@ -281,7 +281,9 @@ class Predictor:
         single-modality baseline has the features of its one modality (``config.modalities``)."""
         records = _checked_records(records, image_paths=images is None and "image" in self.model.config.modalities)
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
-            records = _RewrittenTexts(records, self._text)
+            # The function, not the bound self._text: loader workers started by spawn (macOS, Windows) are sent the
+            # dataset pickled, and a bound method would take the whole Predictor, its model included, to each worker.
+            records = _RewrittenTexts(records, normalize_tweet)
         if images is None and "image" not in self.model.config.modalities:  # a text-only baseline reads no image
             images = BlankImages(len(records), self.transform.size)
         # Texts are tokenised batch by batch, as images are decoded: memory stays flat and the first batch comes at once.

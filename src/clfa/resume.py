@@ -63,7 +63,7 @@ def _split_print(records: list[Record] | None) -> dict | None:
 class RecordRun(TrainerCallback):
     """Writes :func:`run_record`, with the number of processes, into each checkpoint the Trainer saves.
 
-    :class:`clfa.training.CLFATrainer` calls :meth:`write` as soon as a checkpoint's weights are saved, before the
+    :class:`clfa.trainer.CLFATrainer` calls :meth:`write` as soon as a checkpoint's weights are saved, before the
     Trainer writes its trainer_state.json, which it writes last: a checkpoint whose saving was cut short (SIGKILL,
     Ctrl-C, power loss) then lacks trainer_state.json and is refused, rather than resumed unchecked for want of this
     record. ``on_save`` (after the whole checkpoint and the removal of older ones) only writes a record still missing,

@@ -463,3 +463,13 @@ def test_labels_spelled_two_ways_in_the_train_file_are_refused_not_made_two_clas
     assert load_dataset("jsonl", folder, labels=["Not Sarcastic", "not_sarcastic", "sarcastic"]).labels[0] == "Not Sarcastic"
     (folder / "train.jsonl").write_text(json.dumps(GOOD | {"label": "pos"}) + "\n" + json.dumps(GOOD | {"id": "2", "label": "post"}) + "\n")
     assert load_dataset("jsonl", folder).labels == ["pos", "post"]
+
+
+def test_signed_numeric_labels_are_not_taken_for_one_label_spelled_two_ways(folder):
+    rows = [GOOD | {"id": str(i), "label": label} for i, label in enumerate([-1, 0, 1])]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert load_dataset("jsonl", folder).labels == ["-1", "0", "1"]
+    rows = [GOOD | {"label": "not-sarcastic"}, GOOD | {"id": "2", "label": "Not Sarcastic"}]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match="differ only in case"):
+        load_dataset("jsonl", folder)

@@ -250,7 +250,8 @@ def _labels_spelled_two_ways(records: list[Record]) -> str:
             first.setdefault(record.label, record)
     spelled: dict[str, str] = {}
     for label in first:
-        key = re.sub(r"[\s_-]+", "", label.casefold())
+        # A "-" joins words ("not-sarcastic"); one in front of a number is its sign: -1, 0 and 1 are three classes.
+        key = re.sub(r"[\s_]+|(?<=[^\W_])-(?=[^\W_])", "", label.casefold())
         if (other := spelled.setdefault(key, label)) != label:
             return (f"labels {other!r} ({first[other].source}) and {label!r} ({first[label].source}) differ only in case, "
                     "spaces, '_' or '-', and would be two classes: write each label one way, or name every class with "
