@@ -86,11 +86,21 @@ class ImageTransform:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """A 16-bit grey image (mode I;16, as Pillow opens a 16-bit PNG) on 8 bits, as convert("RGB") expects: it clips
-    the values 0-65535 at 255, which turns all but the darkest 0.4% of the range white."""
+    """A 16-bit grey image on 8 bits, as convert("RGB") expects: it clips the values 0-65535 at 255, which turns all
+    but the darkest 0.4% of the range white. Pillow opens a 16-bit PNG or TIFF as mode I;16, or (Pillow 10) as the
+    32-bit mode I, whose file's raw mode still says 16 bits; an image of mode I already decoded is taken as 16-bit
+    when its values pass 255 and stay within 16 bits."""
     if image.mode.startswith("I;16"):
-        return Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8), "L")
-    return image
+        sixteen = True
+    elif image.mode == "I":
+        raw = " ".join(str(tile[3]) for tile in getattr(image, "tile", None) or ())
+        values = image.getextrema()
+        sixteen = "I;16" in raw or (not raw and 255 < values[1] <= 65535 and values[0] >= 0)
+    else:
+        return image
+    if not sixteen:
+        return image
+    return Image.fromarray((np.asarray(image).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8), "L")
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
