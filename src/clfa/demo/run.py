@@ -202,8 +202,8 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
         "models": {name: {"dir": str(model_dirs[name]), "seconds": m["seconds"], "dev": m["dev"], "test": m["test"]} for name, m in results.items()},
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"CLFA model: {out / 'model'}   metrics: {out / 'metrics.json'}   heat map: {heatmap}")
-    # One line however narrow the terminal: a command broken over two lines does not paste.
+    # One line each however narrow the terminal: a path or command broken over two lines does not paste.
+    console.print(f"CLFA model: {out / 'model'}   metrics: {out / 'metrics.json'}   heat map: {heatmap}", soft_wrap=True)
     console.print(f"try:  clfa predict --model {out / 'model'} --input {out / 'data' / 'test.jsonl'} --output predictions.jsonl",
                   soft_wrap=True)
     console.print(f"done in {summary['seconds']:.0f} s")
