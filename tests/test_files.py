@@ -42,9 +42,13 @@ def test_a_file_is_shared_as_the_umask_allows(tmp_path):
 
 def test_only_temporary_files_untouched_for_an_hour_are_removed(tmp_path):
     old, recent, other = tmp_path / ".a.tmp", tmp_path / ".b.tmp", tmp_path / "a.npy"
+    (old_folder := tmp_path / ".model.partial-1").mkdir()
+    (old_folder / "config.json").write_text("{}")
+    (tmp_path / ".model.partial-2").mkdir()  # an export still writing
     for path in (old, recent, other):
         path.write_bytes(b"x")
-    os.utime(old, (time.time() - 3700,) * 2)
-    os.utime(other, (time.time() - 3700,) * 2)
+    for path in (old, other, old_folder):
+        os.utime(path, (time.time() - 3700,) * 2)
     remove_abandoned(tmp_path, ".*.tmp")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.tmp", "a.npy"]
+    remove_abandoned(tmp_path, ".model.partial-*")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.tmp", ".model.partial-2", "a.npy"]

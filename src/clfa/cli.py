@@ -14,7 +14,7 @@ from clfa.data.arguments import add_dataset_arguments, check_dataset_args, datas
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
-from clfa.files import on_disk
+from clfa.files import on_disk, remove_abandoned
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -223,6 +223,8 @@ def _export(args: argparse.Namespace) -> int:
     in_place = (final == Path.cwd().resolve() or os.path.ismount(final)
                 or not os.access(final.parent, os.W_OK | os.X_OK))
     staging = final if in_place else final.with_name(f".{final.name}.partial-{os.getpid()}")
+    if not in_place:
+        remove_abandoned(final.parent, f".{final.name}.partial-*")  # a killed export's
     try:
         predictor.save_pretrained(staging)
         if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data

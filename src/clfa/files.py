@@ -4,6 +4,7 @@ the temporary files of writers that were killed, found and removed."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -44,13 +45,18 @@ def write_whole(path: Path, text: str) -> None:
 
 
 def remove_abandoned(folder: Path, pattern: str) -> None:
-    """Delete the temporary files (``pattern``) of writers that were killed (SIGKILL, power loss) and so never cleaned
-    up: those untouched for an hour. A writer that takes longer touches its file as it goes. The age alone decides,
+    """Delete the temporary files or folders (``pattern``) of writers that were killed (SIGKILL, power loss) and so
+    never cleaned up: those untouched for an hour. A writer that takes longer touches its file as it goes (a folder
+    is touched by each file made in it). The age alone decides,
     whichever host, container or process the file came from, so no lock or process id is needed (neither holds on
     every file system a cache folder may sit on)."""
     for tmp in folder.glob(pattern):
         try:
-            if time.time() - tmp.stat().st_mtime > ABANDONED_AFTER_S:
+            if time.time() - tmp.stat().st_mtime <= ABANDONED_AFTER_S:
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
                 tmp.unlink()
         except OSError:  # already gone, or not ours to delete
             continue

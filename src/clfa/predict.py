@@ -231,7 +231,7 @@ class Predictor:
 
     def save_pretrained(self, path: str | Path) -> list[Path]:
         """Write what prediction needs, and nothing else, to ``path``: the config, the weights (safetensors), the
-        tokenizer and the image processor, all JSON or safetensors. Returns the files written."""
+        tokenizer and the image processor, all JSON or safetensors. Returns the files the folder then holds."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
