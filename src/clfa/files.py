@@ -3,10 +3,12 @@ the temporary files of writers that were killed, found and removed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ABANDONED_AFTER_S = 3600  # a temporary file no writer has touched for an hour is a killed writer's
@@ -32,11 +34,13 @@ def shared_as_umask_allows(path: Path) -> None:
     path.chmod(0o666 & ~umask)
 
 
-def write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path``, written under a temporary name and on disk before it takes its own."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write the file under: once the block ends, the file is put on disk and
+    takes ``path``'s name at once; if the block fails (an interrupt too), it is removed and ``path`` is left as it was."""
     tmp = temporary_name(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         on_disk(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -44,12 +48,17 @@ def write_whole(path: Path, text: str) -> None:
         raise
 
 
+def write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path``, written under a temporary name and on disk before it takes its own."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def remove_abandoned(folder: Path, pattern: str) -> None:
     """Delete the temporary files or folders (``pattern``) of writers that were killed (SIGKILL, power loss) and so
     never cleaned up: those untouched for an hour. A writer that takes longer touches its file as it goes (a folder
-    is touched by each file made in it). The age alone decides,
-    whichever host, container or process the file came from, so no lock or process id is needed (neither holds on
-    every file system a cache folder may sit on)."""
+    is touched by each file made in it). The age alone decides, whichever host, container or process the file came
+    from, so no lock or process id is needed (neither holds on every file system a cache folder may sit on)."""
     for tmp in folder.glob(pattern):
         try:
             if time.time() - tmp.stat().st_mtime <= ABANDONED_AFTER_S:

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from clfa.data.processing import ImageTransform, load_image_processor
 from clfa.data.records import Record
 from clfa.errors import OptionError
-from clfa.files import on_disk, remove_abandoned, shared_as_umask_allows, temporary_name
+from clfa.files import remove_abandoned, replacing, shared_as_umask_allows
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +125,9 @@ def teacher_embeddings(
     text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(cache_dir, ".teacher-*.tmp")
-    tmp = temporary_name(path)  # the main processes of several nodes may fill one shared cache at once
-    try:
+    # A name of this writer's own (the main processes of several nodes may fill one shared cache at once), renamed
+    # once whole: an interrupted run never leaves a cache that looks complete.
+    with replacing(path) as tmp:
         save_file({"text": text.contiguous(), "image": image.contiguous()}, str(tmp), metadata={"teacher": str(teacher), "records": str(len(records))})
-        on_disk(tmp)
         shared_as_umask_allows(tmp)
-        tmp.replace(path)  # atomic: an interrupted run never leaves a cache that looks complete
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return text, image

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from clfa.data.records import Record, record_error
 from clfa.errors import OptionError
-from clfa.files import on_disk, remove_abandoned, temporary_name
+from clfa.files import remove_abandoned, replacing
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,6 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
     path.parent.mkdir(parents=True, exist_ok=True)
     # A build touches its file after every image, so that only a killed build's is an hour old.
     remove_abandoned(path.parent, ".images-*.tmp")
-    tmp = temporary_name(path)
 
     def load(i: int) -> None:
         pixels = transform.load(records[i].image, records[i].source)
@@ -123,7 +122,7 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
         out[i] = pixels  # rows are disjoint, so threads never write the same bytes
         os.utime(tmp)  # progress, for cleaners: see remove_abandoned
 
-    try:
+    with replacing(path) as tmp:  # the data on disk before the name says the cache exists
         out = _reserve(tmp, shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(load, i) for i in range(len(records))]
@@ -136,8 +135,3 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
                 raise
         out.flush()
         del out
-        on_disk(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
