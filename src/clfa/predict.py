@@ -279,7 +279,12 @@ class Predictor:
         """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
         other, in the records' order: what has been computed is usable, and freed, before the rest is. A
         single-modality baseline has the features of its one modality (``config.modalities``)."""
-        records = _checked_records(records, image_paths=images is None and "image" in self.model.config.modalities)
+        yield from self._batches(self._checked(records, images), batch_size, num_workers, progress, images)
+
+    def _checked(self, records, images) -> list[Record] | tuple[Record, ...]:
+        return _checked_records(records, image_paths=images is None and "image" in self.model.config.modalities)
+
+    def _batches(self, records, batch_size: int, num_workers: int, progress: bool, images) -> Iterator[dict[str, np.ndarray]]:
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
             # The function, not the bound self._text: loader workers started by spawn (macOS, Windows) are sent the
             # dataset pickled, and a bound method would take the whole Predictor, its model included, to each worker.
@@ -313,8 +318,8 @@ class Predictor:
                          images=None) -> Iterator[dict]:
         """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; the arguments as
         :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
-        records, done = _checked_records(records, image_paths=False), 0  # batches() checks the images
-        for outputs in self.batches(records, batch_size, num_workers, progress, images):
+        records, done = self._checked(records, images), 0
+        for outputs in self._batches(records, batch_size, num_workers, progress, images):
             for probs in outputs["probabilities"]:
                 yield {"id": records[done].id, **self._result(torch.from_numpy(probs))}
                 done += 1
