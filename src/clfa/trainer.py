@@ -112,7 +112,7 @@ class CLFATrainer(Trainer):
         return self._keep(super().get_test_dataloader(*args, **kwargs))
 
     def _keep(self, loader):
-        base = getattr(loader, "base_dataloader", loader)  # accelerate's prepared loaders wrap a DataLoader
+        base = _base_loader(loader)
         # Each new iterator of a loader draws its workers' base seed from the loader's generator, by default the global
         # one, which also drives dropout. With persistent workers an uninterrupted run draws once per loader, and a
         # resumed run again at its first epoch and evaluation: its dropout would then differ from the run it
@@ -317,20 +317,25 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
-class PrinterToStderr(PrinterCallback):
-    """The Trainer's log lines without a progress bar (``--progress false``), on stderr: stdout holds results."""
+class _LogOnStderr:
+    """The log lines of a Trainer callback that prints them to stdout (``print``, ``tqdm.write``), on stderr: stdout
+    holds the command's results."""
 
     def on_log(self, *args, **kwargs):
         with contextlib.redirect_stdout(sys.stderr):
             super().on_log(*args, **kwargs)
 
 
-class ProgressToStderr(ProgressCallback):
-    """The Trainer's progress bars (on stderr already) and its log lines (``tqdm.write``, to stdout), both on stderr."""
+class PrinterToStderr(_LogOnStderr, PrinterCallback):
+    """The Trainer's log lines without a progress bar (``--progress false``), on stderr."""
 
-    def on_log(self, *args, **kwargs):
-        with contextlib.redirect_stdout(sys.stderr):
-            super().on_log(*args, **kwargs)
+
+class ProgressToStderr(_LogOnStderr, ProgressCallback):
+    """The Trainer's progress bars (on stderr already) and its log lines, both on stderr."""
+
+
+def _base_loader(loader) -> torch.utils.data.DataLoader:
+    return getattr(loader, "base_dataloader", loader)  # accelerate's prepared loaders wrap a DataLoader
 
 
 def end_loader_workers(loader) -> None:
@@ -340,7 +345,7 @@ def end_loader_workers(loader) -> None:
     iterator's own clean-up then asks each worker to stop through a queue that no longer sends, and waits 5 s for
     each worker before killing it: 10 s with the default 2 workers, at the end of a run or in the middle of a later
     one. A later iteration of the loader starts new workers."""
-    base = getattr(loader, "base_dataloader", loader)  # accelerate's prepared loaders wrap a DataLoader
+    base = _base_loader(loader)
     iterator = getattr(base, "_iterator", None)
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         base._iterator = None
