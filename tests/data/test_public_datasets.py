@@ -769,6 +769,13 @@ def test_decode_text_fallbacks():
     assert decode_text(b"\x8d \x81") == ("\x8d \x81", True)  # neither GB18030 nor Windows-1252: Latin-1
 
 
+def test_decode_text_reads_gbk_dashes_and_box_drawing():
+    # GBK writes the en dash, box drawing and arrows outside GB2312's rows, as 0xA8 and a byte below 0xA1; Windows-1252
+    # would make the whole text mojibake ("¨C" for the dash, "¡°" for each curly quote).
+    for text in ("Photo \u2013 by @jo", "\u201cBest day\u201d \u2013 \u041f\u0440\u0438\u0432\u0435\u0442", "\u2554\u2550\u2557 \u2196 \u2500\u2013"):
+        assert decode_text(text.encode("gbk")) == (text, True)
+
+
 # ---------------------------------------------------------------- text normalisation
 
 

@@ -126,7 +126,7 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
     for line in dataset.shared_notes():
         console.print(line, highlight=False)
     if notes.fallback_decoded:
-        console.print(f"{notes.fallback_decoded:,} text(s) were not valid UTF-8 and were decoded as GBK (the release's Chinese code page) where their bytes are GB2312 text, else as Windows-1252/Latin-1", highlight=False)
+        console.print(f"{notes.fallback_decoded:,} text(s) were not valid UTF-8 and were decoded as GBK (the release's Chinese code page) where their bytes are GB2312 text or GBK's en dash and like symbols, else as Windows-1252/Latin-1", highlight=False)
     if notes.split_dir is not None:
         console.print(f"split {'written to' if notes.split_written else 'read from'} {notes.split_dir}", highlight=False)
     if len(dataset.skipped):

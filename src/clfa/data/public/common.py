@@ -87,13 +87,14 @@ def json_sample(item: Any, id_key: str, label_key: str, labels: tuple[int, ...],
 
 # Text in GB2312's two-byte rows (both bytes 0xA1-0xFE) among ASCII: what the release's GBK texts are made of. A
 # Windows-1252 text seldom is (its accented letters and curly quotes are followed by ASCII letters), though GB18030
-# would decode most of those too, as ideographs.
-_GB2312_TEXT = re.compile(rb"(?:[\x00-\x7f]|[\xa1-\xfe][\xa1-\xfe])*")
+# would decode most of those too, as ideographs. Also GBK's symbols 0xA840-0xA895 (the en dash, box drawing,
+# arrows), whose second byte is below 0xA1: in Windows-1252 they would be a lone diaeresis before a letter.
+_GB2312_TEXT = re.compile(rb"(?:[\x00-\x7f]|[\xa1-\xfe][\xa1-\xfe]|\xa8[\x40-\x7e\x80-\x95])*")
 
 
 def decode_text(raw: bytes) -> tuple[str, bool]:
-    """Decode a text file of MVSA's release: UTF-8 (a BOM is dropped), else GBK if the bytes are GB2312 text, else
-    Windows-1252, else Latin-1 (which never fails).
+    """Decode a text file of MVSA's release: UTF-8 (a BOM is dropped), else GBK if the bytes are GB2312 text (with
+    GBK's en dash and other symbols of 0xA840-0xA895), else Windows-1252, else Latin-1 (which never fails).
 
     Returns the text and whether a fallback was needed, so callers can count those texts. The release's texts that
     are not UTF-8 were saved in the Chinese Windows code page (GBK): its Cyrillic, its curly quotes; read as

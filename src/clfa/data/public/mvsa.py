@@ -38,7 +38,7 @@ LABEL_FILE = "labelResultAll.txt"
 SPLIT_FOLDER = "clfa_splits"  # where a split made from the raw release is written, inside DATA_DIR
 SPLIT_SEED = 42  # the per-class shuffle before the 8:1:1 cut; fixed so every run and user gets one split
 SOURCE_FILE = "source.json"  # beside a written split: what it was made from, to notice when that changes
-SPLIT_VERSION = 2  # bump when the cleaning or the split changes, so written splits are made again
+SPLIT_VERSION = 3  # bump when the cleaning or the split changes, so written splits are made again
 _DATASET_OF = {1: "mvsa-single", 3: "mvsa-multiple"}  # by the number of annotators
 
 # (text, image) -> the sample's label, or None to discard it (positive vs negative contradict each other).
