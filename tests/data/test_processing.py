@@ -170,3 +170,20 @@ def test_a_16_bit_grey_image_reads_as_its_8_bit_greys_not_white(tiny_models, tmp
     as_i = Image.fromarray(ramp.astype(np.int32) * 257, "I")
     np.testing.assert_array_equal(transform.load_image(as_i), grey8)
     np.testing.assert_array_equal(transform.load_image(Image.fromarray(ramp.astype(np.int32), "I")), grey8)
+
+
+def test_an_image_reads_as_a_viewer_shows_it_turned_by_its_exif_orientation_and_transparency_on_white(tiny_models, tmp_path):
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter to the left, as phone cameras save a photo taken upright
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png", exif=exif)
+    np.testing.assert_array_equal(transform.load(tmp_path / "turned.png"), transform.load_image(upright))
+    # Transparent pixels that hold black, as most tools save them: white, as transformers' convert_to_rgb makes them.
+    clear = np.zeros((40, 24, 4), dtype=np.uint8)
+    Image.fromarray(clear).save(tmp_path / "clear.png")
+    white = Image.new("RGB", (24, 40), (255, 255, 255))
+    np.testing.assert_array_equal(transform.load(tmp_path / "clear.png"), transform.load_image(white))
+    Image.fromarray(clear).convert("P").save(tmp_path / "clear-palette.png", transparency=0)
+    np.testing.assert_array_equal(transform.load(tmp_path / "clear-palette.png"), transform.load_image(white))

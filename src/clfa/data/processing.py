@@ -15,7 +15,7 @@ import numpy as np
 import PIL
 import torch
 import transformers
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from transformers import AutoImageProcessor
 
 from clfa.data.records import DataError, Record, url_instead_of_file
@@ -54,12 +54,15 @@ class ImageTransform:
         settings["versions"] = [PIL.__version__, transformers.__version__]
         settings["class"] = type(self.processor).__name__
         settings["16-bit greys"] = "scaled to 8 bits"  # cached before, they were clipped white
+        # Cached before, an image was taken as stored, not turned as its EXIF orientation says, and its transparent
+        # pixels kept the colour they held.
+        settings["orientation and transparency"] = "EXIF orientation applied, transparency on white"
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def load_image(self, image: Image.Image) -> np.ndarray:
         pixels = self.processor(
-            images=_eight_bit(image).convert("RGB"), do_rescale=False, do_normalize=False, return_tensors="np"
+            images=_rgb(_eight_bit(_upright(image))), do_rescale=False, do_normalize=False, return_tensors="np"
         )["pixel_values"][0]
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
@@ -83,6 +86,23 @@ class ImageTransform:
             self._stats[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
         mean, std = self._stats[pixels.device]
         return (pixels.float() * self.rescale_factor - mean) / std
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (a phone photo is often stored on its side), as transformers'
+    load_image and a viewer show it. Only then copied: exif_transpose copies every image, however large."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """The image on a white ground where it is transparent, as transformers' convert_to_rgb and a viewer show it:
+    convert("RGB") drops the alpha and shows the colour transparent pixels happen to hold, most often black."""
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return image.convert("RGB")
+    image = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
