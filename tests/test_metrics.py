@@ -39,3 +39,12 @@ def test_a_class_absent_from_the_split_is_named_and_left_out_of_the_macro_averag
     m = classification_metrics([0, 0, 1], [0, 2, 1], ["a", "b", "c"])
     assert m["absent_classes"] == ["c"] and m["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
     assert "absent_classes" not in classification_metrics([0, 1], [0, 0], ["a", "b"])
+
+
+def test_the_per_class_report_has_the_macro_figures_of_the_headline():
+    m = classification_metrics([1, 1, 1], [1, 1, 0], ["not_sarcastic", "sarcastic"], positive_label="sarcastic")
+    macro = {"precision": m["macro_precision"], "recall": m["macro_recall"], "f1-score": m["macro_f1"]}
+    assert m["per_class"]["macro avg"] == pytest.approx(macro | {"support": 3})
+    m = classification_metrics([1, 1], [1, 1], ["not_sarcastic", "sarcastic"], positive_label="sarcastic")
+    assert m["per_class"]["macro avg"]["f1-score"] == m["macro_f1"] == 1.0
+    assert m["per_class"]["not_sarcastic"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}

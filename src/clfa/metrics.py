@@ -33,6 +33,9 @@ def classification_metrics(labels, predictions, label_names: list[str], positive
         # Multi-class: the headline F1 is the weighted F1, as in the MVSA literature.
         result |= {"f1": result["weighted_f1"]}
     result["per_class"] = classification_report(y, p, labels=ids, target_names=label_names, output_dict=True, zero_division=0)
+    # Its "macro avg" counts a class with no sample and no prediction as 0: the file would hold two macro figures.
+    result["per_class"]["macro avg"] |= {"precision": result["macro_precision"], "recall": result["macro_recall"],
+                                         "f1-score": result["macro_f1"]}
     result["confusion_matrix"] = {"labels": label_names, "matrix": confusion_matrix(y, p, labels=ids).tolist()}
     result["num_samples"] = int(len(y))
     if absent := [name for i, name in enumerate(label_names) if not (y == i).any()]:
