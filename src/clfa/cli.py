@@ -14,7 +14,7 @@ from clfa.data.arguments import add_dataset_arguments, check_dataset_args, datas
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
-from clfa.files import on_disk, remove_abandoned
+from clfa.files import on_disk, regular_file_or_none, remove_abandoned, write_whole
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -117,8 +117,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                  "dataset": data.name, "data_dir": data.data_dir, "files": data.files, "data_options": data.options,
                  "labels": list(config.labels), "positive_label": positive, "device": str(predictor.device),
                  "precision": str(predictor.precision), "clfa_version": __version__}
-        Path(args.output).write_text(json.dumps(results | about | {"skipped": data.skipped.to_json(),
-                                                                   "removed_by_cleaning": data.removed}, indent=2))
+        text = json.dumps(results | about | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed},
+                          indent=2)
+        if regular_file_or_none(args.output):  # never cut short under its name, whatever stops the write
+            write_whole(Path(args.output).resolve(), text)
+        else:  # a pipe or /dev/stdout, which cannot be replaced
+            Path(args.output).write_text(text, encoding="utf-8")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,6 +53,15 @@ def write_whole(path: Path, text: str) -> None:
     """``text`` into ``path``, written under a temporary name and on disk before it takes its own."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def regular_file_or_none(output: str | Path) -> bool:
+    """Whether ``output`` is a file or nothing yet. Asked of the path as given: /dev/stdout resolves, through /proc,
+    to a name such as "pipe:[1234]" that names nothing."""
+    try:
+        return stat.S_ISREG(os.stat(output).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def remove_abandoned(folder: Path, pattern: str) -> None:

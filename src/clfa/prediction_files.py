@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
+
+from clfa.files import regular_file_or_none
 
 
 class PredictionsCut(Exception):
@@ -59,7 +60,7 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
     if output is None:
         _write(counter, labels, sys.stdout, as_csv)
         return counter.count
-    if not _regular_file_or_none(output):
+    if not regular_file_or_none(output):
         # A pipe, /dev/stdout, /dev/fd/N: what reads it reads as it comes, and it cannot be replaced.
         with open(output, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
             _write(counter, labels, stream, as_csv)
@@ -78,15 +79,6 @@ def write_predictions(results: Iterable[dict], labels: list[str], output: str | 
         shutil.copymode(target, partial)
     os.replace(partial, target)
     return counter.count
-
-
-def _regular_file_or_none(output: str | Path) -> bool:
-    """Whether ``output`` is a file or nothing yet. Asked of the path as given: /dev/stdout resolves, through /proc,
-    to a name such as "pipe:[1234]" that names nothing."""
-    try:
-        return stat.S_ISREG(os.stat(output).st_mode)
-    except FileNotFoundError:
-        return True
 
 
 class _Counter:

@@ -4,6 +4,7 @@ model it writes serves ``clfa evaluate`` and ``clfa predict``."""
 import contextlib
 import io
 import json
+import os
 
 import pytest
 
@@ -52,6 +53,24 @@ def test_demo_model_serves_evaluate_and_predict(demo, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(demo / "model"), "--text", first["text"], "--image", str(demo / "data" / first["image"])]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("sarcastic", "not_sarcastic")
+
+
+def test_evaluate_output_is_replaced_whole_or_left_as_it_was(demo, tmp_path, monkeypatch):
+    (tmp_path / "eval.json").write_text("earlier results")
+    (tmp_path / "link.json").symlink_to("eval.json")
+    evaluate = ["evaluate", "--model", str(demo / "model"), "--dataset", "jsonl", "--data-dir", str(demo / "data"),
+                "--output", str(tmp_path / "link.json")]
+
+    def power_cut(fd):  # the write stopped before the new file was whole on the disk
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", power_cut)
+        assert main(evaluate) == 130
+    assert (tmp_path / "eval.json").read_text() == "earlier results"
+    assert main(evaluate) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["dataset"] == "jsonl"
+    assert (tmp_path / "link.json").is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "link.json"]
 
 
 def test_evaluate_reports_the_positive_label_asked_for_and_refuses_other_labels(demo, tmp_path, capsys):
