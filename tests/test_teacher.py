@@ -133,3 +133,21 @@ def test_the_cache_is_readable_as_the_umask_allows_and_a_killed_writers_file_goe
     (path,) = cache_files(tmp_path)
     assert path.stat().st_mode & 0o777 == 0o644
     assert not abandoned.exists() and fresh.exists()
+
+
+def test_a_cache_of_other_records_is_no_longer_mapped_when_it_is_replaced(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    """Windows cannot replace a file that is mapped: the tensors load_file read to check the cache map it."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    records = load_dataset("jsonl", tiny_dataset)["train"][:3]
+    first = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    (path,) = cache_files(tmp_path)
+    save_file({"text": first[0][:2].contiguous(), "image": first[1][:2].contiguous()}, str(path))
+    mapped_then = []
+    real_replace = os.replace
+    monkeypatch.setattr(clfa.files.os, "replace", lambda src, dst: mapped_then.append(str(dst) in Path("/proc/self/maps").read_text())
+                        or real_replace(src, dst))
+    again = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
+    assert mapped_then == [False] and torch.equal(again[0], first[0])

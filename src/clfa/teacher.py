@@ -102,6 +102,18 @@ def projected_embedding(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def _whole_cache(path: Path, count: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (text, image) embeddings in ``path`` if it holds ``count`` of each, else None. The tensors read to check
+    map the file and are let go before returning: Windows cannot replace a file that is mapped, as a new cache then would."""
+    try:
+        tensors = load_file(path)
+        if tensors["text"].shape[0] == tensors["image"].shape[0] == count:
+            return tensors["text"], tensors["image"]
+    except (OSError, SafetensorError, KeyError):  # cut short (a copy stopped half-way, a disk that failed): made anew
+        pass
+    return None
+
+
 def teacher_embeddings(
     records: list[Record],
     teacher: str,
@@ -115,12 +127,8 @@ def teacher_embeddings(
     cache_dir = Path(cache_dir)
     path = cache_dir / f"teacher-{cache_key(records, teacher, max_length)}.safetensors"
     if path.is_file():
-        try:
-            tensors = load_file(path)
-            if tensors["text"].shape[0] == tensors["image"].shape[0] == len(records):
-                return tensors["text"], tensors["image"]
-        except (OSError, SafetensorError, KeyError):  # cut short (a copy stopped half-way, a disk that failed): made anew
-            pass
+        if (cached := _whole_cache(path, len(records))) is not None:
+            return cached
         logger.warning("%s is not a whole teacher-embedding cache: computing it again", path)
     text, image = compute_teacher_embeddings(records, teacher, batch_size, max_length, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -132,11 +132,15 @@ def test_a_cache_the_disk_cannot_hold_is_refused_before_any_image_is_decoded(tmp
         monkeypatch.setattr(image_cache.os, "posix_fallocate", cannot_reserve)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage._replace(free=100))
+    mapped_when_removed = []  # Windows removes no mapped file, and its error would replace this one
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda path, *args, **kwargs: mapped_when_removed.append(
+        str(path) in Path("/proc/self/maps").read_text()) or real_unlink(path, *args, **kwargs))
     transform = CountingTransform()
     with pytest.raises(OptionError, match=rf"^the image cache needs 768 bytes in {tmp_path / 'cache'}, which has 100 bytes "
                                           r"free: free some space, give --cache-dir another folder, or train with --image-cache false$"):
         cached_images(records, transform, tmp_path / "cache", progress=False)
-    assert transform.loads == 0 and list((tmp_path / "cache").iterdir()) == []
+    assert transform.loads == 0 and list((tmp_path / "cache").iterdir()) == [] and mapped_when_removed == [False]
     if code == errno.EOPNOTSUPP:  # a file system that cannot reserve blocks, with the room: the cache is built
         monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: usage)
         assert cached_images(records, transform, tmp_path / "cache", progress=False).shape == (4, 3, 8, 8)
@@ -224,3 +228,38 @@ def test_a_cache_file_cut_short_is_built_again_not_a_traceback(tmp_path, caplog)
     again = cached_images(records, transform, tmp_path / "cache", progress=False)
     assert transform.loads == 2 * len(records) and np.array_equal(again, first)
     assert "is not a whole image cache: building it again" in caplog.text
+
+
+def test_a_cache_of_another_shape_is_no_longer_mapped_when_its_rebuild_replaces_it(tmp_path, monkeypatch):
+    """Windows cannot replace a file that is mapped: the rebuild of a cache whose header names another shape failed,
+    in every later run too, while the array read to check it was still alive."""
+    import clfa.files
+
+    records = make_records(tmp_path)
+    transform = CountingTransform()
+    path = cache_path(records, transform, tmp_path / "cache")
+    path.parent.mkdir()
+    np.save(path, np.zeros((2, 3, 8, 8), dtype=np.uint8))
+    mapped_then = []
+    real_replace = os.replace
+    monkeypatch.setattr(clfa.files.os, "replace", lambda src, dst: mapped_then.append(str(dst) in Path("/proc/self/maps").read_text())
+                        or real_replace(src, dst))
+    images = cached_images(records, transform, tmp_path / "cache", progress=False)
+    assert mapped_then == [False] and images.shape == (6, 3, 8, 8)
+
+
+def test_a_failed_build_unmaps_its_file_before_removing_it(tmp_path, monkeypatch):
+    """Windows cannot remove a file that is mapped: the removal failed and its error took the place of the one naming
+    the bad image."""
+    records = make_records(tmp_path / "img", n=8)
+    mapped_then = []
+    real_unlink = Path.unlink
+
+    def unlink(path, *args, **kwargs):
+        mapped_then.append(str(path) in Path("/proc/self/maps").read_text())
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(DataError, match="5.png"):
+        cached_images(records, CountingTransform(fail_on="5.png"), tmp_path / "cache", num_workers=2, progress=False)
+    assert mapped_then == [False]

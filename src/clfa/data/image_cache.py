@@ -61,15 +61,21 @@ def cached_images(records: list[Record], transform, cache_dir: str | Path, num_w
         return empty
     path = cache_path(records, transform, cache_dir)
     if path.is_file():
-        try:
-            cached = np.load(path, mmap_mode="r")
-            if cached.shape == shape and cached.dtype == np.uint8:
-                return cached
-        except (OSError, ValueError):  # cut short (a copy stopped half-way, a disk that failed): built anew, replacing it
-            pass
+        if (cached := _whole_cache(path, shape)) is not None:
+            return cached
         logger.warning("%s is not a whole image cache: building it again", path)
     _build(path, records, transform, shape, num_workers or min(16, os.cpu_count() or 1), progress)
     return np.load(path, mmap_mode="r")
+
+
+def _whole_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cache in ``path`` if it holds ``shape``, else None. The array read to check is let go before returning:
+    Windows cannot replace a file that is mapped, as the rebuild then would."""
+    try:
+        cached = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # cut short (a copy stopped half-way, a disk that failed): built anew, replacing it
+        return None
+    return cached if cached.shape == shape and cached.dtype == np.uint8 else None
 
 
 def _reserve(tmp: Path, shape: tuple[int, ...]) -> np.memmap:
@@ -84,6 +90,7 @@ def _reserve(tmp: Path, shape: tuple[int, ...]) -> np.memmap:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
+    out = None  # unmapped, so that the file can be removed: Windows removes no mapped file
     raise OptionError(f"the image cache needs {_bytes(needed)} in {tmp.parent}, which has {_bytes(free)} free: free some "
                       "space, give --cache-dir another folder, or train with --image-cache false")
 
@@ -124,14 +131,16 @@ def _build(path: Path, records: list[Record], transform, shape: tuple[int, ...],
 
     with replacing(path) as tmp:  # the data on disk before the name says the cache exists
         out = _reserve(tmp, shape)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(load, i) for i in range(len(records))]
-            try:
-                for future in tqdm(as_completed(futures), total=len(futures), desc="caching images", unit="img", disable=not progress):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        out.flush()
-        del out
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(load, i) for i in range(len(records))]
+                try:
+                    for future in tqdm(as_completed(futures), total=len(futures), desc="caching images", unit="img", disable=not progress):
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+            out.flush()
+        finally:
+            del out  # unmapped before the file is renamed, or removed after a failure: Windows does neither to a mapped file
