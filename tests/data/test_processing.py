@@ -157,6 +157,35 @@ def test_cached_rows_are_copies_the_batch_can_own(parts):
     assert np.array_equal(cache[0], parts[1].load(parts[0][0].image))
 
 
+def test_loader_workers_started_by_spawn_map_the_image_cache_not_receive_a_copy(parts):
+    """Spawn (macOS, Windows) sends each worker the dataset pickled, the same way: the cache of a dataset is gigabytes."""
+    from multiprocessing.reduction import ForkingPickler
+
+    cache = parts[4]
+    sent = ForkingPickler.dumps(dataset(parts))
+    assert len(sent) - len(ForkingPickler.dumps(dataset(parts, "files"))) < cache.nbytes / 4  # what the images add
+    received = ForkingPickler.loads(sent)
+    assert isinstance(received.images, np.memmap) and received.images.filename == cache.filename
+    assert not received.images.flags.writeable
+    assert_same_batches(stack(received.__getitems__([2, 0, 5])), expected_batch(parts, [2, 0, 5]))
+    in_memory = dataset(parts, "list")  # not a file: sent as it is
+    assert all(np.array_equal(a, b) for a, b in zip(ForkingPickler.loads(ForkingPickler.dumps(in_memory)).images, cache))
+
+
+def test_workers_are_sent_the_transform_without_its_device_copies(tiny_models):
+    """The copies of mean and std made for the device the batches are normalised on stay in the main process: on a GPU,
+    pickled to each loader worker, they would set up CUDA there."""
+    from multiprocessing.reduction import ForkingPickler
+
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    pixels = torch.randint(0, 256, (2, 3, *transform.size), dtype=torch.uint8)
+    expected = transform.normalize(pixels)
+    transform.normalize(pixels.to("meta"))  # as a GPU's batch would, with a device at hand here
+    received = ForkingPickler.loads(ForkingPickler.dumps(transform))
+    assert transform._stats and received._stats == {}
+    torch.testing.assert_close(received.normalize(pixels), expected, rtol=0, atol=0)
+
+
 def test_a_16_bit_grey_image_reads_as_its_8_bit_greys_not_white(tiny_models, tmp_path):
     """Pillow opens a 16-bit PNG as mode I;16 (I in Pillow 10), whose convert("RGB") clips 0-65535 at 255: 99% of a
     ramp was white."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def load_image_processor(path: str | Path):
     pixels on another."""
     return AutoImageProcessor.from_pretrained(path, backend="pil")
 
+
 class ImageTransform:
     """Wraps a Hugging Face image processor: ``load`` decodes+resizes (+crops) to uint8, ``normalize`` finishes."""
 
@@ -41,6 +43,11 @@ class ImageTransform:
         self.std = torch.tensor(image_processor.image_std if normalize else [1.0] * 3, dtype=torch.float32).view(1, 3, 1, 1)
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.size = self._output_size()
+
+    def __getstate__(self) -> dict:
+        # Loader workers are sent the transform pickled. The copies of mean and std on a GPU, which only the main
+        # process uses, would set up CUDA in each worker, or fail where CUDA tensors cannot be shared (Windows).
+        return self.__dict__ | {"_stats": {}}
 
     def _output_size(self) -> tuple[int, int]:
         probe = Image.new("RGB", (97, 61))
@@ -178,6 +185,19 @@ class CLFADataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def __getstate__(self) -> dict:
+        # Loader workers started by spawn (macOS, Windows) are sent the dataset pickled, and a memory map pickles as
+        # the array it maps: each worker would hold a copy of the whole image cache. Its file is sent instead.
+        state = self.__dict__.copy()
+        if _MappedFile.of(self.images):
+            state["images"] = _MappedFile(self.images)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("images"), _MappedFile):
+            state["images"] = state["images"].open()
+        self.__dict__.update(state)
+
     def _pixels(self, i: int) -> torch.Tensor:
         record = self.records[i]
         pixels = self.images[i] if self.images is not None else self.transform.load(record.image, record.source)
@@ -221,6 +241,25 @@ class CLFADataset(torch.utils.data.Dataset):
             batch["teacher_text_embeds"] = self.teacher_embeds[0][rows]
             batch["teacher_image_embeds"] = self.teacher_embeds[1][rows]
         return SampleBatch(batch)
+
+
+class _MappedFile:
+    """A memory-mapped array as its file and layout, to be mapped again in another process."""
+
+    def __init__(self, array: np.memmap):
+        self.filename, self.offset, self.mode = array.filename, array.offset, array.mode
+        self.dtype, self.shape = array.dtype, array.shape
+        self.order = "C" if array.flags.c_contiguous else "F"
+
+    @staticmethod
+    def of(array) -> bool:
+        """Whether ``array`` is the whole array a file maps (a view of one has the file's offset, not its own), shared
+        with the file: a copy-on-write map ("c") holds changes the file does not."""
+        return (isinstance(array, np.memmap) and array.filename is not None and isinstance(array.base, mmap.mmap)
+                and array.mode in ("r", "r+"))
+
+    def open(self) -> np.memmap:
+        return np.memmap(self.filename, dtype=self.dtype, mode=self.mode, offset=self.offset, shape=self.shape, order=self.order)
 
 
 class SampleBatch(Sequence):
