@@ -40,17 +40,29 @@
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
 # The graph and train stages' runs start together and take turns for their timed steps (TOGETHER=0: one after
 # another).
-# Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (default: every stage not marked "only when
-# named"; logs and JSON lines are kept in the folder; a call without a training stage keeps the folder's
-# train.jsonl and prints no summary). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the
+# Usage: bash benchmarks/gpu_check.sh [output folder [stage ...]]   (a relative folder is taken from the current
+# one, the default is gpu_check_out in the checkout; default stages: every stage not marked "only when named", and
+# an unknown stage is refused; logs and JSON lines are kept in the folder; a call without a training stage keeps
+# the folder's train.jsonl and prints no summary). SIZE=tiny DEVICE=cpu DATA_IMAGES=200 bash benchmarks/gpu_check.sh runs the
 # same steps small, to check the script. The exit status is non-zero when the GPU tests fail or run out of time.
 set -uo pipefail
+# An output folder given relative is relative to where the script is called from, not to the checkout it moves to.
+given="${1:-${OUT:-}}"
+[[ -n "$given" && "$given" != /* ]] && given="$PWD/$given"
 cd "$(dirname "$0")/.."
 # This checkout's clfa, not whichever one is installed.
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 status=0  # non-zero once the GPU tests fail
-OUT_DIR="${1:-${OUT:-gpu_check_out}}"
+OUT_DIR="${given:-gpu_check_out}"
 shift $(( $# > 0 ? 1 : 0 ))
+# A misspelt stage would otherwise run nothing and end with status 0.
+for s in "$@"; do
+    case "$s" in
+        graph|targets|parts|tests|capture|train|tune|autotune|bytes|data|predict) ;;
+        *) echo "gpu_check.sh: unknown stage '$s' (stages: graph targets parts tests capture train tune autotune bytes data predict)" >&2
+           exit 2 ;;
+    esac
+done
 STAGES=" ${*:-graph parts tests train data predict} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 mkdir -p "$OUT_DIR"

@@ -194,7 +194,8 @@ def main() -> None:
     parser.add_argument("--bandwidth", type=positive_number, default=H100_SXM_BANDWIDTH,
                         help="memory bandwidth, GB/s (default: the H100 SXM's)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--mode", help="torch.compile mode (for example max-autotune-no-cudagraphs)")
+    parser.add_argument("--mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile mode")
     parser.add_argument("--fuse-linears", action="store_true", help="compile with clfa's shared-input linear fusion")
     parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="set one of torch._inductor.config's values first (for example force_pointwise_cat=True, "
