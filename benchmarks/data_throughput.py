@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import ViTImageProcessor
+from transformers import ViTImageProcessorPil
 
 from clfa.data.image_cache import cached_images
 from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         records = write_jpegs(root / "images", args.images, width, height)
-        transform = ImageTransform(ViTImageProcessor(size={"height": 224, "width": 224}))
+        transform = ImageTransform(ViTImageProcessorPil(size={"height": 224, "width": 224}))
         tokenizer = ConstantTokenizer()
         start = time.perf_counter()
         cache = cached_images(records, transform, root / "cache", progress=False)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BertTokenizerFast, ViTImageProcessor
+from transformers import BertTokenizerFast, ViTImageProcessorPil
 
 from clfa.attention_backends import parse_attention_backends
 from clfa.data.records import Record
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     configs = size_configs(args.size)
     image_size = configs["image_size"]
     tokenizer, words = synthetic_tokenizer(min(2000, configs["vocab"] - 5))
-    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    processor = ViTImageProcessorPil(size={"height": image_size, "width": image_size})
     results = []
     for device_name in args.devices:
         device = torch.device(device_name)

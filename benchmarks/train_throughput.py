@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch._inductor.config
 from torch import nn
-from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessor, get_linear_schedule_with_warmup
+from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessorPil, get_linear_schedule_with_warmup
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import get_parameter_names
 
@@ -184,7 +184,7 @@ class SyntheticData:
         labels = rng.integers(0, len(LABELS), size=unique)
         self.records = [Record(id=str(i), text=str(i), image=Path(f"synthetic/{i}.jpg"), label=LABELS[labels[i % unique]]) for i in range(total)]
         self.tokenizer = RandomTokenizer(unique, length, configs["vocab"], seed)
-        self.transform = ImageTransform(ViTImageProcessor(size={"height": size, "width": size}))
+        self.transform = ImageTransform(ViTImageProcessorPil(size={"height": size, "width": size}))
         self.max_length = length
 
     def dataset(self, teacher_embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> CLFADataset:
