@@ -130,6 +130,34 @@ def test_an_unknown_option_is_named_with_its_commands_usage(capsys, argv, usage)
     assert f"clfa {argv[0]}{' ' + argv[1] if argv[0] == 'data' else ''}: error: unrecognized arguments: {' '.join(argv[-2:] if argv[-1] != '--bogus' else argv[-1:])}" in err
 
 
+def test_help_and_usage_errors_import_neither_torch_nor_transformers_nor_scikit_learn():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # They would take seconds to load, for a command that only prints its help or names a mistyped option.
+    script = """
+import sys
+from clfa.cli import main
+for argv in (["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["export", "--help"],
+             ["demo", "--help"], ["data", "stats", "--help"], ["data", "check", "--help"], ["train", "--bogus"], ["predict"],
+             ["predict", "--model", "m", "--attention-backends", "flash,fast"], ["evaluate", "--model", "m", "--split", "all"],
+             ["predict", "--model", "m", "--attention-backends", "flash,math", "--bogus"]):
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        print(argv, exit_.code, file=sys.stderr)
+print(sorted(name for name in ("torch", "transformers", "accelerate", "sklearn") if name in sys.modules))
+"""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"
+    codes = [line.rsplit(" ", 1)[1] for line in run.stderr.splitlines() if line.startswith("[")]
+    assert codes == ["0"] * 9 + ["2"] * 5
+
+
 def test_demo_takes_its_folder_as_output_dir_as_train_and_export_do():
     from clfa.cli import build_parser
 

@@ -185,6 +185,28 @@ def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_
     assert isinstance(auto, CLFAModel)
 
 
+def test_the_auto_classes_know_clfa_models_in_a_process_that_imports_only_the_class_it_uses(tiny_models, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import clfa
+
+    make_model(tiny_models).save_pretrained(tmp_path)
+    # `import clfa` does not import the model classes; importing one, as `from clfa import ...` does, registers it.
+    script = ("import sys, clfa, transformers\n"
+              "from clfa import CLFAConfig\n"
+              "assert type(transformers.AutoConfig.from_pretrained(sys.argv[1])) is CLFAConfig\n"
+              "from clfa import CLFAModel\n"
+              "print(type(transformers.AutoModel.from_pretrained(sys.argv[1])).__name__, 'CLFAOutput' in dir(clfa),"
+              " hasattr(clfa, 'CLFATrainer'))")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["CLFAModel", "True", "False"]
+
+
 def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(tiny_models):
     model = make_model(tiny_models)
     modes = lambda: {m.training for m in model.modules()}  # noqa: E731

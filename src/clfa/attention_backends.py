@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from typing import TYPE_CHECKING
 
 from clfa.errors import OptionError
 
-BACKENDS = {
-    "flash": SDPBackend.FLASH_ATTENTION,
-    "efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "cudnn": SDPBackend.CUDNN_ATTENTION,
-    "math": SDPBackend.MATH,
-}
+if TYPE_CHECKING:
+    from torch.nn.attention import SDPBackend
+
+# The name of each backend's SDPBackend member: torch is imported where the backends are used, not where their names
+# are checked, which the command line does while it parses (`clfa ... --help` and usage errors should not wait for it).
+BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
 
 
-def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
-    """``"efficient,flash,math"`` -> those backends in that order; None or empty: PyTorch's own choice."""
+def check_attention_backends(text: str | None) -> list[str] | None:
+    """The backend names in ``text``, each known and named once; None or empty: PyTorch's own choice."""
     if not text or not text.strip():
         return None
     names = [name.strip().lower() for name in text.split(",")]
@@ -36,7 +35,16 @@ def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
                          f"expected a comma-separated list of {', '.join(BACKENDS)}")
     if len(set(names)) != len(names):
         raise OptionError(f"--attention-backends {text!r}: a backend is named twice")
-    return [BACKENDS[name] for name in names]
+    return names
+
+
+def parse_attention_backends(text: str | None) -> list[SDPBackend] | None:
+    """``"efficient,flash,math"`` -> those backends in that order; None or empty: PyTorch's own choice."""
+    if (names := check_attention_backends(text)) is None:
+        return None
+    from torch.nn.attention import SDPBackend
+
+    return [getattr(SDPBackend, BACKENDS[name]) for name in names]
 
 
 # The backends are a process-wide setting of PyTorch's: contexts entered in several threads at once (one Predictor
@@ -56,6 +64,8 @@ _thread = threading.local()
 @contextlib.contextmanager
 def _process_wide(backends: list[SDPBackend]):
     global _in_force, _users, _restore, _nested_other
+    from torch.nn.attention import sdpa_kernel
+
     if getattr(_thread, "depth", 0):  # nested in a context of this thread, which holds the setting already
         with _shared:
             outer, was_other = _in_force, _nested_other
@@ -95,7 +105,7 @@ def _process_wide(backends: list[SDPBackend]):
 
 
 def _names(backends: list[SDPBackend] | None) -> str:
-    return ",".join(next(name for name, b in BACKENDS.items() if b == backend) for backend in backends or [])
+    return ",".join(next(name for name, member in BACKENDS.items() if member == backend.name) for backend in backends or [])
 
 
 @contextlib.contextmanager

@@ -277,10 +277,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _attention_backends(text: str) -> str:
-    from clfa.attention_backends import parse_attention_backends
+    from clfa.attention_backends import check_attention_backends
 
     try:
-        parse_attention_backends(text)
+        check_attention_backends(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text

@@ -8,10 +8,6 @@ from transformers.configuration_utils import SubConfigSpec
 
 from clfa.errors import OptionError
 
-DEFAULT_TEXT_MODEL = "bert-base-uncased"
-DEFAULT_IMAGE_MODEL = "google/vit-base-patch32-224-in21k"
-DEFAULT_TEACHER = "openai/clip-vit-base-patch32"
-
 # Training options that are model settings: they go into CLFAConfig under the same name.
 MODEL_OPTIONS = (
     "mapping_hidden_dim", "fusion", "fusion_layers", "fusion_heads", "fusion_ffn_dim", "dropout", "initializer_range",
@@ -105,5 +101,8 @@ class CLFAConfig(PreTrainedConfig):
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
 
+
+# Lets AutoConfig open saved CLFA models like any other transformers checkpoint, wherever CLFAConfig is used.
+AutoConfig.register("clfa", CLFAConfig, exist_ok=True)
 
 __all__ = ["CLFAConfig"]

@@ -281,5 +281,7 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_features", "image_features"]
+# Lets AutoModel open saved CLFA models like any other transformers checkpoint, wherever CLFAModel is used.
+AutoModel.register(CLFAConfig, CLFAModel, exist_ok=True)
 
 __all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel", "new_config"]

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from clfa.configuration import DEFAULT_IMAGE_MODEL, DEFAULT_TEACHER, DEFAULT_TEXT_MODEL
 from clfa.errors import OptionError
+
+# The encoders a run starts from unless told otherwise. Kept here rather than with CLFAConfig: the command's help shows
+# them, and clfa.configuration imports transformers, which `clfa --help` should not wait for.
+DEFAULT_TEXT_MODEL = "bert-base-uncased"
+DEFAULT_IMAGE_MODEL = "google/vit-base-patch32-224-in21k"
+DEFAULT_TEACHER = "openai/clip-vit-base-patch32"
 
 
 def _unique_keys(pairs: list[tuple]) -> dict:

@@ -23,7 +23,6 @@ from clfa.data.arguments import add_dataset_arguments, dataset_from_args
 from clfa.data.public.common import ReaderNotes
 from clfa.data.records import DataError, Record
 from clfa.data.registry import DatasetSplits
-from clfa.report import print_table
 
 MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner or a decompression bomb
 
@@ -71,6 +70,8 @@ def split_counts(dataset: DatasetSplits) -> dict[str, dict]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from clfa.report import print_table  # imports scikit-learn, which `clfa --help` should not wait for
+
     err = Console(stderr=True, soft_wrap=True)
     notes = ReaderNotes()
     try:
