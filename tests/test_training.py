@@ -409,3 +409,12 @@ def test_a_student_whose_pooling_head_feeds_no_output_leaves_it_unused(tiny_mode
     model = build_model(tiny_options(tiny_models, tmp_path, image_model=str(tmp_path / "clip-vision")), ["0", "1"], "1")
     assert unused_parameters(model) == ["image_model.post_layernorm.weight", "image_model.post_layernorm.bias"]
     assert training_arguments(tiny_options(tiny_models, tmp_path), has_dev=False, find_unused_parameters=True).ddp_find_unused_parameters
+
+
+def test_fp16_is_refused_where_the_run_trains_on_the_cpu(tiny_models, tiny_dataset, tmp_path, monkeypatch, capsys):
+    """accelerate turns fp16 off on the CPU without a word: the run would train in fp32 and record fp16."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(OptionError, match="--precision fp16: fp16 training needs a GPU.*use bf16 or fp32"):
+        train(tiny_options(tiny_models, tmp_path, precision="fp16", max_steps=1), load_dataset("jsonl", tiny_dataset))
+    assert not (tmp_path / "run").exists()

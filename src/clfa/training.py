@@ -90,6 +90,18 @@ def _images(records: list[Record], transform: ImageTransform, opts: TrainOptions
     return cached_images(records, transform, Path(opts.cache_dir) / "images", num_workers=opts.num_workers or None, progress=opts.progress)
 
 
+def _trains_on_cpu() -> bool:
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
+def check_precision(opts: TrainOptions) -> None:
+    """fp16 is refused where the run trains on the CPU: accelerate turns fp16 autocast and its loss scaler off there
+    without a word, so the run would train in fp32 and record fp16."""
+    if resolve_precision(opts.precision) == "fp16" and _trains_on_cpu():
+        raise OptionError("--precision fp16: fp16 training needs a GPU, and this run is on the CPU (where it would train in "
+                          "fp32); use bf16 or fp32")
+
+
 def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters: bool | None = None) -> TrainingArguments:
     """The Trainer's settings. Besides the paper's hyperparameters, what makes a step fast: bf16 autocast where the
     GPU supports it, fused AdamW, optional torch.compile (a ``reduce-overhead`` / ``max-autotune`` mode adds CUDA
@@ -125,7 +137,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
         # Said explicitly on machines without an accelerator: only then do torchrun / accelerate launch start a
         # multi-process CPU run (gloo), and the Trainer accepts bf16 autocast on the CPU. (`accelerate launch --cpu`
         # itself starts one process whatever --num_processes says; torchrun starts as many as asked.)
-        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
+        use_cpu=_trains_on_cpu(),
         optim="adamw_torch_fused",  # one kernel for all parameters, on CUDA and on CPU
         torch_compile=opts.compile,
         torch_compile_mode=opts.compile_mode,
@@ -208,6 +220,7 @@ def train(
         check_checkpoint_files(resumed_from)
         resumed_record = check_resumed_run(resumed_from, record)
     check_models(opts)
+    check_precision(opts)
     parse_attention_backends(opts.attention_backends)
     experiment_trackers(opts.report_to)
     # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
