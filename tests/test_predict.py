@@ -408,6 +408,38 @@ def test_a_single_modality_baseline_predicts_with_the_features_of_its_modality(t
     assert one == predictor.predict("another", tiny_dataset / "images" / "1.png")
 
 
+@pytest.mark.parametrize("fusion, reads", [("text_only", "text"), ("image_only", "image")])
+def test_a_single_modality_baseline_is_given_its_one_input_alone(tiny_models, tiny_dataset, tmp_path, capsys, fusion, reads):
+    from clfa.cli import main
+
+    model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
+                                    fusion_heads=2, max_text_length=12, fusion=fusion, alignment="none", initializer_range=0.5)
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_models["text"]).save_pretrained(tmp_path / "model")
+    AutoImageProcessor.from_pretrained(tiny_models["image"]).save_pretrained(tmp_path / "model")
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    text, image = "snow storm at night", tiny_dataset / "images" / "1.png"
+    alone = predictor.predict(text, None) if reads == "text" else predictor.predict(None, image)
+    assert alone == predictor.predict(text, image)
+    flag, value = ("--text", text) if reads == "text" else ("--image", str(image))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "model"), flag, value]) == 0
+    assert json.loads(capsys.readouterr().out) == alone
+    # A file for a text-only model is read without its images: they may be gone.
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"id": "1", "text": text, "image": "gone.png"}) + "\n")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "pairs.jsonl"), "--progress", "false"]) == (
+        0 if reads == "text" else 2)
+    out, err = capsys.readouterr()
+    assert (json.loads(out)["probabilities"] == alone["probabilities"]) if reads == "text" else "gone.png" in err
+    # A model that reads both says which one it was not given.
+    save_model(tiny_models, tmp_path / "both")
+    assert main(["predict", "--model", str(tmp_path / "both"), flag, value]) == 2
+    other = "--image" if reads == "text" else "--text"
+    assert f"reads the text and the image of a pair; give {other} too" in capsys.readouterr().err
+    with pytest.raises(TypeError, match=f"{other[2:]} must be .*, not NoneType: this model reads the text and the image of a pair"):
+        Predictor.from_pretrained(tmp_path / "both", device="cpu").predict(*((text, None) if reads == "text" else (None, image)))
+
+
 def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_models, tmp_path, monkeypatch):
     """An export killed (SIGKILL, power loss: no clean-up runs) after the tokenizer and image processor but before
     metrics.json and the check that the copy loads left a folder that passed for a whole export, and refused a rerun."""

@@ -165,26 +165,32 @@ def _predict(args: argparse.Namespace) -> int:
     from clfa.prediction_files import PredictionsCut, write_predictions
 
     one = args.text is not None or args.image is not None
-    if one and (args.text is None or args.image is None):
-        raise OptionError("--text and --image go together: one text and its image")
     if one and (args.input or args.output or args.skip_invalid):
         raise OptionError("--text/--image predict one pair to stdout; --input, --output and --skip-invalid are for files of pairs")
     if not one and args.input is None:
         raise OptionError("give --text and --image, or --input pairs.jsonl")
-    if one and not args.text.strip():
+    if args.text is not None and not args.text.strip():
         raise OptionError("--text is empty")
-    if one and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image), decode=True)):  # the URL as given
+    if args.image is not None and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image), decode=True)):  # the URL as given
         raise DataError(problem)
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     _make_parent(args.output)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if one:
+        # A single-modality baseline reads one of the two, and is given that one alone.
+        reads = predictor.model.config.modalities
+        if missing := [flag for flag, kind, value in (("--text", "text", args.text), ("--image", "image", args.image))
+                       if value is None and kind in reads]:
+            raise OptionError(f"--text and --image go together: {args.model} reads the {' and the '.join(reads)} of a pair; "
+                              f"give {missing[0]} too")
         print(json.dumps(predictor.predict(args.text, args.image)))
         return 0
     skip = SkipReport() if args.skip_invalid else None
-    # Skipping means finding every image that cannot be decoded now, not when its batch is read.
-    records = read_custom(args.input, skip=skip, check_images="decode" if skip is not None else True)
+    # Skipping means finding every image that cannot be decoded now, not when its batch is read; a text-only baseline
+    # reads none.
+    check_images = ("decode" if skip is not None else True) if "image" in predictor.model.config.modalities else False
+    records = read_custom(args.input, skip=skip, check_images=check_images)
     if skip is not None and len(skip):
         print(skip.summary(), file=sys.stderr)
     if not records:
@@ -345,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label new image+text pairs")
     p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--text", help="one text ...")
-    p.add_argument("--image", help="... and its image")
+    p.add_argument("--image", help="... and its image (a text-only or image-only baseline takes its one input alone)")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
     p.add_argument("--output", help="predictions, one per pair: JSON Lines (id, label, probabilities), or CSV (id, label, "
                    "p_LABEL...) for a .csv name (default: JSON Lines to stdout); written as NAME.partial until whole")

@@ -91,7 +91,8 @@ class TrainOptions:
     text_model: str = _opt(DEFAULT_TEXT_MODEL, "text student: hub name or local dir (AutoModel + AutoTokenizer)")
     image_model: str = _opt(DEFAULT_IMAGE_MODEL, "image student: hub name or local dir (AutoModel + AutoImageProcessor)")
     teacher: str = _opt(DEFAULT_TEACHER, "frozen CLIP-style teacher: hub name or local dir")
-    fusion: str = _opt("cross_attention", "aggregation: cross_attention, concat, co_attention, text_only, image_only")
+    fusion: str = _opt("cross_attention", "aggregation: cross_attention, concat, co_attention, text_only, image_only (without "
+                                      "alignment, these two run their one student alone)")
     alignment: str = _opt("clfa", "clfa (align both students with the teacher) or none", choices=("clfa", "none"))
     alignment_weight: float = _opt(1.0, "lambda in L = CE + lambda * L_align (0 = BERT+ViT baseline)")
     temperature: float = _opt(0.1, "InfoNCE temperature of the alignment loss")
@@ -115,9 +116,10 @@ class TrainOptions:
     epochs: float = _opt(15, "training epochs")
     max_steps: int = _opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
     seed: int = _opt(42, "seed for initialisation, shuffling and dropout")
-    metric: str = _opt("f1", "dev metric that picks the best checkpoint", choices=METRICS)
+    metric: str = _opt("f1", "dev metric that picks the best checkpoint (f1: the positive class's in a binary task, "
+                                 "weighted F1 otherwise)", choices=METRICS)
     # speed and infrastructure
-    precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=PRECISIONS)
+    precision: str = _opt("auto", "fp32, bf16, fp16 (GPUs only), or auto (bf16 on GPUs with bf16 arithmetic: A100, H100, RTX 30xx and newer; else fp32)", choices=PRECISIONS)
     compile: bool = _opt(False, "torch.compile the model; the last partial training batch of each epoch is then dropped so shapes stay static")
     compile_mode: str | None = _opt(
         None,

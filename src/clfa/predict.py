@@ -255,17 +255,27 @@ class Predictor:
         """The text as the model read its training texts (rewritten where training rewrote them)."""
         return normalize_tweet(text) if self.model.config.normalize_text else text  # None: not known, taken as given
 
-    def predict(self, text: str, image: str | Path | Image.Image | np.ndarray) -> dict:
-        """Label and class probabilities of one pair; ``image`` is a path, a PIL image or an (H, W[, C]) uint8 array."""
-        if not isinstance(text, str):
+    def predict(self, text: str | None, image: str | Path | Image.Image | np.ndarray | None = None) -> dict:
+        """Label and class probabilities of one pair; ``image`` is a path, a PIL image or an (H, W[, C]) uint8 array.
+        A single-modality baseline that reads one of them (``config.modalities``) may be given None for the other."""
+        reads = self.model.config.modalities
+        for name, kind, value in (("text", "a string", text), ("image", "a path, a PIL image or a numpy array", image)):
+            if value is None and name in reads:
+                raise TypeError(f"{name} must be {kind}, not NoneType: this model reads the {' and the '.join(reads)} of a pair")
+        if text is None:
+            text = ""  # the tokens of no text: the model does not read them
+        elif not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
-        if not text.strip():  # as a file's empty text is refused: a label for nothing is no prediction
+        elif not text.strip() and "text" in reads:  # as a file's empty text is refused: a label for nothing is no prediction
             raise DataError("empty text")
-        if isinstance(image, np.ndarray):
+        if image is None:  # as a text-only baseline's images are, in batches: none decoded
+            pixels = BlankImages(1, self.transform.size)[0]
+        elif isinstance(image, np.ndarray):
             image = _array_image(image)
         elif not isinstance(image, (str, Path, Image.Image)):
             raise TypeError(f"image must be a path, a PIL image or a numpy array, not {type(image).__name__}")
-        pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
+        if image is not None:
+            pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
         enc = tokenize(self.tokenizer, [self._text(text)], self.model.config.max_text_length)
         batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}
         probs = self._forward(batch)["probabilities"][0]
