@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback, TrainerState
 
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
-from clfa.trainer import check_cuda_graph_support, check_fuse_linears_support, end_loader_workers
+from clfa.trainer import PrinterToStderr, ProgressToStderr, check_cuda_graph_support, check_fuse_linears_support, end_loader_workers
 from clfa.training import build_model, build_trainer, train, training_arguments
 from conftest import Interrupt, tiny_options
 
@@ -284,3 +284,18 @@ def test_an_unknown_attention_backend_is_refused_before_any_cache(tiny_models, t
     assert not (tmp_path / "cache").exists()
 
 
+
+
+@pytest.mark.parametrize("callback", [PrinterToStderr, ProgressToStderr])
+def test_the_trainers_log_lines_are_lines_to_read_on_stderr(callback, capsys):
+    state = TrainerState(global_step=20, max_steps=300)
+    printer = callback()
+    printer.on_train_begin(None, state, None)
+    printer.on_log(None, state, None, logs={"loss": 0.693147, "grad_norm": 1.25, "learning_rate": 1e-05, "epoch": 0.4,
+                                            "total_flos": 123.0})
+    printer.on_log(None, state, None, logs={"eval_loss": 0.5, "eval_accuracy": 0.875, "epoch": 0.4})
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert [line.rsplit("\r", 1)[-1] for line in err.splitlines() if "step" in line] == [
+        "step 20/300 (epoch 0.4): loss 0.6931, grad_norm 1.25, learning_rate 1e-05",
+        "step 20/300 (epoch 0.4): eval_loss 0.5, eval_accuracy 0.875"]

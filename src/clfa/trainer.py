@@ -317,21 +317,32 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
-class _LogOnStderr:
-    """The log lines of a Trainer callback that prints them to stdout (``print``, ``tqdm.write``), on stderr: stdout
-    holds the command's results."""
-
-    def on_log(self, *args, **kwargs):
-        with contextlib.redirect_stdout(sys.stderr):
-            super().on_log(*args, **kwargs)
-
-
-class PrinterToStderr(_LogOnStderr, PrinterCallback):
-    """The Trainer's log lines without a progress bar (``--progress false``), on stderr."""
+def log_line(logs: dict, state) -> str:
+    """A Trainer log entry as a line to read (and grep): ``step 20/300 (epoch 0.4): loss 0.6931, grad_norm 1.2, ...``,
+    not the dict it is handed (``{'loss': '0.6931', ...}``)."""
+    where = f"step {state.global_step}/{state.max_steps}" if state.max_steps else f"step {state.global_step}"
+    if (epoch := logs.get("epoch")) is not None:
+        where += f" (epoch {epoch:.4g})"
+    values = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                       for name, value in logs.items() if name not in ("epoch", "total_flos"))
+    return f"{where}: {values}"
 
 
-class ProgressToStderr(_LogOnStderr, ProgressCallback):
+class PrinterToStderr(PrinterCallback):
+    """The Trainer's log lines without a progress bar (``--progress false``), on stderr: stdout holds the command's
+    results."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            print(log_line(logs, state), file=sys.stderr, flush=True)
+
+
+class ProgressToStderr(ProgressCallback):
     """The Trainer's progress bars (on stderr already) and its log lines, both on stderr."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(log_line(logs, state), file=sys.stderr)
 
 
 def _base_loader(loader) -> torch.utils.data.DataLoader:
