@@ -394,6 +394,18 @@ def test_a_predict_command_whose_reader_stops_early_ends_quietly(tiny_models, ti
     assert capsys.readouterr().err == ""
 
 
+def test_progress_false_hides_the_weight_loading_bars_under_verbose_too(tiny_models, tiny_dataset, tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from clfa.cli import main
+
+    monkeypatch.setattr(transformers.utils.logging, "_tqdm_active", True)  # as a new process starts
+    save_model(tiny_models, tmp_path / "model")
+    capsys.readouterr()
+    assert main(["-v", "predict", "--model", str(tmp_path / "model"), "--input", str(tiny_dataset / "test.jsonl"), "--progress", "false"]) == 0
+    assert "Loading weights" not in capsys.readouterr().err
+
+
 def test_a_single_modality_baseline_predicts_with_the_features_of_its_modality(tiny_models, tiny_dataset, tmp_path):
     model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
                                     fusion_heads=2, max_text_length=12, fusion="image_only", alignment="none")

@@ -24,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
     from clfa.training import print_summary, train
 
     opts = options_from_args(args, args.config)
+    if not opts.progress:
+        _hide_library_bars()
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
@@ -71,6 +73,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
     _make_parent(args.output)
+    if not args.progress:
+        _hide_library_bars()
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
     if args.labels and args.labels.split(",") != list(config.labels):
@@ -126,6 +130,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hide_library_bars() -> None:
+    """--progress false under -v: transformers' weight loading and saving bars go too, not only clfa's own."""
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+
+
 def _make_parent(output: str | None) -> None:
     """The folder of an output file made, and the file found writable, before the work rather than after it."""
     if not output:
@@ -176,6 +187,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     _make_parent(args.output)
+    if not args.progress:
+        _hide_library_bars()
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if one:
         # A single-modality baseline reads one of the two, and is given that one alone.
