@@ -216,3 +216,29 @@ def test_an_image_reads_as_a_viewer_shows_it_turned_by_its_exif_orientation_and_
     np.testing.assert_array_equal(transform.load(tmp_path / "clear.png"), transform.load_image(white))
     Image.fromarray(clear).convert("P").save(tmp_path / "clear-palette.png", transparency=0)
     np.testing.assert_array_equal(transform.load(tmp_path / "clear-palette.png"), transform.load_image(white))
+    # In memory: premultiplied alpha, and a palette whose colours carry their alpha.
+    np.testing.assert_array_equal(transform.load_image(Image.fromarray(clear).convert("RGBa")), transform.load_image(white))
+    palette = Image.new("P", (24, 40))
+    palette.putpalette([90, 20, 30, 0] * 256, "RGBA")
+    np.testing.assert_array_equal(transform.load_image(palette), transform.load_image(white))
+
+
+def test_an_image_whose_exif_cannot_be_parsed_reads_as_a_viewer_shows_it(tiny_models, tmp_path):
+    """Its pixels are whole, and the data checks pass it: refused as it was read, it stopped a run at its batch."""
+    from clfa.data.custom import check_image_file
+
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8))
+    upright.save(tmp_path / "garbled.png", exif=b"not a TIFF header")
+    assert check_image_file(tmp_path / "garbled.png", decode=True) is None
+    np.testing.assert_array_equal(transform.load(tmp_path / "garbled.png"), transform.load_image(upright))
+    # An orientation beside a tag whose value has the wrong type (a width as text): turned all the same.
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "camera"  # orientation; make
+    raw = exif.tobytes()
+    order = "big" if raw[6:8] == b"MM" else "little"
+    raw = raw.replace((0x010F).to_bytes(2, order), (0x0100).to_bytes(2, order))  # make -> image width, still text
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.jpg", exif=raw, quality=100, subsampling=0)
+    with Image.open(tmp_path / "turned.jpg") as stored:
+        expected = transform.load_image(Image.fromarray(np.asarray(stored.transpose(Image.Transpose.ROTATE_270))))
+    np.testing.assert_array_equal(transform.load(tmp_path / "turned.jpg"), expected)

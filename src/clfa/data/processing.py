@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import PIL
 import torch
 import transformers
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 from transformers import AutoImageProcessor
 
 from clfa.data.records import DataError, Record, url_instead_of_file
@@ -95,18 +96,31 @@ class ImageTransform:
         return (pixels.float() * self.rescale_factor - mean) / std
 
 
+# How each EXIF orientation (2-8) turns a stored image upright: ImageOps.exif_transpose's table. exif_transpose itself
+# also rewrites the image's EXIF without the tag, which fails on a malformed other tag; only the pixels are used here.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (a phone photo is often stored on its side), as transformers'
-    load_image and a viewer show it. Only then copied: exif_transpose copies every image, however large."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
+    load_image and a viewer show it; copied only then. EXIF that cannot be parsed leaves the image as stored, as a
+    viewer shows it: its pixels are whole (the data checks decode them and pass the file), and refusing it here would
+    stop a run at the batch that reads it."""
+    try:
+        turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+    except (SyntaxError, ValueError, OSError, struct.error):
         return image
-    return ImageOps.exif_transpose(image)
+    return image if turn is None else image.transpose(turn)
 
 
 def _rgb(image: Image.Image) -> Image.Image:
     """The image on a white ground where it is transparent, as transformers' convert_to_rgb and a viewer show it:
     convert("RGB") drops the alpha and shows the colour transparent pixels happen to hold, most often black."""
-    if "A" not in image.getbands() and "transparency" not in image.info:
+    # Pillow 10.1's has_transparency_data also knows premultiplied alpha (RGBa) and a palette of RGBA colours.
+    transparent = getattr(image, "has_transparency_data", "A" in image.getbands() or "transparency" in image.info)
+    if not transparent:
         return image.convert("RGB")
     image = image.convert("RGBA")
     return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
