@@ -421,3 +421,6 @@ def test_fp16_is_refused_where_the_run_trains_on_the_cpu(tiny_models, tiny_datas
     with pytest.raises(OptionError, match="--precision fp16: fp16 training needs a GPU.*use bf16 or fp32"):
         train(tiny_options(tiny_models, tmp_path, precision="fp16", max_steps=1), load_dataset("jsonl", tiny_dataset))
     assert not (tmp_path / "run").exists()
+    # As is a trainer built from the options directly, as the training benchmark builds its own.
+    with pytest.raises(OptionError, match="--precision fp16: fp16 training needs a GPU"):
+        training_arguments(tiny_options(tiny_models, tmp_path, precision="fp16"), has_dev=False)

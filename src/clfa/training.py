@@ -108,6 +108,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
     graphs), pinned batches copied without blocking, persistent loader workers, and no per-step host sync.
     ``find_unused_parameters``: whether DDP must look for parameters without gradients after each backward (see
     :func:`unused_parameters`); None leaves the Trainer's default, which looks."""
+    check_precision(opts)  # here too, for every trainer built without train() (the training benchmark's)
     precision = resolve_precision(opts.precision)
     strategy = ("steps" if opts.eval_steps else "epoch") if has_dev else "no"
     pin_memory = torch.cuda.is_available()
