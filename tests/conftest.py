@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers import (BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, TrainerCallback, ViTConfig,
-                          ViTImageProcessor, ViTModel)
+                          ViTImageProcessorPil, ViTModel)
 
 from clfa.options import TrainOptions
 
@@ -41,7 +41,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **small)).save_pretrained(root / "bert")
     ViTModel(ViTConfig(image_size=IMAGE_SIZE, patch_size=8, **small), add_pooling_layer=False).save_pretrained(root / "vit")
-    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "vit")
+    ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "vit")
     _write_tokenizer(root / "clip")
     clip = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, eos_token_id=tokenizer.sep_token_id, **small),

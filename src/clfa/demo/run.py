@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from tqdm.auto import tqdm
-from transformers import BertConfig, BertModel, TrainerCallback, ViTConfig, ViTImageProcessor, ViTModel
+from transformers import BertConfig, BertModel, TrainerCallback, ViTConfig, ViTImageProcessorPil, ViTModel
 
 from clfa.data.registry import DatasetSplits, load_dataset
 from clfa.demo.teacher import torch_threads, train_teacher
@@ -87,7 +87,7 @@ def _students(root: Path, tokenizer, size: DemoSize, seed: int) -> tuple[Path, P
     BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **shape), add_pooling_layer=False).save_pretrained(text_dir)
     tokenizer.save_pretrained(text_dir)
     ViTModel(ViTConfig(image_size=size.image_size, patch_size=8, **shape), add_pooling_layer=False).save_pretrained(image_dir)
-    ViTImageProcessor(size={"height": size.image_size, "width": size.image_size}).save_pretrained(image_dir)
+    ViTImageProcessorPil(size={"height": size.image_size, "width": size.image_size}).save_pretrained(image_dir)
     return text_dir, image_dir
 
 
