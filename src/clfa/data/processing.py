@@ -108,6 +108,9 @@ def _upright(image: Image.Image) -> Image.Image:
     load_image and a viewer show it; copied only then. EXIF that cannot be parsed leaves the image as stored, as a
     viewer shows it: its pixels are whole (the data checks decode them and pass the file), and refusing it here would
     stop a run at the batch that reads it."""
+    # Decoded first: reading a PNG's EXIF may decode its pixels, and a failure there is the file's, not its EXIF's
+    # (caught below, it would leave the pixels decoded so far to be used as the image).
+    image.load()
     try:
         turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
     except (SyntaxError, ValueError, OSError, struct.error):
