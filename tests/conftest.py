@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import zlib
 from collections import Counter
@@ -18,6 +19,12 @@ from transformers import (BertConfig, BertModel, BertTokenizerFast, CLIPConfig, 
                           ViTImageProcessorPil, ViTModel)
 
 from clfa.options import TrainOptions
+
+# The models under test are tiny: intra-op threads add only hand-offs, and on a machine whose other cores are busy each
+# hand-off waits for a descheduled thread (training tests ran ten times slower on 2 threads than on 1). Tests that
+# need another count set it themselves; the processes tests start (scripts, spawned workers) read it from OMP_NUM_THREADS.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS = "a the what lovely sunny rainy day night great love this weather snow storm cat dog photo of sky".split()
 IMAGE_SIZE = 16

@@ -22,10 +22,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_teacher")
     paths = generate_world(root / "world", n_train=192, n_dev=96, n_test=0, seed=0)
     tokenizer = build_tokenizer(root / "tokenizer")
-    threads, rng = torch.get_num_threads(), torch.get_rng_state()
-    teacher = train_teacher(read_custom(paths["train"]), root / "teacher", tokenizer, epochs=8, batch_size=16, progress=False)
-    assert torch.equal(rng, torch.get_rng_state()), "training the teacher must not move the caller's RNG"
-    assert torch.get_num_threads() == threads, "nor change its thread count"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # not the one thread the teacher trains on, so that a count left behind shows
+    try:
+        rng = torch.get_rng_state()
+        teacher = train_teacher(read_custom(paths["train"]), root / "teacher", tokenizer, epochs=8, batch_size=16, progress=False)
+        assert torch.equal(rng, torch.get_rng_state()), "training the teacher must not move the caller's RNG"
+        assert torch.get_num_threads() == 2, "nor change its thread count"
+    finally:
+        torch.set_num_threads(threads)
     return teacher, read_custom(paths["dev"])
 
 
