@@ -5,11 +5,12 @@ import contextlib
 import io
 import json
 import os
+import shutil
 
 import pytest
 
 from clfa.cli import main
-from clfa.demo.run import check_out_folder
+from clfa.demo.run import DemoSize, check_out_folder
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +149,15 @@ def test_demo_refuses_a_folder_of_other_files_it_would_replace(tmp_path, capsys)
     check_out_folder(tmp_path / "mine")
 
 
-def test_the_demo_runs_again_in_its_own_folder(demo):
+def test_the_demo_runs_again_in_its_own_folder(demo, tmp_path, monkeypatch):
     """A second demo makes its runs anew; an earlier demo's checkpoints are not those of an earlier run to resume."""
     assert (demo / ".clfa-demo").is_file()
-    assert main(["demo", "--quick", "--out", str(demo)]) == 0
-    assert len(list((demo / "model" / "checkpoints").glob("checkpoint-*"))) >= 1
+    again = shutil.copytree(demo, tmp_path / "demo", symlinks=True)  # the fixture's folder stays as the other tests read it
+    earlier = {path.relative_to(again) for path in again.glob("**/checkpoints/checkpoint-*")}
+    assert len({path.parent for path in earlier}) == 4  # of each model, which the second demo must clear, not resume
+    # The folder and its checkpoints are what is under test, not the size of the runs: the second demo is made small.
+    monkeypatch.setattr("clfa.demo.run.QUICK", DemoSize(n_train=48, n_dev=24, n_test=24, image_size=16, teacher_epochs=1,
+                                                        epochs=1, hidden=16, layers=1))
+    assert main(["demo", "--quick", "--out", str(again)]) == 0
+    assert len(list((again / "model" / "checkpoints").glob("checkpoint-*"))) >= 1
+    assert not earlier & {path.relative_to(again) for path in again.glob("**/checkpoints/checkpoint-*")}
