@@ -169,7 +169,8 @@ def test_loader_workers_started_by_spawn_map_the_image_cache_not_receive_a_copy(
     assert not received.images.flags.writeable
     assert_same_batches(stack(received.__getitems__([2, 0, 5])), expected_batch(parts, [2, 0, 5]))
     in_memory = dataset(parts, "list")  # not a file: sent as it is
-    assert all(np.array_equal(a, b) for a, b in zip(ForkingPickler.loads(ForkingPickler.dumps(in_memory)).images, cache))
+    images = ForkingPickler.loads(ForkingPickler.dumps(in_memory)).images
+    assert len(images) == len(cache) and all(np.array_equal(a, b) for a, b in zip(images, cache))
 
 
 def test_workers_are_sent_the_transform_without_its_device_copies(tiny_models):
