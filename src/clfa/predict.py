@@ -270,12 +270,12 @@ class Predictor:
             raise DataError("empty text")
         if image is None:  # as a text-only baseline's images are, in batches: none decoded
             pixels = BlankImages(1, self.transform.size)[0]
-        elif isinstance(image, np.ndarray):
-            image = _array_image(image)
-        elif not isinstance(image, (str, Path, Image.Image)):
+        elif isinstance(image, (np.ndarray, Image.Image)):
+            pixels = self.transform.load_image(_array_image(image) if isinstance(image, np.ndarray) else image)
+        elif isinstance(image, (str, Path)):
+            pixels = self.transform.load(image)
+        else:
             raise TypeError(f"image must be a path, a PIL image or a numpy array, not {type(image).__name__}")
-        if image is not None:
-            pixels = self.transform.load_image(image) if isinstance(image, Image.Image) else self.transform.load(image)
         enc = tokenize(self.tokenizer, [self._text(text)], self.model.config.max_text_length)
         batch = {**enc, "pixels": torch.from_numpy(pixels)[None]}
         probs = self._forward(batch)["probabilities"][0]
