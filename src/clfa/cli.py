@@ -73,8 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
     _make_parent(args.output)
-    if not args.progress:
-        _hide_library_bars()
+    progress = _progress(args)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
     if args.labels and args.labels.split(",") != list(config.labels):
@@ -105,7 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not records:
             raise DataError(f"dataset '{data.name}': the {split} split has no records to evaluate")
         require_labels(records, "evaluation")
-        probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)["probabilities"]
+        probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)["probabilities"]
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
         if absent := results[split].get("absent_classes"):
@@ -130,8 +129,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Whether evaluate or predict draws its bars (see progress_bars); when not, the libraries' go too."""
+    from clfa.options import progress_bars
+
+    if not (progress := progress_bars(args.progress)):
+        _hide_library_bars()
+    return progress
+
+
 def _hide_library_bars() -> None:
-    """--progress false under -v: transformers' weight loading and saving bars go too, not only clfa's own."""
+    """No bars under -v either: transformers' weight loading and saving bars go too, not only clfa's own."""
     import transformers
 
     transformers.logging.disable_progress_bar()
@@ -187,8 +195,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     _make_parent(args.output)
-    if not args.progress:
-        _hide_library_bars()
+    progress = _progress(args)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if one:
         # A single-modality baseline reads one of the two, and is given that one alone.
@@ -208,7 +215,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(skip.summary(), file=sys.stderr)
     if not records:
         raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
-    results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
+    results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)
     try:
         written = write_predictions(results, predictor.labels, args.output)
     except PredictionsCut as cut:
@@ -314,7 +321,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="pairs per batch (default 64)")
     p.add_argument("--num-workers", type=whole_number, default=0,
                    help="processes that decode images while the model runs (default 0: in the main process)")
-    p.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL", help="show a progress bar (default true)")
+    p.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")

@@ -7,6 +7,7 @@ import difflib
 import json
 import math
 import os
+import sys
 from collections.abc import Hashable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -74,6 +75,18 @@ RANGES = {
 
 def default_cache_dir() -> str:
     return os.environ.get("CLFA_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clfa"))
+
+
+def progress_bars(given: bool | None = None) -> bool:
+    """Whether a command draws progress bars: as ``--progress`` says, else only where stderr is a terminal. In a log
+    file (``clfa train ... > run.log 2>&1``, a batch scheduler's output) every redraw of a bar would stay, as carriage
+    returns and cursor moves."""
+    if given is not None:
+        return given
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a stream without isatty, or one closed
+        return False
 
 
 def _opt(default, help: str, **kw):
@@ -159,7 +172,8 @@ class TrainOptions:
     report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
     save_total_limit: int = _opt(2, "checkpoints kept: at most this many, but the best and the latest always while "
                                        "training (0 keeps all; 1 leaves only the best at the end)")
-    progress: bool = _opt(True, "show progress bars")
+    # True from Python (a notebook's stderr is no terminal, and draws its bars); the command's default is progress_bars().
+    progress: bool = _opt(True, "show progress bars (default: when stderr is a terminal)")
 
     def __post_init__(self):
         for name in POSITIVE:
@@ -295,8 +309,9 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 def options_from_args(args: argparse.Namespace, config_file: str | None = None) -> TrainOptions:
     from_file = TrainOptions.from_file(config_file) if config_file else {}
     given = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
+    command_defaults = {"progress": progress_bars()}
     try:
-        return TrainOptions(**(from_file | given))
+        return TrainOptions(**(command_defaults | from_file | given))
     except OptionError as err:
         # A value out of range is named by its flag; one that came from the file is named where it is written.
         flag, _, problem = str(err).partition(" ")

@@ -329,8 +329,8 @@ def log_line(logs: dict, state) -> str:
 
 
 class PrinterToStderr(PrinterCallback):
-    """The Trainer's log lines without a progress bar (``--progress false``), on stderr: stdout holds the command's
-    results."""
+    """The Trainer's log lines without a progress bar (``--progress false``, or stderr not a terminal: a log file then
+    shows the run's progress as these lines), on stderr: stdout holds the command's results."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_local_process_zero and logs:

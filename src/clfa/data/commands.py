@@ -29,7 +29,7 @@ MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data stats`` and ``data check`` to an argparse subparsers object; ``args.func(args)`` runs them."""
-    from clfa.options import positive_int
+    from clfa.options import parse_bool, positive_int
 
     data = subparsers.add_parser("data", help="inspect a dataset: sample counts per split and label, broken images")
     commands = data.add_subparsers(dest="data_command", metavar="{stats,check}", required=True)
@@ -41,6 +41,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     add_dataset_arguments(check)
     check.add_argument("--workers", type=positive_int, default=None, help="threads decoding images (default: CPU count, at most 32)")
     check.add_argument("--show", type=positive_int, default=10, help="how many offenders to list (default 10)")
+    check.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show a progress bar (default: when stderr is a terminal)")
     check.set_defaults(func=run_check, _parser=check)
     return data
 
@@ -160,6 +161,8 @@ def inspect_image(path: Path) -> tuple[str, str] | None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from clfa.options import progress_bars
+
     err, out = Console(stderr=True, soft_wrap=True), Console(soft_wrap=True)
     notes = ReaderNotes()
     try:
@@ -191,7 +194,8 @@ def run_check(args: argparse.Namespace) -> int:
     images = list(users)
     workers = args.workers or min(32, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(inspect_image, images), total=len(images), desc="checking images", unit="img"))
+        results = list(tqdm(pool.map(inspect_image, images), total=len(images), desc="checking images", unit="img",
+                            disable=not progress_bars(args.progress)))
     for image, result in zip(images, results):
         if result:
             kind, detail = result
