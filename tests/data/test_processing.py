@@ -201,6 +201,14 @@ def test_a_16_bit_grey_image_reads_as_its_8_bit_greys_not_white(tiny_models, tmp
     np.testing.assert_array_equal(transform.load_image(as_i), grey8)
     np.testing.assert_array_equal(transform.load_image(Image.fromarray(ramp.astype(np.int32), "I")), grey8)
 
+    # A tRNS grey, 5000, shares its high byte with 5001: only the pixels of 5000 are transparent, on white.
+    values = np.full((16, 16), 5001, dtype=np.uint16)
+    values[:, :4] = 5000
+    Image.fromarray(values).save(tmp_path / "grey16-trns.png", transparency=5000)
+    expected = np.full((16, 16), 5001 >> 8, dtype=np.uint8)
+    expected[:, :4] = 255
+    np.testing.assert_array_equal(transform.load(tmp_path / "grey16-trns.png"), transform.load_image(Image.fromarray(expected)))
+
 
 def test_an_image_reads_as_a_viewer_shows_it_turned_by_its_exif_orientation_and_transparency_on_white(tiny_models, tmp_path):
     transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
@@ -219,6 +227,11 @@ def test_an_image_reads_as_a_viewer_shows_it_turned_by_its_exif_orientation_and_
     np.testing.assert_array_equal(transform.load(tmp_path / "clear-palette.png"), transform.load_image(white))
     # In memory: premultiplied alpha, and a palette whose colours carry their alpha.
     np.testing.assert_array_equal(transform.load_image(Image.fromarray(clear).convert("RGBa")), transform.load_image(white))
+    # Luminance with premultiplied alpha, which Pillow converts to LA alone: half-transparent black on white.
+    half = np.full((40, 24, 2), (0, 128), dtype=np.uint8)
+    grey = np.full((40, 24), 127, dtype=np.uint8)
+    np.testing.assert_array_equal(transform.load_image(Image.frombytes("La", (24, 40), half.tobytes())),
+                                  transform.load_image(Image.fromarray(grey)))
     palette = Image.new("P", (24, 40))
     palette.putpalette([90, 20, 30, 0] * 256, "RGBA")
     np.testing.assert_array_equal(transform.load_image(palette), transform.load_image(white))

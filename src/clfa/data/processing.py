@@ -61,7 +61,8 @@ class ImageTransform:
         # the same settings, which to_dict names alike: the versions and the class are part of the key.
         settings["versions"] = [PIL.__version__, transformers.__version__]
         settings["class"] = type(self.processor).__name__
-        settings["16-bit greys"] = "scaled to 8 bits"  # cached before, they were clipped white
+        # Cached before, they were clipped white, and then scaled without the transparent grey their tRNS names.
+        settings["16-bit greys"] = "scaled to 8 bits, tRNS as alpha"
         # Cached before, an image was taken as stored, not turned as its EXIF orientation says, and its transparent
         # pixels kept the colour they held.
         settings["orientation and transparency"] = "EXIF orientation applied, transparency on white"
@@ -125,7 +126,8 @@ def _rgb(image: Image.Image) -> Image.Image:
     transparent = getattr(image, "has_transparency_data", "A" in image.getbands() or "transparency" in image.info)
     if not transparent:
         return image.convert("RGB")
-    image = image.convert("RGBA")
+    # Pillow converts premultiplied luminance (La) to LA alone; RGBa goes to RGBA directly.
+    image = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
     return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
 
 
@@ -144,7 +146,13 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         return image
     if not sixteen:
         return image
-    return Image.fromarray((np.asarray(image).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8), "L")
+    values = np.asarray(image).astype(np.int64)
+    grey = Image.fromarray((values.clip(0, 65535) >> 8).astype(np.uint8), "L")
+    # A PNG's tRNS names one 16-bit grey transparent: on 8 bits that value would name 256 greys, so it becomes an
+    # alpha band instead, taken before the scaling.
+    if isinstance(clear := image.info.get("transparency"), int):
+        grey.putalpha(Image.fromarray(np.where(values == clear, 0, 255).astype(np.uint8), "L"))
+    return grey
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
