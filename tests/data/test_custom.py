@@ -120,6 +120,15 @@ def test_one_file_as_two_splits_and_an_empty_train_file_are_named(folder):
     train.write_text("\n")
     with pytest.raises(DataError, match=r"data.jsonl: no records: the train file is empty"):
         load_dataset("jsonl", None, train=str(train))
+    # A dev or test file of no record is refused as well: taken as a split of none, it read as one not given.
+    write_jsonl(folder, json.dumps(GOOD | {"id": "3", "label": "neg"}))
+    for text in ("", "\ufeff\r\n", "[]"):
+        (folder / "dev.json").write_text(text)
+        with pytest.raises(DataError, match=r"dev.json: no records: the dev file is empty"):
+            load_dataset("jsonl", None, train=str(train), dev=str(folder / "dev.json"))
+    (folder / "test.csv").write_text("id,text,image,label\r\n")
+    with pytest.raises(DataError, match=r"test.csv: no records: the test file is empty"):
+        load_dataset("csv", None, labels=["neg", "pos"], test=str(folder / "test.csv"), splits=["test"], skip_invalid=True)
 
 
 def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
@@ -244,6 +253,9 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     assert [r.id for r in read_custom(path)] == ["1"]
     path.write_text(json.dumps([GOOD, GOOD | {"id": "2", "label": "neg"}]))
     assert [r.id for r in load_dataset("jsonl", folder)["train"]] == ["1", "2"]  # found as DATA_DIR/train.json
+    path.write_text("[\n" + json.dumps(GOOD) + ",\n" + json.dumps(GOOD | {"id": "2"}) + ",\n]\n")  # a comma after the last
+    with pytest.raises(DataError, match=r"train.json:3, item 2: malformed JSON: a comma after the last item$"):
+        read_custom(path)
     path.write_text('[{"id": "1",\n "text": }]')
     with pytest.raises(DataError, match=r"train.json:2, item 1: malformed JSON"):
         read_custom(path, skip=SkipReport())
@@ -346,11 +358,48 @@ def test_a_train_file_without_labels_is_named_not_the_dev_file_after_it(folder):
     ('"Label": "pos"', r"malformed line: 'Label' is not 'label' \(field names are lower case\)"),
     ('"label": ["pos"]', r"malformed line: label is list, not a string or a number"),
     ('"text": ["so", "sunny"]', r"malformed line: text is list, not a string"),
+    # Without their check, read as the id "[7]", and the label "inf"; the text given first, dropped unseen.
+    ('"id": [7]', r"malformed line: id is list, not a string or a number"),
+    ('"label": Infinity', r"malformed line: label is inf, not a string or a number"),
+    ('"text": "so sunny", "text": "or not"', r"malformed line: 'text' given twice: which one to read is not known"),
 ])
 def test_a_field_that_would_be_ignored_or_mangled_is_named(folder, field, message):
-    record = json.dumps({k: v for k, v in GOOD.items() if k != "label"})[:-1] + ", " + field + "}"
+    given = {key.lower() for key in json.loads("{" + field + "}")}
+    record = json.dumps({k: v for k, v in GOOD.items() if k not in given})[:-1] + ", " + field + "}"
     with pytest.raises(DataError, match=r"data.jsonl:3: " + message):
         read_custom(write_jsonl(folder, record))
+    (folder / "data.json").write_text("[" + json.dumps(GOOD) + ",\n" + record + "]")  # and as an item of a JSON list
+    with pytest.raises(DataError, match=r"data.json:2, item 2: " + message):
+        read_custom(folder / "data.json")
+
+
+def test_a_csv_column_named_twice_is_refused_not_one_of_them_read(folder):
+    (folder / "data.csv").write_text("id,text,image,label,label\n1,so sunny,img/ok.png,pos,neg\n")
+    with pytest.raises(DataError, match=r"data.csv:1: CSV header: 'label' given twice: which one to read is not known"):
+        read_custom(folder / "data.csv", skip=SkipReport())
+
+
+def test_a_nan_label_is_no_label_not_a_class_named_nan(folder):
+    """json.dumps writes the gap of a pandas column as NaN, which Python's json reads back as a float."""
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n"
+                                        + json.dumps(GOOD | {"id": "3", "label": float("nan")}) + "\n")
+    assert [r.label for r in read_custom(folder / "train.jsonl")] == ["pos", "neg", None]
+    data = load_dataset("jsonl", folder, skip_invalid=True)
+    assert data.labels == ["neg", "pos"]
+    data.drop_unlabelled(["train"], "training")
+    assert [r.id for r in data["train"]] == ["1", "2"] and "train.jsonl:3: record '3' has no label" in data.skipped.summary()
+
+
+@pytest.mark.parametrize("written, hint", [
+    ("img\\ok.png", r"img\\ok.png \(written with '\\', which is part of a file name here: folders are separated by '/'\)"),
+    ("img/ok.png ", r"img/ok.png  \(the path as written, 'img/ok.png ', has spaces around it\)"),
+    ("~/ok.png", r"~/ok.png \('~' is not the home folder here: a path is absolute, or relative to the data file's folder\)"),
+])
+def test_a_missing_image_says_what_its_path_as_written_likely_meant(folder, written, hint):
+    """The message names the resolved path, where a Windows path, a space at the end or '~' do not show what went wrong."""
+    path = write_jsonl(folder, json.dumps(GOOD | {"id": "3", "image": written}))
+    with pytest.raises(DataError, match=r"data.jsonl:3: missing image file .*" + hint + "$"):
+        read_custom(path)
 
 
 def test_labels_are_read_without_surrounding_spaces_and_numbers_as_text(folder):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import re
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def _iter_rows(path: Path):
         yield from ((line, None, row) for line, row in _iter_csv_rows(path))
         return
     if path.suffix.lower() == ".json" and _holds_a_list(path):
-        for line, number, item in iter_json_array(path):
+        for line, number, item in iter_json_array(path, object_pairs_hook=_object):
             yield line, number, item if isinstance(item, (dict, DataError)) else DataError("malformed item: expected a JSON object",
                                                                                            file=path, line=line, item=number)
         return
@@ -83,7 +85,8 @@ def _iter_rows(path: Path):
                 yield line, None, error
                 continue
             try:
-                row = json.loads(raw.rstrip("\r\n"))  # so that an error at the line's end has this line's column
+                # Stripped so that an error at the line's end has this line's column.
+                row = json.loads(raw.rstrip("\r\n"), object_pairs_hook=_object)
             except json.JSONDecodeError as exc:
                 yield line, None, DataError(f"malformed line: not valid JSON at column {exc.colno} ({exc.msg})", file=path, line=line)
                 continue
@@ -159,6 +162,8 @@ def _iter_csv_rows(path: Path):
         raise error
     if near := _near_field_names(header):
         raise DataError(f"CSV header: {near}", file=path, line=header_line)
+    if twice := _named_twice(header):
+        raise DataError(f"CSV header: {twice}", file=path, line=header_line)
     if missing := [k for k in REQUIRED_FIELDS if k not in header]:
         # A spreadsheet saved with another separator (";" in many locales, or tabs) reads as one column.
         other = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
@@ -198,24 +203,76 @@ def _near_field_names(names) -> str:
     return "; ".join(near) + " (field names are lower case)" if near else ""
 
 
+def _named_twice(names) -> str:
+    """A field named twice ('label' in two columns, or two keys of one object): one value would be read and the other
+    dropped without a word."""
+    twice = sorted({name for name in names if name in FIELDS and list(names).count(name) > 1})
+    return f"{', '.join(map(repr, twice))} given twice: which one to read is not known" if twice else ""
+
+
+def _path_hint(written: str) -> str:
+    """What an image path that names no file was most likely meant to say, or '': the path in the message is the
+    resolved one, where spaces at its end do not show and a Windows path reads as a file name."""
+    if written != written.strip():
+        return f" (the path as written, {written!r}, has spaces around it)"
+    if "\\" in written and os.sep == "/":
+        return " (written with '\\', which is part of a file name here: folders are separated by '/')"
+    if written.startswith("~"):
+        return " ('~' is not the home folder here: a path is absolute, or relative to the data file's folder)"
+    return ""
+
+
+def _not_a_name(value) -> str | None:
+    """What a JSON value that cannot name an id or a label is ("list", "inf"), or None for a string or a finite
+    number. Python's json reads NaN and Infinity, which are not JSON, as floats."""
+    if isinstance(value, (list, dict, bool)):
+        return _json_type(value)
+    return repr(value) if isinstance(value, float) and not math.isfinite(value) else None
+
+
+def _json_type(value) -> str:
+    return "object" if isinstance(value, dict) else type(value).__name__  # a dict may be a _Repeats
+
+
+class _Repeats(dict):
+    """A JSON object that named a key twice, with its keys as written, so that the key can be named (dict keeps one)."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.keys_written = [key for key, _ in pairs]
+
+
+def _object(pairs: list) -> dict:
+    """Each JSON object of a record file: a dict, unless it names a key twice."""
+    built = dict(pairs)
+    return built if len(built) == len(pairs) else _Repeats(pairs)
+
+
 def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool, item: int | None) -> Record:
     if near := _near_field_names(row):
         raise DataError(f"malformed line: {near}", file=path, line=line)
+    if twice := _named_twice(getattr(row, "keys_written", ())):
+        raise DataError(f"malformed line: {twice}", file=path, line=line)
     for key in REQUIRED_FIELDS:
         if row.get(key) is None:
             raise DataError(f"malformed line: missing field '{key}'", file=path, line=line)
+    if kind := _not_a_name(row["id"]):  # else read as "[1]", "True" or "nan"
+        raise DataError(f"malformed line: id is {kind}, not a string or a number", file=path, line=line)
     if not str(row["id"]).strip():  # else two would be "duplicate id ''", and one would pass unnamed
         raise DataError("malformed line: empty id", file=path, line=line)
     if not str(row["image"]).strip():  # else it names the data file's own folder
         raise DataError("malformed line: empty image field", file=path, line=line, kind="empty image field")
     if not isinstance(row["text"], str):
-        raise DataError(f"malformed line: text is {type(row['text']).__name__}, not a string", file=path, line=line)
+        raise DataError(f"malformed line: text is {_json_type(row['text'])}, not a string", file=path, line=line)
     text = row["text"]
     if not text.strip():
         raise DataError("empty text", file=path, line=line)
     label = row.get("label")
-    if isinstance(label, (list, dict, bool)):  # numbers are fine: labels 0/1 are common, and read as "0"/"1"
-        raise DataError(f"malformed line: label is {type(label).__name__}, not a string or a number", file=path, line=line)
+    # NaN is the gap of a pandas column as json.dumps writes it (to_json writes null): no label, not a class "nan".
+    if isinstance(label, float) and math.isnan(label):
+        label = None
+    if kind := _not_a_name(label):  # numbers are fine: labels 0/1 are common, and read as "0"/"1"
+        raise DataError(f"malformed line: label is {kind}, not a string or a number", file=path, line=line)
     # 1.0 is 1: pandas writes a column of whole numbers with a gap as floats, in JSON and in CSV.
     if isinstance(label, float) and label.is_integer():
         label = int(label)
@@ -234,7 +291,7 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         raise DataError(problem, file=path, line=line)
     image = (path.parent / str(row["image"])).resolve()
     if check_images and (problem := check_image_file(image, decode=check_images == "decode")):
-        raise DataError(problem, file=path, line=line)
+        raise DataError(problem + (_path_hint(str(row["image"])) if not image.exists() else ""), file=path, line=line)
     return Record(
         id=str(row["id"]),
         text=text,

@@ -228,11 +228,14 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
     for split in SPLITS:
         if files[split] is None:
             continue
+        skipped_before = len(skip) if skip is not None else 0
         splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
+        # A file of no record at all (empty, a CSV header alone, []) is most often one saved before its data: taken as
+        # a split of none, a dev or test file would read as one not given, and the run would go on without it.
+        if not splits[split] and (skip is None or len(skip) == skipped_before):
+            raise DataError(f"no records: the {split} file is empty", file=files[split])
         if labels is None and split == "train":
             labels = sorted({r.label for r in splits["train"] if r.label is not None})
-            if not splits["train"] and not (skip and skip.skipped):
-                raise DataError("no records: the train file is empty", file=files["train"])
             if not labels:  # else every later split's labels would be "unknown", which blames the wrong file
                 raise DataError('no record has a label, so there are no labels to learn: each record needs a "label" '
                                 "(a CSV file a label column), or name the labels with --labels", file=files["train"])
