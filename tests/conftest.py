@@ -189,7 +189,12 @@ def tiny_options(tiny_models, tmp_path, **kwargs) -> TrainOptions:
 
 
 class Interrupt(TrainerCallback):
-    """Stops a run as Ctrl-C would, right after its first checkpoint is saved."""
+    """Stops a run as Ctrl-C would, right after its first checkpoint (or its ``saves``-th) is saved."""
+
+    def __init__(self, saves: int = 1):
+        self.saves = saves
 
     def on_save(self, args, state, control, **kwargs):
-        raise KeyboardInterrupt("simulated interruption after the first checkpoint")
+        self.saves -= 1
+        if not self.saves:
+            raise KeyboardInterrupt("simulated interruption after a checkpoint")

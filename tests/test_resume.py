@@ -10,7 +10,8 @@ from transformers import TrainerState, TrainingArguments
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
-from clfa.resume import RUN_FILE, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
+from clfa.resume import (RUN_FILE, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_states,
+                         check_resumed_steps, run_record, trainer_state)
 from clfa.training import model_config, train
 
 
@@ -120,7 +121,12 @@ def test_a_checkpoint_cut_short_while_saving_is_named_with_the_way_out(tmp_path)
                                           r"folder to resume from the checkpoint before it"):
         trainer_state(checkpoint)
     (checkpoint / "trainer_state.json").write_text('{"global_step": "x"}')
-    with pytest.raises(OptionError, match=r"cannot read the step of .*checkpoint-12 \(invalid literal"):
+    with pytest.raises(OptionError, match=r"cannot read the step of .*checkpoint-12 in trainer_state.json \(invalid literal"):
+        trainer_state(checkpoint)
+    # Written in place, last: a kill while the Trainer wrote it leaves it cut short.
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 12, "log_history": [{"loss": 0.6')
+    with pytest.raises(OptionError, match=r"^--resume: .*checkpoint-12/trainer_state.json is not whole \(Expecting .+\); remove "
+                                          r".*checkpoint-12 to resume from the checkpoint before it$"):
         trainer_state(checkpoint)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 12, "train_batch_size": 8}')
     assert trainer_state(checkpoint)["global_step"] == 12
@@ -173,6 +179,24 @@ def test_a_checkpoint_file_cut_short_is_named_before_any_work(tmp_path, name):
         with pytest.raises(OptionError, match=rf"^--resume: .*checkpoint-12/{name} is not whole \(.+\); remove "
                                               r".*checkpoint-12 to resume from the checkpoint before it$"):
             check_checkpoint_files(checkpoint)
+
+
+def test_a_checkpoint_of_several_processes_or_of_fp16_needs_the_states_of_each(tmp_path):
+    checkpoint = tmp_path / "checkpoint-12"
+    checkpoint.mkdir()
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (checkpoint / name).touch()
+    check_resumed_states(checkpoint, world_size=1, scaler=False)
+    with pytest.raises(OptionError, match=r"checkpoint-12 has no rng_state_0.pth \(the random generators' states\), "
+                                          r"rng_state_1.pth \(the random generators' states\): the run would go on"):
+        check_resumed_states(checkpoint, world_size=2, scaler=False)
+    with pytest.raises(OptionError, match=r"checkpoint-12 has no scaler.pt \(the fp16 loss scale\): the run would go on"):
+        check_resumed_states(checkpoint, world_size=1, scaler=True)
+    (checkpoint / "model.safetensors").rename(tmp_path / "model.safetensors")
+    with pytest.raises(OptionError, match=r"checkpoint-12 has no model.safetensors \(the weights\): the run would go on"):
+        check_resumed_states(checkpoint, world_size=1, scaler=False)
+    (checkpoint / "model.safetensors.index.json").touch()  # weights saved in shards
+    check_resumed_states(checkpoint, world_size=1, scaler=False)
 
 
 def test_a_checkpoint_without_a_record_beside_ones_with_it_was_cut_short_and_is_refused(tiny_models, tiny_dataset, tmp_path,

@@ -189,6 +189,35 @@ def test_resume_with_loader_workers_matches_uninterrupted_run(tiny_models, tiny_
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_checkpoint_without_a_state_or_its_best_checkpoint_is_refused_naming_it(tiny_models, tiny_dataset, tmp_path):
+    """The Trainer brings back the optimizer, schedule and random states only from the files it finds, and the best
+    checkpoint only if it is there; it went on without a word where one was missing (removed for the space, or a copy
+    of the latest checkpoint alone), into another model than the run it continues."""
+    data = load_dataset("jsonl", tiny_dataset)
+    # A learning rate too small to change a prediction: the dev scores tie, and the first checkpoint stays the best.
+    opts = tiny_options(tiny_models, tmp_path, epochs=3, learning_rate=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts, data, callbacks=[Interrupt(saves=2)])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert json.loads((checkpoints / "checkpoint-12" / "trainer_state.json").read_text())["best_global_step"] == 6
+    for name, holds in (("optimizer.pt", "AdamW's moments"), ("scheduler.pt", "the learning-rate schedule's place"),
+                        ("rng_state.pth", "the random generators' states")):
+        (checkpoints / "checkpoint-12" / name).rename(tmp_path / name)
+        with pytest.raises(OptionError, match=rf"^--resume: .*checkpoint-12 has no {re.escape(name)} \({holds}\): the run would go "
+                                              r"on from other states than it left; remove that folder to resume from the "
+                                              r"checkpoint before it$"):
+            train(opts, data, resume=True)
+        (tmp_path / name).rename(checkpoints / "checkpoint-12" / name)
+    shutil.move(checkpoints / "checkpoint-6", tmp_path)
+    with pytest.raises(OptionError, match=r"^--resume: the best checkpoint of the run so far, checkpoint-6 \(dev f1 [\d.]+\), is "
+                                          r"not in .*checkpoints: without it the run would keep another model than its best; "
+                                          r"put that folder back beside checkpoint-12 to resume$"):
+        train(opts, data, resume=True)
+    shutil.move(tmp_path / "checkpoint-6", checkpoints)
+    resumed = train(opts, data, resume=True)
+    assert resumed["train"]["steps_this_run"] == 6 and resumed["best_checkpoint"] == str(checkpoints / "checkpoint-6")
+
+
 def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny_models, tiny_dataset, tmp_path, capsys,
                                                                              monkeypatch):
     monkeypatch.chdir(tiny_dataset)

@@ -175,15 +175,57 @@ def trainer_state(checkpoint: Path) -> dict:
     """The checkpoint's trainer_state.json, whose ``global_step`` is read as a whole number."""
     if not checkpoint.is_dir():
         raise OptionError(f"--resume: {checkpoint} is not a checkpoint folder")
+    file = checkpoint / "trainer_state.json"
     try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        state = json.loads(file.read_text())
         state["global_step"] = int(state["global_step"])
         return state
     except FileNotFoundError:
         raise OptionError(f"--resume: {checkpoint} has no trainer_state.json: its saving was cut short; remove that "
                           "folder to resume from the checkpoint before it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        # The Trainer writes this file in place, last: a kill while it wrote it leaves it cut short.
+        raise OptionError(f"--resume: {file} is not whole ({first_line(err)}); remove {checkpoint} to resume from the "
+                          "checkpoint before it") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise OptionError(f"--resume: cannot read the step of {checkpoint} ({first_line(err)})") from None
+        raise OptionError(f"--resume: cannot read the step of {checkpoint} in {file.name} ({first_line(err)})") from None
+
+
+def check_best_checkpoint(checkpoint: Path, state: dict, checkpoints: Path, metric: str) -> None:
+    """The run's best checkpoint so far (``state``: the trainer_state.json of ``checkpoint``) is still there, in
+    ``checkpoints`` (the run's folder of them, see :class:`FindBestCheckpoint`) or where it was saved. Without it (a
+    copy of the latest checkpoint alone, or one removed for the space), the Trainer forgets it, and the resumed run
+    keeps its last model unless a later one scores higher: not the model of the run it continues."""
+    if not (best := state.get("best_global_step")):
+        return
+    name = f"{PREFIX_CHECKPOINT_DIR}-{best}"
+    saved_at = state.get("best_model_checkpoint")
+    if (checkpoints / name).is_dir() or (isinstance(saved_at, str) and Path(saved_at).is_dir()):
+        return
+    score = state.get("best_metric")
+    raise OptionError(f"--resume: the best checkpoint of the run so far, {name}"
+                      f"{f' (dev {metric} {score:.4g})' if isinstance(score, (int, float)) else ''}, is not in "
+                      f"{checkpoints}: without it the run would keep another model than its best; put that folder "
+                      f"back beside {checkpoint.name} to resume")
+
+
+def check_resumed_states(checkpoint: Path, world_size: int, scaler: bool) -> None:
+    """The checkpoint holds every state the Trainer brings back. It brings back each only from a file it finds, and
+    goes on without a word from a fresh one where a file is missing (removed for the space, left out of a copy):
+    without optimizer.pt or scheduler.pt both start anew, AdamW's moments and the warm-up with them, and without the
+    random states dropout draws other numbers. ``world_size``: the run's processes, each with random states of its
+    own; ``scaler``: whether the run scales fp16 losses. Not for FSDP or DeepSpeed, which save states their own way."""
+    needed = {"optimizer.pt": "AdamW's moments", "scheduler.pt": "the learning-rate schedule's place"}
+    rng = ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{process}.pth" for process in range(world_size)]
+    needed |= dict.fromkeys(rng, "the random generators' states")
+    if scaler:
+        needed["scaler.pt"] = "the fp16 loss scale"
+    missing = [f"{name} ({what})" for name, what in needed.items() if not (checkpoint / name).is_file()]
+    if not any((checkpoint / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        missing.insert(0, "model.safetensors (the weights)")
+    if missing:
+        raise OptionError(f"--resume: {checkpoint} has no {', '.join(missing)}: the run would go on from other states "
+                          "than it left; remove that folder to resume from the checkpoint before it")
 
 
 def check_checkpoint_files(checkpoint: Path) -> None:

@@ -29,7 +29,8 @@ from clfa.modeling import CLFAModel, new_config
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
-from clfa.resume import FindBestCheckpoint, RecordRun, check_checkpoint_files, check_resume, check_resumed_run, check_resumed_steps, run_record, trainer_state
+from clfa.resume import (FindBestCheckpoint, RecordRun, check_best_checkpoint, check_checkpoint_files, check_resume, check_resumed_run,
+                         check_resumed_states, check_resumed_steps, run_record, trainer_state)
 from clfa.run_checks import check_folders, check_models, check_task, check_text_student, experiment_trackers, uses_teacher
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 from clfa.trainer import (OVERLAP_NEEDS_CUDA_GRAPH, CLFATrainer, PrinterToStderr, ProgressToStderr, check_cuda_graph_support,
@@ -220,6 +221,7 @@ def train(
         resumed_state = trainer_state(resumed_from)
         check_checkpoint_files(resumed_from)
         resumed_record = check_resumed_run(resumed_from, record)
+        check_best_checkpoint(resumed_from, resumed_state, checkpoints, opts.metric)
     check_models(opts)
     check_precision(opts)
     parse_attention_backends(opts.attention_backends)
@@ -276,6 +278,8 @@ def train(
     record["drops_last_batch"] = trainer.drop_last_train
     if resume:
         check_resumed_steps(resumed_from, resumed_state, resumed_record, args, record)
+        if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+            check_resumed_states(resumed_from, args.world_size, trainer.accelerator.scaler is not None)
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
