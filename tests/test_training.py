@@ -388,14 +388,14 @@ def test_a_run_whose_loss_goes_nan_after_a_good_dev_checkpoint_keeps_that_checkp
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 
 
-def test_torchrun_two_processes_split_the_batches_log_every_process_and_score_each_sample_once(tiny_models, tmp_path):
-    """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch. The
-    logged loss is the Trainer's mean over the processes, and so must be the CE and alignment parts beside it, so that
-    loss = CE + alignment holds in the logs as in one process. Dev and test sizes that the processes cannot split
-    evenly are scored sample for sample: no padding duplicates, none lost."""
+@pytest.fixture(scope="module")
+def torchrun_run(tiny_models, tmp_path_factory):
+    """``torchrun -m clfa.cli train`` on a CPU-only machine: two gloo processes, each a half of every global batch, with
+    dev and test sizes that the processes cannot split evenly. Returns the finished command and its output folder."""
     import subprocess
     import sys
 
+    tmp_path = tmp_path_factory.mktemp("torchrun")
     data = write_dataset(tmp_path / "data", {"train": 48, "dev": 13, "test": 15})
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clfa.cli", "train",
@@ -406,6 +406,14 @@ def test_torchrun_two_processes_split_the_batches_log_every_process_and_score_ea
                "--progress", "false"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run, out
+
+
+def test_torchrun_two_processes_split_the_batches_log_every_process_and_score_each_sample_once(torchrun_run):
+    """The logged loss is the Trainer's mean over the processes, and so must be the CE and alignment parts beside it,
+    so that loss = CE + alignment holds in the logs as in one process. Dev and test sizes that the processes cannot
+    split evenly are scored sample for sample: no padding duplicates, none lost."""
+    run, out = torchrun_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 2 * 48 // (8 * 2)  # a global batch of 16: half the single-process steps
     assert run.stdout.count("best dev checkpoint") == 1  # one summary, from the first process
@@ -416,6 +424,15 @@ def test_torchrun_two_processes_split_the_batches_log_every_process_and_score_ea
         assert entry["loss"] == pytest.approx(entry["ce_loss"] + entry["alignment_loss"], abs=2e-3), entry
     assert (metrics["dev"]["num_samples"], metrics["test"]["num_samples"]) == (13, 15)
     assert sum(map(sum, metrics["test"]["confusion_matrix"]["matrix"])) == 15
+
+
+def test_each_process_of_a_torchrun_run_draws_its_own_dropout(torchrun_run):
+    """Processes seeded alike drop the same units of their rows: two processes would train like one batch of copied
+    dropout masks. The random state each process saved with a checkpoint is what its dropout drew from."""
+    _, out = torchrun_run
+    for checkpoint in sorted((out / "checkpoints").glob("checkpoint-*")):
+        states = [torch.load(checkpoint / f"rng_state_{rank}.pth", weights_only=False) for rank in (0, 1)]
+        assert not torch.equal(states[0]["cpu"], states[1]["cpu"]), checkpoint.name
 
 
 @pytest.mark.parametrize("fusion", ["cross_attention", "concat", "co_attention", "text_only", "image_only"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import AutocastKwargs, DistributedType, DynamoBackend, TorchDynamoPlugin
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import is_sagemaker_mp_enabled
 
@@ -47,6 +47,11 @@ class CLFATrainer(Trainer):
                  attention_backends: str | None = None, **kwargs):
         parse_attention_backends(attention_backends)  # a wrong name is an error now, not at the first attention call
         super().__init__(*args, **kwargs)
+        if self.args.world_size > 1 and self.args.data_seed is not None:
+            # The Trainer seeds every process alike: each would drop the same units of its share of the batch.
+            # Shuffling follows data_seed alone (without one, the global seed, which must then stay alike), and DDP
+            # starts every process from the first one's weights: a seed per process changes only what the steps draw.
+            set_seed((self.args.seed + self.args.process_index) % 2**32)
         # Whether the accelerator compiles the model, --compile or not (see compiler()).
         self._compiled = self.accelerator.state.dynamo_plugin.backend != DynamoBackend.NO
         self.attention_backends = attention_backends
