@@ -18,7 +18,7 @@ from clfa.data.records import DataError
 from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
-from clfa.training import build_model, train, training_arguments, unused_parameters
+from clfa.training import build_model, one_gpu_per_process, train, training_arguments, unused_parameters
 from conftest import Interrupt, tiny_options, write_dataset
 
 
@@ -62,6 +62,17 @@ def test_the_dev_metric_asked_for_picks_the_checkpoint_kept(tmp_path, metric):
     assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == (metric, True, True)
     args = training_arguments(TrainOptions(output_dir=str(tmp_path), metric=metric, report_to="none"), has_dev=False)
     assert (args.metric_for_best_model, args.load_best_model_at_end) == (None, False)  # no dev split: the last model
+
+
+def test_one_process_that_sees_several_gpus_trains_on_one_and_says_how_to_use_all(tmp_path, caplog):
+    """The Trainer would wrap the model in DataParallel: an alignment loss per GPU slice, and one loss part per GPU."""
+    args = training_arguments(TrainOptions(output_dir=str(tmp_path), batch_size=8, report_to="none"), has_dev=False)
+    assert args.n_gpu == 0 and not caplog.records  # this machine: nothing to change
+    args._n_gpu = 2  # what TrainingArguments finds on a machine with two GPUs and no launcher
+    with caplog.at_level("WARNING", logger="clfa"):
+        assert one_gpu_per_process(args) is args
+    assert (args.n_gpu, args.train_batch_size) == (1, 8)  # not 16: one batch of 8, on one GPU
+    assert "2 GPUs are visible" in caplog.text and "torchrun --nproc_per_node 2" in caplog.text
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_dataset, tmp_path):

@@ -6,6 +6,7 @@ before it starts is in :mod:`clfa.run_checks`."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -35,6 +36,8 @@ from clfa.run_checks import check_folders, check_models, check_task, check_text_
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 from clfa.trainer import (OVERLAP_NEEDS_CUDA_GRAPH, CLFATrainer, PrinterToStderr, ProgressToStderr, check_cuda_graph_support,
                           check_fuse_linears_support)
+
+logger = logging.getLogger(__name__)
 
 
 def unused_parameters(model: CLFAModel) -> list[str]:
@@ -113,7 +116,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
     precision = resolve_precision(opts.precision)
     strategy = ("steps" if opts.eval_steps else "epoch") if has_dev else "no"
     pin_memory = torch.cuda.is_available()
-    return TrainingArguments(
+    return one_gpu_per_process(TrainingArguments(
         output_dir=str(Path(opts.output_dir) / "checkpoints"),
         per_device_train_batch_size=opts.batch_size,
         per_device_eval_batch_size=opts.eval_batch_size,
@@ -156,7 +159,20 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not opts.progress,
-    )
+    ))
+
+
+def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
+    """``args`` for one GPU where a single process sees several. The Trainer would wrap the model in DataParallel,
+    whose copies each take the alignment loss over their own slice of the batch (its negatives are the batch's other
+    pairs) and hand back one loss part per GPU; a launcher gives each GPU a process of its own, and a loss over the
+    whole batch (gathered across processes)."""
+    if (gpus := args.n_gpu) > 1:
+        logger.warning("%d GPUs are visible to this one process: it trains on the first alone; to train on all, start "
+                       "one process per GPU: torchrun --nproc_per_node %d -m clfa.cli train ... (or accelerate launch)",
+                       gpus, gpus)
+        args._n_gpu = 1  # as the Trainer itself does for a model that places its layers on several GPUs
+    return args
 
 
 def build_trainer(
