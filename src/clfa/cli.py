@@ -130,7 +130,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    """Whether evaluate or predict draws its bars (see progress_bars); when not, the libraries' go too."""
+    """Whether evaluate, predict or demo draws its bars (see progress_bars); when not, the libraries' go too."""
     from clfa.options import progress_bars
 
     if not (progress := progress_bars(args.progress)):
@@ -298,7 +298,7 @@ def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.run import run_demo
 
     _make_folder(Path(args.out), f"--output-dir {args.out}")
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=_progress(args))
     return 0
 
 
@@ -346,7 +346,7 @@ def _versions() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from clfa.data.commands import add_data_parser
-    from clfa.options import add_option_arguments
+    from clfa.options import add_option_arguments, parse_bool
 
     parser = argparse.ArgumentParser(prog="clfa", description="CLIP-guided contrastive cross-modal feature alignment for image+text classification.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--out", dest="out", metavar="DIR", default="clfa-demo", help="output folder (default: clfa-demo)")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated world, the teacher, the students and every training run (default 0)")
+    p.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show progress bars (default: when stderr is a "
+                   "terminal; without them, a line per teacher epoch, per evaluation and per model trained)")
     p.set_defaults(func=_demo)
 
     add_data_parser(sub)

@@ -5,12 +5,18 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
+import sys
 
 import pytest
+import transformers
 
 from clfa.cli import main
-from clfa.demo.run import DemoSize, check_out_folder
+from clfa.demo.run import VARIANTS, DemoSize, check_out_folder
+
+# For what a demo shows or writes rather than how well it learns: a few seconds on one CPU.
+TINY = DemoSize(n_train=48, n_dev=24, n_test=24, image_size=16, teacher_epochs=1, epochs=1, hidden=16, layers=1)
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +162,41 @@ def test_the_demo_runs_again_in_its_own_folder(demo, tmp_path, monkeypatch):
     earlier = {path.relative_to(again) for path in again.glob("**/checkpoints/checkpoint-*")}
     assert len({path.parent for path in earlier}) == 4  # of each model, which the second demo must clear, not resume
     # The folder and its checkpoints are what is under test, not the size of the runs: the second demo is made small.
-    monkeypatch.setattr("clfa.demo.run.QUICK", DemoSize(n_train=48, n_dev=24, n_test=24, image_size=16, teacher_epochs=1,
-                                                        epochs=1, hidden=16, layers=1))
+    monkeypatch.setattr("clfa.demo.run.QUICK", TINY)
     assert main(["demo", "--quick", "--out", str(again)]) == 0
     assert len(list((again / "model" / "checkpoints").glob("checkpoint-*"))) >= 1
     assert not earlier & {path.relative_to(again) for path in again.glob("**/checkpoints/checkpoint-*")}
+
+
+REDRAWS = ("\r", "\x1b")  # a bar's redraw, and the cursor moves of bars drawn one above another
+# Without bars, TINY's run shows the teacher's epoch, and each model's evaluation (48 pairs: 3 steps of 16) and result.
+LINES = [r"^teacher \(CLIP\): epoch 1/1, loss [\d.]+ \(\d+ s\)$",
+         *(rf"^{re.escape(name)}: epoch 1/1, step 3/3: dev accuracy [\d.]+ \(\d+ s\)$" for name in VARIANTS),
+         *(rf"^{re.escape(name)}: 3 steps in [\d.]+ s; dev accuracy [\d.]+, test accuracy [\d.]+$" for name in VARIANTS)]
+
+
+def shown_lines(err: str) -> list[str]:
+    return [line for line in LINES if re.search(line, err, re.MULTILINE)]
+
+
+def test_a_demo_whose_stderr_is_a_file_shows_its_progress_as_lines_without_bars(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("clfa.demo.run.QUICK", TINY)
+    monkeypatch.setattr(transformers.utils.logging, "_tqdm_active", True)  # as a new process starts
+    # Under -v the weights' loading bars would show as well.
+    assert main(["-v", "demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    out, err = capsys.readouterr()
+    assert not any(redraw in out + err for redraw in REDRAWS), err[-3000:]
+    assert shown_lines(err) == LINES, err[-3000:]
+
+
+def test_a_demo_on_a_terminal_draws_bars_unless_told_not_to(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("clfa.demo.run.QUICK", TINY)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "bars")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" in err and "teacher (CLIP):" in err and all(f"{name:<17}:" in err for name in VARIANTS)
+    assert shown_lines(err) == []  # the bars say it already
+    assert main(["demo", "--quick", "--out", str(tmp_path / "lines"), "--progress", "false"]) == 0
+    err = capsys.readouterr().err
+    assert not any(redraw in err for redraw in REDRAWS), err[-3000:]
+    assert shown_lines(err) == LINES, err[-3000:]

@@ -4,7 +4,8 @@ It generates the sarcasm world of :mod:`clfa.demo.world`, trains a small CLIP te
 captions, then trains small random-initialised BERT and ViT students four ways (CLFA; BERT+ViT without
 alignment; text only; image only) through the same ``clfa.training.train`` a real run uses, and prints
 one comparison table. It writes the CLFA model (ready for ``clfa evaluate`` / ``clfa predict``), all
-metrics, and the alignment heat map of the paper's Figure 4.
+metrics, and the alignment heat map of the paper's Figure 4. Its progress goes to stderr: as bars, or, where bars
+are off (a log file), as one line per teacher epoch, per evaluation and per model trained.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,25 +60,42 @@ VARIANTS: dict[str, dict] = {
 RUN_DIRS = {"CLFA": "model", "BERT+ViT": "runs/bert-vit", "BERT (text only)": "runs/text-only", "ViT (image only)": "runs/image-only"}
 
 
-class RunProgress(TrainerCallback):
-    """One progress bar per trained model, with its latest dev accuracy."""
+def say(line: str) -> None:
+    """A line of progress on stderr, beside where the bars would be, written at once: stdout holds the results."""
+    print(line, file=sys.stderr, flush=True)
 
-    def __init__(self, name: str):
-        self.name = name
+
+class RunProgress(TrainerCallback):
+    """A trained model's progress: a bar with its latest dev accuracy, or, without bars, a line per evaluation."""
+
+    def __init__(self, name: str, bars: bool = True):
+        self.name, self.bars = name, bars
         self.bar = None
+        self.began = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, desc=f"{self.name:<17}", unit="step", leave=True)
+        self.began = time.perf_counter()
+        if self.bars:
+            self.bar = tqdm(total=state.max_steps, desc=f"{self.name:<17}", unit="step", leave=True)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(state.global_step - self.bar.n)
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and self.bar is not None:
-            self.bar.set_postfix(dev_acc=f"{metrics.get('eval_accuracy', float('nan')):.3f}")
+        if not metrics:
+            return
+        accuracy = metrics.get("eval_accuracy", float("nan"))
+        if self.bar is not None:
+            self.bar.set_postfix(dev_acc=f"{accuracy:.3f}")
+        if not self.bars:
+            say(f"{self.name}: epoch {state.epoch:.0f}/{args.num_train_epochs:.0f}, "
+                f"step {state.global_step}/{state.max_steps}: dev accuracy {accuracy:.3f} "
+                f"({time.perf_counter() - self.began:.0f} s)")
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _students(root: Path, tokenizer, size: DemoSize, seed: int) -> tuple[Path, Path]:
@@ -127,7 +146,8 @@ def _older_demo(out: Path) -> bool:
         return False
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict:
+def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """``progress``: draw bars (as a notebook does, whose stderr is no terminal); else show the progress as lines."""
     size = QUICK if quick else FULL
     out = Path(out)
     check_out_folder(out)
@@ -136,10 +156,10 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict:
     # Kernels of models this small are too short to share between threads: one thread is faster, and much
     # faster on a machine whose other cores are busy.
     with torch_threads(1):
-        return _run(out, size, seed)
+        return _run(out, size, seed, progress)
 
 
-def _run(out: Path, size: DemoSize, seed: int) -> dict:
+def _run(out: Path, size: DemoSize, seed: int, progress: bool) -> dict:
     console = Console()
     start = time.perf_counter()
 
@@ -148,7 +168,8 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
     data = load_dataset("jsonl", out / "data")
     console.print(f"generated {', '.join(f'{len(v)} {k}' for k, v in data.splits.items())} image+text pairs in {out / 'data'}")
     tokenizer = build_tokenizer(out / "models" / "tokenizer")
-    teacher = train_teacher(data["train"], out / "models" / "teacher", tokenizer, image_size=size.image_size, epochs=size.teacher_epochs, seed=seed)
+    teacher = train_teacher(data["train"], out / "models" / "teacher", tokenizer, image_size=size.image_size,
+                            epochs=size.teacher_epochs, seed=seed, progress=progress, report=None if progress else say)
     text_student, image_student = _students(out / "models", tokenizer, size, seed)
 
     console.rule("2/3  students")
@@ -183,8 +204,13 @@ def _run(out: Path, size: DemoSize, seed: int) -> dict:
         run_dir = out / RUN_DIRS[name]
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the demo's own, from an earlier demo: made anew
         tic = time.perf_counter()
-        results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data, callbacks=[RunProgress(name)], quiet=True)
+        results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data,
+                              callbacks=[RunProgress(name, bars=progress)], quiet=True)
         results[name]["seconds"] = round(time.perf_counter() - tic, 1)
+        if not progress:
+            m = results[name]
+            say(f"{name}: {m['train']['steps']} steps in {m['seconds']:.1f} s; dev accuracy {m['dev']['accuracy']:.3f}, "
+                f"test accuracy {m['test']['accuracy']:.3f}")
         model_dirs[name] = run_dir
 
     console.rule("3/3  results")

@@ -15,6 +15,8 @@ causal text tower pools the one position that has seen the whole text.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,12 +125,14 @@ def train_teacher(
     seed: int = 0,
     progress: bool = True,
     threads: int | None = 1,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Train a tiny CLIP on (image, caption) pairs of ``train_records`` and save it into ``out_dir``.
 
     Uses the standard symmetric CLIP loss (``return_loss=True``), AdamW, a linear warmup/decay and
     :func:`add_filler` on the captions. Runs under a forked RNG, so the caller's random state is left as it was,
-    and on ``threads`` intra-op threads (see :func:`torch_threads`).
+    and on ``threads`` intra-op threads (see :func:`torch_threads`). ``report``, if given, receives one line per
+    epoch (its mean loss and the time so far): the progress of a run whose bar is hidden.
     """
     missing = [r.id for r in train_records if not r.caption]
     if missing:
@@ -152,8 +156,10 @@ def train_teacher(
             optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
         )
         bar = tqdm(total=total, desc="teacher (CLIP)", disable=not progress, unit="step")
-        for _ in range(epochs):
+        began = time.perf_counter()
+        for epoch in range(epochs):
             order = torch.randperm(len(train_records))
+            losses = []
             for start in range(0, len(order), batch_size):
                 index = order[start : start + batch_size]
                 if len(index) < 2:  # a contrastive batch needs negatives
@@ -170,8 +176,12 @@ def train_teacher(
                 out.loss.backward()
                 optimizer.step()
                 schedule.step()
+                losses.append(out.loss.item())
                 bar.update()
-                bar.set_postfix(loss=f"{out.loss.item():.3f}")
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if report is not None and losses:
+                report(f"teacher (CLIP): epoch {epoch + 1}/{epochs}, loss {sum(losses) / len(losses):.3f} "
+                       f"({time.perf_counter() - began:.0f} s)")
         bar.close()
 
     model.eval()
