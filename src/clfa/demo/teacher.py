@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from clfa.data.processing import load_image_processor
@@ -64,9 +64,9 @@ def teacher_config(
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
 
 
-def image_processor(image_size: int = 32) -> CLIPImageProcessor:
+def image_processor(image_size: int = 32) -> CLIPImageProcessorPil:
     """CLIP's preprocessing at the demo's resolution: resize (a no-op on demo images), CLIP mean/std."""
-    return CLIPImageProcessor(
+    return CLIPImageProcessorPil(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         do_center_crop=True,
