@@ -112,3 +112,38 @@ def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(capsys):
     err = capsys.readouterr().err
     assert "--batch-size: must be at least 1, got 0" in err and "--workers: must be at least 1, got -1" in err
     assert "--batch-size: expected a whole number, got 'many'" in err
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"metric": "auc"}, "--metric must be one of accuracy, precision, recall, f1, macro_precision, macro_recall, macro_f1, "
+                        "weighted_f1, got 'auc'"),
+    ({"compile_mode": "fast"}, "--compile-mode must be one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, got 'fast'"),
+    ({"precision": "fp64"}, "--precision must be one of auto, fp32, bf16, fp16, got 'fp64'"),
+    ({"alignment_pooling": "max"}, "--alignment-pooling must be one of mean, cls, got 'max'"),
+    ({"batch_size": "8"}, "--batch-size must be a whole number, got '8'"),
+    ({"fusion_layers": 2.5}, "--fusion-layers must be a whole number, got 2.5"),
+    ({"epochs": "3"}, "--epochs must be a number, got '3'"),
+    ({"learning_rate": True}, "--learning-rate must be a number, got True"),
+    ({"compile": 1}, "--compile must be true or false, got 1"),
+    ({"report_to": ["none"]}, "--report-to must be text, got ['none'] (several values are one comma-separated text)"),
+])
+def test_options_made_in_python_are_checked_as_the_command_line_checks_them(given, message):
+    with pytest.raises(OptionError) as err:
+        TrainOptions(**given)
+    assert str(err.value) == message
+
+
+def test_options_made_in_python_hold_plain_values_that_json_writes(tmp_path):
+    import json
+
+    import numpy as np
+
+    opts = TrainOptions(output_dir=tmp_path / "run", batch_size=np.int64(4), learning_rate=np.float32(0.5), fusion_layers=2.0, epochs=3)
+    assert json.loads(json.dumps(opts.to_dict()))["output_dir"] == str(tmp_path / "run")  # as metrics.json is written
+    assert type(opts.batch_size) is int and type(opts.fusion_layers) is int and opts.fusion_layers == 2
+    assert type(opts.learning_rate) is float and opts.epochs == 3.0 and opts.eval_steps is None
+
+
+def test_the_cache_folder_follows_clfa_cache_as_it_is_when_the_options_are_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLFA_CACHE", str(tmp_path / "cache"))  # after clfa.options was imported, as in a notebook
+    assert TrainOptions().cache_dir == str(tmp_path / "cache")

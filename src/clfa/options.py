@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import math
+import numbers
 import os
 import sys
 from collections.abc import Hashable
@@ -89,7 +90,10 @@ def progress_bars(given: bool | None = None) -> bool:
         return False
 
 
-def _opt(default, help: str, **kw):
+def _opt(default, help: str, factory=None, **kw):
+    """An option's field; ``factory`` makes its default when an options object is made, not when this module loads."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -166,7 +170,8 @@ class TrainOptions:
     )
     num_workers: int = _opt(2, "data loader workers")
     image_cache: bool = _opt(True, "decode and resize each image once into an on-disk uint8 cache")
-    cache_dir: str = _opt(default_cache_dir(), "where the teacher-embedding and image caches live (env CLFA_CACHE)")
+    # Read when the options are made: a notebook sets CLFA_CACHE after importing clfa as often as before.
+    cache_dir: str = _opt(None, "where the teacher-embedding and image caches live (env CLFA_CACHE)", factory=default_cache_dir)
     eval_steps: int | None = _opt(None, "evaluate every N steps (default: every epoch)")
     logging_steps: int = _opt(50, "log losses every N steps")
     report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
@@ -176,6 +181,7 @@ class TrainOptions:
     progress: bool = _opt(True, "show progress bars (default: when stderr is a terminal)")
 
     def __post_init__(self):
+        self._check_kinds()
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -195,6 +201,23 @@ class TrainOptions:
 
         if self.fusion not in FUSIONS:
             raise OptionError(f"--fusion {self.fusion}: unknown; choose from {', '.join(FUSIONS)}")
+
+    def _check_kinds(self) -> None:
+        """Each option of its declared kind and among its choices, as the command line and an options file make them.
+        From Python a wrong one would otherwise pass until far into the run (an unknown metric at the first evaluation,
+        a compile mode when torch compiles, a numpy int when metrics.json is written) or fail in a bare TypeError."""
+        for f in fields(self):
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if value is None and "None" in str(f.type):
+                continue
+            kind = _kind(f)
+            if (plain := _plain(value, kind)) is None:
+                listed = isinstance(value, (list, tuple)) and kind is str
+                several = " (several values are one comma-separated text)" if listed else ""
+                raise OptionError(f"{flag} must be {_KIND_NAMES[kind]}, got {value!r}{several}")
+            if (choices := f.metadata.get("choices")) and plain not in choices:
+                raise OptionError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+            setattr(self, f.name, plain)
 
     @classmethod
     def from_file(cls, path: str | Path) -> dict:
@@ -228,12 +251,30 @@ class TrainOptions:
         return {name: _from_file_value(by_name[name], value, path) for name, value in data.items()}
 
     def to_dict(self) -> dict:
+        """The options by name, as metrics.json records them."""
         return asdict(self)
 
 
 def _kind(f) -> type:
     """The converter of an option's text: its declared type (``int``, ``float``, ``bool``, ``str``, or ``X | None``)."""
     return {"bool": parse_bool, "int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+
+
+def _plain(value, kind):
+    """``value`` as the plain Python value an option of ``kind`` holds, or None if it is not one: numpy numbers become
+    int or float and paths text, as the options are written to JSON (metrics.json, each checkpoint's record)."""
+    if kind is parse_bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):  # an int to Python, but no count or rate
+        return None
+    if kind is int:
+        whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+        return int(value) if whole else None
+    if kind is float:
+        return float(value) if isinstance(value, numbers.Real) else None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return value if isinstance(value, str) else None
 
 
 def _from_file_value(f, value, path: Path):
@@ -292,7 +333,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     for f in fields(TrainOptions):
         if f.name in skip:
             continue
-        default = f.default if f.default is not MISSING else None
+        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
         kind = _kind(f)
         group.add_argument(
             "--" + f.name.replace("_", "-"),
