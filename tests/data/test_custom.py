@@ -522,3 +522,24 @@ def test_signed_numeric_labels_are_not_taken_for_one_label_spelled_two_ways(fold
     (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(DataError, match="differ only in case"):
         load_dataset("jsonl", folder)
+
+
+def test_settings_given_from_python_in_another_shape_or_name_are_named_not_misread(folder):
+    from clfa.errors import OptionError
+
+    (folder / "train.jsonl").write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD | {"id": "2", "label": "neg"}) + "\n")
+    # One string of labels: "label in labels" would take any part of it ("po") for a label.
+    (folder / "part.jsonl").write_text(json.dumps(GOOD | {"label": "po"}) + "\n")
+    with pytest.raises(OptionError, match=r"^labels='neg,pos': a list of label names, not one string$"):
+        read_custom(folder / "part.jsonl", labels="neg,pos")
+    with pytest.raises(OptionError, match=r"^labels='neg,pos': a list of names, not one string$"):
+        load_dataset("jsonl", folder, labels="neg,pos")
+    with pytest.raises(OptionError, match=r"^splits='train': a list of names, not one string$"):
+        load_dataset("jsonl", folder, splits="train")
+    with pytest.raises(OptionError, match=r"^splits: 'valid' is no split; choose from train, dev, test$"):
+        load_dataset("jsonl", folder, splits=["valid"])
+    # The files are train=, dev=, test=: a train_file is no setting, not "--train-file does not apply".
+    with pytest.raises(OptionError, match=r"^unknown data option\(s\) train_file; the settings are .*: train_file \(a split's "
+                                          r"file is train=\)$"):
+        load_dataset("jsonl", folder, train_file=str(folder / "train.jsonl"))
+    assert load_dataset("jsonl", None, train=str(folder / "train.jsonl"), splits=["train"]).sizes() == "records: train 2"

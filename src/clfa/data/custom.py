@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
 from clfa.data.records import DataError, Record, SkipReport, location, not_utf8, raise_or_skip, url_instead_of_file
+from clfa.errors import OptionError
 
 _WHOLE_FLOAT = re.compile(r"-?\d+\.0+")
 
@@ -316,6 +317,8 @@ def read_custom(
     ``skip``: collect bad records there instead of raising on the first one.
     ``check_images``: False reads no image; True checks each cheaply (:func:`check_image_file`); "decode" decodes each.
     """
+    if isinstance(labels, str):  # "label in labels" would then match any part of it
+        raise OptionError(f"labels={labels!r}: a list of label names, not one string")
     path = Path(path)
     if not path.is_file():
         raise DataError("a folder, not a file of records" if path.is_dir() else "file not found", file=path)

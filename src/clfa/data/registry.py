@@ -39,10 +39,16 @@ _NOT_FOR = {
     "normalize_text": "only MMSD and MMSD2.0 texts hold placeholders",
 }
 _FLAGS = {"train": "--train-file", "dev": "--dev-file", "test": "--test-file"}
+_FILE_OPTIONS = {f"{split}_file": split for split in ("train", "dev", "test")}
 
 
 @dataclass
 class DatasetSplits:
+    """A task's records by split (``"train"``, ``"dev"``, ``"test"``), as :func:`load_dataset` reads them; records made
+    in Python go in one directly: ``DatasetSplits("mine", {"train": records, ...}, labels=[...])``. ``labels``: the
+    class names in the model's order; ``positive_label``: the class whose P/R/F1 a binary task reports. ``data[split]``
+    is a split's list of :class:`Record`; the other fields say what reading skipped or removed, and where from."""
+
     name: str
     splits: dict[str, list[Record]]
     labels: list[str]
@@ -140,6 +146,13 @@ def check_options(name: str, options: dict) -> None:
     _ensure_public_readers()
     if name not in DATASETS:
         raise OptionError(f"unknown dataset '{name}'; choose from {', '.join(sorted(DATASETS))}")
+    # From Python a misspelt setting (train_file for train) is no flag to blame: named as what it is, whatever its value.
+    known = _COMMON_OPTIONS.union(*READER_OPTIONS.values())
+    if unknown := sorted(key for key in options if key not in known):
+        hints = [f"{key} (a split's file is {_FILE_OPTIONS[key]}=)" for key in unknown if key in _FILE_OPTIONS]
+        settings = sorted(known - _INTERNAL_OPTIONS | {"splits"})
+        raise OptionError(f"unknown data option(s) {', '.join(unknown)}; the settings are {', '.join(settings)}"
+                          + (f": {'; '.join(hints)}" if hints else ""))
     unused = [key for key, value in options.items() if value not in (None, False) and not uses_option(name, key)]
     if unused:
         why = {key: _NOT_FOR.get("train" if key in ("dev", "test") else key, "") for key in unused}
@@ -273,8 +286,20 @@ def labels_read_from_data(data: DatasetSplits) -> bool:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid: bool = False, **options) -> DatasetSplits:
-    """Read the named dataset. ``skip_invalid`` counts bad records in ``.skipped`` instead of raising."""
+    """Read the named dataset (``jsonl``, ``csv``, ``mmsd``, ``mmsd2``, ``mvsa-single``, ``mvsa-multiple``) from
+    ``data_dir``, its folder, into a :class:`DatasetSplits`.
+
+    ``skip_invalid`` counts bad records in ``.skipped`` instead of raising a :class:`DataError`. ``options`` are the
+    data flags of ``clfa train``, named without ``--`` and with underscores, except that the custom formats' files are
+    ``train``, ``dev`` and ``test`` (paths, for ``--train-file`` ...); ``labels`` is a list of names and ``splits`` a list
+    of the splits to read (default: all). A setting the dataset does not read is an :class:`OptionError`.
+    """
     check_options(name, options)
+    for key in ("labels", "splits"):  # a string would be read as its characters, or matched as a substring
+        if isinstance(options.get(key), str):
+            raise OptionError(f"{key}={options[key]!r}: a list of names, not one string")
+    if unknown := [split for split in options.get("splits") or () if split not in SPLITS]:
+        raise OptionError(f"splits: {', '.join(map(repr, unknown))} is no split; choose from {', '.join(SPLITS)}")
     if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
         raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
     data_dir = Path(data_dir) if data_dir is not None else None
