@@ -48,3 +48,20 @@ def test_the_per_class_report_has_the_macro_figures_of_the_headline():
     m = classification_metrics([1, 1], [1, 1], ["not_sarcastic", "sarcastic"], positive_label="sarcastic")
     assert m["per_class"]["macro avg"]["f1-score"] == m["macro_f1"] == 1.0
     assert m["per_class"]["not_sarcastic"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}
+
+
+def test_what_is_not_a_class_index_of_the_labels_is_named_not_scored():
+    from clfa.data.records import DataError
+    from clfa.errors import OptionError
+
+    names = ["neg", "pos"]
+    # An index past the labels: scikit-learn leaves it out of the weighted F1, which would read 1.0 here.
+    with pytest.raises(DataError, match=r"^labels: one class index \(0 to 1, a position in label_names\) per sample, got \[0, 2\]"):
+        classification_metrics([0, 2], [0, 1], names)
+    with pytest.raises(DataError, match=r"^predictions: one class index .* got \['neg', 'pos'\]"):
+        classification_metrics([0, 1], ["neg", "pos"], names)
+    with pytest.raises(DataError, match=r"^2 labels and 1 predictions: one of each per sample$"):
+        classification_metrics([0, 1], [0], names)
+    with pytest.raises(OptionError, match=r"^positive label 'sarcastic' is not one of the labels \('neg', 'pos'\)$"):
+        classification_metrics([0, 1], [0, 1], names, positive_label="sarcastic")
+    assert classification_metrics([0.0, 1.0], [1, 1], names, positive_label="pos")["precision"] == 0.5  # whole floats are indices
