@@ -92,6 +92,15 @@ def test_a_task_that_cannot_be_learned_or_scored_is_refused_before_the_models_lo
     check_task(TrainOptions(), DatasetSplits("jsonl", {"train": records("a", "b")}, labels=["a", "b", "c", "d"]))
     assert "no train record has the label(s) 'c', 'd': the model cannot learn to predict them" in caplog.text
     check_task(TrainOptions(metric="recall"), DatasetSplits("jsonl", {"train": records("a", "b", "c")}, labels=["a", "b", "c"]))  # no dev: unused
+    # Splits made by hand may hold a label their list lacks, which would otherwise stop the run at a KeyError once the
+    # models have loaded; and splits that are not a DatasetSplits are named as such.
+    stray = DatasetSplits("mine", {"train": records("a", "b"), "dev": records("a", "c")}, labels=["a", "b"])
+    with pytest.raises(DataError, match=r"^record '1' of the dev split has the label 'c', which is not one of the task's labels "
+                                        r"\('a', 'b'\)$"):
+        check_task(TrainOptions(), stray)
+    with pytest.raises(TypeError, match=r"^data: a DatasetSplits \(from load_dataset, or DatasetSplits\(name, splits, labels\)\), "
+                                        r"not dict$"):
+        train(TrainOptions(), stray.splits)
     (tmp_path / "file").write_text("")
     for option in ("output_dir", "cache_dir"):
         with pytest.raises(OptionError, match=f"--{option.replace('_', '-')} {tmp_path / 'file'}: a file, not a folder"):

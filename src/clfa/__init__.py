@@ -1,4 +1,9 @@
-"""clfa: CLIP-guided contrastive cross-modal feature alignment for image+text classification."""
+"""clfa: CLIP-guided contrastive cross-modal feature alignment for image+text classification.
+
+The model is :class:`CLFAModel`, configured by :class:`CLFAConfig` (both here). A run: ``clfa.training.train`` with
+``clfa.options.TrainOptions``, on data read by ``clfa.data.registry.load_dataset``. New pairs:
+``clfa.predict.Predictor``. Scores: ``clfa.metrics.classification_metrics``.
+"""
 
 import importlib
 from typing import TYPE_CHECKING

@@ -87,6 +87,7 @@ class CLFAConfig(PreTrainedConfig):
 
     @property
     def uses_alignment(self) -> bool:
+        """Whether training adds the alignment loss (``alignment`` is ``clfa`` and its weight above 0)."""
         return self.alignment != "none" and self.alignment_weight > 0
 
     @property
@@ -99,6 +100,7 @@ class CLFAConfig(PreTrainedConfig):
 
     @property
     def labels(self) -> list[str]:
+        """The class names, in class-index order (the order of the logits and of the predicted probabilities)."""
         return [self.id2label[i] for i in range(self.num_labels)]
 
 

@@ -181,6 +181,8 @@ class CLFAModel(CLFAPreTrainedModel):
     ) -> "CLFAModel":
         """A new classifier on pretrained students: each given as a hub name, a local dir or a loaded model.
 
+        ``labels``: the class names, in class-index order. ``config_kwargs``: other :class:`CLFAConfig` settings
+        (``fusion``, ``fusion_layers``, ``alignment_weight``, ...); the rest are the paper's.
         ``align_dim`` must equal the teacher's projection dim (see :func:`clfa.teacher.teacher_projection_dim`). A
         given image model becomes part of the classifier as it is, its patch embedding turned into a
         :class:`clfa.patch_projection.PatchProjection` (same parameters, same values).
@@ -212,6 +214,11 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_text_embeds: torch.Tensor | None = None,
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
+        """``input_ids`` / ``attention_mask`` (B, L): the tokenizer's, padded to ``config.max_text_length``;
+        ``pixel_values`` (B, C, H, W): the image processor's (normalised floats); ``labels`` (B,): class indices, for
+        the CE loss; ``teacher_text_embeds`` / ``teacher_image_embeds`` (B, ``align_dim``): the frozen teacher's
+        embeddings of the same pairs (:func:`clfa.teacher.teacher_embeddings`), for the alignment loss. Without labels
+        the loss is None; without the teacher's embeddings it is the CE loss alone."""
         cfg = self.config
         text_states, image_states = self.encode(input_ids, attention_mask, pixel_values)
         text = None if text_states is None else self.text_mapping(text_states)

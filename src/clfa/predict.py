@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -173,9 +173,10 @@ class _RewrittenTexts(Sequence):
 class Predictor:
     """A trained model with its tokenizer and image processor; no teacher is needed.
 
-    ``precision`` is that of training's ``--precision``: ``auto`` computes in bf16 autocast on GPUs with bf16
-    arithmetic, as training evaluated the model it kept, and in fp32 elsewhere. ``attention_backends`` is training's
-    ``--attention-backends``: the attention kernels allowed, first supported first (default: PyTorch's choice).
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (default: the GPU if there is one, else the CPU). ``precision`` is
+    that of training's ``--precision``: ``auto`` computes in bf16 autocast on GPUs with bf16 arithmetic, as training
+    evaluated the model it kept, and in fp32 elsewhere. ``attention_backends`` is training's ``--attention-backends``:
+    the attention kernels allowed, first supported first (default: PyTorch's choice).
     """
 
     def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None,
@@ -256,8 +257,9 @@ class Predictor:
         return normalize_tweet(text) if self.model.config.normalize_text else text  # None: not known, taken as given
 
     def predict(self, text: str | None, image: str | Path | Image.Image | np.ndarray | None = None) -> dict:
-        """Label and class probabilities of one pair; ``image`` is a path, a PIL image or an (H, W[, C]) uint8 array.
-        A single-modality baseline that reads one of them (``config.modalities``) may be given None for the other."""
+        """``{"label": name, "probabilities": {name: p, ...}}`` of one pair; ``image`` is a path, a PIL image or an
+        (H, W[, C]) uint8 array. A single-modality baseline that reads one of them (``config.modalities``) may be given
+        None for the other. An empty text, or an image file that cannot be read, is a :class:`DataError`."""
         reads = self.model.config.modalities
         for name, kind, value in (("text", "a string", text), ("image", "a path, a PIL image or a numpy array", image)):
             if value is None and name in reads:
@@ -284,11 +286,12 @@ class Predictor:
     def _result(self, probs: torch.Tensor) -> dict:
         return {"label": self.labels[int(probs.argmax())], "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, probs)}}
 
-    def batches(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+    def batches(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
                 images=None) -> Iterator[dict[str, np.ndarray]]:
         """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
         other, in the records' order: what has been computed is usable, and freed, before the rest is. A
-        single-modality baseline has the features of its one modality (``config.modalities``)."""
+        single-modality baseline has the features of its one modality (``config.modalities``). The arguments as
+        :meth:`run`."""
         yield from self._batches(self._checked(records, images), batch_size, num_workers, progress, images)
 
     def _checked(self, records, images) -> list[Record] | tuple[Record, ...]:
@@ -310,10 +313,14 @@ class Predictor:
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             yield {key: value.numpy() for key, value in self._forward(batch).items()}
 
-    def run(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+    def run(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
             images=None) -> dict[str, np.ndarray]:
-        """Probabilities (N, C) and pooled aligned text / image features (N, D) for many records; ``images``:
-        their preprocessed uint8 images, if at hand (as from the image cache)."""
+        """Probabilities (N, C), in ``labels`` order, and pooled aligned text / image features (N, D) for many records
+        (each a :class:`Record` whose ``image`` is a file's path; its ``label`` is not read).
+
+        ``batch_size``: records per forward pass; ``num_workers``: processes that read and decode images while the
+        model runs (0: in this one); ``progress``: show a progress bar; ``images``: the records' preprocessed uint8
+        images, if at hand (as from the image cache)."""
         parts: dict[str, list[np.ndarray]] = {}
         for outputs in self.batches(records, batch_size, num_workers, progress, images):
             for key, value in outputs.items():
@@ -324,7 +331,7 @@ class Predictor:
             return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
         return {key: np.concatenate(values) for key, values in parts.items()}
 
-    def iter_predictions(self, records: list[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+    def iter_predictions(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
                          images=None) -> Iterator[dict]:
         """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; the arguments as
         :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
@@ -334,6 +341,6 @@ class Predictor:
                 yield {"id": records[done].id, **self._result(torch.from_numpy(probs))}
                 done += 1
 
-    def predict_records(self, records: list[Record], **kwargs) -> list[dict]:
+    def predict_records(self, records: Iterable[Record], **kwargs) -> list[dict]:
         """:meth:`iter_predictions` as a list."""
         return list(self.iter_predictions(records, **kwargs))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from clfa.configuration import CLFAConfig
 from clfa.data.registry import DatasetSplits, labels_read_from_data
-from clfa.data.records import DataError
+from clfa.data.records import DataError, record_error
 from clfa.errors import OptionError, first_line
 from clfa.hub import lookup_problem
 from clfa.modeling import first_token_reads_the_text
@@ -53,6 +53,12 @@ def check_folders(opts: TrainOptions) -> None:
 
 def check_task(opts: TrainOptions, data: DatasetSplits) -> None:
     """A task the run cannot learn or score is refused before the models load, not found out at the first evaluation."""
+    # The readers refuse a label outside the task's; a DatasetSplits made by hand may hold one, which would otherwise
+    # stop the run at a KeyError once the models have loaded and the caches are filled.
+    for split, records in data.splits.items():
+        if stray := next((record for record in records if record.label is not None and record.label not in data.labels), None):
+            raise record_error(stray, f"record '{stray.id}' of the {split} split has the label {stray.label!r}, which is not "
+                                      f"one of the task's labels ({', '.join(map(repr, data.labels))})")
     counts = Counter(record.label for record in data["train"])
     seen = sorted(counts)
     if len(seen) < 2:

@@ -213,11 +213,19 @@ def train(
 ) -> dict:
     """Train on ``data['train']``, keep the best dev checkpoint, evaluate it on dev and test.
 
+    ``data``: the splits, as :func:`clfa.data.registry.load_dataset` reads them or as
+    ``DatasetSplits(name, {"train": records, ...}, labels)`` holds records made in Python; every record needs a label.
+    ``resume``: True continues the run in ``opts.output_dir`` from its latest checkpoint; a checkpoint's path, from
+    that one.
+    ``callbacks``: transformers ``TrainerCallback`` objects, added to the Trainer's own.
     ``quiet``: the Trainer prints neither progress bars nor log lines; the given ``callbacks`` report instead.
 
     Writes the model (with tokenizer and image processor, ready for ``clfa predict``) and ``metrics.json``
-    to ``opts.output_dir``, and returns the metrics.
+    to ``opts.output_dir``, and returns the metrics that file holds.
     """
+    if not isinstance(data, DatasetSplits):  # a dict of splits would fail deep in the run, at a missing attribute
+        raise TypeError(f"data: a DatasetSplits (from load_dataset, or DatasetSplits(name, splits, labels)), not "
+                        f"{type(data).__name__}")
     for split, records in data.splits.items():
         require_labels(records, f"training ({split} split)")
     set_seed(opts.seed)
