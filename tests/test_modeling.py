@@ -294,3 +294,51 @@ def test_the_text_length_is_what_the_encoders_positions_allow(caplog):
     assert "max_text_length 513 exceeds what the text encoder can take; using 512" in caplog.text
     assert new_config(roberta, ViTConfig(), LABELS, max_text_length=512).max_text_length == 512
     assert new_config(T5Config(), ViTConfig(), LABELS, max_text_length=1000).max_text_length == 1000
+
+
+def test_another_models_folder_is_refused_not_loaded_with_random_weights(tiny_models, tmp_path):
+    """CLFAModel.from_pretrained of a BERT folder built a CLFA model of random weights, with a warning only; a BERT
+    config.json beside CLFA weights failed after a long load report."""
+    import shutil
+
+    from clfa.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"bert: a 'bert' model, not a CLFA model \(its config.json says model_type 'bert'\)"):
+        CLFAModel.from_pretrained(tiny_models["text"])
+    make_model(tiny_models).save_pretrained(tmp_path)
+    shutil.copy(f"{tiny_models['text']}/config.json", tmp_path / "config.json")
+    with pytest.raises(OptionError, match="a 'bert' model, not a CLFA model"):
+        CLFAModel.from_pretrained(tmp_path)
+
+
+def test_weights_cut_short_are_named_with_their_file(tiny_models, tmp_path):
+    make_model(tiny_models).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(OSError, match=rf"^{weights}: cut short: {len(whole) // 2:,} bytes of the {len(whole):,} its header "
+                                      r"describes \(a copy or download that stopped half-way\)$"):
+        CLFAModel.from_pretrained(tmp_path)
+    weights.write_bytes(b"PK\x03\x04 a zip, not safetensors")
+    with pytest.raises(OSError, match=rf"^{weights}: not a whole safetensors file: cut short, or another kind of file \("):
+        CLFAModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("offline, resolves, problem", [
+    (True, True, r"not in the hub cache \(HF_HUB_OFFLINE is set\)"),
+    (False, False, r"the hub \(huggingface.co\) cannot be reached from here to look it up"),
+])
+def test_a_hub_name_that_cannot_be_fetched_is_named_at_once(tmp_path, monkeypatch, offline, resolves, problem):
+    """Where the hub cannot be reached, from_pretrained retried for half a minute, then named neither model nor file."""
+    import time
+
+    import clfa.hub
+
+    monkeypatch.setattr(clfa.hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(clfa.hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(clfa.hub.constants, "ENDPOINT", "https://huggingface.co")
+    monkeypatch.setattr(clfa.hub, "_hub_resolves", lambda: resolves)
+    start = time.monotonic()
+    with pytest.raises(OSError, match=rf"^someone/clfa-mmsd: no such folder, and {problem}$"):
+        CLFAModel.from_pretrained("someone/clfa-mmsd")
+    assert time.monotonic() - start < 5

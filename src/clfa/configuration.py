@@ -85,6 +85,16 @@ class CLFAConfig(PreTrainedConfig):
             raise OptionError(f"--fusion-heads {self.fusion_heads} must divide the aligned feature size, {self.align_dim} "
                               "(the teacher's projection size, or --align-dim without alignment)")
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # transformers only warns when another model's config.json is read as this one, and the model then loads with
+        # random weights (a BERT folder) or fails in a long load report (a BERT config beside CLFA weights).
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if (kind := config_dict.get("model_type", cls.model_type)) != cls.model_type:
+            raise OptionError(f"{pretrained_model_name_or_path}: a '{kind}' model, not a CLFA model (its config.json says "
+                              f"model_type '{kind}')")
+        return config_dict, kwargs
+
     @property
     def uses_alignment(self) -> bool:
         """Whether training adds the alignment loss (``alignment`` is ``clfa`` and its weight above 0)."""

@@ -4,6 +4,7 @@ the temporary files of writers that were killed, found and removed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -11,6 +12,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from clfa.errors import first_line
 
 ABANDONED_AFTER_S = 3600  # a temporary file no writer has touched for an hour is a killed writer's
 
@@ -79,3 +82,27 @@ def remove_abandoned(folder: Path, pattern: str) -> None:
                 tmp.unlink()
         except OSError:  # already gone, or not ours to delete
             continue
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file, or None. A copy or download that stopped half-way leaves one whose
+    header describes more bytes than follow; safetensors calls that "incomplete metadata", which says neither."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt"):  # reads the header and checks that the data it describes is all there
+            return None
+    except (OSError, SafetensorError) as err:
+        problem = first_line(err)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length)) if 8 + length <= size else None
+        end = 8 + length + max((entry["data_offsets"][1] for entry in header.values()
+                                if isinstance(entry, dict) and "data_offsets" in entry), default=0)
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        end = None
+    if end is not None and size < end:
+        return f"cut short: {size:,} bytes of the {end:,} its header describes (a copy or download that stopped half-way)"
+    return f"not a whole safetensors file: cut short, or another kind of file ({problem})"

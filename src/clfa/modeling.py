@@ -16,8 +16,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPI
 from transformers.utils import ModelOutput
 
 from clfa.configuration import CLFAConfig
-from clfa.files import shared_as_umask_allows
+from clfa.files import safetensors_problem, shared_as_umask_allows
 from clfa.fusion import build_fusion
+from clfa.hub import lookup_problem
 from clfa.losses import contrastive_alignment_loss, pool_tokens
 from clfa.patch_projection import use_patch_projections
 
@@ -199,6 +200,21 @@ class CLFAModel(CLFAPreTrainedModel):
         """A new classifier of ``config`` (see :func:`new_config`) on the pretrained students its
         ``text_model_name`` and ``image_model_name`` name."""
         return cls(config, text_model=_encoder(config.text_model_name), image_model=_encoder(config.image_model_name))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' ``from_pretrained``, with two failures told at once and named: a name that is neither a folder
+        nor a model the hub can give (the hub client retries for half a minute where the hub cannot be reached), and
+        a weights file cut short (safetensors reports it as an error in a header, without the file's name)."""
+        name = str(pretrained_model_name_or_path)
+        if pretrained_model_name_or_path is not None and not kwargs.get("cache_dir") and (problem := lookup_problem(name)):
+            raise OSError(f"{name}: {problem}")
+        if pretrained_model_name_or_path is not None and Path(name).is_dir():
+            folder = Path(name) / kwargs.get("subfolder", "")
+            for file in sorted(folder.glob("*.safetensors")):
+                if problem := safetensors_problem(file):
+                    raise OSError(f"{file}: {problem}")
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)
