@@ -16,12 +16,12 @@ def cosine_matrix(text_features: np.ndarray, image_features: np.ndarray) -> np.n
 
 def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_labels: list[str] | None = None) -> Path:
     """One heat map per model (name -> cosine matrix), side by side; the matched pairs lie on the diagonal."""
-    import matplotlib
+    # A Figure of its own, drawn by Agg when saved: no display is needed, and the caller's pyplot (its backend, a
+    # notebook's inline one, and its open figures) is left as it was.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, matrix) in zip(axes[0], panels.items()):
         image = ax.imshow(matrix, cmap="viridis", vmin=-1, vmax=1)
         ax.set_title(name, fontsize=10)
@@ -30,10 +30,9 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
         if tick_labels is not None:
             ax.set_xticks(range(len(tick_labels)), tick_labels, rotation=90, fontsize=6)
             ax.set_yticks(range(len(tick_labels)), tick_labels, fontsize=6)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.suptitle("cosine similarity of aligned text and image features")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
