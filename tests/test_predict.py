@@ -328,8 +328,8 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 0
     shipped = {path.name for path in (tmp_path / "ship").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
-            "metrics.json"} <= shipped
-    assert all(name.endswith((".json", ".safetensors", ".txt")) for name in shipped), shipped
+            "metrics.json", "README.md"} <= shipped
+    assert all(name.endswith((".json", ".safetensors", ".txt", ".md")) for name in shipped), shipped
     # Readable as the config beside them is (safetensors alone would write them for their owner only).
     assert all((tmp_path / "ship" / name).stat().st_mode & 0o777 == (run / "config.json").stat().st_mode & 0o777
                for name in shipped)
@@ -345,7 +345,7 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert not (tmp_path / "none").exists()
     (tmp_path / "empty").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "empty")
-    monkeypatch.setattr(shutil, "copy", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr("clfa.export.write_extras", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     for given, kept in (("empty", "empty"), ("link", "link"), ("new/deeper/ship", "")):
         with pytest.raises(OSError, match="No space left"):
             main(["export", "--model", str(run), "--output-dir", str(tmp_path / given)])
@@ -467,8 +467,8 @@ def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_mod
     save_model(tiny_models, run)
     (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
     ship = tmp_path / "ship"
-    killed = ("import os, shutil, signal, sys\n"
-              "shutil.copy = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+    killed = ("import os, signal, clfa.export\n"
+              "clfa.export.write_extras = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
               "from clfa.cli import main\n"
               f"main(['export', '--model', {str(run)!r}, '--output-dir', {str(ship)!r}])\n")
     assert subprocess.run([sys.executable, "-c", killed]).returncode == -signal.SIGKILL

@@ -233,7 +233,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from clfa.predict import Predictor
+    from clfa.export import make_config_shareable, read_metrics, write_extras
+    from clfa.predict import Predictor, unfinished_hint, unfinished_run
 
     out = Path(args.output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -243,6 +244,14 @@ def _export(args: argparse.Namespace) -> int:
     # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
     # is made, so that a model that does not load leaves nothing behind.
     predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
+    source = Path(args.model).expanduser()
+    # A run stopped between writing its model and its metrics.json (or during an extending --resume, which removes
+    # them first) holds a model whose scores are nowhere: shipped, it would pass for one that has none.
+    if source.is_dir() and (last := unfinished_run(source)):
+        raise OptionError(f"{args.model}: a run that has not finished (no metrics.json beside its model){unfinished_hint(last)}")
+    metrics = read_metrics(source) if source.is_dir() else None
+    # Where the students and teacher came from, without the trainer's folders (hub names stay as they are).
+    make_config_shareable(predictor.model.config)
     made = [folder for folder in (out, *out.parents) if not folder.exists()]  # the new folders, outermost last
     _make_folder(out, f"--output-dir {out}")
     # Written beside it and given its name once whole and loaded: an export killed half-way (SIGKILL, power loss) leaves
@@ -257,8 +266,8 @@ def _export(args: argparse.Namespace) -> int:
         remove_abandoned(final.parent, f".{final.name}.partial-*")  # a killed export's
     try:
         predictor.save_pretrained(staging)
-        if (metrics := Path(args.model) / "metrics.json").is_file():  # what the model scored, and on which data
-            shutil.copy(metrics, staging / "metrics.json")
+        # What the model scored, on which data, and how to use it.
+        write_extras(staging, metrics, predictor.model.config, final.name, sum(p.numel() for p in predictor.model.parameters()))
         Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
         for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
             on_disk(file)
@@ -380,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="copy what prediction needs (config, safetensors weights, tokenizer, image "
-                       "processor) to a new folder: no checkpoints, optimizer states or pickles")
+                       "processor), the run's metrics and a model card to a new folder: no checkpoints, optimizer states, "
+                       "pickles or paths of this machine")
     p.add_argument("--model", required=True, help="a trained model directory, or one of its checkpoints")
     p.add_argument("--output-dir", required=True, help="a new (or empty) folder")
     p.set_defaults(func=_export)

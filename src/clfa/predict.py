@@ -116,6 +116,21 @@ def _processing_folder(folder: Path) -> Path:
     return folder
 
 
+def unfinished_run(folder: Path) -> Path | None:
+    """The last checkpoint of the run in ``folder``, where that run has not written its model and metrics.json
+    (still training, stopped, or cut short while writing them); else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = folder / "checkpoints"
+    if (folder / "metrics.json").is_file() or not checkpoints.is_dir():
+        return None
+    return Path(last) if (last := get_last_checkpoint(str(checkpoints))) else None
+
+
+def unfinished_hint(last: Path) -> str:
+    return f"; give its last checkpoint, {last}, or finish the run (clfa train ... --resume)"
+
+
 def _weight_name(key) -> str:
     """A weight named in a loading report: mis-shaped ones come as (name, shape in the file, shape of the config)."""
     if isinstance(key, tuple):
@@ -207,6 +222,8 @@ class Predictor:
         missing = _missing_files(folder, processing) if local else []
         # The config is read before the other files are asked for, so that another model's folder is named as such.
         config = _clfa_config(str(path), local) if "config.json" not in missing else None
+        if missing and (last := unfinished_run(folder)):
+            raise OptionError(f"{path}: a run that has not finished (no {', '.join(missing)}){unfinished_hint(last)}")
         if missing:
             raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
         _settle_normalization(config, str(path), processing, local)

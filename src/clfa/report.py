@@ -7,7 +7,7 @@ from rich.table import Table
 
 from clfa.metrics import HEADLINE
 
-_TITLES = {
+TITLES = {
     "accuracy": "Acc",
     "precision": "P",
     "recall": "R",
@@ -25,7 +25,7 @@ def metrics_table(rows: dict[str, dict], title: str = "", first_column: str = "s
     table = Table(title=title or None)
     table.add_column(first_column)
     for key in keys:
-        table.add_column(_TITLES[key], justify="right")
+        table.add_column(TITLES[key], justify="right")
     for name, metrics in rows.items():
         table.add_row(name, *(f"{100 * metrics[k]:.2f}" if k in metrics else "-" for k in keys))
     return table

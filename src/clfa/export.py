@@ -1,0 +1,175 @@
+"""What ``clfa export`` writes beside the model files: the run's metrics.json and a model card (README.md), in a form
+that can leave the machine. A run records where its data, models and checkpoints were (absolute paths, so that its
+folder read later still says what it read); a shipped model keeps those as names from the data and run folders down,
+which say what was read without the directory layout above them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from huggingface_hub.utils import validate_repo_id
+
+from clfa import __version__
+from clfa.configuration import CLFAConfig
+from clfa.data.records import reason_kind
+from clfa.data.registry import PATH_OPTIONS
+from clfa.errors import OptionError, first_line
+from clfa.metrics import HEADLINE
+from clfa.report import TITLES
+
+# Options of a run that name a folder or model on the trainer's machine (hub names are left as they are).
+_PATH_SETTINGS = ("output_dir", "text_model", "image_model", "teacher", "cache_dir")
+_CONFIG_NAMES = ("text_model_name", "image_model_name", "teacher_model_name")
+
+
+def shareable_name(name: str | None, anchors: tuple[Path, ...] = ()) -> str | None:
+    """``name`` without the folders above it: an absolute path within one of ``anchors`` (the data folder, the run
+    folder) from that folder's own name down; another path (``/``, ``~``, ``..``) by its own name; a name that may
+    be the hub's (``org/model``) as it is."""
+    if not isinstance(name, str) or not name:
+        return name
+    path = Path(name)
+    if not path.is_absolute():
+        try:
+            validate_repo_id(name)
+            return name
+        except ValueError:
+            return path.name
+    for anchor in anchors:
+        if path.is_relative_to(anchor):
+            return (Path(anchor.name) / path.relative_to(anchor)).as_posix()
+    return path.name
+
+
+def shareable_metrics(metrics: dict) -> dict:
+    """A run's metrics.json with every path it records made a :func:`shareable_name`; what was skipped keeps its file,
+    line and kind of problem, whose message may quote a path."""
+    options = metrics.get("options") or {}
+    anchors = tuple(Path(folder) for folder in (metrics.get("data_dir"), options.get("output_dir")) if folder)
+
+    def name(value):
+        return shareable_name(value, anchors)
+
+    out = dict(metrics)
+    for key in ("data_dir", "best_checkpoint"):
+        if key in out:
+            out[key] = name(out[key])
+    if isinstance(out.get("files"), dict):
+        out["files"] = {split: name(file) for split, file in out["files"].items()}
+    if isinstance(out.get("data_options"), dict):
+        out["data_options"] = {key: name(value) if key in PATH_OPTIONS else value for key, value in out["data_options"].items()}
+    if isinstance(out.get("options"), dict):
+        out["options"] = {key: name(value) if key in _PATH_SETTINGS else value for key, value in options.items()}
+    if isinstance(out.get("skipped"), list):
+        out["skipped"] = [entry | {"file": name(entry.get("file")), "reason": reason_kind(str(entry.get("reason", "")))}
+                          if isinstance(entry, dict) else entry for entry in out["skipped"]]
+    return out
+
+
+def make_config_shareable(config: CLFAConfig) -> None:
+    """The students' and teacher's names in ``config`` as :func:`shareable_name` gives them: nothing reads them to
+    predict, and a local folder's path would tell the trainer's directory layout."""
+    for key in _CONFIG_NAMES:
+        setattr(config, key, shareable_name(getattr(config, key)))
+    for sub in (config.text_config, config.image_config):
+        sub.name_or_path = shareable_name(sub.name_or_path)
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def _metrics_section(metrics: dict | None, positive: str | None) -> list[str]:
+    splits = {split: metrics[split] for split in ("dev", "test") if isinstance(metrics, dict) and isinstance(metrics.get(split), dict)}
+    if not splits:
+        return ["No scores came with this model (a Trainer checkpoint, or a model saved without its run's metrics.json)."]
+    keys = [key for key in HEADLINE if any(key in scores for scores in splits.values())]
+    options = metrics.get("options") or {}
+    picked = (f"the checkpoint with the best dev {options['metric']}" if "dev" in splits and options.get("metric")
+              else "the model of the last step")
+    files = metrics.get("files") or {}
+    lines = [f"Trained on `{metrics.get('dataset', '?')}`"
+             + (f" ({', '.join(f'{split}: `{file}`' for split, file in files.items())})" if files else "")
+             + f"; this is {picked}. Scores in %:", "",
+             "| split | samples | " + " | ".join(TITLES[key] for key in keys) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in keys) + " |"]
+    lines += [f"| {split} | {scores.get('num_samples', '-')} | " + " | ".join(_percent(scores.get(key)) for key in keys) + " |"
+              for split, scores in splits.items()]
+    lines.append("")
+    if positive is not None:
+        lines.append(f"P, R and F1 are those of the positive class, `{positive}`.")
+    elif "f1" in keys:
+        lines.append("F1 is the weighted F1, as MVSA work reports it.")
+    lines.append("metrics.json holds the per-class report, the confusion matrices and the training options; its paths "
+                 "start at the data and run folders, without the folders above them.")
+    return lines
+
+
+def model_card(config: CLFAConfig, metrics: dict | None, name: str, parameters: int) -> str:
+    """README.md of an exported model: what it is, its labels, its scores and how to use it."""
+    positive = config.positive_label
+    teacher = f"aligned with the teacher `{config.teacher_model_name}`" if config.teacher_model_name else "aligned with its teacher"
+    alignment = (f"CLFA: both students {teacher} (contrastive, λ = {config.alignment_weight:g}, τ = {config.temperature:g}); "
+                 "the teacher is needed for training only, and is not part of this model"
+                 if config.uses_alignment else "none (the students are not aligned with a teacher)")
+    fusion = config.fusion + (f", {config.fusion_layers} layer{'s' * (config.fusion_layers != 1)}, {config.fusion_heads} heads"
+                              if config.fusion in ("cross_attention", "co_attention") else "")
+    reads = " and ".join(config.modalities)
+    rows = [("text student", f"`{config.text_model_name}` ({config.text_config.model_type})"),
+            ("image student", f"`{config.image_model_name}` ({config.image_config.model_type})"),
+            ("alignment", alignment),
+            ("fusion", fusion),
+            ("text", f"at most {config.max_text_length} tokens"
+                     + ("; MMSD's placeholders rewritten as words (`--normalize-text`), as in training" if config.normalize_text else "")),
+            ("parameters", f"{parameters:,}")]
+    labels = [f"| {i} | `{label}`{' (positive class)' if label == positive else ''} |" for i, label in enumerate(config.labels)]
+    text, image = ('"what a lovely day"', "photo.jpg")
+    flags = " ".join(flag for flag, kind in ((f"--text {text}", "text"), (f"--image {image}", "image")) if kind in config.modalities)
+    arguments = ", ".join(value if kind in config.modalities else "None" for value, kind in ((text, "text"), (f'"{image}"', "image")))
+    lines = [
+        "---", "tags:", "- clfa", "- image-text-classification", "- multimodal", "---", "",
+        f"# {name}", "",
+        f"An image+text classifier made with clfa {(metrics or {}).get('clfa_version', __version__)}: CLFA, contrastive cross-modal "
+        f"feature alignment (Zhang, Chang, Wu, *Multi-modal Semantic Understanding with Contrastive Cross-modal Feature "
+        f"Alignment*). It reads the {reads} of a pair and gives one of {len(config.labels)} labels, with the "
+        "probability of each.", "",
+        "## Model", "", "| | |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in rows), "",
+        "## Labels", "", "| id | label |", "| ---: | --- |", *labels, "",
+        "## Scores", "", *_metrics_section(metrics, positive), "",
+        "## Use", "",
+        "With clfa installed:", "",
+        "```bash",
+        f"clfa predict --model {shlex.quote(name)} {flags}",
+        f"clfa predict --model {shlex.quote(name)} --input pairs.jsonl --output predictions.jsonl   # JSON Lines: id, text, image",
+        "```", "",
+        "```python", "from clfa.predict import Predictor", "",
+        f"predictor = Predictor.from_pretrained({json.dumps(name)})",
+        f"predictor.predict({arguments})  # {{'label': ..., 'probabilities': {{...}}}}",
+        "```", "",
+        "The folder holds all that prediction needs: the config, the weights (safetensors), the tokenizer and the "
+        "image processor. The teacher is not needed, and nothing is fetched from the network.", "",
+    ]
+    return "\n".join(lines)
+
+
+def read_metrics(source: Path) -> dict | None:
+    """The metrics.json of the run in ``source`` made shareable, or None where it has none (a checkpoint)."""
+    file = source / "metrics.json"
+    if not file.is_file():
+        return None
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise OptionError(f"{file}: cannot be read ({first_line(err)})") from None
+    if not isinstance(metrics, dict):
+        raise OptionError(f"{file}: not the metrics of a run (a JSON {type(metrics).__name__}, not an object)")
+    return shareable_metrics(metrics)
+
+
+def write_extras(folder: Path, metrics: dict | None, config: CLFAConfig, name: str, parameters: int) -> None:
+    """``metrics`` (see :func:`read_metrics`) as metrics.json, and the model card as README.md, into ``folder``."""
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    (folder / "README.md").write_text(model_card(config, metrics, name, parameters), encoding="utf-8")

@@ -1,0 +1,110 @@
+"""clfa export: a folder that holds what prediction needs, says what the model is and how it scored, and can leave the
+trainer's machine; a run that has not finished is not shipped."""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clfa.cli import main
+from clfa.configuration import CLFAConfig
+from clfa.data.registry import load_dataset
+from clfa.errors import OptionError
+from clfa.export import model_card, shareable_metrics
+from clfa.predict import Predictor
+from clfa.training import train
+from conftest import tiny_options
+
+
+def test_an_exported_run_leaves_the_machine_with_its_card_and_no_local_paths(tiny_models, tiny_dataset, tmp_path):
+    """metrics.json and config.json were copied with the trainer's folders (data, students, teacher, cache, run), and
+    no README said what the model is, its labels, its scores or how to use it."""
+    students = tmp_path / "home" / "alice" / "models"
+    shutil.copytree(Path(tiny_models["text"]).parent, students)
+    models = {"text": str(students / "bert"), "image": str(students / "vit"), "teacher": str(students / "clip")}
+    run = tmp_path / "home" / "alice" / "runs" / "sarcasm"
+    train(tiny_options(models, tmp_path / "home" / "alice", epochs=1, output_dir=str(run)), load_dataset("jsonl", tiny_dataset))
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 0
+
+    moved = tmp_path / "elsewhere" / "sarcasm-model"  # another machine: no students, teacher, run or cache
+    shutil.copytree(tmp_path / "ship", moved)
+    shutil.rmtree(tmp_path / "home")
+    for file in moved.iterdir():
+        assert str(tmp_path) not in file.read_text(errors="replace"), file.name
+    metrics = json.loads((moved / "metrics.json").read_text())
+    assert metrics["data_dir"] == "data" and metrics["files"]["test"] == "data/test.jsonl"
+    assert metrics["best_checkpoint"].startswith("sarcasm/checkpoints/checkpoint-")
+    assert {key: metrics["options"][key] for key in ("output_dir", "text_model", "teacher")} == {
+        "output_dir": "sarcasm", "text_model": "bert", "teacher": "clip"}
+    config = json.loads((moved / "config.json").read_text())
+    assert (config["text_model_name"], config["image_model_name"], config["teacher_model_name"]) == ("bert", "vit", "clip")
+
+    card = (moved / "README.md").read_text()
+    assert card.startswith("---\ntags:\n- clfa\n") and "# ship\n" in card
+    assert "| 0 | `negative` |" in card and "| 1 | `positive` (positive class) |" in card
+    test = metrics["test"]
+    assert f"| test | 16 | {100 * test['accuracy']:.2f} | {100 * test['precision']:.2f} |" in card
+    assert "clfa predict --model ship --text " in card and 'Predictor.from_pretrained("ship")' in card
+
+    # Offline, from another folder, as another user would: the same predictions as the run made.
+    command = [sys.executable, "-m", "clfa.cli", "predict", "--model", str(moved), "--input", str(tiny_dataset / "test.jsonl"),
+               "--progress", "false"]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "CLFA_CACHE": str(tmp_path / "cache2"),
+                        "PYTHONPATH": os.pathsep.join(sys.path)}
+    shipped = subprocess.run(command, env=env, cwd=tmp_path / "elsewhere", capture_output=True, text=True, check=True)
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    probabilities = Predictor.from_pretrained(moved, device="cpu").run(records, progress=False)["probabilities"]
+    predictions = [json.loads(line) for line in shipped.stdout.splitlines()]
+    assert [p["id"] for p in predictions] == [r.id for r in records]
+    assert [p["label"] for p in predictions] == [["negative", "positive"][i] for i in probabilities.argmax(-1)]
+    assert test["accuracy"] == sum(p["label"] == r.label for p, r in zip(predictions, records)) / len(records)
+
+
+def test_what_was_skipped_keeps_its_file_and_line_not_the_paths_in_its_message():
+    metrics = {"data_dir": "/srv/alice/MMSD", "options": {"output_dir": "/srv/alice/runs/mmsd", "text_model": "bert-base-uncased"},
+               "data_options": {"image_dir": "/mnt/images", "mmsd_filter": "token"},
+               "skipped": [{"file": "/srv/alice/MMSD/text/train.txt", "line": 7,
+                            "reason": "missing image file /mnt/images/7.jpg"}]}
+    shared = shareable_metrics(metrics)
+    assert shared["options"] == {"output_dir": "mmsd", "text_model": "bert-base-uncased"}  # a hub name as it is
+    assert shared["data_options"] == {"image_dir": "images", "mmsd_filter": "token"}
+    assert shared["skipped"] == [{"file": "MMSD/text/train.txt", "line": 7, "reason": "missing image file"}]
+    assert metrics["skipped"][0]["reason"].endswith("7.jpg")  # the run's own record is left as it was
+
+
+def test_a_run_that_has_not_finished_is_not_exported(tiny_models, tmp_path, capsys):
+    """A run stopped after writing its model but before its metrics.json was shipped as a model without scores; one
+    still training was "not a trained model folder", though it is the folder clfa train wrote."""
+    from test_predict import save_model
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    checkpoint = run / "checkpoints" / "checkpoint-6"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(run / name, checkpoint / name)
+    capsys.readouterr()
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 2
+    assert capsys.readouterr().err == (f"clfa: error: {run}: a run that has not finished (no metrics.json beside its model); "
+                                       f"give its last checkpoint, {checkpoint}, or finish the run (clfa train ... --resume)\n")
+    assert not (tmp_path / "ship").exists()
+    assert main(["export", "--model", str(checkpoint), "--output-dir", str(tmp_path / "ship")]) == 0
+    assert "No scores came with this model" in (tmp_path / "ship" / "README.md").read_text()
+    for name in ("config.json", "model.safetensors"):  # still training: the tokenizer and image processor only
+        (run / name).unlink()
+    with pytest.raises(OptionError, match=r"run: a run that has not finished \(no config.json, model.safetensors\); give its "
+                                          r"last checkpoint, .*checkpoint-6, or finish the run"):
+        Predictor.from_pretrained(run, device="cpu")
+
+
+def test_the_cards_commands_run_as_written_for_a_folder_name_with_a_space():
+    card = model_card(CLFAConfig(), None, "my model", 10)
+    command = next(line for line in card.splitlines() if line.startswith("clfa predict --model") and "--text" in line)
+    assert shlex.split(command)[:4] == ["clfa", "predict", "--model", "my model"]
+    assert 'Predictor.from_pretrained("my model")' in card
+    assert "No scores came with this model" in card
