@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib.metadata import version
 
@@ -130,32 +131,80 @@ def test_an_unknown_option_is_named_with_its_commands_usage(capsys, argv, usage)
     assert f"clfa {argv[0]}{' ' + argv[1] if argv[0] == 'data' else ''}: error: unrecognized arguments: {' '.join(argv[-2:] if argv[-1] != '--bogus' else argv[-1:])}" in err
 
 
-def test_help_and_usage_errors_import_neither_torch_nor_transformers_nor_scikit_learn():
+SLOW_IMPORTS = ("torch", "transformers", "accelerate", "sklearn")
+
+
+def run_in_a_new_process(commands: list[list[str]]) -> tuple[list[int], str, list[str]]:
+    """Each command run through main() in one new Python process: their exit statuses, what they wrote on stderr, and
+    those of SLOW_IMPORTS imported by the end."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    # They would take seconds to load, for a command that only prints its help or names a mistyped option.
-    script = """
-import sys
+    script = f"""
+import json, sys
 from clfa.cli import main
-for argv in (["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["export", "--help"],
-             ["demo", "--help"], ["data", "stats", "--help"], ["data", "check", "--help"], ["train", "--bogus"], ["predict"],
-             ["predict", "--model", "m", "--attention-backends", "flash,fast"], ["evaluate", "--model", "m", "--split", "all"],
-             ["predict", "--model", "m", "--attention-backends", "flash,math", "--bogus"]):
+statuses = []
+for argv in {commands!r}:
     try:
-        main(argv)
+        statuses.append(main(argv))
     except SystemExit as exit_:
-        print(argv, exit_.code, file=sys.stderr)
-print(sorted(name for name in ("torch", "transformers", "accelerate", "sklearn") if name in sys.modules))
+        statuses.append(exit_.code)
+print(json.dumps([statuses, [name for name in {SLOW_IMPORTS!r} if name in sys.modules]]))
 """
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1] == "[]"
-    codes = [line.rsplit(" ", 1)[1] for line in run.stderr.splitlines() if line.startswith("[")]
-    assert codes == ["0"] * 9 + ["2"] * 5
+    statuses, imported = json.loads(run.stdout.splitlines()[-1])
+    return statuses, run.stderr, imported
+
+
+def test_help_and_usage_errors_import_neither_torch_nor_transformers_nor_scikit_learn():
+    # They would take seconds to load, for a command that only prints its help or names a mistyped option.
+    statuses, _, imported = run_in_a_new_process([
+        ["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["export", "--help"],
+        ["demo", "--help"], ["data", "stats", "--help"], ["data", "check", "--help"], ["train", "--bogus"], ["predict"],
+        ["predict", "--model", "m", "--attention-backends", "flash,fast"], ["evaluate", "--model", "m", "--split", "all"],
+        ["predict", "--model", "m", "--attention-backends", "flash,math", "--bogus"]])
+    assert imported == []
+    assert statuses == [0] * 9 + [2] * 5
+
+
+def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_scikit_learn(tmp_path):
+    # Options, data folders, output folders and --model are checked before the libraries that take seconds to load.
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept").write_text("")
+    (tmp_path / "full" / "metrics.json").write_text("{}")
+    missing, model, data = str(tmp_path / "missing"), str(tmp_path / "no-model"), ["--dataset", "jsonl", "--data-dir", str(tmp_path)]
+    errors = {
+        ("train", *data, "--batch-size", "0"): "--batch-size must be at least 1, got 0",
+        ("train", *data, "--fusion", "nope"): "--fusion nope: unknown; choose from cross_attention, concat, co_attention, text_only, image_only",
+        ("train", "--dataset", "jsonl", "--data-dir", missing, "--fusion", "concat"): f"{missing}: no such folder",
+        ("train", *data, "--config", str(tmp_path / "run.yaml")): f"{tmp_path / 'run.yaml'}: cannot read options",
+        ("predict", "--model", "m"): "give --text and --image, or --input pairs.jsonl",
+        ("predict", "--model", "m", "--text", " "): "--text is empty",
+        ("predict", "--model", model, "--text", "a day"): f"{model}: no such folder in {tmp_path}",
+        ("predict", "--model", str(tmp_path / "a-file"), "--input", "pairs.jsonl"): f"{tmp_path / 'a-file'}: a file, not a folder",
+        ("evaluate", "--model", "m", *data, "--train-file", "t.jsonl"): "--train-file would not be read",
+        ("evaluate", "--model", model, *data): f"{model}: no such folder in {tmp_path}",
+        ("evaluate", "--model", "m", *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
+        ("export", "--model", model, "--output-dir", str(tmp_path / "ship")): f"{model}: no such folder in {tmp_path}",
+        ("export", "--model", model, "--output-dir", str(tmp_path / "full")): f"--output-dir {tmp_path / 'full'}: not empty",
+        ("data", "check", "--dataset", "jsonl", "--data-dir", missing): f"{missing}: no such folder",
+        ("data", "stats", "--dataset", "jsonl", "--data-dir", missing): f"{missing}: no such folder",
+        ("demo", "--output-dir", str(tmp_path / "a-file")): f"--output-dir {tmp_path / 'a-file'}: a file stands where",
+        ("demo", "--output-dir", str(tmp_path / "full")): f"--output-dir {tmp_path / 'full'}: holds metrics.json, which the demo",
+    }
+    statuses, stderr, imported = run_in_a_new_process([list(command) for command in errors])
+    assert imported == []
+    assert statuses == [2] * len(errors)
+    lines = stderr.splitlines()
+    assert len(lines) == len(errors)
+    for line, error in zip(lines, errors.values()):
+        assert line.startswith(f"clfa: error: {error}")
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["a-file", "full", "kept", "metrics.json"]  # nothing written
 
 
 def test_demo_takes_its_folder_as_output_dir_as_train_and_export_do():

@@ -4,7 +4,7 @@ import pytest
 
 from clfa.errors import OptionError
 from clfa.metrics import HEADLINE
-from clfa.options import METRICS, TrainOptions, options_from_args
+from clfa.options import BUILT_IN_FUSIONS, METRICS, TrainOptions, options_from_args
 
 
 def from_text(tmp_path, text, name="run.yaml"):
@@ -95,6 +95,18 @@ def test_a_yaml_merge_may_override_what_it_merges(tmp_path):
 def test_the_metric_choices_are_the_reported_metrics():
     assert set(METRICS) == set(HEADLINE)
     assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # a step budget instead of epochs is fine
+
+
+def test_fusions_are_checked_against_the_registry_once_clfa_fusion_is_imported(monkeypatch):
+    # Before, against the built-in names alone (clfa.fusion imports torch): they must be those it registers.
+    from clfa import fusion
+
+    assert list(fusion.FUSIONS)[:len(BUILT_IN_FUSIONS)] == list(BUILT_IN_FUSIONS)
+    monkeypatch.setitem(fusion.FUSIONS, "gated", fusion.FUSIONS["concat"])  # as @register_fusion("gated") does
+    assert TrainOptions(fusion="gated").fusion == "gated"
+    with pytest.raises(OptionError, match="^--fusion nope: unknown; choose from cross_attention, concat, co_attention, "
+                                          "text_only, image_only, gated$"):
+        TrainOptions(fusion="nope")
 
 
 def test_an_empty_options_file_sets_nothing(tmp_path):

@@ -18,14 +18,9 @@ from clfa.files import on_disk, regular_file_or_none, remove_abandoned, write_wh
 
 
 def _train(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from clfa.options import options_from_args
-    from clfa.training import print_summary, train
 
     opts = options_from_args(args, args.config)
-    if not opts.progress:
-        _hide_library_bars()
     data = dataset_from_args(args)
     if args.skip_invalid:
         data.drop_unlabelled(list(data.splits), "training")
@@ -37,6 +32,11 @@ def _train(args: argparse.Namespace) -> int:
         notes.append("no test split: the model is not scored on held-out data after training")
     if notes and _first_process():
         print("\n".join(notes), file=sys.stderr)
+    _quiet_libraries(args.verbose, opts.progress)
+    from accelerate import PartialState
+
+    from clfa.training import print_summary, train
+
     metrics = train(opts, data, resume=args.resume)
     finite = metrics["train"]["weights_finite"]
     if not PartialState().is_main_process:
@@ -59,10 +59,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from clfa.metrics import classification_metrics
-    from clfa.predict import Predictor
-    from clfa.report import metrics_table, print_table
-
     # --labels and --positive-label are checked against the model's labels; the model's go to a custom file below.
     check_dataset_args(args, labels=None, positive_label=None)
     # Only the splits evaluated are read: a file named for another would be passed over without a word, and the
@@ -73,7 +69,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
     _make_parent(args.output)
+    _check_model(args.model)
     progress = _progress(args)
+    from clfa.metrics import classification_metrics
+    from clfa.predict import Predictor
+    from clfa.report import metrics_table, print_table
+
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
     if args.labels and args.labels.split(",") != list(config.labels):
@@ -133,16 +134,30 @@ def _progress(args: argparse.Namespace) -> bool:
     """Whether evaluate, predict or demo draws its bars (see progress_bars); when not, the libraries' go too."""
     from clfa.options import progress_bars
 
-    if not (progress := progress_bars(args.progress)):
-        _hide_library_bars()
+    progress = progress_bars(args.progress)
+    _quiet_libraries(args.verbose, progress)
     return progress
 
 
-def _hide_library_bars() -> None:
-    """No bars under -v either: transformers' weight loading and saving bars go too, not only clfa's own."""
+def _quiet_libraries(verbose: bool, progress: bool = True) -> None:
+    """transformers and huggingface_hub imported, and quieted without -v. Each command calls it once the checks that
+    need neither them nor torch have passed: importing them takes seconds, which a refused option should not wait for."""
+    import huggingface_hub
     import transformers
 
-    transformers.logging.disable_progress_bar()
+    if not verbose:
+        # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
+        transformers.logging.set_verbosity_error()
+        huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
+    if not verbose or not progress:  # no bars under -v either: transformers' go too, not only clfa's own
+        transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
+
+
+def _check_model(model: str) -> None:
+    """--model names a folder or a model the hub may give, found out before the seconds of importing torch."""
+    from clfa.hub import trained_model_location
+
+    trained_model_location(model)
 
 
 def _make_parent(output: str | None) -> None:
@@ -180,7 +195,6 @@ def _make_folder(folder: Path, option: str) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from clfa.data.custom import check_image_file, read_custom
     from clfa.data.records import SkipReport, url_instead_of_file
-    from clfa.predict import Predictor
     from clfa.prediction_files import PredictionsCut, write_predictions
 
     one = args.text is not None or args.image is not None
@@ -195,7 +209,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     _make_parent(args.output)
+    _check_model(args.model)
     progress = _progress(args)
+    from clfa.predict import Predictor
+
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     if one:
         # A single-modality baseline reads one of the two, and is given that one alone.
@@ -233,14 +250,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from clfa.export import make_config_shareable, read_metrics, write_extras
-    from clfa.predict import Predictor, unfinished_hint, unfinished_run
-
     out = Path(args.output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(f"--output-dir {out}: {'a file' if not out.is_dir() else 'not empty'}; give a new folder")
     if Path(args.model).exists() and out.resolve() == Path(args.model).resolve():
         raise OptionError(f"--output-dir {out} is the --model folder")
+    _check_model(args.model)
+    _quiet_libraries(args.verbose)
+    from clfa.export import make_config_shareable, read_metrics, write_extras
+    from clfa.predict import Predictor, unfinished_hint, unfinished_run
+
     # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
     # is made, so that a model that does not load leaves nothing behind.
     predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
@@ -304,10 +323,14 @@ def _undo_export(out: Path, made: Path | None) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from clfa.demo.run import run_demo
+    from clfa.demo.folder import check_out_folder
 
     _make_folder(Path(args.out), f"--output-dir {args.out}")
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=_progress(args))
+    check_out_folder(Path(args.out))
+    progress = _progress(args)
+    from clfa.demo.run import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=progress)
     return 0
 
 
@@ -441,14 +464,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not _first_process():  # under torchrun / accelerate launch the first process warns for all
         logging.getLogger("clfa").setLevel(logging.ERROR)
-    if not args.verbose:
-        # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
-        import huggingface_hub
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
-        transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
     try:
         return args.func(args)
     except (DataError, OptionError) as err:

@@ -15,6 +15,24 @@ from urllib.parse import urlparse
 from huggingface_hub import constants, try_to_load_from_cache
 from huggingface_hub.utils import validate_repo_id
 
+from clfa.errors import OptionError
+
+MODEL_HINT = "; give the folder clfa train wrote (its --output-dir)"
+
+
+def trained_model_location(path: str | Path) -> tuple[str | Path, bool]:
+    """``path`` as a trained model is loaded from, and whether it is on disk; an OptionError for a file, or for a name
+    that is neither a folder nor a model the hub may give. Needs neither torch nor transformers: the commands check
+    ``--model`` with it before they import them, which takes seconds."""
+    if str(path).startswith("~"):  # no hub name starts so; a shell leaves a quoted ~ as it is
+        path = Path(path).expanduser()
+    local = Path(path).exists()
+    if local and not Path(path).is_dir():
+        raise OptionError(f"{path}: a file, not a folder{MODEL_HINT}")
+    if not local and (problem := lookup_problem(str(path))):
+        raise OptionError(f"{path}: {problem}{MODEL_HINT}")
+    return path, local
+
 
 def lookup_problem(name: str) -> str | None:
     """Why ``name`` cannot be a model (None when it is a folder, is in the hub cache, or the hub may have it)."""

@@ -51,6 +51,8 @@ class _OptionsLoader(yaml.SafeLoader):
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved by clfa.precision
+# The fusions clfa.fusion registers, in its order, named here so that checking --fusion does not import torch.
+BUILT_IN_FUSIONS = ("cross_attention", "concat", "co_attention", "text_only", "image_only")
 # clfa.metrics.HEADLINE, named here so that reading options does not import scikit-learn.
 METRICS = ("accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
 # Options that must be at least 1, checked whichever way they were given.
@@ -197,10 +199,12 @@ class TrainOptions:
                 raise OptionError(f"--{name.replace('_', '-')} is empty: give a folder")
         if self.compile_mode is not None:  # it implies --compile, as for the Trainer; recorded so in metrics.json
             self.compile = True
-        from clfa.fusion import FUSIONS  # a registry open to new methods, so checked here rather than by argparse choices
-
-        if self.fusion not in FUSIONS:
-            raise OptionError(f"--fusion {self.fusion}: unknown; choose from {', '.join(FUSIONS)}")
+        # A registry open to new methods, so checked here rather than by argparse choices. clfa.fusion imports torch,
+        # which a refused option should not wait for: a method registered there has imported it, and until then the
+        # built-in ones are all there are.
+        fusions = module.FUSIONS if (module := sys.modules.get("clfa.fusion")) else BUILT_IN_FUSIONS
+        if self.fusion not in fusions:
+            raise OptionError(f"--fusion {self.fusion}: unknown; choose from {', '.join(fusions)}")
 
     def _check_kinds(self) -> None:
         """Each option of its declared kind and among its choices, as the command line and an options file make them.

@@ -28,7 +28,7 @@ from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_
 from clfa.data.records import DataError, Record
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
-from clfa.hub import lookup_problem
+from clfa.hub import MODEL_HINT as _HINT, trained_model_location
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
 
@@ -50,8 +50,6 @@ def _device(name: str | torch.device | None) -> torch.device:
 
 
 logger = logging.getLogger(__name__)
-
-_HINT = "; give the folder clfa train wrote (its --output-dir)"
 
 
 def _clfa_config(path: str, local: bool) -> CLFAConfig:
@@ -211,13 +209,8 @@ class Predictor:
         """``path``: a folder written by ``clfa train`` (or ``save_pretrained``), one of its Trainer checkpoints
         (``OUTPUT_DIR/checkpoints/checkpoint-N``), or such a model's name on the hub.
         ``kwargs``: ``precision``, ``attention_backends``."""
-        if str(path).startswith("~"):  # no hub name starts so; a shell leaves a quoted ~ as it is
-            path = Path(path).expanduser()
-        folder, local = Path(path), Path(path).exists()
-        if local and not folder.is_dir():
-            raise OptionError(f"{path}: a file, not a folder{_HINT}")
-        if not local and (problem := lookup_problem(str(path))):
-            raise OptionError(f"{path}: {problem}{_HINT}")
+        path, local = trained_model_location(path)
+        folder = Path(path)
         processing = _processing_folder(folder) if local else path
         missing = _missing_files(folder, processing) if local else []
         # The config is read before the other files are asked for, so that another model's folder is named as such.

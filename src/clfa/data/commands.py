@@ -71,8 +71,6 @@ def split_counts(dataset: DatasetSplits) -> dict[str, dict]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from clfa.report import print_table  # imports scikit-learn, which `clfa --help` should not wait for
-
     err = Console(stderr=True, soft_wrap=True)
     notes = ReaderNotes()
     try:
@@ -85,6 +83,8 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps(counts))
         _print_notes(err, dataset, notes, missing)
         return 0
+    from clfa.report import print_table  # imports scikit-learn, which `clfa --help` and a data error should not wait for
+
     out = Console(soft_wrap=True)
     cleaning = f" (--mmsd-filter {notes.mmsd_filter})" if notes.mmsd_filter else ""
     table = Table(title=f"{args.dataset}: samples per split{cleaning}")

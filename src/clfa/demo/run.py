@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 from transformers import BertConfig, BertModel, TrainerCallback, ViTConfig, ViTImageProcessorPil, ViTModel
 
 from clfa.data.registry import DatasetSplits, load_dataset
+from clfa.demo.folder import MARK, check_out_folder
 from clfa.demo.teacher import torch_threads, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
 from clfa.demo.world import SCENES, generate_world, scene_of
-from clfa.errors import OptionError
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
 from clfa.report import metrics_table, print_table
@@ -121,29 +121,6 @@ def _heatmap(out: Path, model_dirs: dict[str, Path], data: DatasetSplits, per_sc
         features = Predictor.from_pretrained(path, device="cpu").run(records, batch_size=len(records), progress=False)
         panels[name] = cosine_matrix(features["text_features"], features["image_features"])
     return alignment_heatmaps(panels, out / "alignment_heatmap.png", tick_labels=ticks)
-
-
-# Written into the output folder first: a folder the demo made, which a later demo may make again.
-MARK = ".clfa-demo"
-# What the demo writes into its folder, replacing what is there.
-WRITES = ("data", "models", "model", "runs", "cache", "metrics.json", "alignment_heatmap.png")
-
-
-def check_out_folder(out: Path) -> None:
-    """The demo replaces its own files only: a folder holding others of the same names is refused."""
-    if (out / MARK).exists() or _older_demo(out):
-        return
-    if taken := [name for name in WRITES if (out / name).exists()]:
-        raise OptionError(f"--output-dir {out}: holds {', '.join(taken)}, which the demo would replace, and nothing marks it as a "
-                          f"demo's folder (the file {MARK}); give another folder")
-
-
-def _older_demo(out: Path) -> bool:
-    """A folder made by a demo from before the mark: its summary says so."""
-    try:
-        return set(json.loads((out / "metrics.json").read_text())) == {"size", "seconds", "models"}
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
