@@ -21,15 +21,47 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from transformers import ViTImageProcessorPil
-
-from clfa.data.image_cache import cached_images
-from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack
-from clfa.data.records import Record
 from clfa.options import positive_int, whole_number
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT in pixels."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, for example 500x400, got {text!r}") from None
+    if min(width, height) < 1:
+        raise argparse.ArgumentTypeError(f"each side must be at least 1 pixel, got {text!r}")
+    return width, height
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=positive_int, default=2000, help="synthetic JPEG files")
+    parser.add_argument("--image-size", type=image_size, default="500x400", help="WIDTHxHEIGHT of the JPEG files")
+    parser.add_argument("--workers", type=whole_number, nargs="+", default=[0, os.cpu_count() or 1], help="DataLoader worker counts to try")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--cache-epochs", type=positive_int, default=3, help="passes over the cache (it is fast; more passes steady the figure)")
+    parser.add_argument("--dir", help="where to write the JPEGs and the cache (default: a temporary folder)")
+    parser.add_argument("--threads", type=positive_int, help="torch threads in the main process (loader workers use 1); on a shared machine 1 is steadier")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    args = parser.parse_args(argv)
+    if args.dir is not None and not Path(args.dir).is_dir():
+        parser.error(f"--dir {args.dir}: no such folder")
+    return args
+
+
+# The command line is read before the imports below, which take seconds: --help and a refused option answer at once.
+ARGS = parse_args() if __name__ == "__main__" else None
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import ViTImageProcessorPil  # noqa: E402
+
+from clfa.data.image_cache import cached_images  # noqa: E402
+from clfa.data.processing import CLFADataset, Collator, ImageTransform, stack  # noqa: E402
+from clfa.data.records import Record  # noqa: E402
 
 
 class ConstantTokenizer:
@@ -69,30 +101,7 @@ def images_per_second(dataset: CLFADataset, collate, batch_size: int, workers: i
     return count / (time.perf_counter() - start)
 
 
-def image_size(text: str) -> tuple[int, int]:
-    """argparse type: WIDTHxHEIGHT in pixels."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, for example 500x400, got {text!r}") from None
-    if min(width, height) < 1:
-        raise argparse.ArgumentTypeError(f"each side must be at least 1 pixel, got {text!r}")
-    return width, height
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=positive_int, default=2000, help="synthetic JPEG files")
-    parser.add_argument("--image-size", type=image_size, default="500x400", help="WIDTHxHEIGHT of the JPEG files")
-    parser.add_argument("--workers", type=whole_number, nargs="+", default=[0, os.cpu_count() or 1], help="DataLoader worker counts to try")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--cache-epochs", type=positive_int, default=3, help="passes over the cache (it is fast; more passes steady the figure)")
-    parser.add_argument("--dir", help="where to write the JPEGs and the cache (default: a temporary folder)")
-    parser.add_argument("--threads", type=positive_int, help="torch threads in the main process (loader workers use 1); on a shared machine 1 is steadier")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
-    args = parser.parse_args(argv)
-    if args.dir is not None and not Path(args.dir).is_dir():
-        parser.error(f"--dir {args.dir}: no such folder")
+def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = args.image_size
@@ -127,4 +136,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

@@ -22,19 +22,46 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from transformers import BertTokenizerFast, ViTImageProcessorPil
-
-from clfa.attention_backends import parse_attention_backends
-from clfa.data.records import Record
-from clfa.options import positive_int, whole_number
-from clfa.precision import PRECISIONS
-from clfa.predict import Predictor
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import build_model, check_devices, machine, size_configs, sync  # noqa: E402
+from arguments import check_devices, cuda_available  # noqa: E402
+from clfa.attention_backends import parse_attention_backends  # noqa: E402
+from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
+    # The GPU first: its figure is the one a time limit must not cut off.
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), help="(default: cuda, where there is one, and cpu)")
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 64])
+    parser.add_argument("--batches", type=positive_int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
+    parser.add_argument("--warmup", type=whole_number, default=2, help="untimed batches first")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as clfa predict's")
+    parser.add_argument("--attention-backends", help="as clfa predict's (default: PyTorch's choice)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    args = parser.parse_args(argv)
+    try:
+        parse_attention_backends(args.attention_backends)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.devices is None:
+        args.devices = ["cuda", "cpu"] if cuda_available() else ["cpu"]
+    check_devices(parser, *args.devices, flag="--devices")
+    return args
+
+
+# The command line is read before the imports below, which take seconds: --help and a refused option answer at once.
+ARGS = parse_args() if __name__ == "__main__" else None
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import BertTokenizerFast, ViTImageProcessorPil  # noqa: E402
+
+from clfa.data.records import Record  # noqa: E402
+from clfa.predict import Predictor  # noqa: E402
+from train_throughput import build_model, machine, size_configs, sync  # noqa: E402
 
 
 def synthetic_tokenizer(words: int = 2000) -> tuple[BertTokenizerFast, list[str]]:
@@ -68,24 +95,7 @@ def measure(predictor: Predictor, words: list[str], device: torch.device, batch_
     return count / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
-    # The GPU first: its figure is the one a time limit must not cut off.
-    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
-    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 64])
-    parser.add_argument("--batches", type=positive_int, default=4, help="timed batches per batch size (batch 1: 4x as many pairs)")
-    parser.add_argument("--warmup", type=whole_number, default=2, help="untimed batches first")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as clfa predict's")
-    parser.add_argument("--attention-backends", help="as clfa predict's (default: PyTorch's choice)")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
-    args = parser.parse_args(argv)
-    check_devices(parser, *args.devices, flag="--devices")
-    try:
-        parse_attention_backends(args.attention_backends)
-    except ValueError as error:
-        parser.error(str(error))
+def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -113,4 +123,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

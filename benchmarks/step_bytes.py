@@ -35,14 +35,43 @@ import collections
 import contextlib
 import json
 
-import torch
-
-from clfa.fused_linears import fusing_linears
+from arguments import add_device_argument, device_or_default, inductor_setting, positive_number  # beside this script
 from clfa.options import positive_int
-from train_throughput import (add_device_argument, apply_inductor_settings, build_model, check_devices, inductor_setting,
-                              positive_number, size_configs, synthetic_batch)
 
 H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
+    add_device_argument(parser)
+    parser.add_argument("--batch-size", type=positive_int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--target-batch", type=positive_int, default=256)
+    parser.add_argument("--bandwidth", type=positive_number, default=H100_SXM_BANDWIDTH,
+                        help="memory bandwidth, GB/s (default: the H100 SXM's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile mode")
+    parser.add_argument("--fuse-linears", action="store_true", help="compile with clfa's shared-input linear fusion")
+    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="set one of torch._inductor.config's values first (for example force_pointwise_cat=True, "
+                             "the lowering a GPU picks for the concatenated weights of --fuse-linears); repeatable")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if len(set(args.batch_size)) == 1:
+        parser.error("--batch-size needs two different batch sizes")
+    args.device = device_or_default(parser, args.device)
+    return args
+
+
+# The command line is read before the imports below, which take seconds: --help and a refused option answer at once.
+ARGS = parse_args() if __name__ == "__main__" else None
+
+import torch  # noqa: E402
+
+from clfa.fused_linears import fusing_linears  # noqa: E402
+from train_throughput import apply_inductor_settings, build_model, size_configs, synthetic_batch  # noqa: E402
 
 # Kinds of kernel by the ATen / prims operators inductor fused into them, first match wins.
 KINDS = (
@@ -185,25 +214,7 @@ def project(small: dict, large: dict, b_small: int, b_large: int, target: int) -
     return projected
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
-    add_device_argument(parser)
-    parser.add_argument("--batch-size", type=positive_int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))
-    parser.add_argument("--target-batch", type=positive_int, default=256)
-    parser.add_argument("--bandwidth", type=positive_number, default=H100_SXM_BANDWIDTH,
-                        help="memory bandwidth, GB/s (default: the H100 SXM's)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="torch.compile mode")
-    parser.add_argument("--fuse-linears", action="store_true", help="compile with clfa's shared-input linear fusion")
-    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
-                        help="set one of torch._inductor.config's values first (for example force_pointwise_cat=True, "
-                             "the lowering a GPU picks for the concatenated weights of --fuse-linears); repeatable")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    check_devices(parser, args.device)
+def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     apply_inductor_settings(args.inductor)
@@ -213,8 +224,6 @@ def main() -> None:
     if device.type == "cuda" and not ("H100" in name and "HBM3" in name) and args.bandwidth == H100_SXM_BANDWIDTH:
         print(f"note: the times below use the H100 SXM's bandwidth, not the {name}'s; pass --bandwidth", flush=True)
     small_b, large_b = sorted(args.batch_size)
-    if small_b == large_b:
-        parser.error("--batch-size needs two different batch sizes")
     counts, kernels = {}, {}
     for batch in (small_b, large_b):
         graphs = count_step(args.size, batch, device, args.precision, args.mode, args.fuse_linears)
@@ -251,4 +260,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

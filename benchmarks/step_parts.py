@@ -36,16 +36,38 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
+from arguments import add_device_argument, device_or_default  # beside this script
 from clfa.attention_backends import BACKENDS
-from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.options import positive_int
-from clfa.patch_projection import PatchProjection
-from train_throughput import add_device_argument, build_model, check_devices, decay_groups, size_configs, sync, synthetic_batch
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = ("patch", "update", "towers", "attention")
+    parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
+    add_device_argument(parser)
+    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"],
+                        help="patch embedding precisions (towers and attention run in bf16, as the fast path does)")
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    args.device = device_or_default(parser, args.device)
+    return args
+
+
+# The command line is read before the imports below, which take seconds: --help and a refused option answer at once.
+ARGS = parse_args() if __name__ == "__main__" else None
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
+from clfa.cuda_graph import GraphableAdamW, StepGraph  # noqa: E402
+from clfa.patch_projection import PatchProjection  # noqa: E402
+from train_throughput import build_model, decay_groups, size_configs, sync, synthetic_batch  # noqa: E402
 
 
 def timed(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -271,19 +293,7 @@ def attention(device: torch.device, batch_sizes: list[int], repeats: int) -> lis
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parts = ("patch", "update", "towers", "attention")
-    parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
-    add_device_argument(parser)
-    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8, 256], help="batch sizes (all parts but update)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), nargs="+", default=["fp32", "bf16"],
-                        help="patch embedding precisions (towers and attention run in bf16, as the fast path does)")
-    parser.add_argument("--repeats", type=positive_int, default=20)
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    check_devices(parser, args.device)
+def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -305,4 +315,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

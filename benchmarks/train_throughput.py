@@ -24,7 +24,6 @@ By default both paths run, each in its own process (so peak memory is per path),
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -36,25 +35,84 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch._inductor.config
-from torch import nn
-from transformers import AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig, ViTImageProcessorPil, get_linear_schedule_with_warmup
-from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_pt_utils import get_parameter_names
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script, also when it is loaded as a module
+from arguments import add_device_argument, device_or_default, inductor_setting, positive_number  # noqa: E402
+from clfa.attention_backends import parse_attention_backends  # noqa: E402
+from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
 
-from clfa.attention_backends import parse_attention_backends
-from clfa.configuration import CLFAConfig
-from clfa.data.processing import CLFADataset, Collator, ImageTransform
-from clfa.data.records import Record
-from clfa.modeling import CLFAModel
-from clfa.errors import OptionError
-from clfa.options import TrainOptions, positive_int, whole_number
-from clfa.patch_projection import PatchProjection
-from clfa.teacher import projected_embedding
-from clfa.precision import PRECISIONS, resolve_precision
-from clfa.training import build_trainer
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
+    parser.add_argument("--size", choices=("paper", "tiny", "overhead"), default="tiny",
+                        help="overhead: the paper's layer counts at tiny widths, to measure the per-step framework overhead")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    add_device_argument(parser)
+    parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="fast path only")
+    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="fast path: whole training steps, captured in one CUDA graph on a GPU (clfa train --cuda-graph true)")
+    parser.add_argument("--overlap-towers", action="store_true",
+                        help="fast path, with --cuda-graph: the students side by side on two CUDA streams (clfa train --overlap-towers true)")
+    parser.add_argument("--fuse-linears", action="store_true",
+                        help="fast path, compiled: linears that read one input as one matrix product (clfa train --fuse-linears true)")
+    parser.add_argument("--attention-backends", metavar="NAMES",
+                        help="fast path: SDPA backends the attention calls may use, first supported first, e.g. "
+                             "efficient,flash,math (clfa train --attention-backends; step_parts.py --part attention "
+                             "names the fastest)")
+    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="fast path: set one of torch._inductor.config's values before anything compiles (for example "
+                             "combo_kernels=True; repeatable; most of them have no environment variable)")
+    parser.add_argument("--workers", type=whole_number, default=2, help="fast path: data loader workers")
+    parser.add_argument("--unique", type=positive_int, default=512, help="distinct synthetic samples (the data cycles over them)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the timed steps, profile N more (torch.profiler) and print where a step's time goes")
+    parser.add_argument("--take-turns", metavar="FOLDER",
+                        help="runs started together with the same FOLDER compile and warm up side by side, then time "
+                             "their steps one at a time (benchmarks/turns.py): several runs in about the time of one")
+    parser.add_argument("--turn-patience", type=positive_number, default=1200.0, metavar="SECONDS",
+                        help="with --take-turns: the longest a warmed-up run waits for the others to warm up (a run that "
+                             "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    args = parser.parse_args(argv)
+    try:
+        parse_attention_backends(args.attention_backends)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.warmup < 1 or args.steps < 1 or args.profile < 0:
+        parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
+    args.device = device_or_default(parser, args.device)
+    return args
+
+
+# The command line is read before the imports below, which take seconds: --help and a refused option answer at once.
+ARGS = parse_args() if __name__ == "__main__" else None
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch._inductor.config  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import (AutoModel, BertConfig, CLIPConfig, CLIPModel, Trainer, TrainerCallback, ViTConfig,  # noqa: E402
+                          ViTImageProcessorPil, get_linear_schedule_with_warmup)
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
+from transformers.trainer_pt_utils import get_parameter_names  # noqa: E402
+
+from clfa.configuration import CLFAConfig  # noqa: E402
+from clfa.data.processing import CLFADataset, Collator, ImageTransform  # noqa: E402
+from clfa.data.records import Record  # noqa: E402
+from clfa.errors import OptionError  # noqa: E402
+from clfa.modeling import CLFAModel  # noqa: E402
+from clfa.options import TrainOptions  # noqa: E402
+from clfa.patch_projection import PatchProjection  # noqa: E402
+from clfa.precision import resolve_precision  # noqa: E402
+from clfa.teacher import projected_embedding  # noqa: E402
+from clfa.training import build_trainer  # noqa: E402
 
 LABELS = ["negative", "positive"]
 
@@ -539,96 +597,13 @@ def describe(r: dict) -> str:
             f"{memory} {r['peak_memory_mb']:.0f} MiB  [{r['size']}, batch {r['batch_size']}, {r['machine']}]")
 
 
-def inductor_setting(text: str) -> tuple[str, object]:
-    """KEY=VALUE for torch._inductor.config; VALUE is read as a Python literal (True, 8, 'name'), else kept as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not hasattr(torch._inductor.config, key):
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY one of torch._inductor.config's settings, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
 def apply_inductor_settings(settings: list[tuple[str, object]]) -> None:
-    """Sets what ``--inductor`` gave (see :func:`inductor_setting`), before anything compiles."""
+    """Sets what ``--inductor`` gave (see :func:`arguments.inductor_setting`), before anything compiles."""
     for key, value in settings:
         setattr(torch._inductor.config, key, value)
 
 
-def positive_number(text: str) -> float:
-    """argparse type: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_devices(parser: argparse.ArgumentParser, *names: str, flag: str = "--device") -> None:
-    if "cuda" in names and not torch.cuda.is_available():
-        parser.error(f"{flag} cuda: no CUDA device available")
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
-    parser.add_argument("--size", choices=("paper", "tiny", "overhead"), default="tiny",
-                        help="overhead: the paper's layer counts at tiny widths, to measure the per-step framework overhead")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    add_device_argument(parser)
-    parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="fast path only")
-    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile")
-    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="fast path: torch.compile mode (reduce-overhead and max-autotune use CUDA graphs)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="fast path: whole training steps, captured in one CUDA graph on a GPU (clfa train --cuda-graph true)")
-    parser.add_argument("--overlap-towers", action="store_true",
-                        help="fast path, with --cuda-graph: the students side by side on two CUDA streams (clfa train --overlap-towers true)")
-    parser.add_argument("--fuse-linears", action="store_true",
-                        help="fast path, compiled: linears that read one input as one matrix product (clfa train --fuse-linears true)")
-    parser.add_argument("--attention-backends", metavar="NAMES",
-                        help="fast path: SDPA backends the attention calls may use, first supported first, e.g. "
-                             "efficient,flash,math (clfa train --attention-backends; step_parts.py --part attention "
-                             "names the fastest)")
-    parser.add_argument("--inductor", type=inductor_setting, action="append", default=[], metavar="KEY=VALUE",
-                        help="fast path: set one of torch._inductor.config's values before anything compiles (for example "
-                             "combo_kernels=True; repeatable; most of them have no environment variable)")
-    parser.add_argument("--workers", type=whole_number, default=2, help="fast path: data loader workers")
-    parser.add_argument("--unique", type=positive_int, default=512, help="distinct synthetic samples (the data cycles over them)")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice); on a shared machine 1 is steadier")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="after the timed steps, profile N more (torch.profiler) and print where a step's time goes")
-    parser.add_argument("--take-turns", metavar="FOLDER",
-                        help="runs started together with the same FOLDER compile and warm up side by side, then time "
-                             "their steps one at a time (benchmarks/turns.py): several runs in about the time of one")
-    parser.add_argument("--turn-patience", type=positive_number, default=1200.0, metavar="SECONDS",
-                        help="with --take-turns: the longest a warmed-up run waits for the others to warm up (a run that "
-                             "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
-    parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
-    args = parser.parse_args(argv)
-    try:
-        parse_attention_backends(args.attention_backends)
-    except ValueError as error:
-        parser.error(str(error))
-    check_devices(parser, args.device)
-    if args.warmup < 1 or args.steps < 1 or args.profile < 0:
-        parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
-    return args
-
-
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    argv = argv if argv is not None else sys.argv[1:]
+def main(args: argparse.Namespace, argv: list[str]) -> None:
     if args.device == "cpu" and torch.cuda.is_available():
         # The Trainer would pick the GPU, and torch counts the GPUs once per process, so hiding them now would come
         # too late: the run goes on in a process that never sees them.
@@ -669,4 +644,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS, sys.argv[1:])

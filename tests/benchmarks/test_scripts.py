@@ -47,3 +47,35 @@ def test_step_bytes_refuses_an_unknown_compile_mode_before_building_anything(tmp
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "argument --mode: invalid choice: 'fastest'" in run.stderr
+
+
+def test_help_and_refused_options_answer_before_torch_is_imported():
+    # Each script reads its command line first: torch, transformers and clfa's training modules take seconds to load.
+    runs = [
+        ("train_throughput.py", ["--help"]), ("train_throughput.py", ["--device", "cpu", "--warmup", "0"]),
+        ("train_throughput.py", ["--device", "cpu", "--attention-backends", "flash,fast"]),
+        ("step_bytes.py", ["--help"]), ("step_bytes.py", ["--device", "cpu", "--batch-size", "8", "8"]),
+        ("step_parts.py", ["--help"]), ("step_parts.py", ["--device", "cpu", "--repeats", "0"]),
+        ("predict_throughput.py", ["--help"]), ("predict_throughput.py", ["--devices", "cpu", "--attention-backends", "fast"]),
+        ("data_throughput.py", ["--help"]), ("data_throughput.py", ["--image-size", "0x1"]),
+    ]
+    script = f"""
+import json, runpy, sys
+sys.path.insert(0, {str(BENCHMARKS)!r})  # as for a script run from its folder
+statuses = []
+for name, argv in {runs!r}:
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path({str(BENCHMARKS)!r} + "/" + name, run_name="__main__")
+    except SystemExit as exit_:
+        statuses.append(exit_.code)
+print(json.dumps([statuses, [name for name in ("torch", "transformers", "accelerate", "sklearn") if name in sys.modules]]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    statuses, imported = json.loads(run.stdout.splitlines()[-1])
+    assert imported == []
+    assert statuses == [0 if argv == ["--help"] else 2 for _, argv in runs]
+    for message in ("--warmup and --steps must be at least 1", "unknown backend(s) ['fast']", "--batch-size needs two different batch sizes",
+                    "argument --repeats: must be at least 1", "argument --image-size: each side must be at least 1 pixel"):
+        assert message in run.stderr
