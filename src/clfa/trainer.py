@@ -162,6 +162,19 @@ class CLFATrainer(Trainer):
             return num_train_epochs, 0
         return epochs_trained, steps_skipped
 
+    # The Trainer sums the step losses between two log lines in a float32 tensor, then those sums in a Python float:
+    # the run's mean loss (metrics.json) changed in its last digits with --logging-steps.
+    # float64 holds a sum of float32 losses exactly (29 bits to spare for their range and count), so the mean no longer
+    # depends on where the log lines cut it (MPS has no float64).
+    @property
+    def _tr_loss(self) -> torch.Tensor:
+        return self.__dict__["_tr_loss"]
+
+    @_tr_loss.setter
+    def _tr_loss(self, value: torch.Tensor) -> None:
+        sums = isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type != "mps"
+        self.__dict__["_tr_loss"] = value.double() if sums else value
+
     def _prepare_inputs(self, inputs):
         return self._normalized(super()._prepare_inputs(inputs))
 
