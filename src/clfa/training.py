@@ -5,10 +5,12 @@ before it starts is in :mod:`clfa.run_checks`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -222,10 +224,42 @@ def train(
 
     Writes the model (with tokenizer and image processor, ready for ``clfa predict``) and ``metrics.json``
     to ``opts.output_dir``, and returns the metrics that file holds.
+
+    The run seeds the global random generators (Python's, NumPy's, torch's) from ``opts.seed``, so that it depends on
+    nothing drawn before it, and leaves them as it found them: code after it draws as if it had not run.
     """
     if not isinstance(data, DatasetSplits):  # a dict of splits would fail deep in the run, at a missing attribute
         raise TypeError(f"data: a DatasetSplits (from load_dataset, or DatasetSplits(name, splits, labels)), not "
                         f"{type(data).__name__}")
+    with _callers_random_state():
+        return _train(opts, data, resume, callbacks, quiet)
+
+
+@contextlib.contextmanager
+def _callers_random_state():
+    """The global random generators as they were, once the block ends. Left seeded by a run, they handed the code
+    after each call the same numbers: a random search drawing a learning rate before each run drew one value again
+    and again."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    # The caller's GPU only, where it has drawn on one: reading every GPU's state would open a context on each, in
+    # every process of a launcher's run.
+    gpu = torch.cuda.current_device() if torch.cuda.is_initialized() else None
+    cuda = torch.cuda.get_rng_state(gpu) if gpu is not None else None
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, gpu)
+        if mps is not None:
+            torch.mps.set_rng_state(mps)
+
+
+def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callbacks: list[TrainerCallback] | None,
+           quiet: bool) -> dict:
     for split, records in data.splits.items():
         require_labels(records, f"training ({split} split)")
     set_seed(opts.seed)
