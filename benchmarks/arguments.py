@@ -53,3 +53,13 @@ def device_or_default(parser: argparse.ArgumentParser, device: str | None) -> st
 def check_devices(parser: argparse.ArgumentParser, *names: str | None, flag: str = "--device") -> None:
     if "cuda" in names and not cuda_available():
         parser.error(f"{flag} cuda: no CUDA device available")
+
+
+def check_attention_backends(parser: argparse.ArgumentParser, names: str | None) -> None:
+    """``--attention-backends``: a misspelt backend refused as a usage error, before any model is built."""
+    from clfa.attention_backends import parse_attention_backends
+
+    try:
+        parse_attention_backends(names)
+    except ValueError as error:
+        parser.error(str(error))

@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from arguments import check_devices, cuda_available  # noqa: E402
-from clfa.attention_backends import parse_attention_backends  # noqa: E402
+from arguments import check_attention_backends, check_devices, cuda_available  # noqa: E402
 from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
 
 
@@ -41,10 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
-    try:
-        parse_attention_backends(args.attention_backends)
-    except ValueError as error:
-        parser.error(str(error))
+    check_attention_backends(parser, args.attention_backends)
     if args.devices is None:
         args.devices = ["cuda", "cpu"] if cuda_available() else ["cpu"]
     check_devices(parser, *args.devices, flag="--devices")

@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside this script, also when it is loaded as a module
-from arguments import add_device_argument, device_or_default, inductor_setting, positive_number  # noqa: E402
-from clfa.attention_backends import parse_attention_backends  # noqa: E402
+from arguments import add_device_argument, check_attention_backends, device_or_default, inductor_setting, positive_number  # noqa: E402
 from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
 
 
@@ -81,10 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "hangs must not hold up the rest); after it, it is timed alongside them, and says so")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
-    try:
-        parse_attention_backends(args.attention_backends)
-    except ValueError as error:
-        parser.error(str(error))
+    check_attention_backends(parser, args.attention_backends)
     if args.warmup < 1 or args.steps < 1 or args.profile < 0:
         parser.error("--warmup and --steps must be at least 1 (the clock starts at the end of the last warm-up step), --profile at least 0")
     args.device = device_or_default(parser, args.device)
