@@ -271,6 +271,11 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys,
     assert main(["evaluate", "--model", str(out), "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--output", str(tmp_path / "eval.json")]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["test"]["accuracy"] == pytest.approx(saved["test"]["accuracy"])
+    # Each class's figures and confusion-matrix row are printed, not in the --output file alone.
+    shown = capsys.readouterr().out
+    assert "test: per class" in shown
+    for label, counts in zip(("negative", "positive"), evaluated["test"]["confusion_matrix"]["matrix"]):
+        assert re.search(rf"│ {label} +│.*│ +{counts[0]} │ +{counts[1]} │$", shown, re.MULTILINE)
 
     capsys.readouterr()
     assert main(["predict", "--model", str(out), "--text", "what a lovely day", "--image", str(tiny_dataset / "images" / "0.png")]) == 0

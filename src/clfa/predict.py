@@ -31,6 +31,7 @@ from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
+from clfa.run_lock import training_now
 
 
 def _device(name: str | torch.device | None) -> torch.device:
@@ -126,6 +127,10 @@ def unfinished_run(folder: Path) -> Path | None:
 
 
 def unfinished_hint(last: Path) -> str:
+    # A --resume of a run still going would be a second run in its folder (and is refused): it is waited for.
+    if training_now(last.parent.parent):
+        return (f"; it is still training: give its last checkpoint, {last} (removed once newer ones are saved, unless it is "
+                "the best so far), or wait for the run to end")
     return f"; give its last checkpoint, {last}, or finish the run (clfa train ... --resume)"
 
 
@@ -217,6 +222,8 @@ class Predictor:
         config = _clfa_config(str(path), local) if "config.json" not in missing else None
         if missing and (last := unfinished_run(folder)):
             raise OptionError(f"{path}: a run that has not finished (no {', '.join(missing)}){unfinished_hint(last)}")
+        if missing and training_now(folder):
+            raise OptionError(f"{path}: a run that is still training, and has saved no checkpoint yet")
         if missing:
             raise OptionError(f"{path}: not a trained model folder (no {', '.join(missing)}){_HINT}")
         _settle_normalization(config, str(path), processing, local)

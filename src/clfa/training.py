@@ -35,6 +35,7 @@ from clfa.report import metrics_table, print_table
 from clfa.resume import (FindBestCheckpoint, RecordRun, check_best_checkpoint, check_checkpoint_files, check_resume, check_resumed_run,
                          check_resumed_states, check_resumed_steps, run_record, trainer_state)
 from clfa.run_checks import check_folders, check_models, check_task, check_text_student, experiment_trackers, uses_teacher
+from clfa.run_lock import check_free, hold
 from clfa.teacher import teacher_embeddings, teacher_projection_dim
 from clfa.trainer import (OVERLAP_NEEDS_CUDA_GRAPH, CLFATrainer, PrinterToStderr, ProgressToStderr, check_cuda_graph_support,
                           check_fuse_linears_support)
@@ -262,8 +263,9 @@ def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callback
            quiet: bool) -> dict:
     for split, records in data.splits.items():
         require_labels(records, f"training ({split} split)")
-    set_seed(opts.seed)
     out = Path(opts.output_dir)
+    check_free(out)  # before the checks below, which would take its checkpoints for those of a run that ended
+    set_seed(opts.seed)
     checkpoints = out / "checkpoints"
     if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
         raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
@@ -345,46 +347,48 @@ def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callback
         for printer, on_stderr in ((PrinterCallback, PrinterToStderr), (ProgressCallback, ProgressToStderr)):
             if trainer.pop_callback(printer) is not None:
                 trainer.add_callback(on_stderr)
-    if trainer.is_world_process_zero():  # first, so that the checkpoints of a run going on or cut short can be loaded
-        tokenizer.save_pretrained(out)
-        image_processor.save_pretrained(out)
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    # From the first write into the folder to the last: a second run there would save among this one's checkpoints.
+    with hold(out):
+        if trainer.is_world_process_zero():  # first, so that the checkpoints of a run going on or cut short can be loaded
+            tokenizer.save_pretrained(out)
+            image_processor.save_pretrained(out)
+        result = trainer.train(resume_from_checkpoint=resume or None)
 
-    metrics: dict = {
-        "dataset": data.name,
-        "data_dir": data.data_dir,
-        "files": data.files,
-        "data_options": data.options,
-        "labels": data.labels,
-        # What the model was built with: the teacher sets align_dim, and the text encoder can cap max_text_length.
-        "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
-        # A diverged run's nan loss is written as null: NaN is not JSON, and strict readers refuse the whole file.
-        # The loss is the mean over the steps this call ran (none when resuming a finished run).
-        "train": {"samples": len(train_records), "steps": result.global_step, "steps_this_run": result.global_step - resumed_at,
-                  "loss": result.training_loss if math.isfinite(result.training_loss) and result.global_step > resumed_at else None,
-                  # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
-                  "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
-        "best_checkpoint": str(Path(trainer.state.best_model_checkpoint).resolve()) if trainer.state.best_model_checkpoint else None,
-        "clfa_version": __version__,
-        "skipped": data.skipped.to_json(),
-        "removed_by_cleaning": data.removed,
-    }
-    for split, eval_set in eval_sets.items():
-        prediction = trainer.predict(eval_set, metric_key_prefix=split)
-        metrics[split] = classification_metrics(
-            prediction.label_ids, np.asarray(prediction.predictions).argmax(-1), data.labels, data.positive_label
-        )
+        metrics: dict = {
+            "dataset": data.name,
+            "data_dir": data.data_dir,
+            "files": data.files,
+            "data_options": data.options,
+            "labels": data.labels,
+            # What the model was built with: the teacher sets align_dim, and the text encoder can cap max_text_length.
+            "options": opts.to_dict() | {name: getattr(model.config, name) for name in (*MODEL_OPTIONS, "align_dim")},
+            # A diverged run's nan loss is written as null: NaN is not JSON, and strict readers refuse the whole file.
+            # The loss is the mean over the steps this call ran (none when resuming a finished run).
+            "train": {"samples": len(train_records), "steps": result.global_step, "steps_this_run": result.global_step - resumed_at,
+                      "loss": result.training_loss if math.isfinite(result.training_loss) and result.global_step > resumed_at else None,
+                      # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
+                      "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
+            "best_checkpoint": str(Path(trainer.state.best_model_checkpoint).resolve()) if trainer.state.best_model_checkpoint else None,
+            "clfa_version": __version__,
+            "skipped": data.skipped.to_json(),
+            "removed_by_cleaning": data.removed,
+        }
+        for split, eval_set in eval_sets.items():
+            prediction = trainer.predict(eval_set, metric_key_prefix=split)
+            metrics[split] = classification_metrics(
+                prediction.label_ids, np.asarray(prediction.predictions).argmax(-1), data.labels, data.positive_label
+            )
 
-    if trainer.is_world_process_zero():
-        # An extended run (--resume with more steps) replaces the model of the run it extends: that run's metrics go
-        # first, so that a run cut short from here on never leaves its new model beside the old model's scores.
-        (out / "metrics.json").unlink(missing_ok=True)
-    trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
-    if trainer.is_world_process_zero():
-        # The Trainer's pickle of its arguments has no place beside the model, which is safetensors and JSON: what
-        # they held is in metrics.json. The checkpoints keep theirs, for --resume.
-        (out / "training_args.bin").unlink(missing_ok=True)
-        write_whole(out / "metrics.json", json.dumps(metrics, indent=2))
+        if trainer.is_world_process_zero():
+            # An extended run (--resume with more steps) replaces the model of the run it extends: that run's metrics go
+            # first, so that a run cut short from here on never leaves its new model beside the old model's scores.
+            (out / "metrics.json").unlink(missing_ok=True)
+        trainer.save_model(str(out))  # on every process: FSDP and DeepSpeed gather the weights collectively
+        if trainer.is_world_process_zero():
+            # The Trainer's pickle of its arguments has no place beside the model, which is safetensors and JSON: what
+            # they held is in metrics.json. The checkpoints keep theirs, for --resume.
+            (out / "training_args.bin").unlink(missing_ok=True)
+            write_whole(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
