@@ -1,6 +1,7 @@
 """Every kind of invalid record in the custom format is reported with its file and line, or counted when skipped."""
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -139,6 +140,37 @@ def test_dataset_labels_come_from_train_and_bind_dev_and_test(folder):
     data = load_dataset("jsonl", folder, skip_invalid=True)
     assert data.labels == ["neg", "pos"] and data.positive_label == "pos"
     assert data["dev"] == [] and len(data.skipped) == 1
+
+
+def test_a_folder_without_a_train_file_names_the_files_it_holds(folder):
+    """"no train file (train.jsonl/.json/.csv) and no --labels given" sent a user whose file was training.jsonl to
+    --labels, with which clfa train still has nothing to train on."""
+    for name in ("training.jsonl", "dev.jsonl"):
+        (folder / name).write_text(json.dumps(GOOD) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{folder}: no train file (train.jsonl/.json/.csv); the folder holds dev.jsonl, "
+                                                  "training.jsonl: name the train file with --train-file (or, to read the other "
+                                                  "splits without one, give --labels)") + "$"):
+        load_dataset("jsonl", folder)
+    assert load_dataset("jsonl", folder, train=str(folder / "training.jsonl")).labels == ["pos"]
+    with pytest.raises(DataError, match=r"img: no train file \(train.jsonl/.json/.csv\); the folder holds no .jsonl, .json, .csv file"):
+        load_dataset("jsonl", folder / "img")
+
+
+def test_a_label_written_another_way_than_the_train_files_says_how_to_write_it(folder):
+    """"unknown label 'Red' (known labels: 'blue', 'red')" left the reader to spot the capital; "Sarcastic" beside
+    "not_sarcastic" is as easily missed."""
+    (folder / "train.jsonl").write_text("".join(json.dumps(GOOD | {"id": str(n), "label": label}) + "\n"
+                                                for n, label in enumerate(["red", "not_red", "-1"])))
+    for written, known in (("Red", "red"), ("not red", "not_red"), ("Not-Red", "not_red")):
+        (folder / "dev.jsonl").write_text(json.dumps(GOOD | {"label": written}) + "\n")
+        with pytest.raises(DataError, match=re.escape(f"dev.jsonl:1: unknown label {written!r} (known labels: '-1', 'not_red', "
+                                                      f"'red'); it differs from {known!r} only in case, spaces, '_' or '-': "
+                                                      f"write it {known!r}") + "$"):
+            load_dataset("jsonl", folder)
+    for other in ("1", "blue"):  # a sign is no spelling: 1 is not -1
+        (folder / "dev.jsonl").write_text(json.dumps(GOOD | {"label": other}) + "\n")
+        with pytest.raises(DataError, match=re.escape(f"unknown label {other!r} (known labels: '-1', 'not_red', 'red')") + "$"):
+            load_dataset("jsonl", folder)
 
 
 def test_training_names_an_unlabelled_record(folder, tiny_models, tmp_path):

@@ -17,7 +17,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.records import DataError, Record, SkipReport, location, not_utf8, raise_or_skip, url_instead_of_file
+from clfa.data.records import (DataError, Record, SkipReport, label_key, location, not_utf8, raise_or_skip,
+                                url_instead_of_file)
 from clfa.errors import OptionError
 
 _WHOLE_FLOAT = re.compile(r"-?\d+\.0+")
@@ -285,7 +286,10 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         raise DataError(f"label {label[:20]!r}... runs over several lines: is a quote never closed?", file=path, line=line,
                         kind="label over several lines")
     if label is not None and labels is not None and label not in labels:
-        raise DataError(f"unknown label {label!r} (known labels: {', '.join(map(repr, labels))})", file=path, line=line)
+        # "Red" in the dev file beside "red" in the train file: the one to write is known, and said.
+        same = next((known for known in labels if label_key(known) == label_key(label)), None)
+        hint = f"; it differs from {same!r} only in case, spaces, '_' or '-': write it {same!r}" if same else ""
+        raise DataError(f"unknown label {label!r} (known labels: {', '.join(map(repr, labels))}){hint}", file=path, line=line)
     # Named as written: as a path, "https://" reads "https:/". Without image checks (`clfa data stats`), it is one
     # more missing image.
     if check_images and (problem := url_instead_of_file(str(row["image"]))):

@@ -83,6 +83,13 @@ def url_instead_of_file(path: str | Path) -> str | None:
     return f"URL instead of an image file {path} (images are read from disk: download it first)" if _URL.search(str(path)) else None
 
 
+def label_key(label: str) -> str:
+    """``label`` without case, spaces, '_' or a '-' that joins words: labels of one key are one class written two ways
+    ("Sarcastic", "not sarcastic" beside "sarcastic", "not_sarcastic"). A '-' before a number is its sign: -1, 0 and 1
+    are three classes."""
+    return re.sub(r"[\s_]+|(?<=[^\W_])-(?=[^\W_])", "", label.casefold())
+
+
 def reason_kind(reason: str) -> str:
     """What a reason says without its particulars (a path, a quoted value, details in brackets), so that the same
     problem on many records counts as one kind: "missing image file /data/7.jpg" -> "missing image file";

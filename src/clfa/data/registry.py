@@ -10,13 +10,12 @@ their images checked), so evaluating the test split never stops at a problem in 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from clfa.data.custom import read_custom
-from clfa.data.records import SPLITS, DataError, Record, SkipReport, parse_location, unlabelled
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, label_key, parse_location, unlabelled
 from clfa.errors import OptionError
 
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
@@ -215,6 +214,17 @@ def _require_folder(data_dir: Path) -> None:
         raise DataError("no such folder" if not data_dir.exists() else "a file, not a folder (give the dataset's folder)", file=data_dir)
 
 
+def _no_train_file(data_dir: Path | None) -> str:
+    """Why there are no labels to read, and the way on: the files the folder holds are named, since a train file
+    called otherwise ("training.jsonl", "train_set.csv") is the most common reason."""
+    if data_dir is None:
+        return "no --train-file, and no --labels given (the labels are read from the train file)"
+    held = sorted(path.name for path in data_dir.iterdir() if path.suffix.lower() in _SUFFIXES and path.is_file())
+    return (f"no train file ({_split_file_names('train')}); the folder holds "
+            + (", ".join(held) if held else f"no {', '.join(_SUFFIXES)} file")
+            + ": name the train file with --train-file (or, to read the other splits without one, give --labels)")
+
+
 def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport | None):
     labels = options.get("labels")
     # Evaluating a split reads no other once the labels are known (without them, they come from the train file).
@@ -227,8 +237,7 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
     find = (lambda split: None) if data_dir is None else (lambda split: _find_split_file(data_dir, split))
     files = {split: (options.get(split) or find(split)) if split in wanted else None for split in SPLITS}
     if files["train"] is None and labels is None:
-        where = "" if data_dir is None else f" ({_split_file_names('train')})"
-        raise DataError(f"no train file{where} and no --labels given", file=data_dir)
+        raise DataError(_no_train_file(data_dir), file=data_dir)
     if not any(files.values()):
         names = "; ".join(_split_file_names(split) for split in SPLITS if split in wanted)
         raise DataError(f"no data file: found none of {names}", file=data_dir)
@@ -266,9 +275,7 @@ def _labels_spelled_two_ways(records: list[Record]) -> str:
             first.setdefault(record.label, record)
     spelled: dict[str, str] = {}
     for label in first:
-        # A "-" joins words ("not-sarcastic"); one in front of a number is its sign: -1, 0 and 1 are three classes.
-        key = re.sub(r"[\s_]+|(?<=[^\W_])-(?=[^\W_])", "", label.casefold())
-        if (other := spelled.setdefault(key, label)) != label:
+        if (other := spelled.setdefault(label_key(label), label)) != label:
             return (f"labels {other!r} ({first[other].source}) and {label!r} ({first[label].source}) differ only in case, "
                     "spaces, '_' or '-', and would be two classes: write each label one way, or name every class with "
                     "--labels")
