@@ -131,6 +131,22 @@ def test_an_unknown_option_is_named_with_its_commands_usage(capsys, argv, usage)
     assert f"clfa {argv[0]}{' ' + argv[1] if argv[0] == 'data' else ''}: error: unrecognized arguments: {' '.join(argv[-2:] if argv[-1] != '--bogus' else argv[-1:])}" in err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["train", "--dataset", "jsonl", "--lerning-rate", "1e-3"], "--lerning-rate 1e-3 (did you mean --learning-rate?)"),
+    (["train", "--dataset", "jsonl", "--learning_rate=1e-3"], "--learning_rate=1e-3 (did you mean --learning-rate?)"),
+    (["data", "check", "--dataset", "jsonl", "--num-workers", "2"], "--num-workers 2 (did you mean --workers?)"),
+    (["predict", "--model", "m", "--imge", "x.jpg"], "--imge x.jpg (did you mean --image?)"),
+    (["train", "--dataset", "jsonl", "--device", "cpu"], "--device cpu"),  # nothing near enough: no guess
+])
+def test_a_mistyped_option_is_answered_with_the_nearest_one(capsys, argv, said):
+    """Under a usage of some forty flags, "unrecognized arguments: --learning_rate=1e-3" left the reader to find that
+    flags take '-' where a --config file's keys take '_'."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: unrecognized arguments: {said}")
+
+
 SLOW_IMPORTS = ("torch", "transformers", "accelerate", "sklearn")
 
 

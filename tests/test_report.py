@@ -5,7 +5,8 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from clfa.report import metrics_table, print_table
+from clfa.metrics import classification_metrics
+from clfa.report import class_table, metrics_table, print_table
 
 
 def wide_table() -> Table:
@@ -33,3 +34,26 @@ def test_metric_tables_show_percentages_with_two_decimals(capsys):
     print_table(metrics_table({"test": {"accuracy": 0.71234, "f1": 0.5}}, title="run"))
     row = next(line for line in capsys.readouterr().out.splitlines() if "test" in line)
     assert "71.23" in row and "50.00" in row
+
+
+def _rows(printed: str) -> dict[str, list[str]]:
+    """The cells of each row of a printed table, by its first cell; the header's too, drawn with other bars."""
+    return {cells[0]: cells[1:] for line in printed.replace("┃", "│").splitlines()
+            if len(cells := [cell.strip() for cell in line.strip("│ ").split("│")]) > 1}
+
+
+def test_the_per_class_table_gives_each_true_labels_figures_and_where_its_samples_went(capsys):
+    metrics = classification_metrics([0, 0, 0, 1, 2, 2], [0, 1, 1, 1, 2, 0], ["blue", "green", "red"])
+    print_table(class_table(metrics, title="test: per class"))
+    rows = _rows(capsys.readouterr().out)
+    assert rows["true label"] == ["P", "R", "F1", "samples", "blue", "green", "red"]
+    assert rows["blue"] == ["50.00", "33.33", "40.00", "3", "1", "2", "0"]
+    assert rows["green"] == ["33.33", "100.00", "50.00", "1", "0", "1", "0"]
+    assert rows["red"] == ["100.00", "50.00", "66.67", "2", "1", "0", "1"]
+
+
+def test_the_per_class_table_of_many_classes_leaves_the_matrix_to_the_metrics_file(capsys):
+    names = [f"class_{i}" for i in range(12)]
+    print_table(class_table(classification_metrics(list(range(12)), list(range(12)), names)))
+    rows = _rows(capsys.readouterr().out)
+    assert rows["true label"] == ["P", "R", "F1", "samples"] and rows["class_11"] == ["100.00", "100.00", "100.00", "1"]

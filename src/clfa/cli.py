@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -73,7 +74,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     progress = _progress(args)
     from clfa.metrics import classification_metrics
     from clfa.predict import Predictor
-    from clfa.report import metrics_table, print_table
+    from clfa.report import class_table, metrics_table, print_table
 
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
     config = predictor.model.config
@@ -113,6 +114,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"note: the {split} split has no sample of {', '.join(map(repr, absent))}: the macro figures average the "
                   f"other classes{zero}", file=sys.stderr)
     print_table(metrics_table(results, title=f"{args.model} on {data.name}"))
+    for split, metrics in results.items():  # where each class's errors went, as the figures above do not tell
+        print_table(class_table(metrics, title=f"{split}: per class"))
     if args.output:
         from clfa import __version__
 
@@ -452,11 +455,24 @@ def _launcher_refusal(command: str) -> str | None:
     return None
 
 
+def _did_you_mean(unknown: list[str], command: argparse.ArgumentParser) -> str:
+    """The options nearest the mistyped ones, as " (did you mean --x?)": the usage above the error lists some forty
+    flags, and --learning_rate (a --config file's key) or --lerning-rate is hard to match there by eye."""
+    flags = [flag for action in command._actions for flag in action.option_strings if flag.startswith("--")]
+    near = []
+    for token in unknown:
+        name = token.split("=", 1)[0]
+        if name.startswith("--") and (match := difflib.get_close_matches(name.replace("_", "-"), flags, n=1, cutoff=0.8)):
+            near.append(match[0])
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand, with its usage, not by `clfa` with the list of commands
-        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        command = getattr(args, "_parser", parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(unknown, command)}")
     if refusal := _launcher_refusal(args.command):
         if _first_process():  # one line for the run, not one per process
             print(f"clfa: error: {refusal}", file=sys.stderr)

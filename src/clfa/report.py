@@ -39,3 +39,23 @@ def print_table(table: Table, console: Console | None = None) -> None:
         needed = console.measure(table, options=console.options.update_width(10_000)).maximum
         console = Console(file=console.file, width=max(console.width, needed), soft_wrap=console.soft_wrap)
     console.print(table)
+
+
+# Beyond this many classes a row of counts no longer fits a terminal; the matrix is in the --output file.
+MATRIX_COLUMNS = 10
+
+
+def class_table(metrics: dict, title: str = "") -> Table:
+    """One row per true class: its precision, recall, F1 (percentages) and samples, then, for up to
+    :data:`MATRIX_COLUMNS` classes, its row of the confusion matrix: how many of its samples each class was predicted."""
+    names = metrics["confusion_matrix"]["labels"]
+    matrix = metrics["confusion_matrix"]["matrix"] if len(names) <= MATRIX_COLUMNS else None
+    table = Table(title=title or None, caption="P, R, F1 in %; the columns after 'samples' count them by the label predicted"
+                  if matrix else "P, R, F1 in %")
+    for column in ("true label", "P", "R", "F1", "samples", *(names if matrix else ())):
+        table.add_column(column, justify="left" if column == "true label" else "right")
+    for i, name in enumerate(names):
+        report = metrics["per_class"][name]
+        row = [f"{100 * report[key]:.2f}" for key in ("precision", "recall", "f1-score")]
+        table.add_row(name, *row, f"{int(report['support']):,}", *(f"{count:,}" for count in matrix[i]) if matrix else ())
+    return table
