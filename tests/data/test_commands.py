@@ -137,8 +137,10 @@ def test_check_finds_every_kind_of_problem(tmp_path, capsys):
         "empty text": "1",
         "invalid record": "1",
     }
+    # The invalid record is one of the file's lines, and counted with them.
+    assert "checked 8 records (train 3, dev 2, test 2, and 1 invalid) and 7 image files" in out
     # Each image is named with the record, file and line that use it.
-    assert f"first 1 of 1 truncated or corrupt image:\n  {root / 'text' / 'train.txt'}:1: {images / '1.jpg'}: " in out
+    assert f"truncated or corrupt image: first 1 of 1\n  {root / 'text' / 'train.txt'}:1: {images / '1.jpg'}: " in out
     assert f"{root / 'text' / 'valid2.txt'}:1: {images / '6.jpg'} is 4x300" in out
     assert f"{root / 'text' / 'valid2.txt'}:2: {images / '7.jpg'} does not exist" in out
     assert f"{root / 'text' / 'test2.txt'}:4: malformed line" in out
@@ -149,7 +151,7 @@ def test_check_show_limits_listing(tmp_path, capsys):
     root = mmsd_tree(tmp_path, images=False)
     assert run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root), "--show", "2"]) == 1
     out = capsys.readouterr().out
-    assert "first 2 of 6 missing image:" in out
+    assert "missing image: first 2 of 6" in out
     assert out.count("does not exist") == 2
 
 

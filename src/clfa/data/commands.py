@@ -212,7 +212,10 @@ def _load_collecting(args: argparse.Namespace, notes: ReaderNotes) -> DatasetSpl
 
 def _report_check(out: Console, dataset: DatasetSplits, records: list[Record], n_images: int, problems: dict[str, list[str]], show: int) -> int:
     sizes = ", ".join(f"{split} {len(rs):,}" for split, rs in dataset.splits.items())
-    out.print(f"checked {len(records):,} records ({sizes}) and {n_images:,} image files", highlight=False)
+    # The invalid records were read too (and are listed below): counted, the total is the files' own.
+    if invalid := len(problems.get("invalid record", ())):
+        sizes += f", and {invalid:,} invalid"
+    out.print(f"checked {len(records) + invalid:,} records ({sizes}) and {n_images:,} image files", highlight=False)
     if not problems:
         out.print("[green]no problems found[/green]")
         return 0
@@ -223,7 +226,7 @@ def _report_check(out: Console, dataset: DatasetSplits, records: list[Record], n
         table.add_row(kind, f"{len(details):,}")
     out.print(table)
     for kind, details in problems.items():
-        out.print(f"first {min(show, len(details))} of {len(details):,} {kind}:", highlight=False)
+        out.print(f"{kind}: first {min(show, len(details))} of {len(details):,}", highlight=False)
         for detail in details[:show]:
             out.print(f"  {detail}", highlight=False)
     return 1
