@@ -57,3 +57,14 @@ def test_the_per_class_table_of_many_classes_leaves_the_matrix_to_the_metrics_fi
     print_table(class_table(classification_metrics(list(range(12)), list(range(12)), names)))
     rows = _rows(capsys.readouterr().out)
     assert rows["true label"] == ["P", "R", "F1", "samples"] and rows["class_11"] == ["100.00", "100.00", "100.00", "1"]
+
+
+def test_a_multi_class_table_shows_its_weighted_f1_once_and_a_binary_one_both_f1s(capsys):
+    three = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], ["a", "b", "c"])
+    print_table(metrics_table({"test": three}))
+    header = _rows(capsys.readouterr().out)["split"]
+    assert "weighted F1" in header and "F1" not in header
+    two = classification_metrics([0, 1, 1], [0, 1, 0], ["no", "yes"], positive_label="yes")
+    print_table(metrics_table({"test": two}))
+    header = _rows(capsys.readouterr().out)["split"]
+    assert "F1" in header and "weighted F1" in header

@@ -22,6 +22,9 @@ TITLES = {
 def metrics_table(rows: dict[str, dict], title: str = "", first_column: str = "split", keys: tuple[str, ...] = HEADLINE) -> Table:
     """One row per entry of ``rows`` (name -> metrics dict), percentages with two decimals like the paper."""
     keys = [k for k in keys if any(k in m for m in rows.values())]
+    if "weighted_f1" in keys and not any("positive_label" in m for m in rows.values()):
+        # Multi-class: the headline F1 is the weighted F1 (the MVSA papers'), which would show twice.
+        keys = [k for k in keys if k != "f1"]
     table = Table(title=title or None)
     table.add_column(first_column)
     for key in keys:
