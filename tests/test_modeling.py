@@ -342,3 +342,25 @@ def test_a_hub_name_that_cannot_be_fetched_is_named_at_once(tmp_path, monkeypatc
     with pytest.raises(OSError, match=rf"^someone/clfa-mmsd: no such folder, and {problem}$"):
         CLFAModel.from_pretrained("someone/clfa-mmsd")
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("where", [{"revision": "v1"}, {"subfolder": "clfa"}])
+def test_a_hub_model_cached_at_a_revision_or_in_a_subfolder_loads_offline(tiny_models, tmp_path, monkeypatch, where):
+    """The hub cache was searched for the main revision's top-level config.json alone: a model cached under another
+    revision, or in a subfolder of its repository, was said to be missing from the cache, and not loaded."""
+    import clfa.hub
+
+    cache = tmp_path / "cache"
+    repo, commit = cache / "models--someone--clfa-mmsd", "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / where.get("revision", "main")).write_text(commit)
+    model = make_model(tiny_models)
+    model.save_pretrained(repo / "snapshots" / commit / where.get("subfolder", ""))
+    monkeypatch.setattr(clfa.hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(clfa.hub.constants, "HF_HUB_CACHE", str(cache))
+    loaded = CLFAModel.from_pretrained("someone/clfa-mmsd", **where)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in loaded.state_dict().items())
+    elsewhere = {"revision": "v2"} if "revision" in where else {"subfolder": "other"}
+    with pytest.raises(OSError, match=r"not in the hub cache \(HF_HUB_OFFLINE is set\)"):  # where nothing is cached
+        CLFAModel.from_pretrained("someone/clfa-mmsd", **elsewhere)

@@ -52,6 +52,20 @@ def test_trainer_clips_and_counts_flops_as_the_stock_trainer_does(tiny_models, t
     assert stock > 0 and trainer.floating_point_ops(inputs) == stock == trainer.floating_point_ops(inputs)
 
 
+def test_the_running_loss_sum_is_an_attribute_as_others_are(tiny_models, tmp_path):
+    """It is summed in float64 once a training loop sets it; before, it is absent as any unset attribute is: hasattr,
+    getattr with a default and inspect.getmembers raised a KeyError on a new trainer."""
+    import inspect
+
+    opts = tiny_options(tiny_models, tmp_path)
+    trainer = build_trainer(opts, build_model(opts, ["0", "1"], "1"), None, [])
+    assert not hasattr(trainer, "_tr_loss") and getattr(trainer, "_tr_loss", None) is None
+    assert "_tr_loss" not in dict(inspect.getmembers(trainer))
+    trainer._tr_loss = torch.tensor(0.0)  # as the Trainer's loop starts
+    trainer._tr_loss += torch.tensor(0.1)
+    assert trainer._tr_loss.dtype == torch.float64 and trainer._tr_loss.item() == torch.tensor(0.1).item()
+
+
 def test_iterating_a_loader_leaves_the_global_random_state_alone(tiny_models, tiny_dataset, tmp_path):
     from transformers import AutoImageProcessor
 

@@ -34,8 +34,9 @@ def trained_model_location(path: str | Path) -> tuple[str | Path, bool]:
     return path, local
 
 
-def lookup_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a model (None when it is a folder, is in the hub cache, or the hub may have it)."""
+def lookup_problem(name: str, revision: str | None = None, subfolder: str = "") -> str | None:
+    """Why ``name`` cannot be a model (None when it is a folder, is in the hub cache, or the hub may have it).
+    ``revision`` and ``subfolder``: where in the hub repository the model is, as ``from_pretrained`` takes them."""
     folder = Path(name)
     if folder.exists():
         return None
@@ -44,7 +45,8 @@ def lookup_problem(name: str) -> str | None:
         validate_repo_id(name)
     except ValueError:  # absolute, ./, ~, three parts, "--"...: no hub name looks like that
         return _no_such_folder(folder) if nearby else "no such folder"
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    config = f"{subfolder.strip('/')}/config.json" if subfolder else "config.json"
+    if isinstance(try_to_load_from_cache(name, config, revision=revision), str):
         return None
     if nearby:
         return _no_such_folder(folder)

@@ -207,10 +207,11 @@ class CLFAModel(CLFAPreTrainedModel):
         nor a model the hub can give (the hub client retries for half a minute where the hub cannot be reached), and
         a weights file cut short (safetensors reports it as an error in a header, without the file's name)."""
         name = str(pretrained_model_name_or_path)
-        if pretrained_model_name_or_path is not None and not kwargs.get("cache_dir") and (problem := lookup_problem(name)):
+        where = {"revision": kwargs.get("revision"), "subfolder": kwargs.get("subfolder") or ""}
+        if pretrained_model_name_or_path is not None and not kwargs.get("cache_dir") and (problem := lookup_problem(name, **where)):
             raise OSError(f"{name}: {problem}")
         if pretrained_model_name_or_path is not None and Path(name).is_dir():
-            folder = Path(name) / kwargs.get("subfolder", "")
+            folder = Path(name) / where["subfolder"]
             for file in sorted(folder.glob("*.safetensors")):
                 if problem := safetensors_problem(file):
                     raise OSError(f"{file}: {problem}")

@@ -168,7 +168,10 @@ class CLFATrainer(Trainer):
     # depends on where the log lines cut it (MPS has no float64).
     @property
     def _tr_loss(self) -> torch.Tensor:
-        return self.__dict__["_tr_loss"]
+        try:
+            return self.__dict__["_tr_loss"]
+        except KeyError:  # before the first training loop: absent, as an attribute is (hasattr, getattr with a default)
+            raise AttributeError("_tr_loss") from None
 
     @_tr_loss.setter
     def _tr_loss(self, value: torch.Tensor) -> None:
