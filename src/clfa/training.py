@@ -246,6 +246,8 @@ def _callers_random_state():
     # every process of a launcher's run.
     gpu = torch.cuda.current_device() if torch.cuda.is_initialized() else None
     cuda = torch.cuda.get_rng_state(gpu) if gpu is not None else None
+    # A GPU not started yet would start with the seed torch.manual_seed last gave (or torch's default), as the CPU's.
+    unstarted_seed = torch.initial_seed()
     mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
     try:
         yield
@@ -255,6 +257,8 @@ def _callers_random_state():
         torch.set_rng_state(states[2])
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, gpu)
+        elif torch.cuda.is_initialized():  # started by the run: its generators as they would have started
+            torch.cuda.manual_seed_all(unstarted_seed)
         if mps is not None:
             torch.mps.set_rng_state(mps)
 
