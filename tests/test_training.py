@@ -295,16 +295,19 @@ def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys,
 
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.jsonl")]) == 0
     lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
-    assert len(lines) == 16 and lines[0]["id"] == "64" and set(lines[0]) == {"id", "label", "probabilities"}
+    assert len(lines) == 16 and lines[0]["id"] == "64" and list(lines[0]) == ["id", "label", "probabilities", "text", "image"]
+    first = json.loads((tiny_dataset / "test.jsonl").read_text().splitlines()[0])
+    assert (lines[0]["text"], lines[0]["image"]) == (first["text"], str((tiny_dataset / first["image"]).resolve()))
     # A .csv name gets CSV, with a column per class; loader workers and no progress bar give the same figures.
     capsys.readouterr()
     assert main(["predict", "--model", str(out), "--input", str(tiny_dataset / "test.jsonl"), "--output", str(tmp_path / "pred.csv"),
                  "--num-workers", "1", "--progress", "false"]) == 0
     assert "predict:" not in capsys.readouterr().err
     rows = list(csv.DictReader((tmp_path / "pred.csv").open(newline="")))
-    assert list(rows[0]) == ["id", "label", "p_negative", "p_positive"]
-    assert [(row["id"], row["label"], float(row["p_positive"])) for row in rows] == \
-        [(line["id"], line["label"], pytest.approx(line["probabilities"]["positive"], abs=1e-6)) for line in lines]
+    assert list(rows[0]) == ["id", "label", "p_negative", "p_positive", "text", "image"]
+    assert [(row["id"], row["label"], float(row["p_positive"]), row["text"], row["image"]) for row in rows] == \
+        [(line["id"], line["label"], pytest.approx(line["probabilities"]["positive"], abs=1e-6), line["text"], line["image"])
+         for line in lines]
 
 
 @pytest.mark.parametrize("flags, config_text, message", [

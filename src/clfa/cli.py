@@ -69,7 +69,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise OptionError(f"{' and '.join(unread)} would not be read: evaluate reads the --split splits only "
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
+    _refuse_overwriting(args, {split: getattr(args, f"{split}_file") for split in args.split if getattr(args, f"{split}_file")})
     _make_parent(args.output)
+    _make_parent(args.predictions, "--predictions")
     _check_model(args.model)
     progress = _progress(args)
     from clfa.metrics import classification_metrics
@@ -95,18 +97,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
         raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "
                           f"{', '.join(config.labels)}")
+    _refuse_overwriting(args, data.files)  # those found in --data-dir too
     if args.skip_invalid:
         data.drop_unlabelled(args.split, "evaluation")
     print(data.sizes(), file=sys.stderr)
     if report := data.report():
         print(report, file=sys.stderr)
-    results = {}
+    results, probabilities = {}, {}
     for split in args.split:
         records = data[split]
         if not records:
             raise DataError(f"dataset '{data.name}': the {split} split has no records to evaluate")
         require_labels(records, "evaluation")
         probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)["probabilities"]
+        probabilities[split] = probs  # (N, C): the rows of --predictions are made from them, not from a second run
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)
         if absent := results[split].get("absent_classes"):
@@ -130,7 +134,37 @@ def _evaluate(args: argparse.Namespace) -> int:
             write_whole(Path(args.output).resolve(), text)
         else:  # a pipe or /dev/stdout, which cannot be replaced
             Path(args.output).write_text(text, encoding="utf-8")
+    if args.predictions:
+        from clfa.prediction_files import EVALUATE_FIELDS, evaluation_rows
+
+        rows = (row for split in args.split for row in evaluation_rows(data[split], probabilities[split], config.labels, split))
+        written = _write_predictions(rows, config.labels, args.predictions, EVALUATE_FIELDS)
+        print(f"{written} predictions written to {args.predictions}", file=sys.stderr)
     return 0
+
+
+def _refuse_overwriting(args: argparse.Namespace, inputs: dict[str, str]) -> None:
+    """evaluate's --output and --predictions name a file each, and not one of ``inputs`` (split -> file read)."""
+    if args.output and args.predictions and _same_file(args.output, args.predictions):
+        raise OptionError(f"--predictions {args.predictions} is the --output file: the predictions would replace the metrics")
+    for flag, output in (("--output", args.output), ("--predictions", args.predictions)):
+        if split := next((split for split, file in inputs.items() if output and _same_file(output, file)), None):
+            raise OptionError(f"{flag} {output} is the {split} file: it would be replaced by what evaluate writes")
+
+
+def _same_file(one: str, other: str) -> bool:
+    return Path(one).resolve() == Path(other).resolve()
+
+
+def _write_predictions(rows, labels: list[str], output: str | None, fields: tuple[str, ...]) -> int:
+    """prediction_files.write_predictions, with where a run that stops half-way left the rows it wrote said first."""
+    from clfa.prediction_files import PredictionsCut, write_predictions
+
+    try:
+        return write_predictions(rows, labels, output, fields)
+    except PredictionsCut as cut:
+        print(f"clfa: {cut}", file=sys.stderr)
+        raise cut.__cause__ from None
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -163,27 +197,27 @@ def _check_model(model: str) -> None:
     trained_model_location(model)
 
 
-def _make_parent(output: str | None) -> None:
+def _make_parent(output: str | None, flag: str = "--output") -> None:
     """The folder of an output file made, and the file found writable, before the work rather than after it."""
     if not output:
         return
     path = Path(output)
     if path.is_dir():
-        raise OptionError(f"--output {output} is a folder; give a file name")
-    _make_folder(path.parent, f"--output {output}")
+        raise OptionError(f"{flag} {output} is a folder; give a file name")
+    _make_folder(path.parent, f"{flag} {output}")
     if path.exists() or path.is_symlink():
         # Never opened here: a pipe would block or see an early end, and a link's target must not be made.
         if not os.access(path if path.exists() else path.parent, os.W_OK):
-            raise OptionError(f"--output {output}: cannot be written (permission denied)")
+            raise OptionError(f"{flag} {output}: cannot be written (permission denied)")
         # A file is replaced by a whole new one made beside it (clfa.prediction_files).
         if path.is_file() and not os.access(path.resolve().parent, os.W_OK):
-            raise OptionError(f"--output {output}: its folder cannot be written (permission denied)")
+            raise OptionError(f"{flag} {output}: its folder cannot be written (permission denied)")
         return
     try:
         path.touch(exist_ok=False)
         path.unlink()
     except OSError as err:
-        raise OptionError(f"--output {output}: cannot be written ({err.strerror or err})") from None
+        raise OptionError(f"{flag} {output}: cannot be written ({err.strerror or err})") from None
 
 
 def _make_folder(folder: Path, option: str) -> None:
@@ -198,7 +232,7 @@ def _make_folder(folder: Path, option: str) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from clfa.data.custom import check_image_file, read_custom
     from clfa.data.records import SkipReport, url_instead_of_file
-    from clfa.prediction_files import PredictionsCut, write_predictions
+    from clfa.prediction_files import PREDICT_FIELDS, prediction_row
 
     one = args.text is not None or args.image is not None
     if one and (args.input or args.output or args.skip_invalid):
@@ -236,11 +270,9 @@ def _predict(args: argparse.Namespace) -> int:
     if not records:
         raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
     results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)
+    rows = (prediction_row(record, result) for record, result in zip(records, results))
     try:
-        written = write_predictions(results, predictor.labels, args.output)
-    except PredictionsCut as cut:
-        print(f"clfa: {cut}", file=sys.stderr)
-        raise cut.__cause__ from None
+        written = _write_predictions(rows, predictor.labels, args.output, PREDICT_FIELDS)
     except BrokenPipeError:
         if args.output is not None:
             raise
@@ -400,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["test"], choices=["train", "dev", "test"], help="the splits to evaluate (default: test)")
     add_predictor_arguments(p)
     p.add_argument("--output", help="write the metrics JSON here")
+    p.add_argument("--predictions", metavar="FILE", help="a row per record evaluated: split, id, true_label, label (the "
+                   "predicted one), correct, the probabilities, text, image; JSON Lines, or CSV for a .csv name")
     add_dataset_arguments(p)
     p.set_defaults(func=_evaluate)
 
@@ -408,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="one text ...")
     p.add_argument("--image", help="... and its image (a text-only or image-only baseline takes its one input alone)")
     p.add_argument("--input", help="JSONL/CSV of pairs: id, text, image (relative to the file)")
-    p.add_argument("--output", help="predictions, one per pair: JSON Lines (id, label, probabilities), or CSV (id, label, "
-                   "p_LABEL...) for a .csv name (default: JSON Lines to stdout); written as NAME.partial until whole")
+    p.add_argument("--output", help="predictions, one per pair: JSON Lines (id, label, probabilities, text, image), or CSV "
+                   "(id, label, p_LABEL..., text, image) for a .csv name (default: JSON Lines to stdout); written as "
+                   "NAME.partial until whole")
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)

@@ -31,6 +31,7 @@ from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
 from clfa.modeling import CLFAModel
 from clfa.precision import autocast, resolve_precision
+from clfa.prediction_files import labelled
 from clfa.run_lock import training_now
 
 
@@ -301,7 +302,7 @@ class Predictor:
         return self._result(probs)
 
     def _result(self, probs: torch.Tensor) -> dict:
-        return {"label": self.labels[int(probs.argmax())], "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, probs)}}
+        return labelled(probs, self.labels)
 
     def batches(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
                 images=None) -> Iterator[dict[str, np.ndarray]]:

@@ -1,5 +1,6 @@
-"""Predictions written as they are made: JSON Lines (``id``, ``label``, ``probabilities``) or CSV (``id``, ``label``,
-``p_LABEL`` per class), to a file or to stdout.
+"""Predictions written as they are made: JSON Lines or CSV (a ``p_LABEL`` column per class where the JSON has
+``probabilities``), to a file or to stdout. ``clfa predict`` writes :data:`PREDICT_FIELDS`; ``clfa evaluate
+--predictions`` writes :data:`EVALUATE_FIELDS`, predict's with the split, the true label and whether it was predicted.
 
 A file is written under a ``.partial`` name beside it and takes its own name only once every prediction is in it, so
 that a file of that name is always whole; a run that stops half-way leaves what it made in the ``.partial`` file."""
@@ -12,11 +13,43 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
+from clfa.data.records import Record, unlabelled
 from clfa.files import regular_file_or_none
+
+# The text and the image are in each row so that a row reads on its own: an error found in it is seen without a look-up
+# in the data files (evaluate's rows come from several).
+PREDICT_FIELDS = ("id", "label", "probabilities", "text", "image")
+EVALUATE_FIELDS = ("split", "id", "true_label", "label", "correct", "probabilities", "text", "image")
+
+
+def labelled(probabilities, labels: list[str]) -> dict:
+    """``{"label", "probabilities"}`` of one record's class probabilities: the label of the highest (the first of equal
+    ones, as ``argmax`` takes it to score a split), and each class's probability to 6 decimals."""
+    probabilities = np.asarray(probabilities)
+    return {"label": labels[int(probabilities.argmax())],
+            "probabilities": {name: round(float(p), 6) for name, p in zip(labels, probabilities)}}
+
+
+def prediction_row(record: Record, result: dict) -> dict:
+    """predict's row of ``record``, of which ``result`` is the prediction (:func:`labelled`)."""
+    return {"id": str(record.id), **result, "text": record.text, "image": str(record.image)}
+
+
+def evaluation_rows(records: Iterable[Record], probabilities, labels: list[str], split: str) -> Iterator[dict]:
+    """evaluate's row of each of ``records`` (labelled, of ``split``), given their probabilities (N, C) in ``labels``
+    order, as ``Predictor.run`` computes them. An unlabelled record is a DataError: it would count as a wrong one."""
+    for record, probs in zip(records, probabilities, strict=True):
+        if record.label is None:
+            raise unlabelled(record, "evaluation")
+        row = prediction_row(record, labelled(probs, labels)) | {"split": split, "true_label": record.label}
+        row["correct"] = row["label"] == record.label
+        yield {field: row[field] for field in EVALUATE_FIELDS}
 
 
 class PredictionsCut(Exception):
@@ -52,24 +85,26 @@ def _longest_name(folder: Path) -> int:
         return 255
 
 
-def write_predictions(results: Iterable[dict], labels: list[str], output: str | Path | None) -> int:
-    """Write each result as it comes, CSV for an ``output`` ending in ``.csv``, and return how many were written.
-    ``output`` None is stdout. A path that is not a file (a pipe, /dev/stdout) is written directly."""
+def write_predictions(results: Iterable[dict], labels: list[str], output: str | Path | None,
+                      fields: tuple[str, ...] = PREDICT_FIELDS) -> int:
+    """Write the ``fields`` of each result as it comes, in that order, CSV for an ``output`` ending in ``.csv``, and
+    return how many were written. ``output`` None is stdout. A path that is not a file (a pipe, /dev/stdout) is written
+    directly."""
     as_csv = output is not None and Path(output).suffix.lower() == ".csv"
     counter = _Counter(results)
     if output is None:
-        _write(counter, labels, sys.stdout, as_csv)
+        _write(counter, labels, fields, sys.stdout, as_csv)
         return counter.count
     if not regular_file_or_none(output):
         # A pipe, /dev/stdout, /dev/fd/N: what reads it reads as it comes, and it cannot be replaced.
         with open(output, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
-            _write(counter, labels, stream, as_csv)
+            _write(counter, labels, fields, stream, as_csv)
         return counter.count
     target, partial = Path(output).resolve(), partial_path(output)
     partial.unlink(missing_ok=True)  # an earlier run's, or a link that open() would follow
     try:
         with open(partial, "w", encoding="utf-8", newline="" if as_csv else None) as stream:
-            _write(counter, labels, stream, as_csv)
+            _write(counter, labels, fields, stream, as_csv)
     except BaseException as err:  # an interrupt too: what was made is kept, and said where
         if not counter.count:
             partial.unlink(missing_ok=True)
@@ -93,13 +128,15 @@ class _Counter:
             self.count += 1
 
 
-def _write(results: Iterable[dict], labels: list[str], stream: TextIO, as_csv: bool) -> None:
+def _write(results: Iterable[dict], labels: list[str], fields: tuple[str, ...], stream: TextIO, as_csv: bool) -> None:
     if as_csv:
         writer = csv.writer(stream)
-        writer.writerow(["id", "label", *(f"p_{label}" for label in labels)])
+        writer.writerow([name for field in fields for name in
+                         ([f"p_{label}" for label in labels] if field == "probabilities" else [field])])
     for result in results:
         if as_csv:
-            writer.writerow([result["id"], result["label"], *(result["probabilities"][label] for label in labels)])
+            writer.writerow([value for field in fields for value in
+                             ([result[field][label] for label in labels] if field == "probabilities" else [result[field]])])
         else:
-            stream.write(json.dumps(result) + "\n")
+            stream.write(json.dumps({field: result[field] for field in fields}) + "\n")
     stream.flush()
