@@ -150,8 +150,10 @@ def test_options_made_in_python_hold_plain_values_that_json_writes(tmp_path):
 
     import numpy as np
 
-    opts = TrainOptions(output_dir=tmp_path / "run", batch_size=np.int64(4), learning_rate=np.float32(0.5), fusion_layers=2.0, epochs=3)
+    opts = TrainOptions(output_dir=tmp_path / "run", batch_size=np.int64(4), learning_rate=np.float32(0.5), fusion_layers=2.0, epochs=3,
+                        compile=np.bool_(False))
     assert json.loads(json.dumps(opts.to_dict()))["output_dir"] == str(tmp_path / "run")  # as metrics.json is written
+    assert opts.compile is False
     assert type(opts.batch_size) is int and type(opts.fusion_layers) is int and opts.fusion_layers == 2
     assert type(opts.learning_rate) is float and opts.epochs == 3.0 and opts.eval_steps is None
 

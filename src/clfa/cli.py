@@ -186,8 +186,10 @@ def _quiet_libraries(verbose: bool, progress: bool = True) -> None:
         # Load reports (unused pooler weights, missing torchvision for fast image processors) are noise here.
         transformers.logging.set_verbosity_error()
         huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings, printed twice through the root logger
-    if not verbose or not progress:  # no bars under -v either: transformers' go too, not only clfa's own
-        transformers.logging.disable_progress_bar()  # weight loading/saving bars, not the training progress
+    # transformers' weight loading and saving bars (not the training's): shown only under -v, and there only where
+    # clfa's own bars are drawn too.
+    if not verbose or not progress:
+        transformers.logging.disable_progress_bar()
 
 
 def _check_model(model: str) -> None:
@@ -295,14 +297,14 @@ def _export(args: argparse.Namespace) -> int:
     from clfa.export import make_config_shareable, read_metrics, write_extras
     from clfa.predict import Predictor, unfinished_hint, unfinished_run
 
-    # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
-    # is made, so that a model that does not load leaves nothing behind.
-    predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
     source = Path(args.model).expanduser()
     # A run stopped between writing its model and its metrics.json (or during an extending --resume, which removes
     # them first) holds a model whose scores are nowhere: shipped, it would pass for one that has none.
     if source.is_dir() and (last := unfinished_run(source)):
         raise OptionError(f"{args.model}: a run that has not finished (no metrics.json beside its model){unfinished_hint(last)}")
+    # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
+    # is made, so that a model that does not load leaves nothing behind.
+    predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
     metrics = read_metrics(source) if source.is_dir() else None
     # Where the students and teacher came from, without the trainer's folders (hub names stay as they are).
     make_config_shareable(predictor.model.config)

@@ -268,7 +268,9 @@ def _plain(value, kind):
     """``value`` as the plain Python value an option of ``kind`` holds, or None if it is not one: numpy numbers become
     int or float and paths text, as the options are written to JSON (metrics.json, each checkpoint's record)."""
     if kind is parse_bool:
-        return value if isinstance(value, bool) else None
+        # numpy's booleans too (a grid of settings made with numpy); a numpy value means numpy is loaded already.
+        numpy = sys.modules.get("numpy")
+        return bool(value) if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)) else None
     if isinstance(value, bool):  # an int to Python, but no count or rate
         return None
     if kind is int:
