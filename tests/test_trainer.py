@@ -307,9 +307,10 @@ def test_the_trainers_log_lines_are_lines_to_read_on_stderr(callback, capsys):
     printer.on_train_begin(None, state, None)
     printer.on_log(None, state, None, logs={"loss": 0.693147, "grad_norm": 1.25, "learning_rate": 1e-05, "epoch": 0.4,
                                             "total_flos": 123.0})
-    printer.on_log(None, state, None, logs={"eval_loss": 0.5, "eval_accuracy": 0.875, "epoch": 0.4})
+    printer.on_log(None, state, None, logs={"eval_loss": 0.5, "eval_accuracy": 0.875, "eval_runtime": 1.5,
+                                            "eval_samples_per_second": 320.0, "eval_steps_per_second": 10.0, "epoch": 0.4})
     out, err = capsys.readouterr()
     assert out == ""
     assert [line.rsplit("\r", 1)[-1] for line in err.splitlines() if "step" in line] == [
         "step 20/300 (epoch 0.4): loss 0.6931, grad_norm 1.25, learning_rate 1e-05",
-        "step 20/300 (epoch 0.4): eval_loss 0.5, eval_accuracy 0.875"]
+        "step 20/300 (epoch 0.4): eval_loss 0.5, eval_accuracy 0.875, eval_runtime 1.5"]

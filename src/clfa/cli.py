@@ -390,7 +390,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="pairs per batch (default 64)")
     p.add_argument("--num-workers", type=whole_number, default=0,
                    help="processes that decode images while the model runs (default 0: in the main process)")
-    p.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show a progress bar (default: when stderr is a terminal)")
+    p.add_argument("--progress", type=parse_bool, metavar="{true,false}", help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast on GPUs with bf16 arithmetic, as in training; else fp32")
@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--out", dest="out", metavar="DIR", default="clfa-demo", help="output folder (default: clfa-demo)")
     p.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated world, the teacher, the students and every training run (default 0)")
-    p.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show progress bars (default: when stderr is a "
+    p.add_argument("--progress", type=parse_bool, metavar="{true,false}", help="show progress bars (default: when stderr is a "
                    "terminal; without them, a line per teacher epoch, per evaluation and per model trained)")
     p.set_defaults(func=_demo)
 

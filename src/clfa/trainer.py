@@ -338,6 +338,11 @@ class CLFATrainer(Trainer):
         super().log(logs, start_time)
 
 
+# Left out of the lines: the epoch is in each line's head, and an evaluation's rates repeat its runtime (the
+# Trainer still hands them all to --report-to).
+_UNLOGGED = ("epoch", "total_flos", "eval_samples_per_second", "eval_steps_per_second")
+
+
 def log_line(logs: dict, state) -> str:
     """A Trainer log entry as a line to read (and grep): ``step 20/300 (epoch 0.4): loss 0.6931, grad_norm 1.2, ...``,
     not the dict it is handed (``{'loss': '0.6931', ...}``)."""
@@ -345,7 +350,7 @@ def log_line(logs: dict, state) -> str:
     if (epoch := logs.get("epoch")) is not None:
         where += f" (epoch {epoch:.4g})"
     values = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
-                       for name, value in logs.items() if name not in ("epoch", "total_flos"))
+                       for name, value in logs.items() if name not in _UNLOGGED)
     return f"{where}: {values}"
 
 

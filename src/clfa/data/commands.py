@@ -41,7 +41,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     add_dataset_arguments(check)
     check.add_argument("--workers", type=positive_int, default=None, help="threads decoding images (default: CPU count, at most 32)")
     check.add_argument("--show", type=positive_int, default=10, help="how many offenders to list (default 10)")
-    check.add_argument("--progress", type=parse_bool, metavar="BOOL", help="show a progress bar (default: when stderr is a terminal)")
+    check.add_argument("--progress", type=parse_bool, metavar="{true,false}", help="show a progress bar (default: when stderr is a terminal)")
     check.set_defaults(func=run_check, _parser=check)
     return data
 
