@@ -187,9 +187,21 @@ def test_a_checkpoint_of_several_processes_or_of_fp16_needs_the_states_of_each(t
     for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
         (checkpoint / name).touch()
     check_resumed_states(checkpoint, world_size=1, scaler=False)
-    with pytest.raises(OptionError, match=r"checkpoint-12 has no rng_state_0.pth \(the random generators' states\), "
-                                          r"rng_state_1.pth \(the random generators' states\): the run would go on"):
+    # A checkpoint without clfa_run.json (written before it was) is told another process count by its random states.
+    with pytest.raises(OptionError, match=r"checkpoint-12 was made by 1 process \(now 2\), each with random states of its "
+                                          r"own: resume with as many$"):
         check_resumed_states(checkpoint, world_size=2, scaler=False)
+    (checkpoint / "rng_state.pth").rename(checkpoint / "rng_state_0.pth")
+    with pytest.raises(OptionError, match=r"checkpoint-12 has no rng_state_1.pth \(the random generators' states\): "
+                                          r"the run would go on"):
+        check_resumed_states(checkpoint, world_size=2, scaler=False)
+    (checkpoint / "rng_state_1.pth").touch()
+    check_resumed_states(checkpoint, world_size=2, scaler=False)
+    with pytest.raises(OptionError, match=r"made by 2 processes or more \(now 1\)"):
+        check_resumed_states(checkpoint, world_size=1, scaler=False)
+    for rank in (0, 1):
+        (checkpoint / f"rng_state_{rank}.pth").unlink()
+    (checkpoint / "rng_state.pth").touch()
     with pytest.raises(OptionError, match=r"checkpoint-12 has no scaler.pt \(the fp16 loss scale\): the run would go on"):
         check_resumed_states(checkpoint, world_size=1, scaler=True)
     (checkpoint / "model.safetensors").rename(tmp_path / "model.safetensors")

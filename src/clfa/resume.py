@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -215,6 +216,14 @@ def check_resumed_states(checkpoint: Path, world_size: int, scaler: bool) -> Non
     without optimizer.pt or scheduler.pt both start anew, AdamW's moments and the warm-up with them, and without the
     random states dropout draws other numbers. ``world_size``: the run's processes, each with random states of its
     own; ``scaler``: whether the run scales fp16 losses. Not for FSDP or DeepSpeed, which save states their own way."""
+    # A checkpoint without clfa_run.json (one from before it was written) tells its processes by these alone: one
+    # writes rng_state.pth, several rng_state_RANK.pth each.
+    single = (checkpoint / "rng_state.pth").is_file()
+    ranks = [int(m[1]) for file in checkpoint.glob("rng_state_*.pth") if (m := re.fullmatch(r"rng_state_(\d+)\.pth", file.name))]
+    if (single and world_size > 1) or (not single and ranks and (world_size <= 1 or max(ranks) >= world_size)):
+        made_by = "1 process" if single else f"{max(ranks) + 1} processes or more"
+        raise OptionError(f"--resume: {checkpoint} was made by {made_by} (now {world_size}), each with random states of "
+                          "its own: resume with as many")
     needed = {"optimizer.pt": "AdamW's moments", "scheduler.pt": "the learning-rate schedule's place"}
     rng = ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{process}.pth" for process in range(world_size)]
     needed |= dict.fromkeys(rng, "the random generators' states")
