@@ -65,6 +65,17 @@ def test_an_exported_run_leaves_the_machine_with_its_card_and_no_local_paths(tin
     assert test["accuracy"] == sum(p["label"] == r.label for p, r in zip(predictions, records)) / len(records)
 
 
+def test_a_run_given_a_relative_output_dir_is_named_from_its_own_folder_down(tiny_models, tiny_dataset, tmp_path, monkeypatch):
+    """--output-dir runs/sarcasm, as the README writes it, is recorded as given and its best checkpoint absolute: the
+    copy named the checkpoint by its own folder alone (checkpoint-N) and kept the folders above the run (runs/)."""
+    monkeypatch.chdir(tmp_path)
+    train(tiny_options(tiny_models, tmp_path, epochs=1, output_dir="runs/sarcasm"), load_dataset("jsonl", tiny_dataset))
+    assert main(["export", "--model", "runs/sarcasm", "--output-dir", "ship"]) == 0
+    metrics = json.loads((tmp_path / "ship" / "metrics.json").read_text())
+    assert metrics["best_checkpoint"].startswith("sarcasm/checkpoints/checkpoint-")
+    assert metrics["options"]["output_dir"] == "sarcasm"
+
+
 def test_what_was_skipped_keeps_its_file_and_line_not_the_paths_in_its_message():
     metrics = {"data_dir": "/srv/alice/MMSD", "options": {"output_dir": "/srv/alice/runs/mmsd", "text_model": "bert-base-uncased"},
                "data_options": {"image_dir": "/mnt/images", "mmsd_filter": "token"},

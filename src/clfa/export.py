@@ -21,22 +21,26 @@ from clfa.report import TITLES
 
 # Options of a run that name a folder or model on the trainer's machine (hub names are left as they are).
 _PATH_SETTINGS = ("output_dir", "text_model", "image_model", "teacher", "cache_dir")
+# Of those, the ones that are always a folder: a relative one (recorded as given) is not taken for a hub name.
+_FOLDER_SETTINGS = ("output_dir", "cache_dir")
 _CONFIG_NAMES = ("text_model_name", "image_model_name", "teacher_model_name")
 
 
-def shareable_name(name: str | None, anchors: tuple[Path, ...] = ()) -> str | None:
+def shareable_name(name: str | None, anchors: tuple[Path, ...] = (), folder: bool = False) -> str | None:
     """``name`` without the folders above it: an absolute path within one of ``anchors`` (the data folder, the run
     folder) from that folder's own name down; another path (``/``, ``~``, ``..``) by its own name; a name that may
-    be the hub's (``org/model``) as it is."""
+    be the hub's (``org/model``) as it is, unless ``folder`` says it names a folder."""
     if not isinstance(name, str) or not name:
         return name
     path = Path(name)
     if not path.is_absolute():
-        try:
-            validate_repo_id(name)
-            return name
-        except ValueError:
-            return path.name
+        if not folder:
+            try:
+                validate_repo_id(name)
+                return name
+            except ValueError:
+                pass
+        return path.name or name
     for anchor in anchors:
         if path.is_relative_to(anchor):
             return (Path(anchor.name) / path.relative_to(anchor)).as_posix()
@@ -47,10 +51,10 @@ def shareable_metrics(metrics: dict) -> dict:
     """A run's metrics.json with every path it records made a :func:`shareable_name`; what was skipped keeps its file,
     line and kind of problem, whose message may quote a path."""
     options = metrics.get("options") or {}
-    anchors = tuple(Path(folder) for folder in (metrics.get("data_dir"), options.get("output_dir")) if folder)
+    anchors = tuple(Path(folder) for folder in (metrics.get("data_dir"), options.get("output_dir"), _run_folder(metrics)) if folder)
 
-    def name(value):
-        return shareable_name(value, anchors)
+    def name(value, folder: bool = False):
+        return shareable_name(value, anchors, folder)
 
     out = dict(metrics)
     for key in ("data_dir", "best_checkpoint"):
@@ -61,11 +65,18 @@ def shareable_metrics(metrics: dict) -> dict:
     if isinstance(out.get("data_options"), dict):
         out["data_options"] = {key: name(value) if key in PATH_OPTIONS else value for key, value in out["data_options"].items()}
     if isinstance(out.get("options"), dict):
-        out["options"] = {key: name(value) if key in _PATH_SETTINGS else value for key, value in options.items()}
+        out["options"] = {key: name(value, key in _FOLDER_SETTINGS) if key in _PATH_SETTINGS else value for key, value in options.items()}
     if isinstance(out.get("skipped"), list):
         out["skipped"] = [entry | {"file": name(entry.get("file")), "reason": reason_kind(str(entry.get("reason", "")))}
                           if isinstance(entry, dict) else entry for entry in out["skipped"]]
     return out
+
+
+def _run_folder(metrics: dict) -> Path | None:
+    """The run's folder as its best checkpoint (``OUTPUT_DIR/checkpoints/checkpoint-N``, recorded absolute) places it:
+    its ``output_dir`` is recorded as given, relative to a working folder that the metrics do not name."""
+    best = metrics.get("best_checkpoint")
+    return Path(best).parents[1] if isinstance(best, str) and Path(best).is_absolute() else None
 
 
 def make_config_shareable(config: CLFAConfig) -> None:
