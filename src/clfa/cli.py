@@ -1,4 +1,4 @@
-"""The ``clfa`` command: train, evaluate, predict, demo, data. Each handler is thin; the work is in the library."""
+"""The ``clfa`` command: train, evaluate, predict, export, demo, data. Each handler is thin; the work is in the library."""
 
 from __future__ import annotations
 
