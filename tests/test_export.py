@@ -15,7 +15,7 @@ from clfa.cli import main
 from clfa.configuration import CLFAConfig
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
-from clfa.export import model_card, shareable_metrics
+from clfa.export import export_model, model_card, shareable_metrics
 from clfa.predict import Predictor
 from clfa.training import train
 from conftest import tiny_options
@@ -74,6 +74,26 @@ def test_a_run_given_a_relative_output_dir_is_named_from_its_own_folder_down(tin
     metrics = json.loads((tmp_path / "ship" / "metrics.json").read_text())
     assert metrics["best_checkpoint"].startswith("sarcasm/checkpoints/checkpoint-")
     assert metrics["options"]["output_dir"] == "sarcasm"
+
+
+def test_a_model_is_exported_from_python_as_the_command_exports_it(tiny_models, tmp_path, capsys):
+    from test_predict import save_model
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    files = export_model(str(run), tmp_path / "ship")
+    assert files == sorted((tmp_path / "ship").iterdir())
+    assert {"config.json", "model.safetensors", "metrics.json", "README.md"} <= {file.name for file in files}
+    assert capsys.readouterr().out == ""  # the listing is the command's
+    with pytest.raises(OptionError, match="not empty; give a new folder"):
+        export_model(run, tmp_path / "ship")
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "by-command")]) == 0
+    for file in files:  # the files the command writes; the card differs by the folder's name alone
+        expected = (tmp_path / "by-command" / file.name).read_bytes()
+        if file.name == "README.md":
+            expected = expected.replace(b"by-command", b"ship")
+        assert file.read_bytes() == expected, file.name
 
 
 def test_what_was_skipped_keeps_its_file_and_line_not_the_paths_in_its_message():

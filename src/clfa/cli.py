@@ -7,7 +7,6 @@ import difflib
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from clfa.data.arguments import add_dataset_arguments, check_dataset_args, datas
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
-from clfa.files import on_disk, regular_file_or_none, remove_abandoned, write_whole
+from clfa.files import make_folder, regular_file_or_none, write_whole
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -206,7 +205,7 @@ def _make_parent(output: str | None, flag: str = "--output") -> None:
     path = Path(output)
     if path.is_dir():
         raise OptionError(f"{flag} {output} is a folder; give a file name")
-    _make_folder(path.parent, f"{flag} {output}")
+    make_folder(path.parent, f"{flag} {output}")
     if path.exists() or path.is_symlink():
         # Never opened here: a pipe would block or see an early end, and a link's target must not be made.
         if not os.access(path if path.exists() else path.parent, os.W_OK):
@@ -220,15 +219,6 @@ def _make_parent(output: str | None, flag: str = "--output") -> None:
         path.unlink()
     except OSError as err:
         raise OptionError(f"{flag} {output}: cannot be written ({err.strerror or err})") from None
-
-
-def _make_folder(folder: Path, option: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OptionError(f"{option}: a file stands where its folder would be") from None
-    except OSError as err:
-        raise OptionError(f"{option}: its folder cannot be made ({err.strerror or err})") from None
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -287,82 +277,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    out = Path(args.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OptionError(f"--output-dir {out}: {'a file' if not out.is_dir() else 'not empty'}; give a new folder")
-    if Path(args.model).exists() and out.resolve() == Path(args.model).resolve():
-        raise OptionError(f"--output-dir {out} is the --model folder")
-    _check_model(args.model)
-    _quiet_libraries(args.verbose)
-    from clfa.export import make_config_shareable, read_metrics, write_extras
-    from clfa.predict import Predictor, unfinished_hint, unfinished_run
+    from clfa.export import check_export, export_model
 
-    source = Path(args.model).expanduser()
-    # A run stopped between writing its model and its metrics.json (or during an extending --resume, which removes
-    # them first) holds a model whose scores are nowhere: shipped, it would pass for one that has none.
-    if source.is_dir() and (last := unfinished_run(source)):
-        raise OptionError(f"{args.model}: a run that has not finished (no metrics.json beside its model){unfinished_hint(last)}")
-    # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
-    # is made, so that a model that does not load leaves nothing behind.
-    predictor = Predictor.from_pretrained(args.model, device="cpu", precision="fp32")
-    metrics = read_metrics(source) if source.is_dir() else None
-    # Where the students and teacher came from, without the trainer's folders (hub names stay as they are).
-    make_config_shareable(predictor.model.config)
-    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # the new folders, outermost last
-    _make_folder(out, f"--output-dir {out}")
-    # Written beside it and given its name once whole and loaded: an export killed half-way (SIGKILL, power loss) leaves
-    # the folder empty, not a model without its metrics or never loaded, and the same command can then be run again.
-    final = out.resolve()  # a link to an empty folder: that folder takes the files; "." has a name once resolved
-    # A folder that cannot be removed and replaced (the working folder, a mount point such as a container's volume, one
-    # in a folder this user cannot write) is written in place, as before.
-    in_place = (final == Path.cwd().resolve() or os.path.ismount(final)
-                or not os.access(final.parent, os.W_OK | os.X_OK))
-    staging = final if in_place else final.with_name(f".{final.name}.partial-{os.getpid()}")
-    if not in_place:
-        remove_abandoned(final.parent, f".{final.name}.partial-*")  # a killed export's
-    try:
-        predictor.save_pretrained(staging)
-        # What the model scored, on which data, and how to use it.
-        write_extras(staging, metrics, predictor.model.config, final.name, sum(p.numel() for p in predictor.model.parameters()))
-        Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
-        for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
-            on_disk(file)
-        if not in_place:
-            final.rmdir()  # empty: checked above
-            staging.rename(final)
-    except BaseException:
-        if not in_place:
-            shutil.rmtree(staging, ignore_errors=True)
-            final.mkdir(exist_ok=True)  # had the rename failed
-        _undo_export(out, made[-1] if made else None)
-        raise
-    files = sorted(file for file in out.iterdir() if file.is_file())
+    out = Path(args.output_dir)
+    check_export(args.model, out)  # before the seconds of importing torch; export_model checks again, for Python callers
+    _quiet_libraries(args.verbose)
+    files = export_model(args.model, out)
     for file in files:
         print(f"{file.stat().st_size:>12,}  {file}")
     print(f"exported {args.model} to {out}: {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes", file=sys.stderr)
     return 0
 
 
-def _undo_export(out: Path, made: Path | None) -> None:
-    """A part of a model must not pass for one: remove the folders the export made, or, in a folder that was there
-    (and empty), what the export wrote. A failure here is reported, not raised over the export's own error."""
-    try:
-        if made is not None:
-            shutil.rmtree(made)
-            return
-        for entry in out.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    except OSError as err:
-        print(f"clfa: the failed export's files could not all be removed from {out} ({err})", file=sys.stderr)
-
-
 def _demo(args: argparse.Namespace) -> int:
     from clfa.demo.folder import check_out_folder
 
-    _make_folder(Path(args.out), f"--output-dir {args.out}")
+    make_folder(Path(args.out), f"--output-dir {args.out}")
     check_out_folder(Path(args.out))
     progress = _progress(args)
     from clfa.demo.run import run_demo

@@ -1,23 +1,31 @@
-"""What ``clfa export`` writes beside the model files: the run's metrics.json and a model card (README.md), in a form
-that can leave the machine. A run records where its data, models and checkpoints were (absolute paths, so that its
-folder read later still says what it read); a shipped model keeps those as names from the data and run folders down,
-which say what was read without the directory layout above them."""
+"""``clfa export`` (:func:`export_model`): what prediction needs of a model, with the run's metrics.json and a model
+card (README.md), written to a new folder in a form that can leave the machine. A run records where its data, models
+and checkpoints were (absolute paths, so that its folder read later still says what it read); a shipped model keeps
+those as names from the data and run folders down, which say what was read without the directory layout above them."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub.utils import validate_repo_id
 
 from clfa import __version__
-from clfa.configuration import CLFAConfig
 from clfa.data.records import reason_kind
 from clfa.data.registry import PATH_OPTIONS
 from clfa.errors import OptionError, first_line
-from clfa.metrics import HEADLINE
-from clfa.report import TITLES
+from clfa.files import make_folder, on_disk, remove_abandoned
+from clfa.hub import trained_model_location
+
+# Neither torch, transformers nor scikit-learn at import: clfa export refuses a folder or a model name before the
+# seconds of loading them.
+if TYPE_CHECKING:
+    from clfa.configuration import CLFAConfig
 
 # Options of a run that name a folder or model on the trainer's machine (hub names are left as they are).
 _PATH_SETTINGS = ("output_dir", "text_model", "image_model", "teacher", "cache_dir")
@@ -93,6 +101,9 @@ def _percent(value) -> str:
 
 
 def _metrics_section(metrics: dict | None, positive: str | None) -> list[str]:
+    from clfa.metrics import HEADLINE
+    from clfa.report import TITLES
+
     splits = {split: metrics[split] for split in ("dev", "test") if isinstance(metrics, dict) and isinstance(metrics.get(split), dict)}
     if not splits:
         return ["No scores came with this model (a Trainer checkpoint, or a model saved without its run's metrics.json)."]
@@ -184,3 +195,80 @@ def write_extras(folder: Path, metrics: dict | None, config: CLFAConfig, name: s
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     (folder / "README.md").write_text(model_card(config, metrics, name, parameters), encoding="utf-8")
+
+
+def check_export(model: str | Path, out: Path) -> None:
+    """The refusals that need neither torch nor transformers, made before the seconds of importing them: ``out`` a new
+    or empty folder and not the model's own, ``model`` a folder or a model the hub may give."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OptionError(f"--output-dir {out}: {'a file' if not out.is_dir() else 'not empty'}; give a new folder")
+    if Path(model).exists() and out.resolve() == Path(model).resolve():
+        raise OptionError(f"--output-dir {out} is the --model folder")
+    trained_model_location(model)
+
+
+def export_model(model: str | Path, out: str | Path) -> list[Path]:
+    """What prediction needs of ``model`` (a trained model folder, one of its checkpoints, or a hub name): config,
+    safetensors weights, tokenizer and image processor, with the run's metrics.json and a model card, written to ``out``
+    (a new or empty folder). Returns the files written; an OptionError for a model or folder refused. On any failure or
+    interrupt, nothing that passes for a model is left in ``out``."""
+    out = Path(out)
+    check_export(model, out)
+    from clfa.predict import Predictor, unfinished_hint, unfinished_run
+
+    source = Path(model).expanduser()
+    # A run stopped between writing its model and its metrics.json (or during an extending --resume, which removes
+    # them first) holds a model whose scores are nowhere: shipped, it would pass for one that has none.
+    if source.is_dir() and (last := unfinished_run(source)):
+        raise OptionError(f"{model}: a run that has not finished (no metrics.json beside its model){unfinished_hint(last)}")
+    # On the CPU in fp32: the weights are written as they are stored, whatever the machine. Loaded before the folder
+    # is made, so that a model that does not load leaves nothing behind.
+    predictor = Predictor.from_pretrained(model, device="cpu", precision="fp32")
+    metrics = read_metrics(source) if source.is_dir() else None
+    # Where the students and teacher came from, without the trainer's folders (hub names stay as they are).
+    make_config_shareable(predictor.model.config)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # the new folders, outermost last
+    make_folder(out, f"--output-dir {out}")
+    # Written beside it and given its name once whole and loaded: an export killed half-way (SIGKILL, power loss) leaves
+    # the folder empty, not a model without its metrics or never loaded, and the same command can then be run again.
+    final = out.resolve()  # a link to an empty folder: that folder takes the files; "." has a name once resolved
+    # A folder that cannot be removed and replaced (the working folder, a mount point such as a container's volume, one
+    # in a folder this user cannot write) is written in place, as before.
+    in_place = (final == Path.cwd().resolve() or os.path.ismount(final)
+                or not os.access(final.parent, os.W_OK | os.X_OK))
+    staging = final if in_place else final.with_name(f".{final.name}.partial-{os.getpid()}")
+    if not in_place:
+        remove_abandoned(final.parent, f".{final.name}.partial-*")  # a killed export's
+    try:
+        predictor.save_pretrained(staging)
+        # What the model scored, on which data, and how to use it.
+        write_extras(staging, metrics, predictor.model.config, final.name, sum(p.numel() for p in predictor.model.parameters()))
+        Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
+        for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
+            on_disk(file)
+        if not in_place:
+            final.rmdir()  # empty: checked above
+            staging.rename(final)
+    except BaseException:
+        if not in_place:
+            shutil.rmtree(staging, ignore_errors=True)
+            final.mkdir(exist_ok=True)  # had the rename failed
+        _undo_export(out, made[-1] if made else None)
+        raise
+    return sorted(file for file in out.iterdir() if file.is_file())
+
+
+def _undo_export(out: Path, made: Path | None) -> None:
+    """A part of a model must not pass for one: remove the folders the export made, or, in a folder that was there
+    (and empty), what the export wrote. A failure here is reported, not raised over the export's own error."""
+    try:
+        if made is not None:
+            shutil.rmtree(made)
+            return
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as err:
+        print(f"clfa: the failed export's files could not all be removed from {out} ({err})", file=sys.stderr)

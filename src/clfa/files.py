@@ -1,5 +1,5 @@
 """Files that a kill or a power loss never leaves half-written under their names, readable as the umask allows, and
-the temporary files of writers that were killed, found and removed."""
+the temporary files of writers that were killed, found and removed; output folders made, or refused with why."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from clfa.errors import first_line
+from clfa.errors import OptionError, first_line
 
 ABANDONED_AFTER_S = 3600  # a temporary file no writer has touched for an hour is a killed writer's
 
@@ -65,6 +65,16 @@ def regular_file_or_none(output: str | Path) -> bool:
         return stat.S_ISREG(os.stat(output).st_mode)
     except FileNotFoundError:
         return True
+
+
+def make_folder(folder: Path, option: str) -> None:
+    """``folder`` made, with the folders above it; an OptionError that names ``option`` (a flag and its value) if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OptionError(f"{option}: a file stands where its folder would be") from None
+    except OSError as err:
+        raise OptionError(f"{option}: its folder cannot be made ({err.strerror or err})") from None
 
 
 def remove_abandoned(folder: Path, pattern: str) -> None:
