@@ -13,6 +13,7 @@ import clfa
 from clfa.cli import main
 from clfa.data.records import DataError
 from clfa.errors import message
+from conftest import write_dataset
 
 
 def test_version_names_clfa_and_the_libraries_it_depends_on(capsys):
@@ -180,20 +181,22 @@ def test_help_and_usage_errors_import_neither_torch_nor_transformers_nor_scikit_
     # They would take seconds to load, for a command that only prints its help or names a mistyped option.
     statuses, _, imported = run_in_a_new_process([
         ["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["export", "--help"],
-        ["demo", "--help"], ["data", "stats", "--help"], ["data", "check", "--help"], ["train", "--bogus"], ["predict"],
-        ["predict", "--model", "m", "--attention-backends", "flash,fast"], ["evaluate", "--model", "m", "--split", "all"],
-        ["predict", "--model", "m", "--attention-backends", "flash,math", "--bogus"]])
+        ["demo", "--help"], ["data", "stats", "--help"], ["data", "check", "--help"], ["heatmap", "--help"], ["train", "--bogus"],
+        ["predict"], ["predict", "--model", "m", "--attention-backends", "flash,fast"], ["evaluate", "--model", "m", "--split", "all"],
+        ["predict", "--model", "m", "--attention-backends", "flash,math", "--bogus"], ["heatmap", "--model", "m", "--output", "h.png"]])
     assert imported == []
-    assert statuses == [0] * 9 + [2] * 5
+    assert statuses == [0] * 10 + [2] * 6
 
 
-def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_scikit_learn(tmp_path):
+def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_scikit_learn(tmp_path, tmp_path_factory):
     # Options, data folders, output folders and --model are checked before the libraries that take seconds to load.
     (tmp_path / "a-file").write_text("")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "kept").write_text("")
     (tmp_path / "full" / "metrics.json").write_text("{}")
     missing, model, data = str(tmp_path / "missing"), str(tmp_path / "no-model"), ["--dataset", "jsonl", "--data-dir", str(tmp_path)]
+    sixteen = ["--dataset", "jsonl", "--data-dir", str(write_dataset(tmp_path_factory.mktemp("data"), {"train": 16, "test": 16}))]
+    png = ["--output", str(tmp_path / "h.png")]
     errors = {
         ("train", *data, "--batch-size", "0"): "--batch-size must be at least 1, got 0",
         ("train", *data, "--fusion", "nope"): "--fusion nope: unknown; choose from cross_attention, concat, co_attention, text_only, image_only",
@@ -208,6 +211,14 @@ def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_
         ("evaluate", "--model", "m", *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
         ("export", "--model", model, "--output-dir", str(tmp_path / "ship")): f"{model}: no such folder in {tmp_path}",
         ("export", "--model", model, "--output-dir", str(tmp_path / "full")): f"--output-dir {tmp_path / 'full'}: not empty",
+        ("heatmap", "--model", "m", *data, *png, "--samples", "1"): "--samples 1: a heat map compares at least 2 pairs",
+        ("heatmap", "--model", model, *data, *png): f"{model}: no such folder in {tmp_path}",
+        ("heatmap", "--model", "m", *data, *png, "--dev-file", "d.jsonl"): "--dev-file would not be read",
+        ("heatmap", "--model", "m", "--model", "x/m", *data, *png): "--model x/m: a second panel titled 'm'",
+        ("heatmap", "--model", "m", *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
+        ("heatmap", "--model", "m", *data, "--output", str(tmp_path / "h.xyz")): f"--output {tmp_path / 'h.xyz'}: .xyz is no image",
+        ("heatmap", "--model", str(tmp_path / "full"), *sixteen, *png, "--samples", "17"):
+            "--samples 17: the test split of 'jsonl' has 16 pairs",
         ("data", "check", "--dataset", "jsonl", "--data-dir", missing): f"{missing}: no such folder",
         ("data", "stats", "--dataset", "jsonl", "--data-dir", missing): f"{missing}: no such folder",
         ("demo", "--output-dir", str(tmp_path / "a-file")): f"--output-dir {tmp_path / 'a-file'}: a file stands where",

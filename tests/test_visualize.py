@@ -27,3 +27,80 @@ def test_the_heat_map_is_drawn_without_touching_the_callers_pyplot(tmp_path):
         plt.switch_backend(was)
     with Image.open(path) as png:
         assert png.format == "PNG" and png.size == (int(2 * 4.2 * 120), 4 * 120)
+
+
+def _models(tiny_models, root):
+    """A model aligned (as trained with CLFA) and one without alignment, both untrained, and a text-only baseline."""
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from clfa.modeling import CLFAModel
+
+    folders = {}
+    for seed, (name, kwargs) in enumerate({"clfa": {}, "no-alignment": {"alignment": "none"},
+                                           "text-only": {"alignment": "none", "fusion": "text_only"}}.items()):
+        torch.manual_seed(seed)
+        model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
+                                        fusion_heads=2, max_text_length=12, initializer_range=0.5, **kwargs)
+        folders[name] = root / name
+        model.save_pretrained(folders[name])
+        AutoTokenizer.from_pretrained(tiny_models["text"]).save_pretrained(folders[name])
+        AutoImageProcessor.from_pretrained(tiny_models["image"]).save_pretrained(folders[name])
+    return folders
+
+
+def test_the_heat_map_of_trained_models_compares_each_pairs_own_features_on_its_diagonal(tiny_models, tiny_dataset, tmp_path):
+    from clfa.data.registry import load_dataset
+    from clfa.predict import Predictor
+    from clfa.visualize import model_heatmaps, pick_pairs
+
+    folders = _models(tiny_models, tmp_path)
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    models = {"CLFA": folders["clfa"], "BERT+ViT": folders["no-alignment"]}
+    panels = model_heatmaps(models, records, tmp_path / "one.png", samples=6, seed=3, device="cpu")
+    again = model_heatmaps(models, records, tmp_path / "two.png", samples=6, seed=3, device="cpu")
+    assert list(panels) == ["CLFA", "BERT+ViT"]
+    for title in panels:
+        np.testing.assert_array_equal(panels[title], again[title])
+        assert panels[title].shape == (6, 6)
+    assert not np.allclose(panels["CLFA"], panels["BERT+ViT"])
+    other = model_heatmaps({"CLFA": folders["clfa"]}, records, tmp_path / "three.png", samples=6, seed=4, device="cpu")
+    assert not np.allclose(other["CLFA"], panels["CLFA"])  # another seed, other pairs
+
+    pairs = pick_pairs(records, 6, seed=3)
+    assert pairs == pick_pairs(records, 6, seed=3) and len({pair.id for pair in pairs}) == 6
+    for title, folder in models.items():
+        features = Predictor.from_pretrained(folder, device="cpu").run(pairs, progress=False)
+        own = [float(np.dot(t, i) / np.linalg.norm(t) / np.linalg.norm(i))
+               for t, i in zip(features["text_features"], features["image_features"])]
+        np.testing.assert_allclose(np.diag(panels[title]), own, rtol=1e-5, atol=1e-6)
+
+
+def test_heatmap_draws_a_panel_per_model_and_refuses_what_it_cannot_draw(tiny_models, tiny_dataset, tmp_path, capsys):
+    from clfa.cli import main
+
+    folders = _models(tiny_models, tmp_path)
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    widths = []
+    for count, models in enumerate(([str(folders["clfa"])], [str(folders["clfa"]), f"BERT+ViT={folders['no-alignment']}"]), 1):
+        output = tmp_path / "figures" / f"{count}" / "heat.png"  # its folders made
+        given = [arg for model in models for arg in ("--model", model)]
+        assert main(["heatmap", *given, "--samples", "5", "--output", str(output), *data]) == 0
+        assert capsys.readouterr().out.strip() == str(output)
+        with Image.open(output) as png:
+            png.verify()
+            assert png.format == "PNG"
+            widths.append(png.size[0])
+    assert widths[1] > widths[0] * 1.5
+
+    refused = {
+        ("--model", str(folders["text-only"]), "--model", str(folders["clfa"])): "a text-only model has text features alone",
+        ("--model", str(folders["clfa"]), "--samples", "17"): "--samples 17: the test split of 'jsonl' has 16 pairs",
+        ("--model", str(folders["clfa"]), "--samples", "1"): "--samples 1: a heat map compares at least 2 pairs",
+        ("--model", str(folders["clfa"]), "--model", f"={folders['no-alignment']}"): "or NAME=RUN to title its panel",
+        ("--model", str(folders["clfa"]), "--model", f"clfa={folders['no-alignment']}"): "a second panel titled 'clfa'",
+    }
+    for argv, error in refused.items():
+        assert main(["heatmap", *argv, "--output", str(tmp_path / "refused.png"), *data]) == 2
+        assert error in capsys.readouterr().err
+    assert not (tmp_path / "refused.png").exists()

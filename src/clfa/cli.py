@@ -1,4 +1,4 @@
-"""The ``clfa`` command: train, evaluate, predict, export, demo, data. Each handler is thin; the work is in the library."""
+"""The ``clfa`` command: train, evaluate, predict, heatmap, export, demo, data. Each handler is thin; the work is in the library."""
 
 from __future__ import annotations
 
@@ -276,6 +276,60 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heatmap(args: argparse.Namespace) -> int:
+    check_dataset_args(args)
+    models = _titled_models(args.model)
+    if args.samples < 2:
+        raise OptionError(f"--samples {args.samples}: a heat map compares at least 2 pairs")
+    if unread := [flag for split, flag in (("train", "--train-file"), ("dev", "--dev-file"), ("test", "--test-file"))
+                  if getattr(args, f"{split}_file") and split != args.split]:
+        raise OptionError(f"{' and '.join(unread)} would not be read: heatmap draws its pairs from the --split split only "
+                          f"({args.split})")
+    _check_figure_format(args.output)
+    _make_parent(args.output)
+    for model in models.values():
+        _check_model(model)
+    data = dataset_from_args(args, splits=[args.split])  # read before the model is loaded: no torch is needed
+    if report := data.report():
+        print(report, file=sys.stderr)
+    records = data[args.split]
+    if args.samples > len(records):
+        raise OptionError(f"--samples {args.samples}: the {args.split} split of '{data.name}' has {len(records)} pairs")
+    progress = _progress(args)
+    from clfa.visualize import model_heatmaps
+
+    model_heatmaps(models, records, args.output, args.samples, args.seed, device=args.device, precision=args.precision,
+                   attention_backends=args.attention_backends, batch_size=args.batch_size, num_workers=args.num_workers,
+                   progress=progress)
+    print(args.output)
+    return 0
+
+
+def _titled_models(given: list[str]) -> dict[str, str]:
+    """heatmap's --model [NAME=]RUN options as title -> model; an existing folder whose name holds '=' is a RUN."""
+    models: dict[str, str] = {}
+    for item in given:
+        title, sep, model = item.partition("=")
+        if not sep or Path(item).exists():
+            title, model = (Path(item).resolve() if Path(item).exists() else Path(item)).name, item
+        if not title or not model:
+            raise OptionError(f"--model {item}: give a model folder, or NAME=RUN to title its panel")
+        if title in models:
+            raise OptionError(f"--model {item}: a second panel titled '{title}'; title each as NAME=RUN")
+        models[title] = model
+    return models
+
+
+def _check_figure_format(output: str) -> None:
+    """The figure's format, by its name's suffix, one matplotlib writes: found out before the models run."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(output).suffix.lower().removeprefix(".")
+    if suffix and suffix not in (formats := FigureCanvasBase.get_supported_filetypes()):
+        raise OptionError(f"--output {output}: .{suffix} is no image format matplotlib writes; give a name ending in "
+                          f".png, or one of {', '.join('.' + f for f in sorted(formats))}")
+
+
 def _export(args: argparse.Namespace) -> int:
     from clfa.export import check_export, export_model
 
@@ -380,6 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("heatmap", help="the paper's Figure 4 for trained models: cosine similarity of each one's aligned text "
+                       "features against its image features, for pairs drawn from a split; matched pairs on the diagonal")
+    p.add_argument("--model", required=True, action="append", metavar="[NAME=]RUN", help="a model, a panel each (give it "
+                   "once per model); titled by its folder's name, or NAME; RUN as evaluate's --model")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                   help="the split the pairs are drawn from (default: test)")
+    p.add_argument("--samples", type=int, default=16, metavar="N", help="pairs drawn, the same for every model (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--output", required=True, metavar="FILE.png", help="the figure (its format by the name's suffix)")
+    add_predictor_arguments(p)
+    add_dataset_arguments(p)
+    p.set_defaults(func=_heatmap)
 
     p = sub.add_parser("export", help="copy what prediction needs (config, safetensors weights, tokenizer, image "
                        "processor), the run's metrics and a model card to a new folder: no checkpoints, optimizer states, "

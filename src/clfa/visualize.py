@@ -1,10 +1,17 @@
-"""Figures: the alignment heat map of the paper's Figure 4."""
+"""Figures: the alignment heat map of the paper's Figure 4, of the demo's models or of any trained ones."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from clfa.data.records import Record
+from clfa.errors import OptionError
+
+# Above this many pairs the records' ids, one per row and column, overlap into a smear.
+_MOST_TICKS = 32
 
 
 def cosine_matrix(text_features: np.ndarray, image_features: np.ndarray) -> np.ndarray:
@@ -14,8 +21,10 @@ def cosine_matrix(text_features: np.ndarray, image_features: np.ndarray) -> np.n
     return t @ i.T
 
 
-def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_labels: list[str] | None = None) -> Path:
-    """One heat map per model (name -> cosine matrix), side by side; the matched pairs lie on the diagonal."""
+def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_labels: list[str] | None = None,
+                       text_label: str = "text (caption)") -> Path:
+    """One heat map per model (name -> cosine matrix), side by side; the matched pairs lie on the diagonal.
+    ``text_label`` names the rows (the demo's are the images' captions)."""
     # A Figure of its own, drawn by Agg when saved: no display is needed, and the caller's pyplot (its backend, a
     # notebook's inline one, and its open figures) is left as it was.
     from matplotlib.figure import Figure
@@ -26,7 +35,7 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
         image = ax.imshow(matrix, cmap="viridis", vmin=-1, vmax=1)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("image")
-        ax.set_ylabel("text (caption)")
+        ax.set_ylabel(text_label)
         if tick_labels is not None:
             ax.set_xticks(range(len(tick_labels)), tick_labels, rotation=90, fontsize=6)
             ax.set_yticks(range(len(tick_labels)), tick_labels, fontsize=6)
@@ -36,3 +45,37 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+def pick_pairs(records: Sequence[Record], samples: int, seed: int = 0) -> list[Record]:
+    """``samples`` of ``records`` drawn without replacement by ``seed``, kept in their order: the same pairs for every
+    model given the same records and seed."""
+    if not 2 <= samples <= len(records):
+        raise OptionError(f"{samples} pairs asked for, of {len(records)}: a heat map compares from 2 pairs to as many "
+                          "as there are")
+    picked = np.random.default_rng(seed).choice(len(records), size=samples, replace=False)
+    return [records[i] for i in sorted(picked)]
+
+
+def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], path: str | Path, samples: int = 16,
+                   seed: int = 0, *, device: str | None = None, precision: str = "auto", attention_backends: str | None = None,
+                   batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+    """Figure 4 for trained models (title -> model folder or hub name): the cosine similarity of each model's aligned
+    text features (rows) against its image features (columns) for the :func:`pick_pairs` of ``records``, drawn side
+    by side to ``path``. Returns the matrices (title -> (samples, samples)); pair i is row i and column i. A text-only
+    or image-only baseline has features of one kind, nothing to compare: an OptionError."""
+    from clfa.predict import Predictor
+
+    pairs = pick_pairs(records, samples, seed)
+    panels = {}
+    for title, model in models.items():
+        predictor = Predictor.from_pretrained(model, device=device, precision=precision, attention_backends=attention_backends)
+        if len(kinds := predictor.model.config.modalities) < 2:
+            raise OptionError(f"{model} ({title}): a {kinds[0]}-only model has {kinds[0]} features alone, none of the "
+                              "other kind to compare them with; give models that read both text and image")
+        features = predictor.run(pairs, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        panels[title] = cosine_matrix(features["text_features"], features["image_features"])
+        del predictor, features  # one model in memory at a time
+    ticks = [str(pair.id) for pair in pairs] if samples <= _MOST_TICKS else None
+    alignment_heatmaps(panels, path, tick_labels=ticks, text_label="text")
+    return panels
