@@ -15,6 +15,7 @@ from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
 from clfa.files import make_folder, regular_file_or_none, write_whole
+from clfa.launch import first_process
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
         notes.append("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept")
     if not data.splits.get("test"):
         notes.append("no test split: the model is not scored on held-out data after training")
-    if notes and _first_process():
+    if notes and first_process():
         print("\n".join(notes), file=sys.stderr)
     _quiet_libraries(args.verbose, opts.progress)
     from accelerate import PartialState
@@ -470,12 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_process() -> bool:
-    """Whether this is the first process of a torchrun / accelerate launch run (or the only one), by the RANK the
-    launchers set: usable before the processes are joined."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _launcher_refusal(command: str) -> str | None:
     """Only ``clfa train`` shares its work among the processes of a torchrun / accelerate launch run. Any other command
     would run whole in every process, each writing the same --output (predictions under one NAME.partial, which the
@@ -508,11 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(args, "_parser", parser)
         command.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(unknown, command)}")
     if refusal := _launcher_refusal(args.command):
-        if _first_process():  # one line for the run, not one per process
+        if first_process():  # one line for the run, not one per process
             print(f"clfa: error: {refusal}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not _first_process():  # under torchrun / accelerate launch the first process warns for all
+    if not first_process():  # under torchrun / accelerate launch the first process warns for all
         logging.getLogger("clfa").setLevel(logging.ERROR)
     try:
         return args.func(args)

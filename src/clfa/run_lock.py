@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from clfa.errors import OptionError, first_line
+from clfa.launch import first_process
 
 logger = logging.getLogger(__name__)
 # Among the Trainer's files, which are never shipped with the model.
@@ -37,16 +37,10 @@ def training_now(run: Path) -> bool:
     return False
 
 
-def _first_process() -> bool:
-    """The lock is the first process's of a torchrun / accelerate launch run: the others would find it held by their
-    own run's first process."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def check_free(run: Path) -> None:
     """An OptionError if a run is training in ``run`` now (see :func:`training_now`); the other processes of a launch
     leave it to the first, whose refusal ends them."""
-    if _first_process() and training_now(run):
+    if first_process() and training_now(run):
         raise _busy(run)
 
 
@@ -58,7 +52,7 @@ def _busy(run: Path) -> OptionError:
 def hold(run: Path) -> Iterator[None]:
     """Held by the run training in ``run`` from its first write there to its end. Under torchrun or accelerate launch
     the first process holds it for all: the others of a second launch end when their first process is refused."""
-    if not _first_process():
+    if not first_process():
         yield
         return
     path = Path(run) / LOCK_FILE
