@@ -64,8 +64,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_dataset_args(args, labels=None, positive_label=None)
     # Only the splits evaluated are read: a file named for another would be passed over without a word, and the
     # figures printed would be those of another file than the one named.
-    if unread := [flag for split, flag in (("train", "--train-file"), ("dev", "--dev-file"), ("test", "--test-file"))
-                  if getattr(args, f"{split}_file") and split not in args.split]:
+    if unread := _unread_files(args, args.split):
         raise OptionError(f"{' and '.join(unread)} would not be read: evaluate reads the --split splits only "
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
@@ -141,6 +140,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         written = _write_predictions(rows, config.labels, args.predictions, EVALUATE_FIELDS)
         print(f"{written} predictions written to {args.predictions}", file=sys.stderr)
     return 0
+
+
+def _unread_files(args: argparse.Namespace, splits: list[str]) -> list[str]:
+    """The --train-file/--dev-file/--test-file flags given for a split other than ``splits``, the ones read."""
+    return [f"--{split}-file" for split in ("train", "dev", "test") if getattr(args, f"{split}_file") and split not in splits]
 
 
 def _refuse_overwriting(args: argparse.Namespace, inputs: dict[str, str]) -> None:
@@ -282,8 +286,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     models = _titled_models(args.model)
     if args.samples < 2:
         raise OptionError(f"--samples {args.samples}: a heat map compares at least 2 pairs")
-    if unread := [flag for split, flag in (("train", "--train-file"), ("dev", "--dev-file"), ("test", "--test-file"))
-                  if getattr(args, f"{split}_file") and split != args.split]:
+    if unread := _unread_files(args, [args.split]):
         raise OptionError(f"{' and '.join(unread)} would not be read: heatmap draws its pairs from the --split split only "
                           f"({args.split})")
     _check_figure_format(args.output)
