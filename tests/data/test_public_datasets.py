@@ -145,6 +145,8 @@ def test_mmsd_filter_runs_on_raw_text_before_normalisation(tmp_path):
         ("__import__('os').system('touch pwned')", "not a Python literal"),
         ("['5', 'label out of range', 2]", "not 0 or 1"),
         ("['5', 'float label', 1.0]", "not 0 or 1"),
+        ("['5', 'complex label', 1+0j]", "not 0 or 1"),  # a literal equal to 1, but no class id
+        ("['5', 'complex label', 0j]", "not 0 or 1"),
         ("['5', 42, 1]", "not a string"),
         ("['5', 'unterminated, 1]", "not a Python literal"),
         (b"['5', 'caf\xe9 latin-1', 1]", r"not UTF-8 text \(byte 0xe9\)"),

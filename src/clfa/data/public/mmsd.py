@@ -73,9 +73,10 @@ def _parse_mmsd_line(raw: bytes, path: Path, line: int, fields: int) -> tuple[st
         raise DataError(f"malformed line: bad id {sample_id!r}", file=path, line=line)
     if not isinstance(sample_text, str):
         raise DataError(f"malformed line: text is {type(sample_text).__name__}, not a string", file=path, line=line)
-    if label not in (0, 1) or isinstance(label, (bool, float)):
+    # By type, not equality: True, 1.0 and the literal 1+0j all equal 1.
+    if type(label) is not int or label not in (0, 1):
         raise DataError(f"malformed line: label {label!r} is not 0 or 1", file=path, line=line)
-    return str(sample_id).strip(), sample_text, int(label)
+    return str(sample_id).strip(), sample_text, label
 
 
 def _make_record(sample_id: str, text: str, label: int, image_dir: Path, options: dict, path: Path, line: int, seen: dict[str, str],
