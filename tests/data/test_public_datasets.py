@@ -664,6 +664,13 @@ def test_mvsa_raw_errors_name_file_and_line(tmp_path):
         load_dataset("mvsa-single", tmp_path / "nowhere")
 
 
+def test_mvsa_data_dir_one_folder_too_low_names_the_release_above(tmp_path):
+    root = write_mvsa_raw(tmp_path / "MVSA_Single", RAW_SINGLE_LABELS[:3])
+    with pytest.raises(DataError, match=r"MVSA_Single/data/labelResultAll.txt: no pre-made splits .*\(labelResultAll.txt \+ data/\); "
+                                         r"found one in .*MVSA_Single: give that folder$"):
+        load_dataset("mvsa-single", root / "data")
+
+
 def test_mvsa_raw_missing_image(tmp_path):
     root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
     (root / "data" / "9.jpg").unlink()

@@ -112,9 +112,11 @@ def _annotator_columns(lines: list[str]) -> int | None:
     return len(header) - 1
 
 
-def _release_below(data_dir: Path, annotators: int) -> str:
+def _release_nearby(data_dir: Path, annotators: int) -> str:
     """Where a raw release is, for a --data-dir one folder too high: one of this dataset before one of the other
-    MVSA (both often lie side by side), which is named as such."""
+    MVSA (both often lie side by side), which is named as such; or one folder too low, in the release's data/."""
+    if (data_dir.parent / LABEL_FILE).is_file():
+        return f"; found one in {data_dir.resolve().parent}: give that folder"
     others = []
     for path in sorted(data_dir.glob(f"*/{LABEL_FILE}")):
         try:
@@ -132,7 +134,7 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
     """Aggregated samples ``{"id", "text", "emotion_label", "line"}`` from the raw release."""
     path = data_dir / LABEL_FILE
     if not path.is_file():
-        hint = _release_below(data_dir, annotators)
+        hint = _release_nearby(data_dir, annotators)
         raise DataError(f"no pre-made splits (train/dev/test.json) and no raw release ({LABEL_FILE} + data/){hint}", file=path)
     text_dir = data_dir / "data"
     samples: list[dict] = []
