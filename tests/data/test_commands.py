@@ -111,6 +111,9 @@ def test_check_clean_dataset_passes(tmp_path, capsys):
     assert run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
     out = capsys.readouterr().out
     assert "checked 6 records (train 3, dev 2, test 1) and 6 image files" in out and "no problems found" in out
+    # The lines the cleaning dropped are not problems, but the count above is not the files' without them.
+    assert "cleaning removed 2 from train: 1 x filter: token 'sarcasm', 1 x filter: token 'joke'" in out
+    assert "cleaning removed 1 from test: 1 x filter: token 'ironic'" in out
 
 
 def test_check_finds_every_kind_of_problem(tmp_path, capsys):

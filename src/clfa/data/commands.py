@@ -119,10 +119,7 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
         if notes.removed_total("all"):
             removed.append(f"before splitting {notes.removed_total('all'):,}")
         console.print("removed by cleaning: " + ", ".join(removed), highlight=False)
-    for split, reasons in notes.removed.items():
-        if reasons:
-            where = "before splitting" if split == "all" else f"from {split}"
-            console.print(f"cleaning removed {sum(reasons.values()):,} {where}: " + ", ".join(f"{n:,} x {r}" for r, n in reasons.most_common()), highlight=False)
+    _print_cleaning(console, notes)
     if empty := dataset.empty_texts():
         console.print(empty, highlight=False)
     for line in dataset.shared_notes():
@@ -133,6 +130,14 @@ def _print_notes(console: Console, dataset: DatasetSplits, notes: ReaderNotes, m
         console.print(f"split {'written to' if notes.split_written else 'read from'} {notes.split_dir}", highlight=False)
     if len(dataset.skipped):
         console.print(dataset.skipped.summary(), highlight=False)
+
+
+def _print_cleaning(console: Console, notes: ReaderNotes) -> None:
+    """Samples the dataset's standard cleaning removed, by split and reason: not problems, but not silent either."""
+    for split, reasons in notes.removed.items():
+        if reasons:
+            where = "before splitting" if split == "all" else f"from {split}"
+            console.print(f"cleaning removed {sum(reasons.values()):,} {where}: " + ", ".join(f"{n:,} x {r}" for r, n in reasons.most_common()), highlight=False)
 
 
 def inspect_image(path: Path) -> tuple[str, str] | None:
@@ -201,7 +206,7 @@ def run_check(args: argparse.Namespace) -> int:
             kind, detail = result
             first, *more = users[image]
             add(kind, f"{first}: {detail}" + (f" (also the image of {len(more):,} more record(s))" if more else ""))
-    return _report_check(out, dataset, records, len(images), problems, args.show)
+    return _report_check(out, dataset, notes, records, len(images), problems, args.show)
 
 
 def _load_collecting(args: argparse.Namespace, notes: ReaderNotes) -> DatasetSplits:
@@ -210,12 +215,15 @@ def _load_collecting(args: argparse.Namespace, notes: ReaderNotes) -> DatasetSpl
     return _load(args, notes)
 
 
-def _report_check(out: Console, dataset: DatasetSplits, records: list[Record], n_images: int, problems: dict[str, list[str]], show: int) -> int:
+def _report_check(out: Console, dataset: DatasetSplits, notes: ReaderNotes, records: list[Record], n_images: int,
+                  problems: dict[str, list[str]], show: int) -> int:
     sizes = ", ".join(f"{split} {len(rs):,}" for split, rs in dataset.splits.items())
-    # The invalid records were read too (and are listed below): counted, the total is the files' own.
+    # The invalid records were read too (and are listed below): counted, the total is the files' own, less what the
+    # cleaning removed (said next).
     if invalid := len(problems.get("invalid record", ())):
         sizes += f", and {invalid:,} invalid"
     out.print(f"checked {len(records) + invalid:,} records ({sizes}) and {n_images:,} image files", highlight=False)
+    _print_cleaning(out, notes)  # the lines the count above leaves out
     if not problems:
         out.print("[green]no problems found[/green]")
         return 0
