@@ -671,6 +671,23 @@ def test_mvsa_data_dir_one_folder_too_low_names_the_release_above(tmp_path):
         load_dataset("mvsa-single", root / "data")
 
 
+def test_mvsa_raw_unreadable_text_names_file_and_line(tmp_path, monkeypatch):
+    root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
+    locked = root / "data" / "9.txt"
+    read_bytes = Path.read_bytes
+
+    def refuse_locked(path):  # as a file without read permission does (tests may run as root, who reads anything)
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse_locked)
+    with pytest.raises(DataError, match=r"labelResultAll.txt:10: cannot read text file .*9.txt: Permission denied"):
+        load_dataset("mvsa-single", root)
+    skipped = load_dataset("mvsa-single", root, skip_invalid=True)
+    assert len(skipped.skipped) == 1 and sum(len(s) for s in skipped.splits.values()) == 52
+
+
 def test_mvsa_raw_missing_image(tmp_path):
     root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
     (root / "data" / "9.jpg").unlink()

@@ -160,7 +160,11 @@ def _read_label_file(data_dir: Path, annotators: int, notes: ReaderNotes, skip: 
             text_file = text_dir / f"{sample_id}.txt"
             if not text_file.is_file():
                 raise DataError(f"missing text file {text_file}", file=path, line=line)
-            text, fallback = decode_text(text_file.read_bytes())
+            try:
+                raw = text_file.read_bytes()
+            except OSError as exc:  # e.g. no permission: a sample like any other bad one, so --skip-invalid can skip it
+                raise DataError(f"cannot read text file {text_file}: {exc.strerror or exc}", file=path, line=line) from exc
+            text, fallback = decode_text(raw)
             notes.fallback_decoded += fallback
             samples.append({"id": sample_id, "text": text.strip(), "emotion_label": LABELS.index(label), "line": line})
         except DataError as err:
