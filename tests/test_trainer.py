@@ -52,6 +52,42 @@ def test_trainer_clips_and_counts_flops_as_the_stock_trainer_does(tiny_models, t
     assert stock > 0 and trainer.floating_point_ops(inputs) == stock == trainer.floating_point_ops(inputs)
 
 
+def test_the_default_options_are_the_papers_and_reach_the_optimizer_and_schedule(tiny_models, tmp_path):
+    """DESIGN.md section 1 and the paper's section 3.2: AdamW, lr 1e-5, weight decay 0.01 (not on biases and norms),
+    linear warm-up over the first 10% of the steps then linear decay to 0, batch 8, 15 epochs, the best dev checkpoint
+    by F1; the model's settings as the paper gives them."""
+    from clfa.options import TrainOptions
+
+    paper = dict(text_model="bert-base-uncased", image_model="google/vit-base-patch32-224-in21k",
+                 teacher="openai/clip-vit-base-patch32", fusion="cross_attention", alignment="clfa", alignment_weight=1.0,
+                 temperature=0.1, alignment_pooling="mean", align_dim=512, mapping_hidden_dim=1536, fusion_layers=3,
+                 fusion_heads=8, fusion_ffn_dim=2048, dropout=0.1, max_text_length=77, learning_rate=1e-5,
+                 weight_decay=0.01, warmup_ratio=0.1, batch_size=8, epochs=15, metric="f1")
+    defaults = TrainOptions()
+    assert {name: getattr(defaults, name) for name in paper} == paper
+    optimisation = ("learning_rate", "weight_decay", "warmup_ratio", "batch_size", "epochs", "metric")
+    opts = tiny_options(tiny_models, tmp_path, **{name: paper[name] for name in optimisation})
+    args = training_arguments(opts, has_dev=True)
+    assert (args.per_device_train_batch_size, args.num_train_epochs) == (8, 15)
+    assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == ("f1", True, True)
+
+    model = build_model(opts, ["0", "1"], "1")
+    trainer = build_trainer(opts, model, None, [], args=training_arguments(opts, has_dev=False))
+    trainer.create_optimizer_and_scheduler(num_training_steps=200)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    decay = {name for name, p in model.named_parameters() for group in trainer.optimizer.param_groups
+             if group["weight_decay"] == 0.01 and any(p is q for q in group["params"])}
+    assert "fusion.layers.0.q.weight" in decay and "text_mapping.0.weight" in decay and "classifier.1.weight" in decay
+    assert not any(name.endswith("bias") or "norm" in name.lower() for name in decay)
+    rates = []
+    for _ in range(201):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert rates[0] == 0 and rates[20] == pytest.approx(1e-5) and max(rates) == pytest.approx(1e-5)
+    assert rates[10] == pytest.approx(5e-6) and rates[110] == pytest.approx(5e-6) and rates[200] == 0
+
+
 def test_the_running_loss_sum_is_an_attribute_as_others_are(tiny_models, tmp_path):
     """It is summed in float64 once a training loop sets it; before, it is absent as any unset attribute is: hasattr,
     getattr with a default and inspect.getmembers raised a KeyError on a new trainer."""
