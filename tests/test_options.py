@@ -45,6 +45,7 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("dropout: 1.5", "--dropout must be a probability from 0 up to (not including) 1, got 1.5"),
     ("warmup_ratio: 1", "--warmup-ratio must be a fraction of the steps, from 0 up to (not including) 1, got 1.0"),
     ("alignment_weight: -1", "--alignment-weight must be a finite number, 0 or more, got -1.0"),
+    ("max_grad_norm: -1", "--max-grad-norm must be a finite number, 0 (no clipping) or more, got -1.0"),
     ("epochs: 1\nbatch_size: 4\nepochs: 5", "run.yaml: cannot read options: option 'epochs' given twice (line 3, column 1)"),
     ("epochz: 1\nteachr: x\nlearning-rate: 1", "run.yaml: unknown option(s) ['epochz', 'learning-rate', 'teachr']; keys are "
      "written with underscores: learning-rate (write learning_rate); did you mean: epochz (epochs?), teachr (teacher?)"),

@@ -70,6 +70,9 @@ def test_the_default_options_are_the_papers_and_reach_the_optimizer_and_schedule
     args = training_arguments(opts, has_dev=True)
     assert (args.per_device_train_batch_size, args.num_train_epochs) == (8, 15)
     assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == ("f1", True, True)
+    # Clipping is no setting of the paper's: the released code's 1.0, or another, or none.
+    assert args.max_grad_norm == 1.0
+    assert training_arguments(tiny_options(tiny_models, tmp_path, max_grad_norm=0.0), has_dev=True).max_grad_norm == 0.0
 
     model = build_model(opts, ["0", "1"], "1")
     trainer = build_trainer(opts, model, None, [], args=training_arguments(opts, has_dev=False))

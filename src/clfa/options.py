@@ -64,6 +64,7 @@ POSITIVE = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "max
 RANGES = {
     "learning_rate": (lambda v: 0 < v < math.inf, "a finite number above 0"),
     "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number, 0 or more"),
+    "max_grad_norm": (lambda v: 0 <= v < math.inf, "a finite number, 0 (no clipping) or more"),
     "warmup_ratio": (lambda v: 0 <= v < 1, "a fraction of the steps, from 0 up to (not including) 1"),
     "dropout": (lambda v: 0 <= v < 1, "a probability from 0 up to (not including) 1"),
     "temperature": (lambda v: 0 < v < math.inf, "a finite number above 0 (the paper's is 0.1)"),
@@ -129,6 +130,8 @@ class TrainOptions:
     learning_rate: float = _opt(1e-5, "AdamW learning rate")
     weight_decay: float = _opt(0.01, "AdamW weight decay")
     warmup_ratio: float = _opt(0.1, "fraction of steps with linear warm-up, then linear decay")
+    max_grad_norm: float = _opt(1.0, "clip the gradients' global norm to this before each step, 0 = no clipping (the "
+                                     "paper says nothing; its released code clips at 1.0)")
     batch_size: int = _opt(8, "training batch size per device")
     eval_batch_size: int = _opt(64, "evaluation batch size per device")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimiser step")

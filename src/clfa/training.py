@@ -127,6 +127,7 @@ def training_arguments(opts: TrainOptions, has_dev: bool, find_unused_parameters
         learning_rate=opts.learning_rate,
         weight_decay=opts.weight_decay,
         warmup_steps=opts.warmup_ratio,  # a value below 1 is a ratio of the total steps
+        max_grad_norm=opts.max_grad_norm,
         lr_scheduler_type="linear",
         num_train_epochs=opts.epochs,
         max_steps=opts.max_steps,
