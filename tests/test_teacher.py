@@ -5,6 +5,7 @@ import os
 import shutil
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer
 
 import clfa.files
@@ -68,6 +69,35 @@ def test_cache_is_reused_and_keyed_on_everything(tiny_models, tiny_dataset, tmp_
     teacher_embeddings(records, tiny_models["teacher"], cache, progress=False)
     assert len(cache_files(cache)) == 8
 
+
+
+def test_the_key_names_the_device_and_its_float32_math(tiny_models, tiny_dataset):
+    """Embeddings a GPU computed (with TF32 convolutions, by PyTorch's default) were read back by a CPU run of the same
+    settings, and the reverse."""
+    records = load_dataset("jsonl", tiny_dataset)["train"][:4]
+    keys = {device: teacher.cache_key(records, tiny_models["teacher"], 77, device) for device in ("cpu", "cuda", "cuda:1")}
+    assert keys["cpu"] != keys["cuda"] == keys["cuda:1"]
+    assert teacher.cache_key(records, tiny_models["teacher"], 77) == keys["cuda" if torch.cuda.is_available() else "cpu"]
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # TF32 matrix products on a GPU
+    try:
+        assert teacher.cache_key(records, tiny_models["teacher"], 77, "cuda") != keys["cuda"]
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    assert teacher.cache_key(records, tiny_models["teacher"], 77, "cuda") == keys["cuda"]
+
+
+def test_a_cpu_run_reuses_its_own_cache_and_not_a_gpu_runs(tiny_models, tiny_dataset, tmp_path):
+    records = load_dataset("jsonl", tiny_dataset)["train"][:6]
+    text, image = compute_teacher_embeddings(records, tiny_models["teacher"], progress=False, device="cpu")
+    gpu_key = teacher.cache_key(records, tiny_models["teacher"], 77, "cuda")
+    save_file({"text": text + 1, "image": image + 1}, str(tmp_path / f"teacher-{gpu_key}.safetensors"))
+    first = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False, device="cpu")
+    assert torch.equal(first[0], text) and torch.equal(first[1], image)
+    (own,) = set(cache_files(tmp_path)) - {tmp_path / f"teacher-{gpu_key}.safetensors"}
+    stamp = own.stat().st_mtime_ns
+    again = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False, device="cpu")
+    assert own.stat().st_mtime_ns == stamp and torch.equal(again[0], text) and len(cache_files(tmp_path)) == 2
 
 def test_two_writers_filling_one_cache_at_once_both_finish_with_a_whole_cache(tiny_models, tiny_dataset, tmp_path, monkeypatch):
     """The main processes of two nodes sharing --cache-dir (torchrun's main_process_first lets one per node fill it), or

@@ -1,8 +1,9 @@
 """The frozen CLIP teacher: its projected text and image embeddings, computed once per dataset and cached.
 
 The teacher never runs inside the training loop. Its embeddings are keyed on everything that could change
-them (teacher weights and config, its preprocessing, the text length, and each record's id, text and image
-file), so another teacher, dataset, split or preprocessing never reuses a stale cache.
+them (teacher weights and config, its preprocessing, the text length, each record's id, text and image file, and
+the kind of device with its float32 math settings), so another teacher, dataset, split, preprocessing or device
+never reuses a stale cache.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 from pathlib import Path
 
 import torch
@@ -51,7 +53,34 @@ def _record_stamp(record: Record) -> tuple:
         return record.id, record.text, str(record.image), -1, -1
 
 
-def cache_key(records: list[Record], teacher: str, max_length: int) -> str:
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+# The float32 operators each kind of device has a precision setting for: on a GPU cuDNN runs convolutions, such as
+# the teacher's patch embedding, in TF32 by default; on a CPU oneDNN may run them in bf16.
+_FP32_OPERATORS = {"cuda": ("cuda.matmul", "cudnn.conv"), "cpu": ("mkldnn.matmul", "mkldnn.conv")}
+
+
+def _fp32_math(device: torch.device) -> dict:
+    """How ``device`` runs float32 products and convolutions: the same inputs give other embeddings on another kind of
+    device, or with TF32 (or bf16) allowed."""
+    backends = torch.backends
+    if not hasattr(backends, "fp32_precision"):  # an older torch, without these settings
+        return {"matmul": torch.get_float32_matmul_precision(), "cudnn_tf32": backends.cudnn.allow_tf32}
+
+    # Read through the newer settings: the legacy allow_tf32 getters raise once these have been set.
+    def setting(path: str) -> str:
+        return getattr(operator.attrgetter(path)(backends) if path else backends, "fp32_precision", "none")
+
+    # Each as it takes effect: "none" defers to the backend's setting, then to the global one, whose "none" is IEEE.
+    return {name: next((value for value in map(setting, (name, name.split(".")[0], "")) if value != "none"), "ieee")
+            for name in _FP32_OPERATORS.get(device.type, ())}
+
+
+def cache_key(records: list[Record], teacher: str, max_length: int, device: str | torch.device | None = None) -> str:
+    """The cache's name for the embeddings of ``records`` computed on ``device`` (default: the GPU when there is one)."""
+    device = _device(device)
     config = AutoConfig.from_pretrained(teacher)
     image_processor = load_image_processor(teacher)
     digest = hashlib.sha256()
@@ -62,6 +91,8 @@ def cache_key(records: list[Record], teacher: str, max_length: int) -> str:
         "image_processor": image_processor.to_json_string(),
         "image_processor_class": type(image_processor).__name__,  # the backend, which the JSON does not name
         "max_length": max_length,
+        "device": device.type,
+        "fp32_math": _fp32_math(device),
     }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for record in records:
@@ -79,7 +110,7 @@ def compute_teacher_embeddings(
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected (text, image) embeddings of ``records`` from the teacher, each (N, projection_dim), float32."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(device)
     model = AutoModel.from_pretrained(teacher).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher)
     transform = ImageTransform(load_image_processor(teacher))
@@ -124,8 +155,8 @@ def teacher_embeddings(
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached :func:`compute_teacher_embeddings`: computed on the first call, read from disk afterwards."""
-    cache_dir = Path(cache_dir)
-    path = cache_dir / f"teacher-{cache_key(records, teacher, max_length)}.safetensors"
+    cache_dir, device = Path(cache_dir), _device(device)
+    path = cache_dir / f"teacher-{cache_key(records, teacher, max_length, device)}.safetensors"
     if path.is_file():
         if (cached := _whole_cache(path, len(records))) is not None:
             return cached
