@@ -76,6 +76,40 @@ def test_a_run_given_a_relative_output_dir_is_named_from_its_own_folder_down(tin
     assert metrics["options"]["output_dir"] == "sarcasm"
 
 
+def test_local_models_given_relative_are_recorded_absolute_and_exported_by_their_names(tiny_models, tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """--text-model models/bert, a folder beside the command, was recorded as typed: it read as a hub name, the export
+    shipped it as one, and the run read from another folder could not find its models."""
+    work = tmp_path / "work"
+    shutil.copytree(Path(tiny_models["text"]).parent, work / "models")
+    monkeypatch.chdir(work)
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--output-dir", "runs/sarcasm",
+                 "--text-model", "models/bert", "--image-model", "models/vit", "--teacher", "./models/clip",
+                 "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
+                 "--epochs", "1", "--num-workers", "0", "--report-to", "none", "--progress", "false",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+
+    monkeypatch.chdir(tmp_path)
+    run = work / "runs" / "sarcasm"
+    options = json.loads((run / "metrics.json").read_text())["options"]
+    config = json.loads((run / "config.json").read_text())
+    for name, option, key in (("bert", "text_model", "text_model_name"), ("vit", "image_model", "image_model_name"),
+                              ("clip", "teacher", "teacher_model_name")):
+        assert options[option] == config[key] == str(work / "models" / name) and Path(options[option]).is_dir()
+
+    assert main(["export", "--model", str(run), "--output-dir", "ship"]) == 0
+    shipped = {file.name: file.read_text(errors="replace") for file in (tmp_path / "ship").iterdir()}
+    assert not [name for name, text in shipped.items() if "models/" in text or str(tmp_path) in text]
+    config = json.loads(shipped["config.json"])
+    assert (config["text_model_name"], config["image_model_name"], config["teacher_model_name"]) == ("bert", "vit", "clip")
+    assert "| text student | `bert` (bert) |" in shipped["README.md"]
+
+    from clfa import training
+
+    # A name that is no folder here is the hub's, and is kept as given.
+    hub = "google/vit-base-patch32-224-in21k"
+    assert training._model_folders_absolute(tiny_options(tiny_models, tmp_path, image_model=hub)).image_model == hub
+
 def test_a_model_is_exported_from_python_as_the_command_exports_it(tiny_models, tmp_path, capsys):
     from test_predict import save_model
 

@@ -6,6 +6,7 @@ before it starts is in :mod:`clfa.run_checks`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -264,8 +265,18 @@ def _callers_random_state():
             torch.mps.set_rng_state(mps)
 
 
+def _model_folders_absolute(opts: TrainOptions) -> TrainOptions:
+    """``opts`` with each student or teacher that is a local folder named by its absolute path, as the run records it:
+    ``models/bert`` as given reads as a hub name, and cannot be found from another working folder. A name that is no
+    folder here is the hub's, and stays as it is (transformers, too, takes a folder of that name first)."""
+    folders = {name: str(Path(value).resolve()) for name in ("text_model", "image_model", "teacher")
+               if Path(value := getattr(opts, name)).is_dir()}
+    return dataclasses.replace(opts, **folders)
+
+
 def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callbacks: list[TrainerCallback] | None,
            quiet: bool) -> dict:
+    opts = _model_folders_absolute(opts)
     for split, records in data.splits.items():
         require_labels(records, f"training ({split} split)")
     out = Path(opts.output_dir)
