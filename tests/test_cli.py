@@ -151,9 +151,9 @@ def test_a_mistyped_option_is_answered_with_the_nearest_one(capsys, argv, said):
 SLOW_IMPORTS = ("torch", "transformers", "accelerate", "sklearn")
 
 
-def run_in_a_new_process(commands: list[list[str]]) -> tuple[list[int], str, list[str]]:
+def run_in_a_new_process(commands: list[list[str]], watched: tuple[str, ...] = SLOW_IMPORTS) -> tuple[list[int], str, list[str]]:
     """Each command run through main() in one new Python process: their exit statuses, what they wrote on stderr, and
-    those of SLOW_IMPORTS imported by the end."""
+    those of the ``watched`` modules imported by the end."""
     import os
     import subprocess
     import sys
@@ -168,7 +168,7 @@ for argv in {commands!r}:
         statuses.append(main(argv))
     except SystemExit as exit_:
         statuses.append(exit_.code)
-print(json.dumps([statuses, [name for name in {SLOW_IMPORTS!r} if name in sys.modules]]))
+print(json.dumps([statuses, [name for name in {watched!r} if name in sys.modules]]))
 """
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
@@ -216,7 +216,8 @@ def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_
         ("heatmap", "--model", "m", *data, *png, "--dev-file", "d.jsonl"): "--dev-file would not be read",
         ("heatmap", "--model", "m", "--model", "x/m", *data, *png): "--model x/m: a second panel titled 'm'",
         ("heatmap", "--model", "m", *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
-        ("heatmap", "--model", "m", *data, "--output", str(tmp_path / "h.xyz")): f"--output {tmp_path / 'h.xyz'}: .xyz is no image",
+        ("heatmap", "--model", str(tmp_path / "full"), *data, "--output", str(tmp_path / "h.xyz")):
+            f"--output {tmp_path / 'h.xyz'}: .xyz is no image",
         ("heatmap", "--model", str(tmp_path / "full"), *sixteen, *png, "--samples", "17"):
             "--samples 17: the test split of 'jsonl' has 16 pairs",
         ("data", "check", "--dataset", "jsonl", "--data-dir", missing): f"{missing}: no such folder",
@@ -233,6 +234,19 @@ def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_
         assert line.startswith(f"clfa: error: {error}")
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["a-file", "full", "kept", "metrics.json"]  # nothing written
 
+
+
+def test_heatmaps_option_and_model_errors_do_not_wait_for_matplotlib(tmp_path):
+    """Its figure format was checked first, and so every heatmap error waited for matplotlib to import."""
+    data, png = ["--dataset", "jsonl", "--data-dir", str(tmp_path)], ["--output", str(tmp_path / "h.png")]
+    model = str(tmp_path / "no-model")
+    statuses, stderr, imported = run_in_a_new_process([
+        ["heatmap", "--model", "m", *data, *png, "--samples", "1"],
+        ["heatmap", "--model", model, *data, *png],
+        ["heatmap", "--model", "m", *data, *png, "--dev-file", "d.jsonl"],
+        ["heatmap", "--model", model, *data, "--output", str(tmp_path / "h.xyz")]], watched=("matplotlib",))
+    assert statuses == [2] * 4 and imported == []
+    assert stderr.count(f"{model}: no such folder") == 2
 
 def test_demo_takes_its_folder_as_output_dir_as_train_and_export_do():
     from clfa.cli import build_parser

@@ -1,8 +1,14 @@
 """The alignment heat map of the paper's Figure 4, drawn without a display."""
 
+import functools
+import io
+import os
+
 import numpy as np
+import pytest
 from PIL import Image
 
+from clfa.errors import OptionError
 from clfa.visualize import alignment_heatmaps, cosine_matrix
 
 
@@ -28,6 +34,43 @@ def test_the_heat_map_is_drawn_without_touching_the_callers_pyplot(tmp_path):
     with Image.open(path) as png:
         assert png.format == "PNG" and png.size == (int(2 * 4.2 * 120), 4 * 120)
 
+
+def test_a_save_cut_short_leaves_the_figure_as_it_was_and_no_part_of_the_new_one(tmp_path, monkeypatch):
+    """The figure was saved straight under its name: a save stopped half-way (Ctrl-C, a full disk) left a cut image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    matrix = cosine_matrix(*np.random.default_rng(0).normal(size=(2, 4, 8)))
+    path = alignment_heatmaps({"CLFA": matrix}, tmp_path / "heat.png")
+    before = path.read_bytes()
+    real = FigureCanvasAgg.print_png
+
+    @functools.wraps(real)  # matplotlib passes a print method the arguments its signature names
+    def stopped_half_way(self, target, *args, **kwargs):
+        if not isinstance(target, (str, os.PathLike)):  # a layout pass, drawn in memory
+            return real(self, target, *args, **kwargs)
+        whole = io.BytesIO()
+        real(self, whole, *args, **kwargs)
+        with open(target, "wb") as file:
+            file.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", stopped_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        alignment_heatmaps({"CLFA": matrix.T}, path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_the_figure_is_written_under_the_name_given_in_the_format_its_suffix_names(tmp_path):
+    """A name without a suffix was written as NAME.png, beside the name the command printed; one matplotlib cannot
+    write is refused before anything is drawn."""
+    matrix = cosine_matrix(*np.random.default_rng(0).normal(size=(2, 4, 8)))
+    with Image.open(alignment_heatmaps({"CLFA": matrix}, tmp_path / "heat")) as png:
+        assert png.format == "PNG"
+    assert alignment_heatmaps({"CLFA": matrix}, tmp_path / "heat.SVG").read_text().lstrip().startswith("<?xml")
+    with pytest.raises(OptionError, match=r"heat\.xyz: \.xyz is no image format matplotlib writes; give a name ending in "
+                                          r"\.png, or one of .*\.pdf, .*\.svg"):
+        alignment_heatmaps({"CLFA": matrix}, tmp_path / "heat.xyz")
+    assert sorted(file.name for file in tmp_path.iterdir()) == ["heat", "heat.SVG"]
 
 def _models(tiny_models, root):
     """A model aligned (as trained with CLFA) and one without alignment, both untrained, and a text-only baseline."""
@@ -104,3 +147,12 @@ def test_heatmap_draws_a_panel_per_model_and_refuses_what_it_cannot_draw(tiny_mo
         assert main(["heatmap", *argv, "--output", str(tmp_path / "refused.png"), *data]) == 2
         assert error in capsys.readouterr().err
     assert not (tmp_path / "refused.png").exists()
+
+
+def test_model_heatmaps_refuses_a_format_matplotlib_cannot_write_before_a_model_loads(tiny_dataset, tmp_path):
+    from clfa.data.registry import load_dataset
+    from clfa.visualize import model_heatmaps
+
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    with pytest.raises(OptionError, match=r"heat\.jpeg2: \.jpeg2 is no image format matplotlib writes; .*\.jpeg, .*\.png"):
+        model_heatmaps({"CLFA": tmp_path / "no-model"}, records, tmp_path / "heat.jpeg2", samples=4, device="cpu")

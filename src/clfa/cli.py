@@ -289,10 +289,14 @@ def _heatmap(args: argparse.Namespace) -> int:
     if unread := _unread_files(args, [args.split]):
         raise OptionError(f"{' and '.join(unread)} would not be read: heatmap draws its pairs from the --split split only "
                           f"({args.split})")
-    _check_figure_format(args.output)
     _make_parent(args.output)
     for model in models.values():
         _check_model(model)
+    # matplotlib knows the formats it writes, and takes longer to import than the checks above take: asked last,
+    # before the data and models are read.
+    from clfa.visualize import figure_format
+
+    figure_format(args.output, "--output")
     data = dataset_from_args(args, splits=[args.split])  # read before the model is loaded: no torch is needed
     if report := data.report():
         print(report, file=sys.stderr)
@@ -322,16 +326,6 @@ def _titled_models(given: list[str]) -> dict[str, str]:
             raise OptionError(f"--model {item}: a second panel titled '{title}'; title each as NAME=RUN")
         models[title] = model
     return models
-
-
-def _check_figure_format(output: str) -> None:
-    """The figure's format, by its name's suffix, one matplotlib writes: found out before the models run."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    suffix = Path(output).suffix.lower().removeprefix(".")
-    if suffix and suffix not in (formats := FigureCanvasBase.get_supported_filetypes()):
-        raise OptionError(f"--output {output}: .{suffix} is no image format matplotlib writes; give a name ending in "
-                          f".png, or one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 def _export(args: argparse.Namespace) -> int:

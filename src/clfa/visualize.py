@@ -9,6 +9,7 @@ import numpy as np
 
 from clfa.data.records import Record
 from clfa.errors import OptionError
+from clfa.files import regular_file_or_none, replacing
 
 # Above this many pairs the records' ids, one per row and column, overlap into a smear.
 _MOST_TICKS = 32
@@ -21,10 +22,25 @@ def cosine_matrix(text_features: np.ndarray, image_features: np.ndarray) -> np.n
     return t @ i.T
 
 
+def figure_format(path: str | Path, option: str | None = None) -> str:
+    """The format a figure is written to ``path`` in: its suffix's, or matplotlib's default (PNG) for a name without
+    one. A suffix matplotlib cannot write is an OptionError, naming ``option`` (a flag) and the formats it can."""
+    from matplotlib import rcParams
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if suffix and suffix not in (formats := FigureCanvasBase.get_supported_filetypes()):
+        raise OptionError(f"{f'{option} ' if option else ''}{path}: .{suffix} is no image format matplotlib writes; give a "
+                          f"name ending in .png, or one of {', '.join('.' + f for f in sorted(formats))}")
+    return suffix or rcParams["savefig.format"]
+
+
 def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_labels: list[str] | None = None,
                        text_label: str = "text (caption)") -> Path:
     """One heat map per model (name -> cosine matrix), side by side; the matched pairs lie on the diagonal.
-    ``text_label`` names the rows (the demo's are the images' captions)."""
+    ``text_label`` names the rows (the demo's are the images' captions). The figure takes its name once whole: a save
+    cut short leaves the file as it was."""
+    file_format = figure_format(path)
     # A Figure of its own, drawn by Agg when saved: no display is needed, and the caller's pyplot (its backend, a
     # notebook's inline one, and its open figures) is left as it was.
     from matplotlib.figure import Figure
@@ -43,7 +59,12 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
     fig.suptitle("cosine similarity of aligned text and image features")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    if not regular_file_or_none(path):  # a pipe or /dev/stdout, which cannot be replaced
+        fig.savefig(path, dpi=120, format=file_format)
+        return path
+    # The format named, not read from the temporary name's suffix; a link's target is replaced, not the link.
+    with replacing(path.resolve()) as tmp:
+        fig.savefig(tmp, dpi=120, format=file_format)
     return path
 
 
@@ -64,6 +85,7 @@ def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], 
     text features (rows) against its image features (columns) for the :func:`pick_pairs` of ``records``, drawn side
     by side to ``path``. Returns the matrices (title -> (samples, samples)); pair i is row i and column i. A text-only
     or image-only baseline has features of one kind, nothing to compare: an OptionError."""
+    figure_format(path)  # before the models load
     from clfa.predict import Predictor
 
     pairs = pick_pairs(records, samples, seed)
