@@ -2,6 +2,7 @@
 
 import functools
 import io
+import json
 import os
 
 import numpy as np
@@ -156,3 +157,45 @@ def test_model_heatmaps_refuses_a_format_matplotlib_cannot_write_before_a_model_
     records = load_dataset("jsonl", tiny_dataset)["test"]
     with pytest.raises(OptionError, match=r"heat\.jpeg2: \.jpeg2 is no image format matplotlib writes; .*\.jpeg, .*\.png"):
         model_heatmaps({"CLFA": tmp_path / "no-model"}, records, tmp_path / "heat.jpeg2", samples=4, device="cpu")
+
+
+
+def test_the_rows_can_read_the_images_captions_as_the_papers_figure_does(tiny_models, tiny_dataset, tmp_path, capsys):
+    """Figure 4's rows are ClipCap's captions of the images; a record's caption field gives them, and records without
+    one are not drawn."""
+    from clfa.cli import main
+    from clfa.data.registry import load_dataset
+    from clfa.predict import Predictor
+    from clfa.visualize import model_heatmaps, pick_pairs, row_records
+
+    test_file = tiny_dataset / "test.jsonl"
+    lines = [json.loads(line) for line in test_file.read_text().splitlines()]
+    for line in lines[1::2]:
+        line["caption"] = f"a photo of thing {line['id']}"
+    test_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records = load_dataset("jsonl", tiny_dataset)["test"]
+    captioned = row_records(records, "caption")
+    assert [r.id for r in captioned] == [line["id"] for line in lines[1::2]]
+    assert all(r.text == f"a photo of thing {r.id}" and r.image == original.image
+               for r, original in zip(captioned, records[1::2]))
+    assert row_records(records, "text") == records
+
+    folder = _models(tiny_models, tmp_path)["clfa"]
+    panels = model_heatmaps({"CLFA": folder}, records, tmp_path / "captions.png", samples=5, seed=1, rows="caption",
+                            device="cpu")
+    pairs = [r for r in captioned if r.id in {p.id for p in pick_pairs(captioned, 5, seed=1)}]
+    features = Predictor.from_pretrained(folder, device="cpu").run(pairs, progress=False)
+    np.testing.assert_allclose(panels["CLFA"], cosine_matrix(features["text_features"], features["image_features"]),
+                               rtol=1e-5, atol=1e-6)
+    by_text = model_heatmaps({"CLFA": folder}, records, tmp_path / "texts.png", samples=5, seed=1, device="cpu")
+    assert not np.allclose(panels["CLFA"], by_text["CLFA"])
+
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    assert main(["heatmap", "--model", str(folder), "--rows", "caption", "--samples", "8", "--output",
+                 str(tmp_path / "cli.png"), *data]) == 0
+    assert (tmp_path / "cli.png").is_file()
+    assert main(["heatmap", "--model", str(folder), "--rows", "caption", "--samples", "9", "--output",
+                 str(tmp_path / "nine.png"), *data]) == 2
+    assert "--samples 9: the test split of 'jsonl' has 16 pairs, 8 of them with a caption" in capsys.readouterr().err
+    with pytest.raises(OptionError, match="rows 'captions': give one of text, caption"):
+        row_records(records, "captions")

@@ -300,15 +300,17 @@ def _heatmap(args: argparse.Namespace) -> int:
     data = dataset_from_args(args, splits=[args.split])  # read before the model is loaded: no torch is needed
     if report := data.report():
         print(report, file=sys.stderr)
-    records = data[args.split]
-    if args.samples > len(records):
-        raise OptionError(f"--samples {args.samples}: the {args.split} split of '{data.name}' has {len(records)} pairs")
-    progress = _progress(args)
-    from clfa.visualize import model_heatmaps
+    from clfa.visualize import model_heatmaps, row_records
 
-    model_heatmaps(models, records, args.output, args.samples, args.seed, device=args.device, precision=args.precision,
-                   attention_backends=args.attention_backends, batch_size=args.batch_size, num_workers=args.num_workers,
-                   progress=progress)
+    records = data[args.split]
+    if args.samples > len(drawable := row_records(records, args.rows)):
+        with_captions = f", {len(drawable)} of them with a caption" if args.rows == "caption" else ""
+        raise OptionError(f"--samples {args.samples}: the {args.split} split of '{data.name}' has {len(records)} "
+                          f"pairs{with_captions}")
+    progress = _progress(args)
+    model_heatmaps(models, records, args.output, args.samples, args.seed, rows=args.rows, device=args.device,
+                   precision=args.precision, attention_backends=args.attention_backends, batch_size=args.batch_size,
+                   num_workers=args.num_workers, progress=progress)
     print(args.output)
     return 0
 
@@ -441,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the split the pairs are drawn from (default: test)")
     p.add_argument("--samples", type=int, default=16, metavar="N", help="pairs drawn, the same for every model (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--rows", default="text", choices=["text", "caption"], help="what the rows read: each pair's text "
+                   "(default), or its image's caption as in the paper's Figure 4 (a record's caption field; pairs "
+                   "without one are not drawn)")
     p.add_argument("--output", required=True, metavar="FILE.png", help="the figure (its format by the name's suffix)")
     add_predictor_arguments(p)
     add_dataset_arguments(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -78,17 +79,32 @@ def pick_pairs(records: Sequence[Record], samples: int, seed: int = 0) -> list[R
     return [records[i] for i in sorted(picked)]
 
 
+ROWS = ("text", "caption")
+
+
+def row_records(records: Sequence[Record], rows: str = "text") -> list[Record]:
+    """The records a heat map's pairs are drawn from, each with the text its row reads: its own (``rows="text"``), or
+    its image's caption (``"caption"``, as the paper's Figure 4, whose captions ClipCap wrote), for those that have one."""
+    if rows not in ROWS:
+        raise OptionError(f"rows {rows!r}: give one of {', '.join(ROWS)}")
+    if rows == "text":
+        return list(records)
+    return [dataclasses.replace(record, text=record.caption) for record in records if record.caption]
+
+
 def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], path: str | Path, samples: int = 16,
-                   seed: int = 0, *, device: str | None = None, precision: str = "auto", attention_backends: str | None = None,
-                   batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+                   seed: int = 0, *, rows: str = "text", device: str | None = None, precision: str = "auto",
+                   attention_backends: str | None = None, batch_size: int = 64, num_workers: int = 0,
+                   progress: bool = False) -> dict[str, np.ndarray]:
     """Figure 4 for trained models (title -> model folder or hub name): the cosine similarity of each model's aligned
     text features (rows) against its image features (columns) for the :func:`pick_pairs` of ``records``, drawn side
-    by side to ``path``. Returns the matrices (title -> (samples, samples)); pair i is row i and column i. A text-only
-    or image-only baseline has features of one kind, nothing to compare: an OptionError."""
+    by side to ``path``. The rows read each record's text, or with ``rows="caption"`` its image's caption (records
+    without one are not drawn). Returns the matrices (title -> (samples, samples)); pair i is row i and column i. A
+    text-only or image-only baseline has features of one kind, nothing to compare: an OptionError."""
     figure_format(path)  # before the models load
     from clfa.predict import Predictor
 
-    pairs = pick_pairs(records, samples, seed)
+    pairs = pick_pairs(row_records(records, rows), samples, seed)
     panels = {}
     for title, model in models.items():
         predictor = Predictor.from_pretrained(model, device=device, precision=precision, attention_backends=attention_backends)
@@ -99,5 +115,5 @@ def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], 
         panels[title] = cosine_matrix(features["text_features"], features["image_features"])
         del predictor, features  # one model in memory at a time
     ticks = [str(pair.id) for pair in pairs] if samples <= _MOST_TICKS else None
-    alignment_heatmaps(panels, path, tick_labels=ticks, text_label="text")
+    alignment_heatmaps(panels, path, tick_labels=ticks, text_label=rows)
     return panels
