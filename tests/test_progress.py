@@ -100,3 +100,32 @@ def test_a_command_on_a_terminal_draws_its_bar_unless_told_not_to(model, tiny_da
     assert "\r" in capsys.readouterr().err
     assert main([*argv, "--progress", "false"]) == 0
     assert "\r" not in capsys.readouterr().err  # a terminal may still be given colours (rich's escapes)
+
+
+def test_a_predictor_from_python_draws_its_bar_where_the_command_would(model, tiny_dataset, capsys, monkeypatch):
+    """A script whose stderr is a file (`python score.py 2> score.log`) drew a bar, every redraw kept in its log."""
+    import tqdm.autonotebook
+    import tqdm.notebook
+
+    from clfa.data.custom import read_custom
+    from clfa.options import progress_bars
+    from clfa.predict import Predictor
+
+    predictor = Predictor.from_pretrained(model, device="cpu")
+    records = read_custom(tiny_dataset / "test.jsonl")
+    capsys.readouterr()  # transformers' own bar of the weights' loading
+    predictor.run(records, batch_size=4)
+    list(predictor.iter_predictions(records, batch_size=4))
+    assert not drawn(capsys.readouterr().err)
+    predictor.run(records, batch_size=4, progress=True)
+    assert "\r" in capsys.readouterr().err
+    as_terminal(monkeypatch)
+    predictor.run(records, batch_size=4)
+    assert "\r" in capsys.readouterr().err
+    predictor.run(records, batch_size=4, progress=False)
+    assert "\r" not in capsys.readouterr().err
+    # In a Jupyter kernel tqdm.auto draws widgets, not redraws on stderr: there the bar is wanted too.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not progress_bars()
+    monkeypatch.setattr(tqdm.autonotebook, "tqdm", tqdm.notebook.tqdm)  # what tqdm picks in a kernel
+    assert progress_bars() and not progress_bars(False)

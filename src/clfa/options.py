@@ -82,15 +82,20 @@ def default_cache_dir() -> str:
 
 
 def progress_bars(given: bool | None = None) -> bool:
-    """Whether a command draws progress bars: as ``--progress`` says, else only where stderr is a terminal. In a log
-    file (``clfa train ... > run.log 2>&1``, a batch scheduler's output) every redraw of a bar would stay, as carriage
-    returns and cursor moves."""
+    """Whether progress bars are drawn: as ``given`` (``--progress``) says, else where stderr is a terminal or in a
+    Jupyter kernel, where tqdm.auto draws its bars as widgets. In a log file (``clfa train ... > run.log 2>&1``, a batch
+    scheduler's output, a script's ``2> log``) every redraw of a bar would stay, as carriage returns and cursor moves."""
     if given is not None:
         return given
     try:
-        return sys.stderr is not None and sys.stderr.isatty()
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
     except (AttributeError, ValueError):  # a stream without isatty, or one closed
-        return False
+        pass
+    # auto first: it imports autonotebook with its notice of notebook bars silenced, as clfa's modules draw through it.
+    from tqdm import auto, autonotebook, std  # noqa: F401
+
+    return autonotebook.tqdm is not std.tqdm  # tqdm's own choice of its widgets, made for a Jupyter kernel
 
 
 def _opt(default, help: str, factory=None, **kw):

@@ -30,6 +30,7 @@ from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
 from clfa.modeling import CLFAModel
+from clfa.options import progress_bars
 from clfa.precision import autocast, resolve_precision
 from clfa.prediction_files import labelled
 from clfa.run_lock import training_now
@@ -196,6 +197,10 @@ class Predictor:
     that of training's ``--precision``: ``auto`` computes in bf16 autocast on GPUs with bf16 arithmetic, as training
     evaluated the model it kept, and in fp32 elsewhere. ``attention_backends`` is training's ``--attention-backends``:
     the attention kernels allowed, first supported first (default: PyTorch's choice).
+
+    :meth:`run`, :meth:`iter_predictions` and :meth:`batches` draw a progress bar where stderr is a terminal or in a
+    Jupyter notebook, as the ``clfa`` command does, and none where stderr is a file (a script's log would keep every
+    redraw); their ``progress`` argument decides either way.
     """
 
     def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None,
@@ -304,7 +309,7 @@ class Predictor:
     def _result(self, probs: torch.Tensor) -> dict:
         return labelled(probs, self.labels)
 
-    def batches(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+    def batches(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool | None = None,
                 images=None) -> Iterator[dict[str, np.ndarray]]:
         """Probabilities (B, C) and pooled aligned text / image features (B, D), one batch of records after the
         other, in the records' order: what has been computed is usable, and freed, before the rest is. A
@@ -315,7 +320,8 @@ class Predictor:
     def _checked(self, records, images) -> list[Record] | tuple[Record, ...]:
         return _checked_records(records, image_paths=images is None and "image" in self.model.config.modalities)
 
-    def _batches(self, records, batch_size: int, num_workers: int, progress: bool, images) -> Iterator[dict[str, np.ndarray]]:
+    def _batches(self, records, batch_size: int, num_workers: int, progress: bool | None,
+                 images) -> Iterator[dict[str, np.ndarray]]:
         if self.model.config.normalize_text:  # the rewriting changes nothing in a text it has already rewritten
             # The function, not the bound self._text: loader workers started by spawn (macOS, Windows) are sent the
             # dataset pickled, and a bound method would take the whole Predictor, its model included, to each worker.
@@ -328,17 +334,18 @@ class Predictor:
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"
         )
-        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress_bars(progress)):
             yield {key: value.numpy() for key, value in self._forward(batch).items()}
 
-    def run(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
+    def run(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool | None = None,
             images=None) -> dict[str, np.ndarray]:
         """Probabilities (N, C), in ``labels`` order, and pooled aligned text / image features (N, D) for many records
         (each a :class:`Record` whose ``image`` is a file's path; its ``label`` is not read).
 
         ``batch_size``: records per forward pass; ``num_workers``: processes that read and decode images while the
-        model runs (0: in this one); ``progress``: show a progress bar; ``images``: the records' preprocessed uint8
-        images, if at hand (as from the image cache)."""
+        model runs (0: in this one); ``progress``: show a progress bar (default: as the ``clfa`` command decides, where
+        stderr is a terminal or in a Jupyter notebook, not where it is a file, which would keep every redraw);
+        ``images``: the records' preprocessed uint8 images, if at hand (as from the image cache)."""
         parts: dict[str, list[np.ndarray]] = {}
         for outputs in self.batches(records, batch_size, num_workers, progress, images):
             for key, value in outputs.items():
@@ -349,8 +356,8 @@ class Predictor:
             return {key: np.zeros((0, n), dtype=np.float32) for key, n in width.items()}
         return {key: np.concatenate(values) for key, values in parts.items()}
 
-    def iter_predictions(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool = True,
-                         images=None) -> Iterator[dict]:
+    def iter_predictions(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0,
+                         progress: bool | None = None, images=None) -> Iterator[dict]:
         """``{"id", "label", "probabilities"}`` for each record, in order, as its batch is done; the arguments as
         :meth:`run`. Only the probabilities are kept, so the memory used does not grow with the number of records."""
         records, done = self._checked(records, images), 0
