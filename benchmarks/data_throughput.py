@@ -36,7 +36,7 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=positive_int, default=2000, help="synthetic JPEG files")
     parser.add_argument("--image-size", type=image_size, default="500x400", help="WIDTHxHEIGHT of the JPEG files")
     parser.add_argument("--workers", type=whole_number, nargs="+", default=[0, os.cpu_count() or 1], help="DataLoader worker counts to try")

@@ -28,7 +28,7 @@ from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
     # The GPU first: its figure is the one a time limit must not cut off.
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), help="(default: cuda, where there is one, and cpu)")

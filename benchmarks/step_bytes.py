@@ -42,7 +42,8 @@ H100_SXM_BANDWIDTH = 3350  # GB/s, HBM3
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--size", choices=("paper", "tiny"), default="paper")
     add_device_argument(parser)
     parser.add_argument("--batch-size", type=positive_int, nargs=2, default=[16, 32], metavar=("SMALL", "LARGE"))

@@ -42,7 +42,8 @@ from clfa.options import positive_int
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parts = ("patch", "update", "towers", "attention")
     parser.add_argument("--part", choices=parts, nargs="+", default=list(parts))
     add_device_argument(parser)

@@ -41,7 +41,8 @@ from clfa.options import PRECISIONS, positive_int, whole_number  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--path", choices=("naive", "fast", "both"), default="both")
     parser.add_argument("--size", choices=("paper", "tiny", "overhead"), default="tiny",
                         help="overhead: the paper's layer counts at tiny widths, to measure the per-step framework overhead")

@@ -148,6 +148,64 @@ def test_a_mistyped_option_is_answered_with_the_nearest_one(capsys, argv, said):
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: unrecognized arguments: {said}")
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["data", "stats", "--dataset", "jsonl", "--data-dir", "d", "--splits", "s"], "--splits s (did you mean --splits-dir?)"),
+    (["train", "--dataset", "jsonl", "--learning", "1e-3"], "--learning 1e-3 (did you mean --learning-rate?)"),
+    (["train", "--dataset", "jsonl", "--batch=4"], "--batch=4 (did you mean --batch-size?)"),
+    (["evaluate", "--model", "m", "--dataset", "jsonl", "--spl", "dev"], "--spl dev (did you mean --split or --splits-dir?)"),
+    (["predict", "--model", "m", "--te", "a day"], "--te a day (did you mean --text?)"),
+])
+def test_a_prefix_of_a_flag_is_refused_with_the_flags_it_begins(capsys, argv, said):
+    """argparse would take a prefix for the one flag it begins: --splits ran as --splits-dir, --spl as --split."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: unrecognized arguments: {said}")
+
+
+def launched(argv: list[str], processes: int = 2) -> list[tuple[int, str]]:
+    """``clfa ARGV`` run as torchrun runs it on one machine: a process per rank, all at once, each with the environment
+    torchrun gives it. The exit status and stderr of each, by rank."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+                        "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "29511"}
+    runs = [subprocess.Popen([sys.executable, "-m", "clfa.cli", *argv], env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in range(processes)]
+    said = [run.communicate(timeout=300)[1] for run in runs]
+    return [(run.returncode, err) for run, err in zip(runs, said)]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--lerning-rate", "1e-3"], "clfa train: error: unrecognized arguments: --lerning-rate 1e-3 (did you mean --learning-rate?)"),
+    (["--data-dir", "{missing}"], "clfa: error: {missing}: no such folder"),
+    (["--resume"], "clfa: error: --resume: no checkpoint to resume from in {out}/checkpoints"),
+])
+def test_under_a_launcher_the_first_process_alone_says_what_every_process_meets_alike(tmp_path, argv, said):
+    """The same command line and files give each process the same error: said once, not once a process, while every
+    process still ends with a failure status for the launcher to report."""
+    data, out, missing = write_dataset(tmp_path / "data", {"train": 8, "test": 4}), tmp_path / "run", tmp_path / "missing"
+    argv = [arg.format(missing=missing) for arg in argv]
+    (first, first_err), (second, second_err) = launched(["train", "--dataset", "jsonl", "--data-dir", str(data), "--output-dir",
+                                                         str(out), "--report-to", "none", *argv])
+    assert (first, second) == (2, 2)
+    assert first_err.splitlines()[-1] == said.format(missing=missing, out=out)
+    assert second_err == ""
+
+
+def test_under_a_launcher_an_error_that_may_be_one_process_own_is_said_by_each(tmp_path):
+    """A model is looked up by each process, and a lookup (a download) can fail in one alone: none is left unsaid."""
+    data = write_dataset(tmp_path / "data", {"train": 8, "dev": 4})
+    argv = ["train", "--dataset", "jsonl", "--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--report-to", "none",
+            "--text-model", str(tmp_path / "no-bert")]
+    for status, err in launched(argv):
+        assert status == 2 and err.splitlines()[-1].startswith(f"clfa: error: --text-model {tmp_path / 'no-bert'}: no such folder")
+
+
 SLOW_IMPORTS = ("torch", "transformers", "accelerate", "sklearn")
 
 

@@ -15,16 +15,17 @@ from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
 from clfa.files import make_folder, regular_file_or_none, write_whole
-from clfa.launch import first_process
+from clfa.launch import alike_in_every_process, first_process, said_by_this_process
 
 
 def _train(args: argparse.Namespace) -> int:
     from clfa.options import options_from_args
 
-    opts = options_from_args(args, args.config)
-    data = dataset_from_args(args)
-    if args.skip_invalid:
-        data.drop_unlabelled(list(data.splits), "training")
+    with alike_in_every_process():  # the same command line and files in each process of a launch
+        opts = options_from_args(args, args.config)
+        data = dataset_from_args(args)
+        if args.skip_invalid:
+            data.drop_unlabelled(list(data.splits), "training")
     # Under torchrun / accelerate launch every process runs this command; the first speaks for the run.
     notes = [report] if (report := data.report()) else []
     if not data.splits.get("dev"):
@@ -397,11 +398,29 @@ def _versions() -> str:
     return f"clfa {__version__} (" + ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "accelerate")) + ")"
 
 
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``clfa`` and of each of its commands (argparse makes a command's parser of its parent's class).
+
+    No prefix of a flag stands for the flag: --splits would run as --splits-dir, a meaning not asked for, and a prefix
+    that names one flag today names none once a second flag begins with it. A prefix is refused with the flags it
+    begins (see _did_you_mean)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        # Under torchrun / accelerate launch every process reads the same command line: the first says what is wrong.
+        if not first_process():
+            self.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clfa.data.commands import add_data_parser
     from clfa.options import add_option_arguments, parse_bool
 
-    parser = argparse.ArgumentParser(prog="clfa", description="CLIP-guided contrastive cross-modal feature alignment for image+text classification.")
+    parser = _Parser(prog="clfa", description="CLIP-guided contrastive cross-modal feature alignment for image+text classification.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--version", action="version", version=_versions(), help="print the versions of clfa, torch, transformers and accelerate")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -488,12 +507,17 @@ def _launcher_refusal(command: str) -> str | None:
 
 def _did_you_mean(unknown: list[str], command: argparse.ArgumentParser) -> str:
     """The options nearest the mistyped ones, as " (did you mean --x?)": the usage above the error lists some forty
-    flags, and --learning_rate (a --config file's key) or --lerning-rate is hard to match there by eye."""
+    flags, and --learning_rate (a --config file's key) or --lerning-rate is hard to match there by eye. A prefix, which
+    is no flag, is answered with the few flags it begins (--splits: --splits-dir; --spl: --split or --splits-dir)."""
     flags = [flag for action in command._actions for flag in action.option_strings if flag.startswith("--")]
     near = []
     for token in unknown:
-        name = token.split("=", 1)[0]
-        if name.startswith("--") and (match := difflib.get_close_matches(name.replace("_", "-"), flags, n=1, cutoff=0.8)):
+        name = token.split("=", 1)[0].replace("_", "-")
+        if not name.startswith("--"):
+            continue
+        if 0 < len(begun := [flag for flag in flags if flag.startswith(name)]) <= 3:
+            near.append(" or ".join(begun))
+        elif match := difflib.get_close_matches(name, flags, n=1, cutoff=0.8):
             near.append(match[0])
     return f" (did you mean {', '.join(near)}?)" if near else ""
 
@@ -514,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataError, OptionError) as err:
-        print(f"clfa: error: {message(err)}", file=sys.stderr)
+        if said_by_this_process(err):  # every process still ends with the status: a launcher reports the run failed
+            print(f"clfa: error: {message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clfa: interrupted", file=sys.stderr)

@@ -28,6 +28,7 @@ from clfa.data.records import Record, require_labels
 from clfa.data.registry import DatasetSplits
 from clfa.errors import OptionError
 from clfa.files import write_whole
+from clfa.launch import alike_in_every_process
 from clfa.metrics import classification_metrics, headline
 from clfa.modeling import CLFAModel, new_config
 from clfa.options import TrainOptions
@@ -277,36 +278,40 @@ def _model_folders_absolute(opts: TrainOptions) -> TrainOptions:
 def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callbacks: list[TrainerCallback] | None,
            quiet: bool) -> dict:
     opts = _model_folders_absolute(opts)
-    for split, records in data.splits.items():
-        require_labels(records, f"training ({split} split)")
     out = Path(opts.output_dir)
-    check_free(out)  # before the checks below, which would take its checkpoints for those of a run that ended
-    set_seed(opts.seed)
     checkpoints = out / "checkpoints"
-    if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
-        raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
-    if not resume and checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)):
-        # A new run would save among them, and a later --resume would continue from whichever has the highest step.
-        raise OptionError(f"--output-dir {out} holds checkpoints of an earlier run: add --resume to continue it, or give "
-                          "another --output-dir (or remove that one)")
-    check_folders(opts)
-    check_task(opts, data)  # before the models load
-    record = run_record(opts, data)
-    if resume:
-        resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
-        resumed_state = trainer_state(resumed_from)
-        check_checkpoint_files(resumed_from)
-        resumed_record = check_resumed_run(resumed_from, record)
-        check_best_checkpoint(resumed_from, resumed_state, checkpoints, opts.metric)
+    # The checks of the options, the data and the files, which every process of a launch makes alike: the CLI has
+    # one process say what fails. The models are looked up outside, as a download can fail for one process alone.
+    with alike_in_every_process():
+        for split, records in data.splits.items():
+            require_labels(records, f"training ({split} split)")
+        check_free(out)  # before the checks below, which would take its checkpoints for those of a run that ended
+        set_seed(opts.seed)
+        if resume is True and not (checkpoints.is_dir() and get_last_checkpoint(str(checkpoints))):
+            raise OptionError(f"--resume: no checkpoint to resume from in {checkpoints}")
+        if not resume and checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)):
+            # A new run would save among them, and a later --resume would continue from whichever has the highest step.
+            raise OptionError(f"--output-dir {out} holds checkpoints of an earlier run: add --resume to continue it, or "
+                              "give another --output-dir (or remove that one)")
+        check_folders(opts)
+        check_task(opts, data)  # before the models load
+        record = run_record(opts, data)
+        if resume:
+            resumed_from = Path(resume) if isinstance(resume, str) else Path(get_last_checkpoint(str(checkpoints)))
+            resumed_state = trainer_state(resumed_from)
+            check_checkpoint_files(resumed_from)
+            resumed_record = check_resumed_run(resumed_from, record)
+            check_best_checkpoint(resumed_from, resumed_state, checkpoints, opts.metric)
+        check_precision(opts)
+        parse_attention_backends(opts.attention_backends)
+        experiment_trackers(opts.report_to)
     check_models(opts)
-    check_precision(opts)
-    parse_attention_backends(opts.attention_backends)
-    experiment_trackers(opts.report_to)
     # The texts' rewriting is the data's, but the model must know it: prediction rewrites its inputs the same way.
     config = model_config(opts, data.labels, data.positive_label, normalize_text=bool(data.options.get("normalize_text")))
     resumed_at = 0
     if resume:
-        check_resume(config, resumed_from)
+        with alike_in_every_process():
+            check_resume(config, resumed_from)
         resumed_at = resumed_state["global_step"]
     tokenizer = AutoTokenizer.from_pretrained(opts.text_model)
     image_processor = load_image_processor(opts.image_model)

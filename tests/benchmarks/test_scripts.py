@@ -79,3 +79,15 @@ print(json.dumps([statuses, [name for name in ("torch", "transformers", "acceler
     for message in ("--warmup and --steps must be at least 1", "unknown backend(s) ['fast']", "--batch-size needs two different batch sizes",
                     "argument --repeats: must be at least 1", "argument --image-size: each side must be at least 1 pixel"):
         assert message in run.stderr
+
+
+@pytest.mark.parametrize("script, argv, said", [
+    ("step_parts.py", ["--rep", "0"], "unrecognized arguments: --rep 0"),
+    ("data_throughput.py", ["--cache", "0"], "unrecognized arguments: --cache 0"),
+])
+def test_a_prefix_of_a_flag_is_refused(tmp_path, script, argv, said):
+    # Taken for the flag it begins, a mistyped flag would run a benchmark other than the one asked for.
+    run = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2
+    assert said in run.stderr

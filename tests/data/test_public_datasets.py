@@ -617,6 +617,25 @@ def test_mvsa_raw_split_is_deterministic_and_splits_dir_option(tmp_path, capsys)
     assert (a / SPLIT_FOLDER / "dev.json").read_text() == (tmp_path / "my_split" / "dev.json").read_text()
 
 
+def test_mvsa_raw_split_is_written_and_noted_by_the_first_process_of_a_launch_alone(tmp_path, monkeypatch, capsys):
+    """Under torchrun every process reads the dataset: each would say it made the split, and one that wrote it first
+    would leave the others nothing to say."""
+    root = write_mvsa_raw(tmp_path / "single", RAW_SINGLE_LABELS)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def read_as(rank: str) -> tuple[dict[str, list[str]], str]:
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        data = load_dataset("mvsa-single", root)
+        return {split: [r.id for r in records] for split, records in data.splits.items()}, capsys.readouterr().err
+
+    second, said = read_as("1")
+    assert said == "" and not (root / SPLIT_FOLDER).exists()
+    first, said = read_as("0")
+    assert said.startswith("note: made the MVSA split from the raw release") and (root / SPLIT_FOLDER / "train.json").is_file()
+    assert second == first
+
+
 def test_mvsa_multiple_raw(tmp_path):
     fields = (
         ["positive,positive\tpositive,neutral\tneutral,positive"] * 20  # text positive, image positive

@@ -32,6 +32,7 @@ from clfa.data.json_array import iter_json_array
 from clfa.data.public.common import ReaderNotes, decode_text, json_sample, make_record, notes_from
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, raise_or_skip
 from clfa.data.registry import register_dataset, wanted_splits
+from clfa.launch import first_on_this_machine
 
 LABELS = ["positive", "neutral", "negative"]  # class ids 0, 1, 2 as in the pre-made split files
 LABEL_FILE = "labelResultAll.txt"
@@ -341,17 +342,21 @@ def _read_mvsa(data_dir: Path, options: dict, skip: SkipReport | None, annotator
         if why:
             stale.append(f"note: the MVSA split in {folder} {why}; making it again from the raw release")
     # The raw release: aggregate, split, write the split for reuse, then build the records.
-    for note in stale:
+    # Under torchrun / accelerate launch every process reads the dataset, and the first of each machine speaks and
+    # writes for the others there: the split each makes is the same, and a note that the split was written is never
+    # lost to another process that wrote it first.
+    speaks = first_on_this_machine()
+    for note in stale if speaks else []:
         print(note, file=sys.stderr)
     skipped_before = len(skip) if skip is not None else 0
     source = current() if (data_dir / LABEL_FILE).is_file() else None
     samples = _read_label_file(data_dir, annotators, notes, skip)  # discarded samples count under "all"
     parts = split_8_1_1(samples)
     target = splits_dir or data_dir / SPLIT_FOLDER
-    if skip is not None and len(skip) > skipped_before:
+    if speaks and skip is not None and len(skip) > skipped_before:
         # A split made without the skipped samples must not be reused once the data is fixed.
         print(f"warning: invalid samples were skipped, so the MVSA split is not written to {target}", file=sys.stderr)
-    else:
+    elif speaks:
         try:
             _write_splits(target, parts, source, notes)
             notes.split_dir, notes.split_written = target, True
