@@ -129,3 +129,13 @@ def test_a_predictor_from_python_draws_its_bar_where_the_command_would(model, ti
     assert not progress_bars()
     monkeypatch.setattr(tqdm.autonotebook, "tqdm", tqdm.notebook.tqdm)  # what tqdm picks in a kernel
     assert progress_bars() and not progress_bars(False)
+
+
+def test_training_options_made_in_python_draw_bars_where_the_command_would(monkeypatch):
+    """TrainOptions() in a script whose stderr is a file drew bars; given, the value is kept either way."""
+    from clfa.options import TrainOptions
+
+    assert TrainOptions().progress is False  # pytest's stderr is no terminal
+    as_terminal(monkeypatch)
+    assert TrainOptions().progress is True
+    assert TrainOptions(progress=False).progress is False

@@ -187,8 +187,8 @@ class TrainOptions:
     report_to: str = _opt("tensorboard", "experiment tracker(s) for the Trainer: tensorboard, wandb, none, ...")
     save_total_limit: int = _opt(2, "checkpoints kept: at most this many, but the best and the latest always while "
                                        "training (0 keeps all; 1 leaves only the best at the end)")
-    # True from Python (a notebook's stderr is no terminal, and draws its bars); the command's default is progress_bars().
-    progress: bool = _opt(True, "show progress bars (default: when stderr is a terminal)")
+    progress: bool = _opt(None, "show progress bars (default: where stderr is a terminal, or in a notebook)",
+                          factory=progress_bars)
 
     def __post_init__(self):
         self._check_kinds()
@@ -347,7 +347,6 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     for f in fields(TrainOptions):
         if f.name in skip:
             continue
-        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
         kind = _kind(f)
         group.add_argument(
             "--" + f.name.replace("_", "-"),
@@ -357,16 +356,19 @@ def add_option_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
             choices=f.metadata.get("choices"),
             metavar="{" + ",".join(f.metadata["choices"]) + "}" if f.metadata.get("choices") else
             f.name.upper() if kind is not parse_bool else "{true,false}",
-            help=f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})",
+            help=f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {_default(f)})",
         )
+
+
+def _default(f):
+    return f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
 
 
 def options_from_args(args: argparse.Namespace, config_file: str | None = None) -> TrainOptions:
     from_file = TrainOptions.from_file(config_file) if config_file else {}
     given = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
-    command_defaults = {"progress": progress_bars()}
     try:
-        return TrainOptions(**(command_defaults | from_file | given))
+        return TrainOptions(**(from_file | given))
     except OptionError as err:
         # A value out of range is named by its flag; one that came from the file is named where it is written.
         flag, _, problem = str(err).partition(" ")
