@@ -163,18 +163,20 @@ def test_a_prefix_of_a_flag_is_refused_with_the_flags_it_begins(capsys, argv, sa
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: unrecognized arguments: {said}")
 
 
-def launched(argv: list[str], processes: int = 2) -> list[tuple[int, str]]:
+def launched(argv: list[str], processes: int = 2, first_rank: int = 0) -> list[tuple[int, str]]:
     """``clfa ARGV`` run as torchrun runs it on one machine: a process per rank, all at once, each with the environment
-    torchrun gives it. The exit status and stderr of each, by rank."""
+    torchrun gives it (``first_rank``: that of the machine's first process, above 0 on every machine but the first).
+    The exit status and stderr of each, by local rank."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(clfa.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
-                        "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1",
+                        "WORLD_SIZE": str(first_rank + processes), "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": "29511"}
-    runs = [subprocess.Popen([sys.executable, "-m", "clfa.cli", *argv], env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+    runs = [subprocess.Popen([sys.executable, "-m", "clfa.cli", *argv],
+                             env=env | {"RANK": str(first_rank + rank), "LOCAL_RANK": str(rank)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in range(processes)]
     said = [run.communicate(timeout=300)[1] for run in runs]
     return [(run.returncode, err) for run, err in zip(runs, said)]
@@ -204,6 +206,39 @@ def test_under_a_launcher_an_error_that_may_be_one_process_own_is_said_by_each(t
             "--text-model", str(tmp_path / "no-bert")]
     for status, err in launched(argv):
         assert status == 2 and err.splitlines()[-1].startswith(f"clfa: error: --text-model {tmp_path / 'no-bert'}: no such folder")
+
+
+def test_a_rank_without_a_launcher_still_says_what_is_wrong(tmp_path, monkeypatch, capsys):
+    """A RANK a job script or a cluster exported (as it may export WORLD_SIZE) is no launcher's: without a LOCAL_RANK
+    this process is the only one here, and an error it keeps to itself is said by none."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    missing = tmp_path / "missing"
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(missing), "--output-dir", str(tmp_path / "run"),
+                 "--report-to", "none"]) == 2
+    assert capsys.readouterr().err == f"clfa: error: {missing}: no such folder\n"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "jsonl", "--lerning-rate", "1e-3"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: unrecognized arguments: --lerning-rate 1e-3 (did you "
+                                                            "mean --learning-rate?)")
+    from clfa.launch import first_process
+
+    assert first_process()  # it speaks for the run: its notes, and the check of the run lock
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a launcher's second process on this machine: its first says it
+    assert not first_process()
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "jsonl", "--lerning-rate", "1e-3"])
+    assert capsys.readouterr().err == ""
+
+
+def test_under_a_launcher_every_machine_says_a_command_line_error_once():
+    """Each machine's log is its own: the first process of each says what every process there finds wrong in the
+    command line, as it says the other errors every process meets alike."""
+    runs = launched(["train", "--dataset", "jsonl", "--lerning-rate", "1e-3"], processes=2, first_rank=2)  # machine 2 of 2
+    assert [status for status, _ in runs] == [2, 2]
+    assert runs[0][1].splitlines()[-1].endswith("unrecognized arguments: --lerning-rate 1e-3 (did you mean --learning-rate?)")
+    assert runs[1][1] == ""
 
 
 SLOW_IMPORTS = ("torch", "transformers", "accelerate", "sklearn")

@@ -15,7 +15,7 @@ from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError, message
 from clfa.files import make_folder, regular_file_or_none, write_whole
-from clfa.launch import alike_in_every_process, first_process, said_by_this_process
+from clfa.launch import alike_in_every_process, first_on_this_machine, first_process, said_by_this_process
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -410,8 +410,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        # Under torchrun / accelerate launch every process reads the same command line: the first says what is wrong.
-        if not first_process():
+        # Under torchrun / accelerate launch every process reads the same command line: the first of each machine says
+        # what is wrong, in that machine's log.
+        if not first_on_this_machine():
             self.exit(2)
         super().error(message)
 

@@ -9,14 +9,16 @@ from collections.abc import Iterator
 
 
 def first_process() -> bool:
-    """Whether this is the first process of a torchrun / accelerate launch run (or the only one), by its RANK."""
-    return os.environ.get("RANK", "0") == "0"
+    """Whether this is the first process of a torchrun / accelerate launch run (or the only one), by its RANK. A RANK
+    without a LOCAL_RANK is no launcher's (a job script or a cluster may export one): the process is alone."""
+    return "LOCAL_RANK" not in os.environ or os.environ.get("RANK", "0") == "0"
 
 
 def first_on_this_machine() -> bool:
     """Whether this is the first process a launcher started on this machine (LOCAL_RANK 0), or the only one here. The
-    processes of one machine read the same files; those of another machine may not (a folder not copied there)."""
-    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0"
+    processes of one machine read the same files; those of another machine may not (a folder not copied there).
+    A RANK without a LOCAL_RANK is no launcher's (a job script or a cluster may export one): the process is alone."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 @contextlib.contextmanager
