@@ -199,3 +199,15 @@ def test_the_rows_can_read_the_images_captions_as_the_papers_figure_does(tiny_mo
     assert "--samples 9: the test split of 'jsonl' has 16 pairs, 8 of them with a caption" in capsys.readouterr().err
     with pytest.raises(OptionError, match="rows 'captions': give one of text, caption"):
         row_records(records, "captions")
+
+
+def test_a_blank_caption_is_no_caption(tmp_path):
+    """A caption of spaces (a spreadsheet's cell, a captioner that gave up) has nothing for a row to read: its pair is
+    not drawn, as one without a caption, and not counted among those that can be."""
+    from clfa.data.records import Record
+    from clfa.visualize import row_records
+
+    records = [Record(id=str(i), text=f"tweet {i}", image=tmp_path / f"{i}.jpg", caption=caption)
+               for i, caption in enumerate(["a dog", " \t", "", None, " a cat\n"])]
+    assert [(r.id, r.text) for r in row_records(records, "caption")] == [("0", "a dog"), ("4", " a cat\n")]
+

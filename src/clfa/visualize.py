@@ -89,7 +89,9 @@ def row_records(records: Sequence[Record], rows: str = "text") -> list[Record]:
         raise OptionError(f"rows {rows!r}: give one of {', '.join(ROWS)}")
     if rows == "text":
         return list(records)
-    return [dataclasses.replace(record, text=record.caption) for record in records if record.caption]
+    # A caption of spaces is none: nothing for the row to read (a record's text of spaces is refused by the reader).
+    return [dataclasses.replace(record, text=record.caption) for record in records
+            if record.caption and record.caption.strip()]
 
 
 def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], path: str | Path, samples: int = 16,

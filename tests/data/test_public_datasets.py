@@ -690,6 +690,14 @@ def test_mvsa_data_dir_one_folder_too_low_names_the_release_above(tmp_path):
         load_dataset("mvsa-single", root / "data")
 
 
+def test_mvsa_data_dir_given_as_the_working_folder_one_too_low_names_the_release_above(tmp_path, monkeypatch):
+    """`--data-dir .` from inside the release's data/: the folder above "." read, by its name alone, as "." itself."""
+    root = write_mvsa_raw(tmp_path / "MVSA_Single", RAW_SINGLE_LABELS[:3])
+    monkeypatch.chdir(root / "data")
+    with pytest.raises(DataError, match=r"; found one in .*MVSA_Single: give that folder$"):
+        load_dataset("mvsa-single", Path("."))
+
+
 def test_mvsa_raw_unreadable_text_names_file_and_line(tmp_path, monkeypatch):
     root = write_mvsa_raw(tmp_path, RAW_SINGLE_LABELS)
     locked = root / "data" / "9.txt"

@@ -116,8 +116,9 @@ def _annotator_columns(lines: list[str]) -> int | None:
 def _release_nearby(data_dir: Path, annotators: int) -> str:
     """Where a raw release is, for a --data-dir one folder too high: one of this dataset before one of the other
     MVSA (both often lie side by side), which is named as such; or one folder too low, in the release's data/."""
-    if (data_dir.parent / LABEL_FILE).is_file():
-        return f"; found one in {data_dir.resolve().parent}: give that folder"
+    # Resolved first: the parent of "." (or of "x/..") by its name alone is "." (or "x"), not the folder above.
+    if ((above := data_dir.resolve().parent) / LABEL_FILE).is_file():
+        return f"; found one in {above}: give that folder"
     others = []
     for path in sorted(data_dir.glob(f"*/{LABEL_FILE}")):
         try:
