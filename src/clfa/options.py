@@ -92,10 +92,10 @@ def progress_bars(given: bool | None = None) -> bool:
             return True
     except (AttributeError, ValueError):  # a stream without isatty, or one closed
         pass
-    # auto first: it imports autonotebook with its notice of notebook bars silenced, as clfa's modules draw through it.
-    from tqdm import auto, autonotebook, std  # noqa: F401
+    # tqdm.auto, through which clfa's modules draw, imports autonotebook with its notice of notebook bars silenced.
+    import tqdm.auto
 
-    return autonotebook.tqdm is not std.tqdm  # tqdm's own choice of its widgets, made for a Jupyter kernel
+    return tqdm.autonotebook.tqdm is not tqdm.std.tqdm  # tqdm's own choice of its widgets, made for a Jupyter kernel
 
 
 def _opt(default, help: str, factory=None, **kw):
