@@ -31,7 +31,7 @@ def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or
     import stat
     import threading
 
-    from clfa.cli import _make_parent
+    from clfa.cli.checks import _make_parent
     from clfa.errors import OptionError
 
     _make_parent(str(tmp_path / "new" / "out.json"))
@@ -70,12 +70,12 @@ def test_an_error_raised_in_a_loader_worker_is_its_own_one_line_message():
 
 
 def test_ctrl_c_ends_the_command_in_one_line_with_the_shells_status(monkeypatch, capsys):
-    import clfa.cli
+    import clfa.cli.parser
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(clfa.cli, "_demo", interrupted)  # the command as a Ctrl-C finds it, midway
+    monkeypatch.setattr(clfa.cli.parser, "_demo", interrupted)  # the command as a Ctrl-C finds it, midway
     assert main(["demo", "--quick"]) == 130
     assert capsys.readouterr().err == "clfa: interrupted\n"
 
