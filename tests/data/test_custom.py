@@ -393,6 +393,10 @@ def test_a_train_file_without_labels_is_named_not_the_dev_file_after_it(folder):
     # Without their check, read as the id "[7]", and the label "inf"; the text given first, dropped unseen.
     ('"id": [7]', r"malformed line: id is list, not a string or a number"),
     ('"label": Infinity', r"malformed line: label is inf, not a string or a number"),
+    # Read as the caption "5" and the image path "['a.png']" before.
+    ('"caption": 5', r"malformed line: caption is int, not a string"),
+    ('"ocr": {"text": "SALE"}', r"malformed line: ocr is object, not a string"),
+    ('"image": ["img/ok.png"]', r"malformed line: image is list, not a string \(a file's path\)"),
     ('"text": "so sunny", "text": "or not"', r"malformed line: 'text' given twice: which one to read is not known"),
 ])
 def test_a_field_that_would_be_ignored_or_mangled_is_named(folder, field, message):
@@ -403,6 +407,14 @@ def test_a_field_that_would_be_ignored_or_mangled_is_named(folder, field, messag
     (folder / "data.json").write_text("[" + json.dumps(GOOD) + ",\n" + record + "]")  # and as an item of a JSON list
     with pytest.raises(DataError, match=r"data.json:2, item 2: " + message):
         read_custom(folder / "data.json")
+
+
+def test_an_absent_empty_or_nan_caption_is_none(folder):
+    """json.dumps writes a pandas gap as NaN, read back as a float: no caption, not the caption "nan"."""
+    rows = [GOOD | {"caption": "a dog"}, GOOD | {"id": "2", "caption": ""}, GOOD | {"id": "3", "caption": float("nan"), "ocr": None},
+            GOOD | {"id": "4"}]
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert [(r.caption, r.ocr) for r in read_custom(folder / "data.jsonl")] == [("a dog", None)] + [(None, None)] * 3
 
 
 def test_a_csv_column_named_twice_is_refused_not_one_of_them_read(folder):

@@ -266,6 +266,10 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         raise DataError("malformed line: empty image field", file=path, line=line, kind="empty image field")
     if not isinstance(row["text"], str):
         raise DataError(f"malformed line: text is {_json_type(row['text'])}, not a string", file=path, line=line)
+    if not isinstance(row["image"], str):  # a list or a number would be read as a path "[...]" or "5"
+        raise DataError(f"malformed line: image is {_json_type(row['image'])}, not a string (a file's path)", file=path,
+                        line=line)
+    extras = {key: _optional_text(row, key, path, line) for key in ("ocr", "caption")}
     text = row["text"]
     if not text.strip():
         raise DataError("empty text", file=path, line=line)
@@ -302,10 +306,20 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         text=text,
         image=image,
         label=label,
-        ocr=row.get("ocr") or None,
-        caption=row.get("caption") or None,
+        ocr=extras["ocr"],
+        caption=extras["caption"],
         source=location(path, line, item),
     )
+
+
+def _optional_text(row, key: str, path: Path, line: int) -> str | None:
+    """An optional text field (ocr, caption): a string, or none when absent, empty or NaN (a pandas gap)."""
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if not isinstance(value, str):  # read as text it would be "5" or "['a', 'b']", which no model should read
+        raise DataError(f"malformed line: {key} is {_json_type(value)}, not a string", file=path, line=line)
+    return value or None
 
 
 def read_custom(
