@@ -162,3 +162,12 @@ def test_options_made_in_python_hold_plain_values_that_json_writes(tmp_path):
 def test_the_cache_folder_follows_clfa_cache_as_it_is_when_the_options_are_made(tmp_path, monkeypatch):
     monkeypatch.setenv("CLFA_CACHE", str(tmp_path / "cache"))  # after clfa.options was imported, as in a notebook
     assert TrainOptions().cache_dir == str(tmp_path / "cache")
+
+
+def test_a_home_folder_written_with_a_tilde_in_an_options_file_is_the_home_folder(tmp_path, monkeypatch):
+    """No shell expands "~" in a --config file: the run went to a folder named "~" in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    opts = from_text(tmp_path, "output_dir: ~/runs/x\ncache_dir: ~/cache\ntext_model: ~/models/bert\nteacher: openai/clip-vit-base-patch32")
+    home = str(tmp_path / "home")
+    assert (opts.output_dir, opts.cache_dir, opts.text_model) == (f"{home}/runs/x", f"{home}/cache", f"{home}/models/bert")
+    assert opts.teacher == "openai/clip-vit-base-patch32"

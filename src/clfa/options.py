@@ -202,6 +202,11 @@ class TrainOptions:
             raise OptionError(f"--epochs must be a finite number above 0 (or --max-steps set), got {self.epochs}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise OptionError(f"--eval-steps must be at least 1, got {self.eval_steps}")
+        # An options file gets no shell to expand "~", which would otherwise be a folder named "~" here; no hub name
+        # begins with it.
+        for name in ("output_dir", "cache_dir", "text_model", "image_model", "teacher"):
+            if isinstance(value := getattr(self, name), str) and value.startswith("~"):
+                setattr(self, name, os.path.expanduser(value))
         for name in ("output_dir", "cache_dir"):  # "" would be the current folder, filled with a run's files
             if not getattr(self, name).strip():
                 raise OptionError(f"--{name.replace('_', '-')} is empty: give a folder")
