@@ -92,10 +92,9 @@ def progress_bars(given: bool | None = None) -> bool:
             return True
     except (AttributeError, ValueError):  # a stream without isatty, or one closed
         pass
-    # tqdm.auto, through which clfa's modules draw, imports autonotebook with its notice of notebook bars silenced.
-    import tqdm.auto
-
-    return tqdm.autonotebook.tqdm is not tqdm.std.tqdm  # tqdm's own choice of its widgets, made for a Jupyter kernel
+    # A Jupyter kernel (notebook, lab, VS Code, qtconsole) shows tqdm.auto's bars, as widgets or, without ipywidgets,
+    # as text whose redraws it folds; its stderr is no terminal. The module is the one tqdm looks for.
+    return "ipykernel.zmqshell" in sys.modules
 
 
 def _opt(default, help: str, factory=None, **kw):
