@@ -308,4 +308,19 @@ CLFAConfig.keys_to_ignore_at_inference = ["ce_loss", "alignment_loss", "text_fea
 # Lets AutoModel open saved CLFA models like any other transformers checkpoint, wherever CLFAModel is used.
 AutoModel.register(CLFAConfig, CLFAModel, exist_ok=True)
 
-__all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel", "new_config"]
+
+@torch.no_grad()
+def first_non_finite_weight(model: torch.nn.Module) -> str | None:
+    """The name of the first weight holding a NaN or an infinity, or None. Its least and greatest values tell (a NaN
+    anywhere makes both NaN), in one pass that writes nothing: isfinite(weight).all() writes temporaries the size of
+    each weight, which took 0.6 s of a paper-size model's 1 s load on one CPU thread (every model is loaded on the CPU),
+    3 s on a busy machine."""
+    for name, weight in model.named_parameters():
+        if weight.numel():
+            low, high = torch.aminmax(weight)
+            if not (torch.isfinite(low) and torch.isfinite(high)):
+                return name
+    return None
+
+
+__all__ = ["CLFAModel", "CLFAOutput", "CLFAPreTrainedModel", "first_non_finite_weight", "new_config"]

@@ -29,7 +29,7 @@ from clfa.data.records import DataError, Record
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
-from clfa.modeling import CLFAModel
+from clfa.modeling import CLFAModel, first_non_finite_weight
 from clfa.options import progress_bars
 from clfa.precision import autocast, resolve_precision
 from clfa.prediction_files import labelled
@@ -249,7 +249,7 @@ class Predictor:
                          ("mis-shaped", info.get("mismatched_keys"))) if keys]:
             raise OptionError(f"{path}: its config.json does not match its weights ({'; '.join(problems)})")
         # A run that diverged still writes its model: its predictions would all be the first label, with NaN scores.
-        if diverged := next((name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()), None):
+        if diverged := first_non_finite_weight(model):
             raise OptionError(f"{path}: its weights are not all numbers (e.g. {diverged}): the run that wrote it diverged")
         return cls(model, tokenizer, processor, device, **kwargs)
 

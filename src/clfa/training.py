@@ -30,7 +30,7 @@ from clfa.errors import OptionError
 from clfa.files import write_whole
 from clfa.launch import alike_in_every_process
 from clfa.metrics import classification_metrics, headline
-from clfa.modeling import CLFAModel, new_config
+from clfa.modeling import CLFAModel, first_non_finite_weight, new_config
 from clfa.options import TrainOptions
 from clfa.precision import resolve_precision
 from clfa.report import metrics_table, print_table
@@ -388,7 +388,7 @@ def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callback
             "train": {"samples": len(train_records), "steps": result.global_step, "steps_this_run": result.global_step - resumed_at,
                       "loss": result.training_loss if math.isfinite(result.training_loss) and result.global_step > resumed_at else None,
                       # The kept model may be a dev checkpoint from before the loss became nan: its weights decide.
-                      "weights_finite": all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())},
+                      "weights_finite": first_non_finite_weight(trainer.model) is None},
             "best_checkpoint": str(Path(trainer.state.best_model_checkpoint).resolve()) if trainer.state.best_model_checkpoint else None,
             "clfa_version": __version__,
             "skipped": data.skipped.to_json(),
