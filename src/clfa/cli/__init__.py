@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 
+from clfa.cli import checks
 from clfa.cli.parser import _did_you_mean, build_parser
 from clfa.data.records import DataError
 from clfa.errors import OptionError, message
 from clfa.launch import first_process, said_by_this_process
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 
 def _launcher_refusal(command: str) -> str | None:
@@ -50,3 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clfa: interrupted", file=sys.stderr)
         return 130  # as a shell reports a command that SIGINT ended
+
+
+def run() -> None:
+    """The ``clfa`` command (and ``python -m clfa.cli``): :func:`main` in a process of its own, which ends with its
+    status."""
+    checks._OWN_PROCESS = True
+    sys.exit(main())

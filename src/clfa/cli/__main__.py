@@ -1,9 +1,7 @@
 """``python -m clfa.cli``, as torchrun and accelerate launch start it with -m."""
 
-import sys
-
-from clfa.cli import main
+from clfa.cli import run
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
