@@ -42,6 +42,18 @@ def test_gpu_check_writes_into_a_relative_folder_where_it_is_called_and_refuses_
     assert not (BENCHMARKS.parent / "out").exists()
 
 
+def test_predict_throughput_times_a_cold_start_in_a_new_process(tmp_path):
+    command = [sys.executable, str(BENCHMARKS / "predict_throughput.py"), "--size", "tiny", "--devices", "cpu", "--batch-sizes",
+               "1", "--batches", "1", "--warmup", "0", "--threads", "1", "--cold-start", "--json"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    *printed, last = run.stdout.strip().splitlines()
+    (start,) = json.loads(last)["cold_starts"]
+    assert all(start[key] > 0 for key in ("import_s", "load_s", "first_pair_s", "second_pair_s"))
+    assert sum(line.startswith(" cpu cold start: import ") for line in printed) == 1
+    assert list(tmp_path.iterdir()) == []  # the model saved for the new process is gone
+
+
 def test_step_bytes_refuses_an_unknown_compile_mode_before_building_anything(tmp_path):
     command = [sys.executable, str(BENCHMARKS / "step_bytes.py"), "--size", "tiny", "--device", "cpu", "--mode", "fastest"]
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
