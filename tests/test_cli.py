@@ -308,7 +308,7 @@ def test_errors_found_before_the_work_import_neither_torch_nor_transformers_nor_
         ("heatmap", "--model", model, *data, *png): f"{model}: no such folder in {tmp_path}",
         ("heatmap", "--model", "m", *data, *png, "--dev-file", "d.jsonl"): "--dev-file would not be read",
         ("heatmap", "--model", "m", "--model", "x/m", *data, *png): "--model x/m: a second panel titled 'm'",
-        ("heatmap", "--model", "m", *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
+        ("heatmap", "--model", str(tmp_path / "full"), *data, "--output", str(tmp_path)): f"--output {tmp_path} is a folder",
         ("heatmap", "--model", str(tmp_path / "full"), *data, "--output", str(tmp_path / "h.xyz")):
             f"--output {tmp_path / 'h.xyz'}: .xyz is no image",
         ("heatmap", "--model", str(tmp_path / "full"), *sixteen, *png, "--samples", "17"):
@@ -340,6 +340,17 @@ def test_heatmaps_option_and_model_errors_do_not_wait_for_matplotlib(tmp_path):
         ["heatmap", "--model", model, *data, "--output", str(tmp_path / "h.xyz")]], watched=("matplotlib",))
     assert statuses == [2] * 4 and imported == []
     assert stderr.count(f"{model}: no such folder") == 2
+
+
+def test_a_refused_heatmap_leaves_no_folder_for_its_output(tmp_path, capsys):
+    """The output's folder was made first, and stayed when the format or a model was then refused."""
+    model = tmp_path / "model"
+    model.mkdir()
+    data = ["--dataset", "jsonl", "--data-dir", str(tmp_path)]
+    assert main(["heatmap", "--model", str(model), *data, "--output", str(tmp_path / "new" / "h.xyz")]) == 2
+    assert main(["heatmap", "--model", str(tmp_path / "no-model"), *data, "--output", str(tmp_path / "new" / "h.png")]) == 2
+    assert ".xyz is no image format" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 def test_demo_takes_its_folder_as_output_dir_as_train_and_export_do():
     from clfa.cli import build_parser

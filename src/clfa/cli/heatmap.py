@@ -19,14 +19,14 @@ def _heatmap(args: argparse.Namespace) -> int:
     if unread := _unread_files(args, [args.split]):
         raise OptionError(f"{' and '.join(unread)} would not be read: heatmap draws its pairs from the --split split only "
                           f"({args.split})")
-    _make_parent(args.output)
     for model in models.values():
         _check_model(model)
-    # matplotlib knows the formats it writes, and takes longer to import than the checks above take: asked last,
-    # before the data and models are read.
+    # matplotlib knows the formats it writes, and takes longer to import than the checks above take: asked after them,
+    # and before the output's folder is made, which a refused format or model would leave behind.
     from clfa.visualize import figure_format
 
     figure_format(args.output, "--output")
+    _make_parent(args.output)
     data = dataset_from_args(args, splits=[args.split])  # read before the model is loaded: no torch is needed
     if report := data.report():
         print(report, file=sys.stderr)
