@@ -31,24 +31,24 @@ def test_an_output_file_is_found_writable_before_the_work_and_nothing_is_left_or
     import stat
     import threading
 
-    from clfa.cli.checks import _make_parent
+    from clfa.cli.checks import make_parent
     from clfa.errors import OptionError
 
-    _make_parent(str(tmp_path / "new" / "out.json"))
+    make_parent(str(tmp_path / "new" / "out.json"))
     assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "out.json").exists()
     (tmp_path / "kept.json").write_text("earlier results")
-    _make_parent(str(tmp_path / "kept.json"))
+    make_parent(str(tmp_path / "kept.json"))
     assert (tmp_path / "kept.json").read_text() == "earlier results"
     (tmp_path / "link.json").symlink_to(tmp_path / "target.json")  # dangling: the write will make the target
-    _make_parent(str(tmp_path / "link.json"))
+    make_parent(str(tmp_path / "link.json"))
     assert (tmp_path / "link.json").is_symlink() and not (tmp_path / "target.json").exists()
     os.mkfifo(tmp_path / "pipe")  # opening it here would block until a reader came
-    check = threading.Thread(target=_make_parent, args=(str(tmp_path / "pipe"),), daemon=True)
+    check = threading.Thread(target=make_parent, args=(str(tmp_path / "pipe"),), daemon=True)
     check.start()
     check.join(timeout=30)
     assert not check.is_alive() and stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
     with pytest.raises(OptionError, match="is a folder; give a file name"):
-        _make_parent(str(tmp_path))
+        make_parent(str(tmp_path))
 
 
 class _BrokenImages(torch.utils.data.Dataset):
@@ -75,7 +75,7 @@ def test_ctrl_c_ends_the_command_in_one_line_with_the_shells_status(monkeypatch,
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(clfa.cli.parser, "_demo", interrupted)  # the command as a Ctrl-C finds it, midway
+    monkeypatch.setattr(clfa.cli.parser, "demo_command", interrupted)  # the command as a Ctrl-C finds it, midway
     assert main(["demo", "--quick"]) == 130
     assert capsys.readouterr().err == "clfa: interrupted\n"
 

@@ -8,7 +8,7 @@ import os
 import sys
 
 from clfa.cli import checks
-from clfa.cli.parser import _did_you_mean, build_parser
+from clfa.cli.parser import build_parser, did_you_mean
 from clfa.data.records import DataError
 from clfa.errors import OptionError, message
 from clfa.launch import first_process, said_by_this_process
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand, with its usage, not by `clfa` with the list of commands
         command = getattr(args, "_parser", parser)
-        command.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(unknown, command)}")
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{did_you_mean(unknown, command)}")
     if refusal := _launcher_refusal(args.command):
         if first_process():  # one line for the run, not one per process
             print(f"clfa: error: {refusal}", file=sys.stderr)

@@ -13,17 +13,17 @@ from clfa.errors import OptionError
 from clfa.files import make_folder
 
 
-def _unread_files(args: argparse.Namespace, splits: list[str]) -> list[str]:
+def unread_files(args: argparse.Namespace, splits: list[str]) -> list[str]:
     """The --train-file/--dev-file/--test-file flags given for a split other than ``splits``, the ones read."""
     return [f"--{split}-file" for split in ("train", "dev", "test") if getattr(args, f"{split}_file") and split not in splits]
 
 
-def _progress(args: argparse.Namespace) -> bool:
+def progress_of(args: argparse.Namespace) -> bool:
     """Whether evaluate, predict or demo draws its bars (see progress_bars); when not, the libraries' go too."""
     from clfa.options import progress_bars
 
     progress = progress_bars(args.progress)
-    _quiet_libraries(args.verbose, progress)
+    quiet_libraries(args.verbose, progress)
     return progress
 
 
@@ -48,7 +48,7 @@ def _collector_paused():
         gc.enable()
 
 
-def _quiet_libraries(verbose: bool, progress: bool = True) -> None:
+def quiet_libraries(verbose: bool, progress: bool = True) -> None:
     """torch, transformers (with its model code) and huggingface_hub imported, and quieted without -v. Each command
     calls it once the checks that need none of them have passed: importing them takes seconds, which a refused option
     should not wait for."""
@@ -67,14 +67,14 @@ def _quiet_libraries(verbose: bool, progress: bool = True) -> None:
         transformers.logging.disable_progress_bar()
 
 
-def _check_model(model: str) -> None:
+def check_model(model: str) -> None:
     """--model names a folder or a model the hub may give, found out before the seconds of importing torch."""
     from clfa.hub import trained_model_location
 
     trained_model_location(model)
 
 
-def _make_parent(output: str | None, flag: str = "--output") -> None:
+def make_parent(output: str | None, flag: str = "--output") -> None:
     """The folder of an output file made, and the file found writable, before the work rather than after it."""
     if not output:
         return

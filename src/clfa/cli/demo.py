@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clfa.cli.checks import _progress
+from clfa.cli.checks import progress_of
 from clfa.files import make_folder
 
 
-def _demo(args: argparse.Namespace) -> int:
+def demo_command(args: argparse.Namespace) -> int:
     from clfa.demo.folder import check_out_folder
 
     make_folder(Path(args.out), f"--output-dir {args.out}")
     check_out_folder(Path(args.out))
-    progress = _progress(args)
+    progress = progress_of(args)
     from clfa.demo.run import run_demo
 
     run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=progress)

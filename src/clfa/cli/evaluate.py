@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from clfa.cli.checks import _check_model, _make_parent, _progress, _unread_files
-from clfa.cli.predict import _write_predictions
+from clfa.cli.checks import check_model, make_parent, progress_of, unread_files
+from clfa.cli.predict import write_prediction_rows
 from clfa.data.arguments import check_dataset_args, dataset_from_args
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
@@ -16,20 +16,20 @@ from clfa.errors import OptionError
 from clfa.files import regular_file_or_none, write_whole
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     # --labels and --positive-label are checked against the model's labels; the model's go to a custom file below.
     check_dataset_args(args, labels=None, positive_label=None)
     # Only the splits evaluated are read: a file named for another would be passed over without a word, and the
     # figures printed would be those of another file than the one named.
-    if unread := _unread_files(args, args.split):
+    if unread := unread_files(args, args.split):
         raise OptionError(f"{' and '.join(unread)} would not be read: evaluate reads the --split splits only "
                           f"({' '.join(args.split)}); give --split " + " ".join([*args.split, *(f.split("-")[2] for f in unread)])
                           + " to evaluate " + ("it" if len(unread) == 1 else "them") + " as well")
     _refuse_overwriting(args, {split: getattr(args, f"{split}_file") for split in args.split if getattr(args, f"{split}_file")})
-    _make_parent(args.output)
-    _make_parent(args.predictions, "--predictions")
-    _check_model(args.model)
-    progress = _progress(args)
+    make_parent(args.output)
+    make_parent(args.predictions, "--predictions")
+    check_model(args.model)
+    progress = progress_of(args)
     from clfa.metrics import classification_metrics
     from clfa.predict import Predictor
     from clfa.report import class_table, metrics_table, print_table
@@ -94,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from clfa.prediction_files import EVALUATE_FIELDS, evaluation_rows
 
         rows = (row for split in args.split for row in evaluation_rows(data[split], probabilities[split], config.labels, split))
-        written = _write_predictions(rows, config.labels, args.predictions, EVALUATE_FIELDS)
+        written = write_prediction_rows(rows, config.labels, args.predictions, EVALUATE_FIELDS)
         print(f"{written} predictions written to {args.predictions}", file=sys.stderr)
     return 0
 

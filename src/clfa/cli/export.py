@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from clfa.cli.checks import _quiet_libraries
+from clfa.cli.checks import quiet_libraries
 
 
-def _export(args: argparse.Namespace) -> int:
+def export_command(args: argparse.Namespace) -> int:
     from clfa.export import check_export, export_model
 
     out = Path(args.output_dir)
     check_export(args.model, out)  # before the seconds of importing torch; export_model checks again, for Python callers
-    _quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose)
     files = export_model(args.model, out)
     for file in files:
         print(f"{file.stat().st_size:>12,}  {file}")

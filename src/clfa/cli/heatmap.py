@@ -6,27 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from clfa.cli.checks import _check_model, _make_parent, _progress, _unread_files
+from clfa.cli.checks import check_model, make_parent, progress_of, unread_files
 from clfa.data.arguments import check_dataset_args, dataset_from_args
 from clfa.errors import OptionError
 
 
-def _heatmap(args: argparse.Namespace) -> int:
+def heatmap_command(args: argparse.Namespace) -> int:
     check_dataset_args(args)
     models = _titled_models(args.model)
     if args.samples < 2:
         raise OptionError(f"--samples {args.samples}: a heat map compares at least 2 pairs")
-    if unread := _unread_files(args, [args.split]):
+    if unread := unread_files(args, [args.split]):
         raise OptionError(f"{' and '.join(unread)} would not be read: heatmap draws its pairs from the --split split only "
                           f"({args.split})")
     for model in models.values():
-        _check_model(model)
+        check_model(model)
     # matplotlib knows the formats it writes, and takes longer to import than the checks above take: asked after them,
     # and before the output's folder is made, which a refused format or model would leave behind.
     from clfa.visualize import figure_format
 
     figure_format(args.output, "--output")
-    _make_parent(args.output)
+    make_parent(args.output)
     data = dataset_from_args(args, splits=[args.split])  # read before the model is loaded: no torch is needed
     if report := data.report():
         print(report, file=sys.stderr)
@@ -37,7 +37,7 @@ def _heatmap(args: argparse.Namespace) -> int:
         with_captions = f", {len(drawable)} of them with a caption" if args.rows == "caption" else ""
         raise OptionError(f"--samples {args.samples}: the {args.split} split of '{data.name}' has {len(records)} "
                           f"pairs{with_captions}")
-    progress = _progress(args)
+    progress = progress_of(args)
     model_heatmaps(models, records, args.output, args.samples, args.seed, rows=args.rows, device=args.device,
                    precision=args.precision, attention_backends=args.attention_backends, batch_size=args.batch_size,
                    num_workers=args.num_workers, progress=progress)

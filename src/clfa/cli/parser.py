@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import difflib
 
-from clfa.cli.demo import _demo
-from clfa.cli.evaluate import _evaluate
-from clfa.cli.export import _export
-from clfa.cli.heatmap import _heatmap
-from clfa.cli.predict import _predict
-from clfa.cli.train import _train
+from clfa.cli.demo import demo_command
+from clfa.cli.evaluate import evaluate_command
+from clfa.cli.export import export_command
+from clfa.cli.heatmap import heatmap_command
+from clfa.cli.predict import predict_command
+from clfa.cli.train import train_command
 from clfa.data.arguments import add_dataset_arguments
 from clfa.launch import first_on_this_machine
 
@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
 
     No prefix of a flag stands for the flag: --splits would run as --splits-dir, a meaning not asked for, and a prefix
     that names one flag today names none once a second flag begins with it. A prefix is refused with the flags it
-    begins (see _did_you_mean)."""
+    begins (see did_you_mean)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR/checkpoints")
     add_dataset_arguments(p)
     add_option_arguments(p)
-    p.set_defaults(func=_train)
+    p.set_defaults(func=train_command)
 
     p = sub.add_parser("evaluate", help="evaluate a trained model on dataset splits")
     p.add_argument("--model", required=True, help=_MODEL_HELP)
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", metavar="FILE", help="a row per record evaluated: split, id, true_label, label (the "
                    "predicted one), correct, the probabilities, text, image; JSON Lines, or CSV for a .csv name")
     add_dataset_arguments(p)
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(func=evaluate_command)
 
     p = sub.add_parser("predict", help="label new image+text pairs")
     p.add_argument("--model", required=True, help=_MODEL_HELP)
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "NAME.partial until whole")
     add_predictor_arguments(p)
     p.add_argument("--skip-invalid", action="store_true", help="drop invalid pairs (counted and reported)")
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=predict_command)
 
     p = sub.add_parser("heatmap", help="the paper's Figure 4 for trained models: cosine similarity of each one's aligned text "
                        "features against its image features, for pairs drawn from a split; matched pairs on the diagonal")
@@ -128,14 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="FILE.png", help="the figure (its format by the name's suffix)")
     add_predictor_arguments(p)
     add_dataset_arguments(p)
-    p.set_defaults(func=_heatmap)
+    p.set_defaults(func=heatmap_command)
 
     p = sub.add_parser("export", help="copy what prediction needs (config, safetensors weights, tokenizer, image "
                        "processor), the run's metrics and a model card to a new folder: no checkpoints, optimizer states, "
                        "pickles or paths of this machine")
     p.add_argument("--model", required=True, help="a trained model directory, or one of its checkpoints")
     p.add_argument("--output-dir", required=True, help="a new (or empty) folder")
-    p.set_defaults(func=_export)
+    p.set_defaults(func=export_command)
 
     p = sub.add_parser("demo", help="offline demo: generate a sarcasm world, train CLFA and baselines, compare")
     # --output-dir, as train and export name their folder; --out as before.
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated world, the teacher, the students and every training run (default 0)")
     p.add_argument("--progress", type=parse_bool, metavar="{true,false}", help="show progress bars (default: when stderr is a "
                    "terminal; without them, a line per teacher epoch, per evaluation and per model trained)")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=demo_command)
 
     add_data_parser(sub)
     for command in sub.choices.values():  # the parser whose usage an unknown option is shown with (data's own set theirs)
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _did_you_mean(unknown: list[str], command: argparse.ArgumentParser) -> str:
+def did_you_mean(unknown: list[str], command: argparse.ArgumentParser) -> str:
     """The options nearest the mistyped ones, as " (did you mean --x?)": the usage above the error lists some forty
     flags, and --learning_rate (a --config file's key) or --lerning-rate is hard to match there by eye. A prefix, which
     is no flag, is answered with the few flags it begins (--splits: --splits-dir; --spl: --split or --splits-dir)."""

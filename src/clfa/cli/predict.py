@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from clfa.cli.checks import _check_model, _make_parent, _progress
+from clfa.cli.checks import check_model, make_parent, progress_of
 from clfa.data.records import DataError
 from clfa.errors import OptionError
 
 
-def _predict(args: argparse.Namespace) -> int:
+def predict_command(args: argparse.Namespace) -> int:
     from clfa.data.custom import check_image_file, read_custom
     from clfa.data.records import SkipReport, url_instead_of_file
     from clfa.prediction_files import PREDICT_FIELDS, prediction_row
@@ -29,9 +29,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise DataError(problem)
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
-    _make_parent(args.output)
-    _check_model(args.model)
-    progress = _progress(args)
+    make_parent(args.output)
+    check_model(args.model)
+    progress = progress_of(args)
     from clfa.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision, attention_backends=args.attention_backends)
@@ -56,7 +56,7 @@ def _predict(args: argparse.Namespace) -> int:
     results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)
     rows = (prediction_row(record, result) for record, result in zip(records, results))
     try:
-        written = _write_predictions(rows, predictor.labels, args.output, PREDICT_FIELDS)
+        written = write_prediction_rows(rows, predictor.labels, args.output, PREDICT_FIELDS)
     except BrokenPipeError:
         if args.output is not None:
             raise
@@ -68,7 +68,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_predictions(rows, labels: list[str], output: str | None, fields: tuple[str, ...]) -> int:
+def write_prediction_rows(rows, labels: list[str], output: str | None, fields: tuple[str, ...]) -> int:
     """prediction_files.write_predictions, with where a run that stops half-way left the rows it wrote said first."""
     from clfa.prediction_files import PredictionsCut, write_predictions
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clfa.cli.checks import _quiet_libraries
+from clfa.cli.checks import quiet_libraries
 from clfa.data.arguments import dataset_from_args
 from clfa.launch import alike_in_every_process, first_process
 
 
-def _train(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
     from clfa.options import options_from_args
 
     with alike_in_every_process():  # the same command line and files in each process of a launch
@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> int:
         notes.append("no test split: the model is not scored on held-out data after training")
     if notes and first_process():
         print("\n".join(notes), file=sys.stderr)
-    _quiet_libraries(args.verbose, opts.progress)
+    quiet_libraries(args.verbose, opts.progress)
     from accelerate import PartialState
 
     from clfa.training import print_summary, train
