@@ -1,6 +1,8 @@
 """Files written whole, shared as the umask allows, and killed writers' temporary files removed (clfa.files)."""
 
 import os
+import stat
+import threading
 import time
 
 import pytest
@@ -52,3 +54,27 @@ def test_only_temporary_files_untouched_for_an_hour_are_removed(tmp_path):
     remove_abandoned(tmp_path, ".*.tmp")
     remove_abandoned(tmp_path, ".model.partial-*")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.tmp", ".model.partial-2", "a.npy"]
+
+
+def test_an_output_is_written_whole_under_its_name_and_a_pipe_as_it_comes(tmp_path):
+    from clfa.files import whole_output
+
+    target, link = tmp_path / "kept.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    with pytest.raises(KeyboardInterrupt), whole_output(link) as path:
+        path.write_text("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.json", "link.json"]
+    with whole_output(link) as path:
+        path.write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    os.mkfifo(tmp_path / "pipe")  # cannot be replaced: written straight to its reader
+    read = []
+    reader = threading.Thread(target=lambda: read.append((tmp_path / "pipe").read_text()))
+    reader.start()
+    with whole_output(tmp_path / "pipe") as path:
+        path.write_text("through")
+    reader.join(10)
+    assert read == ["through"] and stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)

@@ -52,6 +52,18 @@ def replacing(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def whole_output(output: str | Path) -> Iterator[Path]:
+    """Where to write the output file ``output``: for a file, or nothing yet, a name that takes ``output``'s once the
+    block ends (see :func:`replacing`; a link's target is replaced, not the link); ``output`` itself for a pipe or
+    /dev/stdout, which cannot be replaced and whose reader reads as it comes."""
+    if not regular_file_or_none(output):
+        yield Path(output)
+        return
+    with replacing(Path(output).resolve()) as tmp:
+        yield tmp
+
+
 def write_whole(path: Path, text: str) -> None:
     """``text`` into ``path``, written under a temporary name and on disk before it takes its own."""
     with replacing(path) as tmp:

@@ -10,7 +10,7 @@ import numpy as np
 
 from clfa.data.records import Record
 from clfa.errors import OptionError
-from clfa.files import regular_file_or_none, replacing
+from clfa.files import whole_output
 
 # Above this many pairs the records' ids, one per row and column, overlap into a smear.
 _MOST_TICKS = 32
@@ -59,14 +59,9 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.suptitle("cosine similarity of aligned text and image features")
     fig.tight_layout()
-    path = Path(path)
-    if not regular_file_or_none(path):  # a pipe or /dev/stdout, which cannot be replaced
-        fig.savefig(path, dpi=120, format=file_format)
-        return path
-    # The format named, not read from the temporary name's suffix; a link's target is replaced, not the link.
-    with replacing(path.resolve()) as tmp:
-        fig.savefig(tmp, dpi=120, format=file_format)
-    return path
+    with whole_output(path) as target:
+        fig.savefig(target, dpi=120, format=file_format)  # the format named, not read from a temporary name's suffix
+    return Path(path)
 
 
 def pick_pairs(records: Sequence[Record], samples: int, seed: int = 0) -> list[Record]:

@@ -13,7 +13,7 @@ from clfa.data.arguments import check_dataset_args, dataset_from_args
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError
-from clfa.files import regular_file_or_none, write_whole
+from clfa.files import whole_output
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -86,10 +86,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
                  "precision": str(predictor.precision), "clfa_version": __version__}
         text = json.dumps(results | about | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed},
                           indent=2)
-        if regular_file_or_none(args.output):  # never cut short under its name, whatever stops the write
-            write_whole(Path(args.output).resolve(), text)
-        else:  # a pipe or /dev/stdout, which cannot be replaced
-            Path(args.output).write_text(text, encoding="utf-8")
+        with whole_output(args.output) as target:  # never cut short under its name, whatever stops the write
+            target.write_text(text, encoding="utf-8")
     if args.predictions:
         from clfa.prediction_files import EVALUATE_FIELDS, evaluation_rows
 
