@@ -160,6 +160,9 @@ def test_students_side_by_side_compute_what_they_compute_one_after_the_other(tin
         loss = model(**inputs).loss
         loss.backward()
         results[overlap] = (loss.detach().clone(), [p.grad.clone() for p in model.parameters()])
+        # A graph kept alive keeps its parameters' gradient accumulators, and torch (2.11 and later) accumulates on
+        # the stream where an accumulator was made: the next run's image gradients would land on this run's stream.
+        del loss
         if device == "cuda":
             ambient = torch.cuda.current_stream()
             assert streams["text forward"] == streams["text backward"] == ambient
