@@ -24,14 +24,15 @@
 #            and batch 256 with coordinate-descent tuning of the generated Triton kernels' block sizes, the
 #            memory-bound ones included (--inductor coordinate_descent_tuning=True; max-autotune does it as well,
 #            with its matmul tuning), and batch 256 with flash attention first (--attention-backends)
-#   autotune: (only when named) batch 256 with --cuda-graph and max-autotune-no-cudagraphs: tuned matmuls, and
-#            Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for minutes)
+#   autotune: (only when named) batch 256 with --cuda-graph, --fuse-linears and max-autotune-no-cudagraphs: tuned
+#            matmuls, and Triton matmul templates into which inductor can fuse bias, GELU and casts (compiles for
+#            minutes)
 #   bytes:   (only when named) the bytes the compiled step's Triton kernels move, batches 32 and 64 projected to
 #            256, and the time they would take at the H100 SXM's bandwidth, and the number of kernels of each kind
 #            (benchmarks/step_bytes.py)
 #   targets: (only when named) the short check, for a few minutes on a GPU: the two targets' runs alone, started
 #            together, unprofiled: batch 8 with --compile --cuda-graph, on one stream and with --overlap-towers,
-#            and batch 256 with --compile --cuda-graph
+#            and batch 256 with --compile --cuda-graph, plain and with --fuse-linears (about 2.5 minutes on an H200)
 #   capture: (only when named) the GPU tests that compile nothing: capture and replay, a captured run with dropout,
 #            evaluation and resume, the students on two streams against one (seconds, where the tests stage's
 #            compiled losses take minutes)
@@ -166,6 +167,7 @@ if stage targets; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph
     train fast_b8_graph_overlap 240 --path fast --batch-size 8 --warmup 15 --steps 300 --compile --cuda-graph --overlap-towers
     train fast_b256_graph 200 --path fast --batch-size 256 --warmup 5  --steps 40  --compile --cuda-graph
+    train fast_b256_graph_fused 200 --path fast --batch-size 256 --warmup 5 --steps 40 --compile --cuda-graph --fuse-linears
     together
 fi
 
@@ -205,7 +207,7 @@ if stage tune; then
 fi
 
 if stage autotune; then
-    TOGETHER=0 train fast_b256_graph_autotune 480 --path fast --batch-size 256 --warmup 5 --steps 40 --compile-mode max-autotune-no-cudagraphs --cuda-graph
+    TOGETHER=0 train fast_b256_graph_autotune 480 --path fast --batch-size 256 --warmup 5 --steps 40 --compile-mode max-autotune-no-cudagraphs --cuda-graph --fuse-linears
     together
 fi
 
