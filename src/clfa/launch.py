@@ -1,11 +1,13 @@
 """What torchrun and accelerate launch tell each process they start, read from the environment they set: usable
-before the processes are joined, and without importing torch."""
+before the processes are joined, and without importing torch; and which process says what several may meet."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def first_process() -> bool:
@@ -33,7 +35,29 @@ def alike_in_every_process() -> Iterator[None]:
         raise
 
 
-def said_by_this_process(err: BaseException) -> bool:
-    """Whether this process prints ``err``'s message: under a launch the first process of each machine says an error
-    every process meets alike, and each process says one that may be its own, which no other would say."""
-    return first_on_this_machine() or not getattr(err, "alike_in_every_process", False)
+def said_by_this_process(err: BaseException, said: str) -> bool:
+    """Whether this process prints ``said``, what it has to say of ``err``. Under a launch the first process of each
+    machine says an error every process meets alike (:func:`alike_in_every_process`); any other is said by the first
+    process of the machine to meet it: once when several meet the same, and by each process that meets its own."""
+    if getattr(err, "alike_in_every_process", False):
+        return first_on_this_machine()
+    return _first_to_say(said)
+
+
+def _first_to_say(said: str) -> bool:
+    """Whether no other process of this launch has said ``said`` on this machine: the first claims it by making a file
+    named for it in the folder torchrun gives this attempt on this machine (accelerate launch runs torchrun), where
+    each process's TORCHELASTIC_ERROR_FILE is ATTEMPT/LOCAL_RANK/error.json. Without that folder (another launcher,
+    torchrun --log-dir /dev/null, no launcher) nothing tells a process what the others said: it says all it meets."""
+    error_file = Path(os.environ.get("TORCHELASTIC_ERROR_FILE") or "error.json")
+    attempt = error_file.parent.parent
+    if (error_file.parent.name != os.environ.get("LOCAL_RANK")
+            or attempt.name != f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT')}"):
+        return True
+    try:
+        (attempt / f"clfa-said-{hashlib.sha256(said.encode(errors='backslashreplace')).hexdigest()}").touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    except OSError:  # a folder this process cannot write: better twice than never
+        return True
+    return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 from clfa.cli import checks
 from clfa.cli.parser import build_parser, did_you_mean
@@ -45,16 +46,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataError, OptionError) as err:
-        if said_by_this_process(err):  # every process still ends with the status: a launcher reports the run failed
-            print(f"clfa: error: {message(err)}", file=sys.stderr)
+        _say(err, f"clfa: error: {message(err)}")  # every process still ends with the status: a launcher reports the run failed
         return 2
-    except KeyboardInterrupt:
-        print("clfa: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # torchrun and accelerate launch pass a Ctrl-C on to each process: said once a machine
+        _say(err, "clfa: interrupted")
         return 130  # as a shell reports a command that SIGINT ended
+
+
+def _say(err: BaseException, line: str) -> None:
+    if said_by_this_process(err, line):
+        print(line, file=sys.stderr)
 
 
 def run() -> None:
     """The ``clfa`` command (and ``python -m clfa.cli``): :func:`main` in a process of its own, which ends with its
     status."""
     checks._OWN_PROCESS = True
-    sys.exit(main())
+    try:
+        status = main()
+    except Exception as err:
+        # A bug, or a failure that may be one process's own (its GPU, its share of the data): its traceback, as Python
+        # (or torch, which prefixes the rank once the processes are joined) prints it, once a machine when several
+        # processes meet the same.
+        if said_by_this_process(err, "".join(traceback.format_exception(err))):
+            raise
+        status = 1  # as Python ends a process on an exception
+    sys.exit(status)

@@ -68,12 +68,11 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str):
-        # Under torchrun / accelerate launch every process reads the same command line: the first of each machine says
-        # what is wrong, in that machine's log.
-        if not first_on_this_machine():
-            self.exit(2)
-        super().error(message)
+    def _print_message(self, message: str, file=None):
+        # Under torchrun / accelerate launch every process reads the same command line: the first of each machine
+        # prints the help, the version or what is wrong, in that machine's log. argparse prints all three through here.
+        if first_on_this_machine():
+            super()._print_message(message, file)
 
 
 def build_parser() -> argparse.ArgumentParser:
