@@ -509,6 +509,88 @@ def test_a_single_modality_baseline_is_given_its_one_input_alone(tiny_models, ti
         Predictor.from_pretrained(tmp_path / "both", device="cpu").predict(*((text, None) if reads == "text" else (None, image)))
 
 
+class Decodes:
+    """Counts, by file name, the images whose pixels PIL decodes: load() of an image it has already decoded is none."""
+
+    def __init__(self, monkeypatch):
+        from collections import Counter
+
+        from PIL import ImageFile
+
+        self.counts, load = Counter(), ImageFile.ImageFile.load
+
+        def counting(image):
+            if image.tile:  # what is left to decode
+                self.counts[Path(image.filename).name] += 1
+            return load(image)
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
+
+    def taken(self) -> dict:
+        counts = dict(self.counts)
+        self.counts.clear()
+        return counts
+
+
+def test_each_prediction_decodes_its_image_once(tiny_models, tmp_path, capsys, monkeypatch):
+    """clfa predict --image decoded the file to check it, then again to predict it (85 ms more for a 12-megapixel JPEG)."""
+    from clfa.cli import main
+
+    save_model(tiny_models, tmp_path / "model")
+    photo, text = tmp_path / "photo.jpg", "what a lovely day"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    decodes = Decodes(monkeypatch)
+    expected = predictor.predict(text, photo)
+    assert decodes.taken() == {"photo.jpg": 1}
+    with Image.open(photo) as opened:  # as the processor sees it, decoded here
+        pixels = np.asarray(opened.convert("RGB"))
+    assert decodes.taken() == {"photo.jpg": 1}
+    assert predictor.predict(text, pixels) == expected
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "model"), "--text", text, "--image", str(photo)]) == 0
+    assert decodes.taken() == {"photo.jpg": 1}
+    assert json.loads(capsys.readouterr().out) == expected
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"id": "1", "text": text, "image": "photo.jpg"}) + "\n")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "pairs.jsonl"), "--progress", "false"]) == 0
+    assert decodes.taken() == {"photo.jpg": 1}
+    assert json.loads(capsys.readouterr().out)["probabilities"] == expected["probabilities"]
+    assert predictor.predict_records([Record(id="1", text=text, image=photo)], progress=False)[0]["probabilities"] == \
+        expected["probabilities"]
+    assert decodes.taken() == {"photo.jpg": 1}
+
+
+def test_predict_names_an_image_it_cannot_use_before_the_model_loads(tmp_path, capsys):
+    from clfa.cli import main
+
+    Image.effect_noise((64, 48), 60).convert("RGB").save(tmp_path / "whole.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:-200])  # its pixels, not its header
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "folder.png").mkdir()
+    for name, message in (("nowhere.png", "missing image file {}"), ("folder.png", "folder instead of an image file {}"),
+                          ("empty.png", "empty image file {}"),
+                          ("text.png", "unreadable image file {} (UnidentifiedImageError: cannot identify image file '{}')"),
+                          ("cut.jpg", "unreadable image file {} (OSError: image file is truncated")):
+        capsys.readouterr()
+        image = tmp_path / name  # the model named is none: the image is refused before it is looked for
+        assert main(["predict", "--model", str(tmp_path / "no-model"), "--text", "a day", "--image", str(image)]) == 2, name
+        assert capsys.readouterr().err.startswith("clfa: error: " + message.format(image, image)), name
+
+
+def test_an_image_opened_from_a_file_that_cannot_be_read_is_named(tiny_models, tmp_path):
+    from clfa.data.records import DataError
+
+    save_model(tiny_models, tmp_path / "model")
+    Image.effect_noise((64, 48), 60).convert("RGB").save(tmp_path / "whole.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:-200])  # its pixels, not its header
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    with pytest.raises(DataError, match=r"cut.jpg: unreadable image file \(OSError: image file is truncated"):
+        predictor.predict("a day", tmp_path / "cut.jpg")
+    with pytest.raises(DataError, match=r"cut.jpg: unreadable image file \(OSError: image file is truncated"):
+        predictor.predict("a day", Image.open(tmp_path / "cut.jpg"))
+
+
 def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_models, tmp_path, monkeypatch):
     """An export killed (SIGKILL, power loss: no clean-up runs) after the tokenizer and image processor but before
     metrics.json and the check that the copy loads left a folder that passed for a whole export, and refused a rerun."""

@@ -282,7 +282,8 @@ class Predictor:
     def predict(self, text: str | None, image: str | Path | Image.Image | np.ndarray | None = None) -> dict:
         """``{"label": name, "probabilities": {name: p, ...}}`` of one pair; ``image`` is a path, a PIL image or an
         (H, W[, C]) uint8 array. A single-modality baseline that reads one of them (``config.modalities``) may be given
-        None for the other. An empty text, or an image file that cannot be read, is a :class:`DataError`."""
+        None for the other. An empty text, or an image file that cannot be read (given by its path, or as the image PIL
+        opened from it), is a :class:`DataError` naming it."""
         reads = self.model.config.modalities
         for name, kind, value in (("text", "a string", text), ("image", "a path, a PIL image or a numpy array", image)):
             if value is None and name in reads:
@@ -295,6 +296,10 @@ class Predictor:
             raise DataError("empty text")
         if image is None:  # as a text-only baseline's images are, in batches: none decoded
             pixels = BlankImages(1, self.transform.size)[0]
+        elif isinstance(image, Image.Image) and getattr(image, "filename", ""):
+            # An image opened from a file (clfa predict --image gives the one its check decoded): a failure to read it
+            # names the file, as it does for the file's path.
+            pixels = self.transform.load(image.filename, image=image)
         elif isinstance(image, (np.ndarray, Image.Image)):
             pixels = self.transform.load_image(_array_image(image) if isinstance(image, np.ndarray) else image)
         elif isinstance(image, (str, Path)):

@@ -14,7 +14,7 @@ from clfa.errors import OptionError
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from clfa.data.custom import check_image_file, read_custom
+    from clfa.data.custom import decoded_image_file, read_custom
     from clfa.data.records import SkipReport, url_instead_of_file
     from clfa.prediction_files import PREDICT_FIELDS, prediction_row
 
@@ -25,8 +25,10 @@ def predict_command(args: argparse.Namespace) -> int:
         raise OptionError("give --text and --image, or --input pairs.jsonl")
     if args.text is not None and not args.text.strip():
         raise OptionError("--text is empty")
-    if args.image is not None and (problem := url_instead_of_file(args.image) or check_image_file(Path(args.image), decode=True)):  # the URL as given
+    if args.image is not None and (problem := url_instead_of_file(args.image)):  # the URL as given
         raise DataError(problem)
+    # Checked by decoding it, before the model loads, and those pixels are the ones predicted: not decoded twice.
+    image = decoded_image_file(Path(args.image)) if args.image is not None else None
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise OptionError(f"--output {args.output} is the --input file: the predictions would replace the pairs")
     make_parent(args.output)
@@ -42,7 +44,7 @@ def predict_command(args: argparse.Namespace) -> int:
                        if value is None and kind in reads]:
             raise OptionError(f"--text and --image go together: {args.model} reads the {' and the '.join(reads)} of a pair; "
                               f"give {missing[0]} too")
-        print(json.dumps(predictor.predict(args.text, args.image)))
+        print(json.dumps(predictor.predict(args.text, image)))
         return 0
     skip = SkipReport() if args.skip_invalid else None
     # Skipping means finding every image that cannot be decoded now, not when its batch is read; a text-only baseline

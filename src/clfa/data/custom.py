@@ -34,24 +34,39 @@ def check_image_file(path: Path, decode: bool = False) -> str | None:
     marker, which a file cut short lacks (a JPEG with bytes after the marker decodes, and passes). Other formats
     are decoded. ``decode``: every image is decoded, which also finds pixel data broken under intact checksums (a
     few milliseconds an image, where the cheap check takes a tenth of one)."""
+    return _checked(path, decode)[0]
+
+
+def decoded_image_file(path: Path) -> Image.Image:
+    """The image at ``path``, decoded by ``check_image_file(path, decode=True)``, whose problem it raises as a
+    DataError: a caller that checks a file this way reads these pixels instead of decoding the file a second time."""
+    problem, image = _checked(path, decode=True)
+    if problem:
+        raise DataError(problem)
+    return image
+
+
+def _checked(path: Path, decode: bool) -> tuple[str | None, Image.Image | None]:
+    """check_image_file's problem, and the image where the check decoded it."""
     if problem := url_instead_of_file(path):
-        return problem
+        return problem, None
     if path.is_dir():
-        return f"folder instead of an image file {path}"
+        return f"folder instead of an image file {path}", None
     if not path.is_file():
-        return f"missing image file {path}"
+        return f"missing image file {path}", None
     if path.stat().st_size == 0:
-        return f"empty image file {path}"
+        return f"empty image file {path}", None
     try:
         with Image.open(path) as img:
             image_format = img.format
             img.verify()
         if decode or (image_format != "PNG" and not (image_format == "JPEG" and _ends_with_jpeg_eoi(path))):
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # leaving it closes the file only: the decoded pixels stay
                 img.load()
+            return None, img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"unreadable image file {path} ({exc.__class__.__name__}: {exc})"
-    return None
+        return f"unreadable image file {path} ({exc.__class__.__name__}: {exc})", None
+    return None, None
 
 
 def _ends_with_jpeg_eoi(path: Path) -> bool:

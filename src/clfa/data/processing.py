@@ -75,12 +75,15 @@ class ImageTransform:
         )["pixel_values"][0]
         return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
-    def load(self, path: str | Path, source: str = "") -> np.ndarray:
-        """Decode and resize one image file to uint8 (3, H, W); a bad file raises DataError naming it."""
+    def load(self, path: str | Path, source: str = "", image: Image.Image | None = None) -> np.ndarray:
+        """Decode and resize one image file to uint8 (3, H, W); a bad file raises DataError naming it. ``image``: the
+        file as already opened, or decoded by a check, read instead of opening and decoding the file again."""
         where = f" (record {source})" if source else ""
         if problem := url_instead_of_file(path):
             raise DataError(problem + where)
         try:
+            if image is not None:
+                return self.load_image(image)
             with Image.open(path) as img:
                 return self.load_image(img)
         except FileNotFoundError:
