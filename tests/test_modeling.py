@@ -5,6 +5,7 @@ from transformers import AutoModel
 from clfa import CLFAConfig, CLFAModel
 from clfa.fusion import FUSIONS
 from clfa.losses import pool_tokens
+from clfa.modeling import new_config
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -172,6 +173,25 @@ def test_students_side_by_side_compute_what_they_compute_one_after_the_other(tin
     for side_by_side, one_after_the_other in zip(results[True][1], results[False][1]):
         torch.testing.assert_close(side_by_side, one_after_the_other, rtol=1e-5, atol=1e-6)
     assert "overlap_towers" not in model.config.to_dict()  # how the model runs, not what it is
+
+
+def test_a_student_saved_in_half_precision_trains_in_fp32(tiny_models, tmp_path):
+    """transformers 5 builds a model in the dtype its checkpoint records. A student saved in bf16 would then train in
+    bf16, where AdamW's small steps round away, and fail beside the fp32 mapping nets without autocast; and the model
+    such a run saved was bf16 throughout, its config says."""
+    from transformers import AutoConfig
+
+    AutoModel.from_pretrained(tiny_models["text"]).to(torch.bfloat16).save_pretrained(tmp_path / "bert")
+    students = {"text": str(tmp_path / "bert"), "image": tiny_models["image"]}
+    config = new_config(*(AutoConfig.from_pretrained(path) for path in students.values()), LABELS, 24,
+                        text_model_name=students["text"], image_model_name=students["image"], mapping_hidden_dim=40,
+                        fusion_heads=2, fusion_ffn_dim=48)
+    model = CLFAModel.on_named_encoders(config)  # as a training run builds it
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.config.text_config.dtype == torch.float32  # what save_pretrained records of the student
+    model(**batch()).loss.backward()  # fp32, without autocast
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert {p.dtype for p in CLFAModel.from_pretrained(tmp_path / "bf16").parameters()} == {torch.float32}
 
 
 def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_path):

@@ -58,6 +58,10 @@ def _encoder(source, **kwargs) -> PreTrainedModel:
     the encoder's own saved config no longer says it came from an encoder-decoder."""
     config = source if isinstance(source, PreTrainedConfig) else AutoConfig.from_pretrained(source)
     auto = AutoModelForTextEncoding if config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES else AutoModel
+    # transformers 5 builds a model in the dtype its checkpoint or config records: a student saved in bf16 or fp16
+    # would train its weights in that dtype, where AdamW's small steps round away, and fail beside the fp32 mapping
+    # nets without autocast. Weights are fp32; --precision computes in lower precision through autocast.
+    kwargs.setdefault("dtype", torch.float32)
     make = auto.from_config if isinstance(source, PreTrainedConfig) else auto.from_pretrained
     try:
         return make(source, add_pooling_layer=False, **kwargs)
@@ -157,9 +161,10 @@ class CLFAModel(CLFAPreTrainedModel):
         self.text_model = text_model if text_model is not None else _encoder(config.text_config)
         self.image_model = image_model if image_model is not None else _encoder(config.image_config)
         # One config object per encoder, so that save_pretrained writes what the encoders really are; the
-        # attention kernel the encoder was loaded with must survive the swap.
+        # attention kernel and the dtype the encoder was loaded with must survive the swap.
         for encoder, sub_config in ((self.text_model, config.text_config), (self.image_model, config.image_config)):
             sub_config._attn_implementation = encoder.config._attn_implementation
+            sub_config.dtype = encoder.dtype
             encoder.config = sub_config
         # ViT / CLIP patch embeddings (the convolutions that read the pixels) as matmuls: same values, faster.
         use_patch_projections(self.image_model, in_channels=getattr(config.image_config, "num_channels", 3))
@@ -215,6 +220,11 @@ class CLFAModel(CLFAPreTrainedModel):
             for file in sorted(folder.glob("*.safetensors")):
                 if problem := safetensors_problem(file):
                     raise OSError(f"{file}: {problem}")
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            # Not the dtype the saved config records (transformers 5's "auto"): a model saved with bf16 weights (as a
+            # run on a student stored in bf16 once saved it) would resume training, or predict, with bf16 weights.
+            # Lower precision comes from autocast (--precision).
+            kwargs["dtype"] = torch.float32
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
