@@ -1,12 +1,14 @@
 """Whole training steps in one CUDA graph: the optimizer that updates inside the step, and the capture itself
 (on a GPU; tests/test_fast_path.py checks whole CLFA training runs against the plain loop on any device)."""
 
+import gc
 import traceback
 from collections import Counter
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import TrainerCallback
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import stack
@@ -218,6 +220,42 @@ def test_training_loop_waits_for_no_device_value_at_any_step(train_throughput, a
             trainer.train()
         reads[steps] = mode.counts["aten::_local_scalar_dense"] + mode.counts["aten::is_nonzero"]
     assert 0 < reads[6] == reads[12], reads
+
+
+def _accumulator(parameter: torch.nn.Parameter):
+    """The node that accumulates the parameter's gradient: the one alive, or a new one (with empty metadata)."""
+    return parameter.view_as(parameter).grad_fn.next_functions[0][0]
+
+
+def test_no_autograd_node_outlives_its_training_step(train_throughput, tmp_path):
+    """torch (2.11 and later) accumulates a gradient on the stream where the parameter's accumulator node was made,
+    and its torch.cuda.graph no longer collects garbage before capturing: a node of a warm-up step kept alive by the
+    loop, a log or a reference cycle would carry the warm-up's stream into the capture. Checked with the collector
+    off, so that a cycle counts as alive."""
+    trainer, _ = _trainer(train_throughput, tmp_path, 48, max_steps=5, logging_steps=2)
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    held, alive = [], []
+
+    def mark(module, args):
+        if torch.is_grad_enabled():
+            for p in parameters:
+                node = _accumulator(p)
+                node.metadata["forward"] = True
+                held.append(node)  # until the forward's own graph holds them
+
+    class AfterEachStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            alive.append(sum("forward" in _accumulator(p).metadata for p in parameters))
+
+    trainer.model.register_forward_pre_hook(mark)
+    trainer.model.register_forward_hook(lambda module, args, output: held.clear())
+    trainer.add_callback(AfterEachStep())
+    gc.disable()
+    try:
+        trainer.train()
+    finally:
+        gc.enable()
+    assert alive == [0] * 5
 
 
 def test_side_by_side_students_refuse_a_full_graph_compile(train_throughput, tmp_path, monkeypatch):
