@@ -11,11 +11,11 @@
 #            matmul, clipping + fused AdamW as two passes and folded into one, the two students' forward and
 #            backward in a CUDA graph one after the other and on two streams, and the model's attention calls with
 #            each SDPA backend (benchmarks/step_parts.py)
-#   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training and model tests on the GPU:
-#            capture and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps in a CUDA
-#            graph, on one stream and two, and the Trainer's compiled fp32 steps with --fuse-linears) against the
-#            naive path's, a captured run with dropout, evaluation, checkpoints and a resume, and the students on
-#            two streams against one
+#   tests:   tests/test_cuda_graph.py, tests/test_fast_path.py and the GPU-only training, model and prediction tests
+#            on the GPU: capture and replay, the fast path's losses (Trainer steps, whole steps, compiled whole steps
+#            in a CUDA graph, on one stream and two, and the Trainer's compiled fp32 steps with --fuse-linears) against
+#            the naive path's, a captured run with dropout, evaluation, checkpoints and a resume, the students on
+#            two streams against one, and prediction on the GPU against the CPU's
 #   train:   the naive path at batch 8 and 256, and the fast path with torch.compile's own CUDA graphs (mode
 #            reduce-overhead, batch 8) and with torch.compile alone (batch 256), profiled
 #   tune:    (only when named) the batch-8 and batch-256 --cuda-graph runs again with inductor's combo kernels,
@@ -34,8 +34,8 @@
 #            together, unprofiled: batch 8 with --compile --cuda-graph, on one stream and with --overlap-towers,
 #            and batch 256 with --compile --cuda-graph, plain and with --fuse-linears (about 2.5 minutes on an H200)
 #   capture: (only when named) the GPU tests that compile nothing: capture and replay, a captured run with dropout,
-#            evaluation and resume, the students on two streams against one (seconds, where the tests stage's
-#            compiled losses take minutes)
+#            evaluation and resume, the students on two streams against one, prediction on the GPU (seconds, where
+#            the tests stage's compiled losses take minutes)
 #   data:    data throughput: JPEG decoding vs the image cache, 0 and 8 loader workers
 #   predict: prediction throughput, batch 1 and 64, GPU then CPU
 # Targets on an H100: batch 8 >= 700 samples/s, batch 256 >= 4,300 samples/s (fast path).
@@ -146,9 +146,10 @@ gpu_tests() {  # log name, timeout in seconds, title, test ids: the GPU tests' v
         echo "   GPU tests failed (exit $rc$why): see $OUT_DIR/$name.log"; status=1
     fi
 }
-# The GPU-only training and model tests, which both test stages run.
+# The GPU-only training, model and prediction tests, which both test stages run.
 captured_run=(tests/test_trainer.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu
-              "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other")
+              "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other"
+              tests/test_predict.py::test_predictions_on_a_gpu_are_those_of_the_cpu)
 
 if stage graph; then
     train fast_b8_graph   240 --path fast --batch-size 8   --warmup 15 --steps 300 --compile --cuda-graph --profile 20

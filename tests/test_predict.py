@@ -106,6 +106,25 @@ def test_precision_auto_is_fp32_on_a_cpu_and_bf16_computes_in_bf16(tiny_models, 
     torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.03)  # ...of the same model
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predictions_on_a_gpu_are_those_of_the_cpu(tiny_models, tiny_dataset, tmp_path):
+    """The GPU path: pinned batches (from a loader worker) copied without blocking and normalised there, in fp32 and
+    in auto's precision (bf16 autocast where the GPU computes it), on the last GPU: on a machine with several, not
+    the current one."""
+    save_model(tiny_models, tmp_path)
+    records = records_of(tiny_dataset)
+    on_cpu = Predictor.from_pretrained(tmp_path, device="cpu")
+    expected = torch.from_numpy(on_cpu.run(records, batch_size=4, progress=False)["probabilities"])
+    device = torch.device("cuda", torch.cuda.device_count() - 1)
+    for precision, atol in (("fp32", 1e-3), ("auto", 0.03)):
+        predictor = Predictor.from_pretrained(tmp_path, device=device, precision=precision)
+        assert {p.device for p in predictor.model.parameters()} == {device}
+        batched = torch.from_numpy(predictor.run(records, batch_size=4, num_workers=1, progress=False)["probabilities"])
+        torch.testing.assert_close(batched, expected, rtol=0, atol=atol, msg=precision)
+        one = predictor.predict(records[0].text, records[0].image)["probabilities"]
+        torch.testing.assert_close(torch.tensor(list(one.values())), expected[0], rtol=0, atol=atol, msg=precision)
+
+
 def test_prediction_runs_the_attention_backends_asked_for(tiny_models, tiny_dataset, tmp_path, fused_attention_kernels):
     save_model(tiny_models, tmp_path)
     records = records_of(tiny_dataset)
