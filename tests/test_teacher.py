@@ -181,3 +181,23 @@ def test_a_cache_of_other_records_is_no_longer_mapped_when_it_is_replaced(tiny_m
                         or real_replace(src, dst))
     again = teacher_embeddings(records, tiny_models["teacher"], tmp_path, progress=False)
     assert mapped_then == [False] and torch.equal(again[0], first[0])
+
+
+def test_a_teacher_saved_in_half_precision_computes_in_fp32(tiny_models, tiny_dataset, tmp_path):
+    """transformers 5 builds a model in the dtype its checkpoint records, and CLIP checkpoints are often saved in fp16:
+    the teacher's fp32 pixels would meet fp16 weights. It runs in fp32, its stored weights widened."""
+    records = load_dataset("jsonl", tiny_dataset)["train"][:3]
+    half = tmp_path / "clip-fp16"
+    AutoModel.from_pretrained(tiny_models["teacher"]).to(torch.float16).save_pretrained(half)
+    for name in os.listdir(tiny_models["teacher"]):  # the tokenizer and image processor beside the weights
+        if not (half / name).exists():
+            shutil.copy(os.path.join(tiny_models["teacher"], name), half / name)
+    text, image = compute_teacher_embeddings(records, str(half), batch_size=2, progress=False, device="cpu")
+    widened = tmp_path / "clip-widened"
+    AutoModel.from_pretrained(half, dtype=torch.float32).save_pretrained(widened)
+    for name in os.listdir(half):
+        if not (widened / name).exists():
+            shutil.copy(half / name, widened / name)
+    expected = compute_teacher_embeddings(records, str(widened), batch_size=2, progress=False, device="cpu")
+    assert text.dtype == image.dtype == torch.float32
+    torch.testing.assert_close((text, image), expected)

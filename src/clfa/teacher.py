@@ -111,7 +111,9 @@ def compute_teacher_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected (text, image) embeddings of ``records`` from the teacher, each (N, projection_dim), float32."""
     device = _device(device)
-    model = AutoModel.from_pretrained(teacher).to(device).eval()
+    # fp32 whatever the checkpoint stores (transformers 5 would build it in that dtype): CLIP checkpoints are often
+    # fp16, and the embeddings the students align to are computed once, at full precision.
+    model = AutoModel.from_pretrained(teacher, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher)
     transform = ImageTransform(load_image_processor(teacher))
     max_length = min(max_length, getattr(model.config.text_config, "max_position_embeddings", max_length))
