@@ -91,6 +91,7 @@ def cache_key(records: list[Record], teacher: str, max_length: int, device: str 
         "image_processor": image_processor.to_json_string(),
         "image_processor_class": type(image_processor).__name__,  # the backend, which the JSON does not name
         "max_length": max_length,
+        "dtype": "float32",  # what it computes in: an fp16 checkpoint once computed in fp16, under the same key
         "device": device.type,
         "fp32_math": _fp32_math(device),
     }
