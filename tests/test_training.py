@@ -75,6 +75,23 @@ def test_one_process_that_sees_several_gpus_trains_on_one_and_says_how_to_use_al
     assert "2 GPUs are visible" in caplog.text and "torchrun --nproc_per_node 2" in caplog.text
 
 
+def test_a_new_run_into_a_folder_holding_a_model_is_refused_not_written_over_it(tiny_models, tiny_dataset, tmp_path):
+    """An exported model (no checkpoints), or a run whose checkpoints were removed to save space: a new run would replace
+    its weights and scores without a word."""
+    from clfa import CLFAModel
+
+    opts = tiny_options(tiny_models, tmp_path)
+    model = CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=["negative", "positive"], align_dim=24,
+                                    fusion_heads=2, max_text_length=12)
+    model.save_pretrained(opts.output_dir)
+    weights = (Path(opts.output_dir) / "model.safetensors").read_bytes()
+    with pytest.raises(OptionError, match=r"--output-dir \S+run holds a trained model \(model.safetensors\), which a new run "
+                                          r"would replace: give another --output-dir \(or remove that one\)$"):
+        train(opts, load_dataset("jsonl", tiny_dataset))
+    assert (Path(opts.output_dir) / "model.safetensors").read_bytes() == weights
+    assert sorted(path.name for path in Path(opts.output_dir).iterdir()) == ["config.json", "model.safetensors"]
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_models, tiny_dataset, tmp_path):
     data = load_dataset("jsonl", tiny_dataset)
     full = train(tiny_options(tiny_models, tmp_path / "full", epochs=3), data)

@@ -293,6 +293,11 @@ def _train(opts: TrainOptions, data: DatasetSplits, resume: bool | str, callback
             # A new run would save among them, and a later --resume would continue from whichever has the highest step.
             raise OptionError(f"--output-dir {out} holds checkpoints of an earlier run: add --resume to continue it, or "
                               "give another --output-dir (or remove that one)")
+        # An exported model, or a run whose checkpoints were removed: its weights and scores would be replaced unsaid.
+        if not resume and (kept := [name for name in ("model.safetensors", "model.safetensors.index.json", "metrics.json")
+                                    if (out / name).is_file()]):
+            raise OptionError(f"--output-dir {out} holds a trained model ({', '.join(kept)}), which a new run would replace: "
+                              "give another --output-dir (or remove that one)")
         check_folders(opts)
         check_task(opts, data)  # before the models load
         record = run_record(opts, data)

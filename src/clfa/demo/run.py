@@ -179,7 +179,7 @@ def _run(out: Path, size: DemoSize, seed: int, progress: bool) -> dict:
     results, model_dirs = {}, {}
     for name, changes in VARIANTS.items():
         run_dir = out / RUN_DIRS[name]
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the demo's own, from an earlier demo: made anew
+        shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own, from an earlier demo: made anew
         tic = time.perf_counter()
         results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data,
                               callbacks=[RunProgress(name, bars=progress)], quiet=True)
