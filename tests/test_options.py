@@ -53,6 +53,9 @@ def test_file_values_are_converted_as_flags_convert_them(tmp_path):
     ("report_to: [none]", "run.yaml: report_to: expected text, got ['none'] (several values are one comma-separated text)"),
     ("epochs: {a: 1}", "run.yaml: epochs: expected a number, got {'a': 1}"),
     ("output_dir: ''", "--output-dir is empty: give a folder"),
+    # Else read as the working folder, and named by its path: a message about a folder never given.
+    ("text_model: ''", "--text-model is empty: give a folder or a hub name"),
+    ("teacher: ' '", "--teacher is empty: give a folder or a hub name"),
 ])
 def test_a_bad_value_names_the_file_and_the_option(tmp_path, text, message):
     with pytest.raises(OptionError) as err:
@@ -83,6 +86,14 @@ def test_unreadable_files_are_option_errors(tmp_path):
         from_text(tmp_path, '{"epochs": 1,}', name="run.json")
     with pytest.raises(OptionError, match=r"run.json: cannot read options: option\(s\) given twice: epochs$"):
         from_text(tmp_path, '{"epochs": 1, "seed": 2, "epochs": 3}', name="run.json")
+
+
+def test_an_options_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("seed: 1\n# r\u00e9sum\u00e9\nepochs: 2\n".encode("latin-1"))
+    with pytest.raises(OptionError, match=r"run.yaml: cannot read options: not UTF-8 text at line 2 \(byte 0xe9\); save the "
+                                          r"file as UTF-8$"):
+        TrainOptions.from_file(path)
 
 
 def test_a_compile_mode_is_recorded_as_compiling():

@@ -208,6 +208,9 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     ({"fusion_layers": 1}, r"its config.json does not match its weights \(\d+ unexpected weight\(s\)"),
     ({"mapping_hidden_dim": 40}, r"model: its config.json does not match its weights \(\d+ mis-shaped weight\(s\), "
                                  r"e.g. image_mapping.0.bias, \[1536\] in the file, \[40\] by the config"),
+    # Else a TypeError in building the layers, naming neither the file nor the setting.
+    ({"fusion_layers": "2"}, r"model: its config.json: CLFAConfig.fusion_layers must be a whole number, got '2'$"),
+    ({"dropout": None}, r"model: its config.json: CLFAConfig.dropout must be a number, got None$"),
 ])
 def test_a_config_edited_after_training_is_refused_not_filled_with_random_weights(tiny_models, tmp_path, edit, refused):
     import json
@@ -219,6 +222,59 @@ def test_a_config_edited_after_training_is_refused_not_filled_with_random_weight
     config.write_text(json.dumps(json.loads(config.read_text()) | edit))
     with pytest.raises(OptionError, match=refused):
         Predictor.from_pretrained(tmp_path / "model", device="cpu")
+
+
+@pytest.mark.parametrize("name, written, problem", [
+    # A copy cut short: transformers' message gives a line and a column, and no file.
+    ("tokenizer.json", None, r"tokenizer.json: not whole JSON \(.+: line \d+ column \d+\)"),
+    ("tokenizer_config.json", "", r"tokenizer_config.json: not whole JSON \(Expecting value: line 1 column 1\)"),
+    # JSON, but no object: an AttributeError in transformers.
+    ("tokenizer_config.json", "[]", r"tokenizer_config.json: a JSON list, not an object of settings"),
+    ("preprocessor_config.json", '"vit"', r"preprocessor_config.json: a JSON string, not an object of settings"),
+])
+def test_a_model_file_cut_short_or_not_json_settings_is_named(tiny_models, tmp_path, name, written, problem):
+    from clfa.errors import OptionError
+
+    save_model(tiny_models, tmp_path / "model")
+    file = tmp_path / "model" / name
+    file.write_text(file.read_text()[: len(file.read_text()) // 2] if written is None else written)
+    with pytest.raises(OptionError, match=rf"^{tmp_path / 'model'}: cannot load the model \({tmp_path / 'model'}/{problem}"):
+        Predictor.from_pretrained(tmp_path / "model", device="cpu")
+
+
+def test_a_text_that_shows_nothing_or_an_image_of_no_pixels_is_no_pair_to_predict(tiny_models, tmp_path, capsys):
+    from clfa.cli import main
+    from clfa.data.records import DataError
+
+    save_model(tiny_models, tmp_path / "model")
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(DataError, match="^empty text$"):  # the tokenizer drops zero-width characters: no text is left
+        predictor.predict("\u200b\u200d", image)
+    with pytest.raises(ValueError, match=r"^an image of no pixels \(0 x 8\)$"):  # as a numpy array of none is refused
+        predictor.predict("a sunny day", Image.new("RGB", (0, 8)))
+    assert set(predictor.predict("\U0001F44D\u200d\U0001F525", image)["probabilities"]) == {"negative", "positive"}
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "model"), "--text", "\u2060", "--image", str(tmp_path / "a.png")]) == 2
+    assert capsys.readouterr().err == "clfa: error: --text is empty\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full, a file that is always full, is Linux's")
+def test_predictions_and_metrics_that_the_disk_cannot_take_are_named_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys):
+    from clfa.cli import main
+
+    save_model(tiny_models, tmp_path / "model")
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    commands = {("predict", "--input", str(tiny_dataset / "test.jsonl"), "--output", "/dev/full", "--progress", "false"):
+                "--output /dev/full: cannot be written (No space left on device)",
+                ("evaluate", "--output", "/dev/full", *data): "--output /dev/full: cannot be written (No space left on device)",
+                ("evaluate", "--predictions", "/dev/full", *data):
+                "--predictions /dev/full: cannot be written (No space left on device)"}
+    for argv, said in commands.items():
+        capsys.readouterr()
+        assert main([argv[0], "--model", str(tmp_path / "model"), *argv[1:]]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"clfa: error: {said}"
 
 
 @pytest.mark.parametrize("name, at, value", [("classifier.4.bias", 0, float("nan")),  # as a diverged run leaves them

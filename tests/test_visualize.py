@@ -61,6 +61,13 @@ def test_a_save_cut_short_leaves_the_figure_as_it_was_and_no_part_of_the_new_one
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a file that is always full, is Linux's")
+def test_a_figure_the_disk_cannot_take_is_named(tmp_path):
+    matrix = cosine_matrix(*np.random.default_rng(0).normal(size=(2, 4, 8)))
+    with pytest.raises(OptionError, match=r"^/dev/full: cannot be written \(No space left on device\)$"):
+        alignment_heatmaps({"CLFA": matrix}, "/dev/full")
+
+
 def test_the_figure_is_written_under_the_name_given_in_the_format_its_suffix_names(tmp_path):
     """A name without a suffix was written as NAME.png, beside the name the command printed; one matplotlib cannot
     write is refused before anything is drawn."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -13,6 +15,13 @@ MODEL_OPTIONS = (
     "mapping_hidden_dim", "fusion", "fusion_layers", "fusion_heads", "fusion_ffn_dim", "dropout", "initializer_range",
     "classifier_pooling", "alignment", "alignment_pooling", "alignment_weight", "temperature", "max_text_length",
 )
+
+
+_WHOLE, _NUMBER, _TEXT = (numbers.Integral, "a whole number"), (numbers.Real, "a number"), (str, "text")
+_KINDS = {"align_dim": _WHOLE, "mapping_hidden_dim": _WHOLE, "fusion_layers": _WHOLE, "fusion_heads": _WHOLE,
+          "fusion_ffn_dim": _WHOLE, "max_text_length": _WHOLE, "dropout": _NUMBER, "initializer_range": _NUMBER,
+          "alignment_weight": _NUMBER, "temperature": _NUMBER, "fusion": _TEXT, "classifier_pooling": _TEXT,
+          "alignment": _TEXT, "alignment_pooling": _TEXT}
 
 
 @strict
@@ -72,6 +81,12 @@ class CLFAConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # Not checked by @strict on this class: a value of another kind (a config.json edited by hand) would otherwise
+        # fail in building the layers, naming neither the file nor the setting.
+        for name, (kind, said) in _KINDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise OptionError(f"CLFAConfig.{name} must be {said}, got {value!r}")
         choices = {
             "classifier_pooling": ("mean", "cls"),
             "alignment_pooling": ("mean", "cls"),

@@ -4,6 +4,7 @@ the temporary files of writers that were killed, found and removed; output folde
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -62,6 +63,23 @@ def whole_output(output: str | Path) -> Iterator[Path]:
         return
     with replacing(Path(output).resolve()) as tmp:
         yield tmp
+
+
+# What a write meets on a full disk, over a quota, on a read-only file system or without the permission: a problem of
+# the output, which is named, not a fault of the command.
+_UNWRITABLE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+@contextlib.contextmanager
+def writing(output: str | Path | None, flag: str | None = "--output") -> Iterator[None]:
+    """The block writes ``output`` (None: stdout): a write it refuses is an OptionError that names it."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _UNWRITABLE:
+            raise
+        where = "stdout" if output is None else f"{flag} {output}" if flag else str(output)
+        raise OptionError(f"{where}: cannot be written ({err.strerror})") from None
 
 
 def write_whole(path: Path, text: str) -> None:

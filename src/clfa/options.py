@@ -209,6 +209,9 @@ class TrainOptions:
         for name in ("output_dir", "cache_dir"):  # "" would be the current folder, filled with a run's files
             if not getattr(self, name).strip():
                 raise OptionError(f"--{name.replace('_', '-')} is empty: give a folder")
+        for name in ("text_model", "image_model", "teacher"):  # "" would be read as the current folder, and named so
+            if not getattr(self, name).strip():
+                raise OptionError(f"--{name.replace('_', '-')} is empty: give a folder or a hub name")
         if self.compile_mode is not None:  # it implies --compile, as for the Trainer; recorded so in metrics.json
             self.compile = True
         # A registry open to new methods, so checked here rather than by argparse choices. clfa.fusion imports torch,
@@ -247,7 +250,11 @@ class TrainOptions:
         except yaml.MarkedYAMLError as exc:
             where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
             raise OptionError(f"{path}: cannot read options: {exc.problem or exc.context}{where}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
+        except UnicodeDecodeError as exc:  # its own message counts bytes from the file's start, not lines
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise OptionError(f"{path}: cannot read options: not UTF-8 text at line {line} (byte {exc.object[exc.start]:#04x}); "
+                              "save the file as UTF-8") from None
+        except (OSError, json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
             raise OptionError(f"{path}: cannot read options: {' '.join(str(exc).split()) or type(exc).__name__}") from None
         if data is None:  # an empty file: no options
             return {}

@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoTokenizer
 from clfa.attention_backends import attention_backends, parse_attention_backends
 from clfa.configuration import CLFAConfig
 from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_image_processor, stack, tokenize
-from clfa.data.records import DataError, Record
+from clfa.data.records import DataError, Record, blank
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
@@ -63,6 +63,8 @@ def _clfa_config(path: str, local: bool) -> CLFAConfig:
     except OSError as err:  # a local config.json that is not JSON; or not on disk and not on the hub either
         where = "cannot read its config.json" if local else "no such folder, nor a model the hub gave"
         raise OptionError(f"{path}: {where} ({first_line(err)}){'' if local else _HINT}") from None
+    except OptionError as err:  # a setting no CLFA model has (CLFAConfig names it)
+        raise OptionError(f"{path}: its config.json: {err}") from None
     except ValueError as err:  # a config of a type transformers does not know
         raise OptionError(f"{path}: not a CLFA model ({first_line(err)}){_HINT}") from None
     if not isinstance(config, CLFAConfig):
@@ -96,6 +98,24 @@ def _settle_normalization(config: CLFAConfig, path: str, processing: Path | str,
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         logger.warning(f"{path}: neither its config.json nor its run's metrics.json records whether its training texts "
                        "were rewritten (--normalize-text); texts are passed to it as given")
+
+
+def _broken_json(folder: Path) -> str | None:
+    """What is wrong with the first of the tokenizer's and image processor's JSON files in ``folder`` that is cut short
+    or holds no object of settings, or None."""
+    for name in ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "preprocessor_config.json"):
+        try:
+            settings = json.loads((folder / name).read_bytes())
+        except FileNotFoundError:
+            continue
+        except json.JSONDecodeError as err:
+            return f"{folder / name}: not whole JSON ({err.msg}: line {err.lineno} column {err.colno})"
+        except (OSError, ValueError) as err:  # not UTF-8, or not readable
+            return f"{folder / name}: cannot be read ({first_line(err)})"
+        if not isinstance(settings, dict):
+            kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(settings), "number")
+            return f"{folder / name}: a JSON {kind}, not an object of settings"
+    return None
 
 
 def _holds_words(tokenizer) -> bool:
@@ -237,8 +257,13 @@ class Predictor:
             # Mis-shaped weights are reported below with the others, not in a log record before a bare RuntimeError.
             model, info = CLFAModel.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
             tokenizer, processor = AutoTokenizer.from_pretrained(processing), load_image_processor(processing)
-        except (OSError, ValueError, SafetensorError) as err:  # a file cut short or not what its name says
-            raise OptionError(f"{path}: cannot load the model ({first_line(err)})") from None
+        except (OSError, ValueError, SafetensorError, TypeError, AttributeError) as err:
+            # A file cut short or not what its name says. transformers names no JSON file it cannot read, and meets one
+            # that holds no object as a TypeError or an AttributeError: re-raised where no file explains it.
+            broken = _broken_json(Path(processing)) if local else None
+            if broken is None and isinstance(err, (TypeError, AttributeError)):
+                raise
+            raise OptionError(f"{path}: cannot load the model ({broken or first_line(err)})") from None
         if not _holds_words(tokenizer):
             raise OptionError(f"{path}: not a trained model folder (no tokenizer.json or other vocabulary file: its "
                               f"tokenizer of {len(tokenizer)} tokens holds no words){_HINT}")
@@ -292,7 +317,7 @@ class Predictor:
             text = ""  # the tokens of no text: the model does not read them
         elif not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
-        elif not text.strip() and "text" in reads:  # as a file's empty text is refused: a label for nothing is no prediction
+        elif blank(text) and "text" in reads:  # as a file's empty text is refused: a label for nothing is no prediction
             raise DataError("empty text")
         if image is None:  # as a text-only baseline's images are, in batches: none decoded
             pixels = BlankImages(1, self.transform.size)[0]
@@ -301,7 +326,10 @@ class Predictor:
             # names the file, as it does for the file's path.
             pixels = self.transform.load(image.filename, image=image)
         elif isinstance(image, (np.ndarray, Image.Image)):
-            pixels = self.transform.load_image(_array_image(image) if isinstance(image, np.ndarray) else image)
+            image = _array_image(image) if isinstance(image, np.ndarray) else image
+            if 0 in image.size:  # as a numpy array of none is refused: resized, it would be pixels of nothing
+                raise ValueError(f"an image of no pixels ({image.width} x {image.height})")
+            pixels = self.transform.load_image(image)
         elif isinstance(image, (str, Path)):
             pixels = self.transform.load(image)
         else:

@@ -10,7 +10,7 @@ import numpy as np
 
 from clfa.data.records import Record
 from clfa.errors import OptionError
-from clfa.files import whole_output
+from clfa.files import whole_output, writing
 
 # Above this many pairs the records' ids, one per row and column, overlap into a smear.
 _MOST_TICKS = 32
@@ -59,7 +59,7 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.suptitle("cosine similarity of aligned text and image features")
     fig.tight_layout()
-    with whole_output(path) as target:
+    with writing(path, flag=None), whole_output(path) as target:
         fig.savefig(target, dpi=120, format=file_format)  # the format named, not read from a temporary name's suffix
     return Path(path)
 

@@ -45,6 +45,8 @@ CASES = {
     "folder as image": (json.dumps(GOOD | {"id": "3", "image": "img"}), "folder instead of an image file"),
     "empty image field": (json.dumps(GOOD | {"id": "3", "image": " "}), "malformed line: empty image field"),
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
+    # Zero-width spaces and joiners, a word joiner, a byte-order mark: nothing shows, and tokenizers drop them all.
+    "invisible text": (json.dumps(GOOD | {"id": "3", "text": "\u200b \u200d\u2060\ufeff"}), "empty text"),
     "empty id": (json.dumps(GOOD | {"id": " "}), "malformed line: empty id"),
     "unknown label": (json.dumps(GOOD | {"id": "3", "label": "sarcasm"}), "unknown label 'sarcasm'"),
     "malformed line": ('{"id": "3", "text": "broken', "malformed line"),
@@ -587,3 +589,13 @@ def test_settings_given_from_python_in_another_shape_or_name_are_named_not_misre
                                           r"file is train=\)$"):
         load_dataset("jsonl", folder, train_file=str(folder / "train.jsonl"))
     assert load_dataset("jsonl", None, train=str(folder / "train.jsonl"), splits=["train"]).sizes() == "records: train 2"
+    # Labels 0 and 1 are read from the records as "0" and "1": numbers here would fail deep in the reader.
+    with pytest.raises(OptionError, match=r"^labels=\[0, 1\]: label names are text, as the records' labels are read \('0', "
+                                          r"not 0\)$"):
+        load_dataset("jsonl", folder, labels=[0, 1])
+    with pytest.raises(OptionError, match=r"^labels=\['neg', None\]: label names are text"):
+        read_custom(folder / "train.jsonl", labels=["neg", None])
+    # A set has no order, and the labels' order is the classes' ids: it would differ from one process to another.
+    with pytest.raises(OptionError, match=r"^labels=\{.*\}: a list of label names in class-id order, not a set$"):
+        load_dataset("jsonl", folder, labels={"neg", "pos"})
+    assert load_dataset("jsonl", folder, labels=("neg", "pos")).labels == ["neg", "pos"]

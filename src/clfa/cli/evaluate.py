@@ -13,7 +13,7 @@ from clfa.data.arguments import check_dataset_args, dataset_from_args
 from clfa.data.records import DataError, require_labels
 from clfa.data.registry import check_positive_label, uses_option
 from clfa.errors import OptionError
-from clfa.files import whole_output
+from clfa.files import whole_output, writing
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -86,13 +86,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
                  "precision": str(predictor.precision), "clfa_version": __version__}
         text = json.dumps(results | about | {"skipped": data.skipped.to_json(), "removed_by_cleaning": data.removed},
                           indent=2)
-        with whole_output(args.output) as target:  # never cut short under its name, whatever stops the write
+        with writing(args.output), whole_output(args.output) as target:  # never cut short under its name
             target.write_text(text, encoding="utf-8")
     if args.predictions:
         from clfa.prediction_files import EVALUATE_FIELDS, evaluation_rows
 
         rows = (row for split in args.split for row in evaluation_rows(data[split], probabilities[split], config.labels, split))
-        written = write_prediction_rows(rows, config.labels, args.predictions, EVALUATE_FIELDS)
+        written = write_prediction_rows(rows, config.labels, args.predictions, EVALUATE_FIELDS, "--predictions")
         print(f"{written} predictions written to {args.predictions}", file=sys.stderr)
     return 0
 

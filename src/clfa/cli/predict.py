@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from clfa.cli.checks import check_model, make_parent, progress_of
-from clfa.data.records import DataError
+from clfa.data.records import DataError, blank
 from clfa.errors import OptionError
 
 
@@ -23,7 +23,7 @@ def predict_command(args: argparse.Namespace) -> int:
         raise OptionError("--text/--image predict one pair to stdout; --input, --output and --skip-invalid are for files of pairs")
     if not one and args.input is None:
         raise OptionError("give --text and --image, or --input pairs.jsonl")
-    if args.text is not None and not args.text.strip():
+    if args.text is not None and blank(args.text):
         raise OptionError("--text is empty")
     if args.image is not None and (problem := url_instead_of_file(args.image)):  # the URL as given
         raise DataError(problem)
@@ -70,12 +70,15 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_prediction_rows(rows, labels: list[str], output: str | None, fields: tuple[str, ...]) -> int:
-    """prediction_files.write_predictions, with where a run that stops half-way left the rows it wrote said first."""
+def write_prediction_rows(rows, labels: list[str], output: str | None, fields: tuple[str, ...], flag: str = "--output") -> int:
+    """prediction_files.write_predictions, with where a run that stops half-way left the rows it wrote said first, and
+    a full disk named as the problem of ``flag``'s file."""
+    from clfa.files import writing
     from clfa.prediction_files import PredictionsCut, write_predictions
 
-    try:
-        return write_predictions(rows, labels, output, fields)
-    except PredictionsCut as cut:
-        print(f"clfa: {cut}", file=sys.stderr)
-        raise cut.__cause__ from None
+    with writing(output, flag):
+        try:
+            return write_predictions(rows, labels, output, fields)
+        except PredictionsCut as cut:
+            print(f"clfa: {cut}", file=sys.stderr)
+            raise cut.__cause__ from None

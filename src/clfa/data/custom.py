@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from clfa.data.json_array import iter_json_array
-from clfa.data.records import (DataError, Record, SkipReport, label_key, location, not_utf8, raise_or_skip,
+from clfa.data.records import (DataError, Record, SkipReport, blank, label_key, location, not_utf8, raise_or_skip,
                                 url_instead_of_file)
 from clfa.errors import OptionError
 
@@ -286,7 +286,7 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
                         line=line)
     extras = {key: _optional_text(row, key, path, line) for key in ("ocr", "caption")}
     text = row["text"]
-    if not text.strip():
+    if blank(text):
         raise DataError("empty text", file=path, line=line)
     label = row.get("label")
     # NaN is the gap of a pandas column as json.dumps writes it (to_json writes null): no label, not a class "nan".
@@ -337,6 +337,17 @@ def _optional_text(row, key: str, path: Path, line: int) -> str | None:
     return value or None
 
 
+def check_label_names(labels) -> None:
+    """``labels`` as the readers take them: None, or the label names in class-id order; else an OptionError."""
+    if labels is None:
+        return
+    if isinstance(labels, (set, frozenset)):  # its order, the classes' ids, would differ from one process to another
+        raise OptionError(f"labels={labels!r}: a list of label names in class-id order, not a set")
+    if odd := [label for label in labels if not isinstance(label, str)]:
+        as_read = f" ({str(odd[0])!r}, not {odd[0]!r})" if isinstance(odd[0], int) and not isinstance(odd[0], bool) else ""
+        raise OptionError(f"labels={labels!r}: label names are text, as the records' labels are read{as_read}")
+
+
 def read_custom(
     path: str | Path,
     labels: list[str] | None = None,
@@ -352,6 +363,7 @@ def read_custom(
     """
     if isinstance(labels, str):  # "label in labels" would then match any part of it
         raise OptionError(f"labels={labels!r}: a list of label names, not one string")
+    check_label_names(labels)
     path = Path(path)
     if not path.is_file():
         raise DataError("a folder, not a file of records" if path.is_dir() else "file not found", file=path)

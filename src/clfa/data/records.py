@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,12 @@ _URL = re.compile(r"(?:^|[/\\])(?:https?|ftp|s3|gs):[/\\]", re.IGNORECASE)
 def url_instead_of_file(path: str | Path) -> str | None:
     """The problem with an image "path" that is a web address, or None: images are read from disk, never fetched."""
     return f"URL instead of an image file {path} (images are read from disk: download it first)" if _URL.search(str(path)) else None
+
+
+def blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: spaces, or invisible format characters alone (zero-width spaces and joiners, a
+    word joiner, a byte-order mark), which BERT's tokenizer drops as well. A model given one would label no text."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
 
 
 def label_key(label: str) -> str:

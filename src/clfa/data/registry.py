@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from clfa.data.custom import read_custom
+from clfa.data.custom import check_label_names, read_custom
 from clfa.data.records import SPLITS, DataError, Record, SkipReport, label_key, parse_location, unlabelled
 from clfa.errors import OptionError
 
@@ -307,6 +307,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, skip_invalid:
             raise OptionError(f"{key}={options[key]!r}: a list of names, not one string")
     if unknown := [split for split in options.get("splits") or () if split not in SPLITS]:
         raise OptionError(f"splits: {', '.join(map(repr, unknown))} is no split; choose from {', '.join(SPLITS)}")
+    check_label_names(options.get("labels"))
     if (labels := options.get("labels")) is not None and (len(set(labels)) != len(labels) or not all(label.strip() for label in labels)):
         raise OptionError(f"--labels {','.join(labels)}: each label once, none empty")
     data_dir = Path(data_dir) if data_dir is not None else None
