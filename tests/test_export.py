@@ -19,6 +19,7 @@ from clfa.export import export_model, model_card, shareable_metrics
 from clfa.predict import Predictor
 from clfa.training import train
 from conftest import tiny_options
+from test_predict import records_of, save_model
 
 
 def test_an_exported_run_leaves_the_machine_with_its_card_and_no_local_paths(tiny_models, tiny_dataset, tmp_path):
@@ -111,8 +112,6 @@ def test_local_models_given_relative_are_recorded_absolute_and_exported_by_their
     assert training._model_folders_absolute(tiny_options(tiny_models, tmp_path, image_model=hub)).image_model == hub
 
 def test_a_model_is_exported_from_python_as_the_command_exports_it(tiny_models, tmp_path, capsys):
-    from test_predict import save_model
-
     run = tmp_path / "run"
     save_model(tiny_models, run)
     (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
@@ -145,8 +144,6 @@ def test_what_was_skipped_keeps_its_file_and_line_not_the_paths_in_its_message()
 def test_a_run_that_has_not_finished_is_not_exported(tiny_models, tmp_path, capsys):
     """A run stopped after writing its model but before its metrics.json was shipped as a model without scores; one
     still training was "not a trained model folder", though it is the folder clfa train wrote."""
-    from test_predict import save_model
-
     run = tmp_path / "run"
     save_model(tiny_models, run)
     checkpoint = run / "checkpoints" / "checkpoint-6"
@@ -173,3 +170,79 @@ def test_the_cards_commands_run_as_written_for_a_folder_name_with_a_space():
     assert shlex.split(command)[:4] == ["clfa", "predict", "--model", "my model"]
     assert 'Predictor.from_pretrained("my model")' in card
     assert "No scores came with this model" in card
+
+
+def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys,
+                                                                      monkeypatch):
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    (run / "checkpoints" / "checkpoint-6").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-6" / "optimizer.pt").write_bytes(b"a pickle")
+    (run / "training_args.bin").write_bytes(b"a pickle")
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 0
+    shipped = {path.name for path in (tmp_path / "ship").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+            "metrics.json", "README.md"} <= shipped
+    assert all(name.endswith((".json", ".safetensors", ".txt", ".md")) for name in shipped), shipped
+    # Readable as the config beside them is (safetensors alone would write them for their owner only).
+    assert all((tmp_path / "ship" / name).stat().st_mode & 0o777 == (run / "config.json").stat().st_mode & 0o777
+               for name in shipped)
+    assert f"exported {run} to {tmp_path / 'ship'}" in capsys.readouterr().err
+    records = records_of(tiny_dataset)
+    before = Predictor.from_pretrained(run, device="cpu").run(records, progress=False)["probabilities"]
+    after = Predictor.from_pretrained(tmp_path / "ship", device="cpu").run(records, progress=False)["probabilities"]
+    assert (before == after).all()
+    assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 2
+    assert "--output-dir " + str(tmp_path / "ship") + ": not empty; give a new folder" in capsys.readouterr().err
+    # A model that does not load leaves no folder; one whose copy fails to write leaves nothing in it.
+    assert main(["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    monkeypatch.setattr("clfa.export.write_extras", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    for given, kept in (("empty", "empty"), ("link", "link"), ("new/deeper/ship", "")):
+        with pytest.raises(OSError, match="No space left"):
+            main(["export", "--model", str(run), "--output-dir", str(tmp_path / given)])
+        assert not (tmp_path / "new").exists()  # the folders it made go too
+        if kept:
+            assert (tmp_path / kept).is_dir() and not any((tmp_path / kept).iterdir())
+
+
+def test_an_export_killed_half_way_leaves_no_model_and_can_be_run_again(tiny_models, tmp_path, monkeypatch):
+    """An export killed (SIGKILL, power loss: no clean-up runs) after the tokenizer and image processor but before
+    metrics.json and the check that the copy loads left a folder that passed for a whole export, and refused a rerun."""
+    import signal
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    ship = tmp_path / "ship"
+    killed = ("import os, signal, clfa.export\n"
+              "clfa.export.write_extras = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "from clfa.cli import main\n"
+              f"main(['export', '--model', {str(run)!r}, '--output-dir', {str(ship)!r}])\n")
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == -signal.SIGKILL
+    assert not ship.exists() or not any(ship.iterdir())  # nothing that passes for a model
+    with pytest.raises(OptionError, match="not a trained model folder"):
+        Predictor.from_pretrained(ship, device="cpu")
+    assert main(["export", "--model", str(run), "--output-dir", str(ship)]) == 0
+    assert (ship / "metrics.json").is_file() and (ship / "model.safetensors").is_file()
+
+
+def test_export_into_the_working_folder_or_a_mount_point_writes_in_place(tiny_models, tmp_path, monkeypatch, capsys):
+    """`--output-dir .` had no name to stage beside (ValueError), and a mount point cannot be removed and replaced."""
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    monkeypatch.chdir(ship)
+    assert main(["export", "--model", str(run), "--output-dir", "."]) == 0
+    assert (ship / "model.safetensors").is_file() and not list(tmp_path.glob(".*partial*"))
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    monkeypatch.chdir(tmp_path)
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == mounted or real_ismount(path))
+    assert main(["export", "--model", str(run), "--output-dir", str(mounted)]) == 0
+    assert (mounted / "model.safetensors").is_file() and not list(tmp_path.glob(".*partial*"))

@@ -28,3 +28,21 @@ def test_a_hub_name_that_cannot_be_looked_up_is_named_at_once(tmp_path, monkeypa
     monkeypatch.setattr(clfa.hub.constants, "ENDPOINT", "https://huggingface.co")
     monkeypatch.setattr(clfa.hub, "_hub_resolves", lambda: resolves)
     assert lookup_problem("bert-base-uncased") == problem
+
+
+def test_the_hub_is_unreachable_when_its_host_name_does_not_resolve(monkeypatch):
+    """The lookup every check of a hub name rests on, made for hosts that need no network to answer."""
+    import socket
+
+    def ask(endpoint: str) -> bool:
+        monkeypatch.setattr(clfa.hub.constants, "ENDPOINT", endpoint)
+        clfa.hub._hub_resolves.cache_clear()  # the answer is kept for the process
+        try:
+            return clfa.hub._hub_resolves()
+        finally:
+            clfa.hub._hub_resolves.cache_clear()
+
+    assert ask("https://localhost")
+    assert not ask("https://" + "x" * 64 + ".example")  # a label too long for a host name: UnicodeError, not OSError
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args: (_ for _ in ()).throw(socket.gaierror(socket.EAI_AGAIN, "offline")))
+    assert not ask("https://huggingface.co")

@@ -56,10 +56,13 @@ def test_what_is_not_a_class_index_of_the_labels_is_named_not_scored():
 
     names = ["neg", "pos"]
     # An index past the labels: scikit-learn leaves it out of the weighted F1, which would read 1.0 here.
-    with pytest.raises(DataError, match=r"^labels: one class index \(0 to 1, a position in label_names\) per sample, got \[0, 2\]"):
+    with pytest.raises(DataError, match=r"^labels: one class index \(0 to 1, a position in label_names\) per sample, got \[0, 2\] "
+                                        r"of shape \(2,\)$"):
         classification_metrics([0, 2], [0, 1], names)
-    with pytest.raises(DataError, match=r"^predictions: one class index .* got \['neg', 'pos'\]"):
+    with pytest.raises(DataError, match=r"^predictions: one class index .* got \['neg', 'pos'\] of shape \(2,\)$"):
         classification_metrics([0, 1], ["neg", "pos"], names)
+    with pytest.raises(DataError, match=r"^labels: .* got \[0, 1, 0, 1, 0\]\.\.\. of shape \(7,\)$"):  # the first five shown
+        classification_metrics([0, 1, 0, 1, 0, 1, -1], [0] * 7, names)
     with pytest.raises(DataError, match=r"^2 labels and 1 predictions: one of each per sample$"):
         classification_metrics([0, 1], [0], names)
     with pytest.raises(OptionError, match=r"^positive label 'sarcastic' is not one of the labels \('neg', 'pos'\)$"):

@@ -106,7 +106,10 @@ def test_a_yaml_merge_may_override_what_it_merges(tmp_path):
 
 def test_the_metric_choices_are_the_reported_metrics():
     assert set(METRICS) == set(HEADLINE)
-    assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # a step budget instead of epochs is fine
+
+
+def test_a_step_budget_may_stand_in_for_epochs():
+    assert TrainOptions(epochs=0, max_steps=5).max_steps == 5  # without it, epochs 0 is refused
 
 
 def test_fusions_are_checked_against_the_registry_once_clfa_fusion_is_imported(monkeypatch):

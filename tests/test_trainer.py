@@ -119,7 +119,7 @@ def test_iterating_a_loader_leaves_the_global_random_state_alone(tiny_models, ti
     # The train loader's sampler draws each epoch's order from it, as every run does at every epoch; the workers'
     # seed, drawn once per new iterator, comes from the loader's own generator.
     train_loader, eval_loader = trainer.get_train_dataloader(), trainer.get_eval_dataloader()
-    assert getattr(train_loader, "base_dataloader", train_loader).generator is not None
+    assert getattr(train_loader, "base_dataloader", train_loader).generator.initial_seed() == trainer.args.seed
     before = torch.get_rng_state()
     next(iter(eval_loader))
     assert torch.equal(torch.get_rng_state(), before)

@@ -466,7 +466,9 @@ def test_each_process_of_a_torchrun_run_draws_its_own_dropout(torchrun_run):
     """Processes seeded alike drop the same units of their rows: two processes would train like one batch of copied
     dropout masks. The random state each process saved with a checkpoint is what its dropout drew from."""
     _, out = torchrun_run
-    for checkpoint in sorted((out / "checkpoints").glob("checkpoint-*")):
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"))
+    assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-3", "checkpoint-6"]  # one an epoch
+    for checkpoint in checkpoints:
         states = [torch.load(checkpoint / f"rng_state_{rank}.pth", weights_only=False) for rank in (0, 1)]
         assert not torch.equal(states[0]["cpu"], states[1]["cpu"]), checkpoint.name
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clfa.data.commands import add_data_parser, inspect_image
+from clfa.data.commands import add_data_parser, inspect_image, split_counts
 
 
 def run(argv: list[str]) -> int:
@@ -207,6 +207,17 @@ def test_stats_table_shows_unlabelled_records(tmp_path, capsys):
     train = next(line for line in lines if "│ train" in line)
     cells = [cell.strip() for cell in train.split("│")[1:-1]]
     assert "unlabelled" in header and cells[:4] == ["train", "2", "1", "1"]
+
+
+def test_stats_count_unlabelled_records_apart(tmp_path):
+    from clfa.data.registry import load_dataset
+
+    jpeg(tmp_path / "i.jpg")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "1", "text": "t", "image": "i.jpg", "label": "p"}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "2", "text": "t", "image": "i.jpg"}) + "\n")
+    counts = split_counts(load_dataset("jsonl", tmp_path))
+    assert counts["test"] == {"total": 1, "labels": {"p": 0}, "unlabelled": 1}
+    assert counts["train"] == {"total": 1, "labels": {"p": 1}}
 
 
 def test_empty_texts_of_a_public_release_are_counted_where_they_are_kept(tmp_path, capsys):

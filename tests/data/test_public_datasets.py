@@ -882,17 +882,6 @@ def test_mvsa_first_line_is_skipped_only_when_it_is_the_header(tmp_path):
         load_dataset("mvsa-single", root)
 
 
-def test_stats_count_unlabelled_records_apart(tmp_path):
-    from clfa.data.commands import split_counts
-
-    jpeg(tmp_path / "i.jpg")
-    (tmp_path / "train.jsonl").write_text(json.dumps({"id": "1", "text": "t", "image": "i.jpg", "label": "p"}) + "\n")
-    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "2", "text": "t", "image": "i.jpg"}) + "\n")
-    counts = split_counts(load_dataset("jsonl", tmp_path))
-    assert counts["test"] == {"total": 1, "labels": {"p": 0}, "unlabelled": 1}
-    assert counts["train"] == {"total": 1, "labels": {"p": 1}}
-
-
 def test_the_other_mvsa_or_a_folder_too_high_is_named(tmp_path):
     multiple = write_mvsa_raw(tmp_path / "MVSA", ["positive,positive\tpositive,positive\tneutral,positive"] * 12)
     with pytest.raises(DataError, match=r"labelResultAll.txt:1: its header names 3 annotator\(s\), mvsa-single has 1: "
