@@ -147,7 +147,7 @@ gpu_tests() {  # log name, timeout in seconds, title, test ids: the GPU tests' v
     fi
 }
 # The GPU-only training, model and prediction tests, which both test stages run.
-captured_run=(tests/test_trainer.py::test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu
+captured_run=(tests/test_trainer.py::test_whole_steps_learn_with_dropout_evaluate_and_resume
               "tests/test_modeling.py::test_students_side_by_side_compute_what_they_compute_one_after_the_other"
               tests/test_predict.py::test_predictions_on_a_gpu_are_those_of_the_cpu)
 

@@ -146,11 +146,11 @@ def test_cuda_graph_option_trains_exactly_as_the_trainer_steps_do(tiny_models, t
     assert all(entry["grad_norm"] > 1.0 for entry in logged)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures the step only on a GPU")
 @pytest.mark.parametrize("overlap", [False, True], ids=["one_stream", "side_by_side"])
-def test_captured_steps_learn_with_dropout_evaluate_and_resume_on_a_gpu(tiny_models, tiny_dataset, tmp_path, overlap):
-    """Dropout draws new random numbers at every replay; evaluation, checkpoints, a resume (which captures again)
-    and the best-checkpoint reload all happen around a captured step."""
+def test_whole_steps_learn_with_dropout_evaluate_and_resume(tiny_models, tiny_dataset, tmp_path, overlap):
+    """On a GPU each step is captured and replayed: dropout draws new random numbers at every replay; evaluation,
+    checkpoints, a resume (which captures again) and the best-checkpoint reload all happen around a captured step.
+    On a CPU the same whole steps run eagerly, through the same checkpoints and resume."""
     data = load_dataset("jsonl", tiny_dataset)
     common = dict(epochs=8, cuda_graph=True, overlap_towers=overlap, dropout=0.1)
     full = train(tiny_options(tiny_models, tmp_path / "full", **common), data)
