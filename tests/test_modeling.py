@@ -194,6 +194,18 @@ def test_a_student_saved_in_half_precision_trains_in_fp32(tiny_models, tmp_path)
     assert {p.dtype for p in CLFAModel.from_pretrained(tmp_path / "bf16").parameters()} == {torch.float32}
 
 
+@pytest.mark.parametrize("saved, asked", [(torch.float32, torch.bfloat16), (torch.bfloat16, "auto")])
+def test_a_dtype_asked_of_from_pretrained_is_the_whole_model_s(tiny_models, tmp_path, saved, asked):
+    """fp32 is the default, not a rule: a caller who asks for bf16 weights (or the saved ones, "auto") gets them in the
+    students too, not bf16 mapping nets and fusion beside fp32 students, which no forward can run."""
+    make_model(tiny_models).to(saved).save_pretrained(tmp_path)
+    model = CLFAModel.from_pretrained(tmp_path, dtype=asked).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config.text_config.dtype == model.config.image_config.dtype == torch.bfloat16
+    inputs = {key: value.to(torch.bfloat16) if value.is_floating_point() else value for key, value in batch().items()}
+    assert model(**inputs).logits.dtype == torch.bfloat16
+
+
 def test_save_and_reload_give_identical_logits_without_teacher(tiny_models, tmp_path):
     model = make_model(tiny_models, fusion="cross_attention").eval()
     model.save_pretrained(tmp_path)
@@ -249,6 +261,17 @@ def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(t
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="alignment_pooling"):
         CLFAConfig(alignment_pooling="max")
+
+
+def test_numpy_settings_are_taken_as_plain_numbers_and_saved(tiny_models, tmp_path):
+    """A sweep's values are often numpy numbers: they are settings of the right kind, and a model of them must save
+    (json cannot write a numpy number), not fail after its training."""
+    import numpy as np
+
+    model = make_model(tiny_models, fusion_heads=np.int64(2), dropout=np.float32(0.25), temperature=np.float64(0.2))
+    assert [type(getattr(model.config, name)) for name in ("fusion_heads", "dropout", "temperature")] == [int, float, float]
+    model.save_pretrained(tmp_path)
+    assert CLFAModel.from_pretrained(tmp_path).config.dropout == 0.25
 
 
 def test_real_pretrained_minilm_text_encoder_trains(tiny_models):

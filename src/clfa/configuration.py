@@ -87,6 +87,9 @@ class CLFAConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise OptionError(f"CLFAConfig.{name} must be {said}, got {value!r}")
+            if type(value) not in (int, float, str):  # a numpy number, which config.json could not be written with
+                plain = int if isinstance(value, numbers.Integral) else float if kind is numbers.Real else str
+                setattr(self, name, plain(value))
         choices = {
             "classifier_pooling": ("mean", "cls"),
             "alignment_pooling": ("mean", "cls"),

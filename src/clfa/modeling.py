@@ -158,8 +158,11 @@ class CLFAModel(CLFAPreTrainedModel):
 
     def __init__(self, config: CLFAConfig, text_model: PreTrainedModel | None = None, image_model: PreTrainedModel | None = None):
         super().__init__(config)
-        self.text_model = text_model if text_model is not None else _encoder(config.text_config)
-        self.image_model = image_model if image_model is not None else _encoder(config.image_config)
+        # Built from the config, the students take the dtype the rest of the model is built in: fp32, or the one a
+        # from_pretrained(dtype=...) call asks for (it builds the model under that default dtype).
+        dtype = torch.get_default_dtype()
+        self.text_model = text_model if text_model is not None else _encoder(config.text_config, dtype=dtype)
+        self.image_model = image_model if image_model is not None else _encoder(config.image_config, dtype=dtype)
         # One config object per encoder, so that save_pretrained writes what the encoders really are; the
         # attention kernel and the dtype the encoder was loaded with must survive the swap.
         for encoder, sub_config in ((self.text_model, config.text_config), (self.image_model, config.image_config)):
