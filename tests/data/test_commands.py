@@ -225,12 +225,15 @@ def test_empty_texts_of_a_public_release_are_counted_where_they_are_kept(tmp_pat
 
     root = mmsd_tree(tmp_path, images=True)
     with (root / "text" / "train.txt").open("a") as f:
-        f.write(repr(["10", "", 0]) + "\n" + repr(["11", "  ", 1]) + "\n")
-    jpeg(root / "dataset_image" / "10.jpg")
-    jpeg(root / "dataset_image" / "11.jpg")
+        # the last of zero-width characters alone: empty as the tokenizer sees it, and as a file of one's own is read
+        f.write(repr(["10", "", 0]) + "\n" + repr(["11", "  ", 1]) + "\n" + repr(["12", "\u200b\u2060\ufeff", 1]) + "\n")
+    for name in ("10", "11", "12"):
+        jpeg(root / "dataset_image" / f"{name}.jpg")
     assert run(["data", "stats", "--dataset", "mmsd", "--data-dir", str(root)]) == 0
-    assert "2 record(s) have an empty text (train 2): kept, as the release counts them" in capsys.readouterr().out
+    assert "3 record(s) have an empty text (train 3): kept, as the release counts them" in capsys.readouterr().out
     # train and evaluate print the report, with the records each split holds
     data = load_dataset("mmsd", root)
-    assert data.sizes() == "records: train 5, dev 2, test 1"
-    assert data.report().splitlines()[-1] == "2 record(s) have an empty text (train 2): kept, as the release counts them"
+    assert data.sizes() == "records: train 6, dev 2, test 1"
+    assert data.report().splitlines()[-1] == "3 record(s) have an empty text (train 3): kept, as the release counts them"
+    run(["data", "check", "--dataset", "mmsd", "--data-dir", str(root)])
+    assert f"{root / 'text' / 'train.txt'}:8: record '12' has an empty text" in capsys.readouterr().out

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from clfa.data.arguments import add_dataset_arguments, dataset_from_args
 from clfa.data.public.common import ReaderNotes
-from clfa.data.records import DataError, Record
+from clfa.data.records import DataError, Record, blank
 from clfa.data.registry import DatasetSplits
 
 MIN_SIDE, MAX_SIDE = 8, 20000  # outside this an image is a thumbnail, a banner or a decompression bomb
@@ -183,7 +183,7 @@ def run_check(args: argparse.Namespace) -> int:
         add("invalid record", str(error))
     records = [r for split in dataset.splits.values() for r in split]
     for record in records:
-        if not record.text.strip():
+        if blank(record.text):
             add("empty text", f"{record.source}: record '{record.id}' has an empty text")
         if record.label is None:
             add("missing label", f"{record.source}: record '{record.id}' has no label")

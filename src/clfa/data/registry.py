@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from clfa.data.custom import check_label_names, read_custom
-from clfa.data.records import SPLITS, DataError, Record, SkipReport, label_key, parse_location, unlabelled
+from clfa.data.records import SPLITS, DataError, Record, SkipReport, blank, label_key, parse_location, unlabelled
 from clfa.errors import OptionError
 
 _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
@@ -78,7 +78,7 @@ class DatasetSplits:
     def empty_texts(self) -> str:
         """A note on records kept with an empty text ('' if none). Only the public datasets keep them: their published
         sizes count them; a custom file's empty text is an error."""
-        counts = {split: sum(not record.text.strip() for record in records) for split, records in self.splits.items()}
+        counts = {split: sum(blank(record.text) for record in records) for split, records in self.splits.items()}
         if not any(counts.values()):
             return ""
         return (f"{sum(counts.values()):,} record(s) have an empty text ("
