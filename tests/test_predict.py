@@ -260,6 +260,25 @@ def test_a_text_that_shows_nothing_or_an_image_of_no_pixels_is_no_pair_to_predic
     assert capsys.readouterr().err == "clfa: error: --text is empty\n"
 
 
+@pytest.mark.parametrize("output", ["out.jsonl", None])
+def test_an_error_in_making_the_predictions_is_not_said_to_be_the_output_s(tmp_path, capsys, output):
+    """The rows are made as they are written (images read, a loader's workers started, whose semaphores a read-only
+    /dev/shm refuses): an EACCES met there is the input's or the machine's, not a file or stdout that cannot be written."""
+    import errno
+
+    from clfa.cli.predict import write_prediction_rows
+    from clfa.prediction_files import PREDICT_FIELDS
+
+    def rows():
+        yield {"id": "1", "label": "a", "probabilities": {"a": 1.0}, "text": "a day", "image": "1.jpg"}
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "2.jpg"))
+
+    with pytest.raises(PermissionError, match="2.jpg"):
+        write_prediction_rows(rows(), ["a"], output and str(tmp_path / output), PREDICT_FIELDS)
+    if output:  # the row made is kept, and where said
+        assert capsys.readouterr().err == f"clfa: 1 prediction(s) made before the stop are in {tmp_path / output}.partial\n"
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full, a file that is always full, is Linux's")
 def test_predictions_and_metrics_that_the_disk_cannot_take_are_named_in_one_line(tiny_models, tiny_dataset, tmp_path, capsys):
     from clfa.cli import main

@@ -11,7 +11,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from clfa.errors import OptionError, first_line
@@ -72,14 +72,25 @@ _UNWRITABLE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM
 
 @contextlib.contextmanager
 def writing(output: str | Path | None, flag: str | None = "--output") -> Iterator[None]:
-    """The block writes ``output`` (None: stdout): a write it refuses is an OptionError that names it."""
+    """The block writes ``output`` (None: stdout): a write it refuses is an OptionError that names it. What the block
+    writes may be made as it is written: an error met in making it is passed on as it is (see :func:`made_apart`)."""
     try:
         yield
     except OSError as err:
-        if err.errno not in _UNWRITABLE:
+        if err.errno not in _UNWRITABLE or getattr(err, "met_in_making", False):
             raise
         where = "stdout" if output is None else f"{flag} {output}" if flag else str(output)
         raise OptionError(f"{where}: cannot be written ({err.strerror})") from None
+
+
+def made_apart(items: Iterable) -> Iterator:
+    """``items``, whose own errors :func:`writing` passes on as they are: rows computed as they are written read
+    images and start loader workers, and an EACCES met there is not the output's."""
+    try:
+        yield from items
+    except OSError as err:
+        err.met_in_making = True
+        raise
 
 
 def write_whole(path: Path, text: str) -> None:

@@ -73,12 +73,12 @@ def predict_command(args: argparse.Namespace) -> int:
 def write_prediction_rows(rows, labels: list[str], output: str | None, fields: tuple[str, ...], flag: str = "--output") -> int:
     """prediction_files.write_predictions, with where a run that stops half-way left the rows it wrote said first, and
     a full disk named as the problem of ``flag``'s file."""
-    from clfa.files import writing
+    from clfa.files import made_apart, writing
     from clfa.prediction_files import PredictionsCut, write_predictions
 
     with writing(output, flag):
         try:
-            return write_predictions(rows, labels, output, fields)
+            return write_predictions(made_apart(rows), labels, output, fields)
         except PredictionsCut as cut:
             print(f"clfa: {cut}", file=sys.stderr)
             raise cut.__cause__ from None
