@@ -211,6 +211,11 @@ def test_a_folder_that_is_not_a_whole_clfa_model_is_refused_in_one_line(tiny_mod
     # Else a TypeError in building the layers, naming neither the file nor the setting.
     ({"fusion_layers": "2"}, r"model: its config.json: CLFAConfig.fusion_layers must be a whole number, got '2'$"),
     ({"dropout": None}, r"model: its config.json: CLFAConfig.dropout must be a number, got None$"),
+    # Else an AttributeError in transformers, which reads a student's config as a mapping.
+    ({"text_config": "bert"}, r"model: its config.json: CLFAConfig.text_config must be an object of the student's "
+                              r"settings, got 'bert'$"),
+    ({"image_config": 3}, r"model: its config.json: CLFAConfig.image_config must be an object of the student's settings, "
+                          r"got 3$"),
 ])
 def test_a_config_edited_after_training_is_refused_not_filled_with_random_weights(tiny_models, tmp_path, edit, refused):
     import json
@@ -221,6 +226,56 @@ def test_a_config_edited_after_training_is_refused_not_filled_with_random_weight
     config = tmp_path / "model" / "config.json"
     config.write_text(json.dumps(json.loads(config.read_text()) | edit))
     with pytest.raises(OptionError, match=refused):
+        Predictor.from_pretrained(tmp_path / "model", device="cpu")
+
+
+NO_LABELS = "no labels (id2label and label2id, which a CLFA model records): its classes would be named LABEL_0, LABEL_1, ..."
+
+
+@pytest.mark.parametrize("labels, refused", [
+    # transformers names the classes of a config without labels LABEL_0, LABEL_1: predictions came with those names.
+    ({}, NO_LABELS),
+    ({"id2label": {"0": "negative", "1": "positive"}}, NO_LABELS),
+    ({"id2label": "negative,positive", "label2id": {}}, NO_LABELS),
+    ({"id2label": ["negative", "positive"], "label2id": {"negative": 0, "positive": 1}},
+     "id2label and label2id must be objects (class id: name, name: class id), got ['negative', 'positive'] and "
+     "{'negative': 0, 'positive': 1}"),
+    # Else a KeyError for class 1, or a ValueError for the id "x" that called the model "not a CLFA model".
+    ({"id2label": {"0": "negative", "2": "positive"}, "label2id": {"negative": 0, "positive": 2}},
+     "id2label must number the classes from 0 to 1, got ids 0, 2"),
+    ({"id2label": {"0": "negative", "x": "positive"}, "label2id": {"negative": 0, "positive": 1}},
+     "id2label must number the classes from 0 to 1, got ids 0, x"),
+    # Two classes of one name would be one probability in a prediction, the other's dropped.
+    ({"id2label": {"0": "positive", "1": "positive"}, "label2id": {"positive": 1}},
+     "id2label must name each class once, in text, got ['positive', 'positive']"),
+    # evaluate reads the records' labels through label2id: swapped, every score would be of the other class.
+    ({"id2label": {"0": "negative", "1": "positive"}, "label2id": {"negative": 1, "positive": 0}},
+     "label2id {'negative': 1, 'positive': 0} does not match id2label, whose classes are ['negative', 'positive'] in id order"),
+    ({"id2label": {"0": "negative", "1": "positive"}, "label2id": {"negative": 0, "positive": 1}, "num_labels": 3},
+     "num_labels is 3, but id2label names 2 classes"),
+])
+def test_a_model_whose_labels_are_missing_or_do_not_number_its_classes_is_refused(tiny_models, tmp_path, capsys, labels,
+                                                                                   refused):
+    from clfa.cli import main
+
+    save_model(tiny_models, tmp_path / "model")
+    config = tmp_path / "model" / "config.json"
+    settings = {key: value for key, value in json.loads(config.read_text()).items() if key not in ("id2label", "label2id")}
+    config.write_text(json.dumps(settings | labels))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "model"), "--text", "a day", "--image", str(tmp_path / "a.png")]) == 2
+    assert capsys.readouterr() == ("", f"clfa: error: {tmp_path / 'model'}: its config.json: {refused}\n")
+
+
+def test_labels_of_another_number_than_the_classifiers_scores_are_named(tiny_models, tmp_path):
+    from clfa.errors import OptionError
+
+    save_model(tiny_models, tmp_path / "model")
+    config = tmp_path / "model" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"id2label": {"0": "negative"}, "label2id": {"negative": 0}}))
+    with pytest.raises(OptionError, match=r"model: its config.json names 1 label\(s\) \(negative\), and its classifier gives 2 "
+                                          r"scores$"):
         Predictor.from_pretrained(tmp_path / "model", device="cpu")
 
 

@@ -80,6 +80,10 @@ class CLFAConfig(PreTrainedConfig):
     teacher_model_name: str | None = None
 
     def __post_init__(self, **kwargs):
+        # transformers reads a student's config as a mapping, and fails on text or a number with an AttributeError.
+        for name in ("text_config", "image_config"):
+            if (value := getattr(self, name)) is not None and not isinstance(value, (dict, PreTrainedConfig)):
+                raise OptionError(f"CLFAConfig.{name} must be an object of the student's settings, got {value!r}")
         super().__post_init__(**kwargs)
         # Not checked by @strict on this class: a value of another kind (a config.json edited by hand) would otherwise
         # fail in building the layers, naming neither the file nor the setting.
@@ -132,7 +136,28 @@ class CLFAConfig(PreTrainedConfig):
         return [self.id2label[i] for i in range(self.num_labels)]
 
 
+def label_problem(settings: dict) -> str | None:
+    """What is wrong with the labels of a saved config.json (``settings``, as read), or None. transformers names the
+    classes of a config without them LABEL_0, LABEL_1 ..., and takes ids as it finds them: a model whose labels are
+    missing or do not number its classes would answer with names it never learnt, or fail on a class it cannot name."""
+    id2label, label2id = settings.get("id2label"), settings.get("label2id")
+    if id2label in (None, {}) or label2id in (None, {}):
+        return "no labels (id2label and label2id, which a CLFA model records): its classes would be named LABEL_0, LABEL_1, ..."
+    if not isinstance(id2label, dict) or not isinstance(label2id, dict):
+        return f"id2label and label2id must be objects (class id: name, name: class id), got {id2label!r} and {label2id!r}"
+    if set(map(str, id2label)) != set(map(str, range(len(id2label)))):
+        return f"id2label must number the classes from 0 to {len(id2label) - 1}, got ids {', '.join(map(str, id2label))}"
+    names = [id2label[key] for key in sorted(id2label, key=int)]
+    if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+        return f"id2label must name each class once, in text, got {names!r}"
+    if label2id != {name: i for i, name in enumerate(names)}:
+        return f"label2id {label2id!r} does not match id2label, whose classes are {names!r} in id order"
+    if (count := settings.get("num_labels", len(names))) != len(names):
+        return f"num_labels is {count!r}, but id2label names {len(names)} classes"
+    return None
+
+
 # Lets AutoConfig open saved CLFA models like any other transformers checkpoint, wherever CLFAConfig is used.
 AutoConfig.register("clfa", CLFAConfig, exist_ok=True)
 
-__all__ = ["CLFAConfig"]
+__all__ = ["CLFAConfig", "label_problem"]

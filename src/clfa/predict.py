@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
 from clfa.attention_backends import attention_backends, parse_attention_backends
-from clfa.configuration import CLFAConfig
+from clfa.configuration import CLFAConfig, label_problem
 from clfa.data.processing import BlankImages, CLFADataset, ImageTransform, load_image_processor, stack, tokenize
 from clfa.data.records import DataError, Record, blank
 from clfa.data.text_normalization import normalize_tweet
@@ -59,6 +59,10 @@ def _clfa_config(path: str, local: bool) -> CLFAConfig:
     """The config of the model at ``path``, which must be a CLFA model: another type would load with random weights
     and predict LABEL_0 / LABEL_1."""
     try:
+        # Its labels as written: once read, a config without them has LABEL_0, LABEL_1 in their place.
+        settings, _ = PreTrainedConfig.get_config_dict(path)
+        if settings.get("model_type") == CLFAConfig.model_type and (problem := label_problem(settings)):
+            raise OptionError(problem)
         config = AutoConfig.from_pretrained(path)
     except OSError as err:  # a local config.json that is not JSON; or not on disk and not on the hub either
         where = "cannot read its config.json" if local else "no such folder, nor a model the hub gave"
@@ -269,6 +273,11 @@ class Predictor:
                               f"tokenizer of {len(tokenizer)} tokens holds no words){_HINT}")
         # from_pretrained fills weights the file lacks with random values and only logs it: a config edited after
         # training would otherwise serve predictions from a partly random model.
+        scores = f"classifier.{len(model.classifier) - 1}.bias"  # one per class
+        for key in info.get("mismatched_keys") or ():
+            if isinstance(key, tuple) and key[0] == scores:
+                raise OptionError(f"{path}: its config.json names {len(config.labels)} label(s) ({', '.join(config.labels)}), "
+                                  f"and its classifier gives {key[1][0]} scores")
         if problems := [f"{len(keys)} {kind} weight(s), e.g. {_weight_name(sorted(keys)[0])}" for kind, keys in
                         (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys")),
                          ("mis-shaped", info.get("mismatched_keys"))) if keys]:
