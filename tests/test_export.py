@@ -172,8 +172,7 @@ def test_the_cards_commands_run_as_written_for_a_folder_name_with_a_space():
     assert "No scores came with this model" in card
 
 
-def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_models, tiny_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     save_model(tiny_models, run)
     (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
@@ -195,16 +194,35 @@ def test_export_writes_only_what_prediction_needs_and_predicts_the_same(tiny_mod
     assert (before == after).all()
     assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / "ship")]) == 2
     assert "--output-dir " + str(tmp_path / "ship") + ": not empty; give a new folder" in capsys.readouterr().err
-    # A model that does not load leaves no folder; one whose copy fails to write leaves nothing in it.
+    # A model that does not load leaves no folder.
     assert main(["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("fails", ["weights", "card"])
+def test_an_export_the_disk_cannot_take_is_named_in_one_line_and_leaves_nothing(tiny_models, tmp_path, capsys, monkeypatch,
+                                                                                fails):
+    """A full disk was a traceback: safetensors' own SafetensorError for the weights, an OSError for the files after
+    them."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    run = tmp_path / "run"
+    save_model(tiny_models, run)
+    (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+    if fails == "weights":  # as safetensors says it, the system's error in its text
+        full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        monkeypatch.setattr(safetensors.torch, "serialize_file", lambda *args, **kwargs: (_ for _ in ()).throw(full))
+    else:
+        monkeypatch.setattr("clfa.export.write_extras", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "empty")
-    monkeypatch.setattr("clfa.export.write_extras", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     for given, kept in (("empty", "empty"), ("link", "link"), ("new/deeper/ship", "")):
-        with pytest.raises(OSError, match="No space left"):
-            main(["export", "--model", str(run), "--output-dir", str(tmp_path / given)])
+        capsys.readouterr()
+        assert main(["export", "--model", str(run), "--output-dir", str(tmp_path / given)]) == 2
+        assert capsys.readouterr().err == f"clfa: error: --output-dir {tmp_path / given}: cannot be written (No space left on device)\n"
         assert not (tmp_path / "new").exists()  # the folders it made go too
+        assert not list(tmp_path.glob(".*partial*"))
         if kept:
             assert (tmp_path / kept).is_dir() and not any((tmp_path / kept).iterdir())
 

@@ -157,6 +157,17 @@ def test_heatmap_draws_a_panel_per_model_and_refuses_what_it_cannot_draw(tiny_mo
     assert not (tmp_path / "refused.png").exists()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a file that is always full, is Linux's")
+def test_a_heat_map_the_disk_cannot_take_names_the_flag_it_came_from(tiny_models, tiny_dataset, tmp_path, capsys):
+    """The library names the path alone; the command's message named no --output, as predict's and evaluate's do."""
+    from clfa.cli import main
+
+    folders = _models(tiny_models, tmp_path)
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    assert main(["heatmap", "--model", str(folders["clfa"]), "--samples", "4", "--output", "/dev/full", *data]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "clfa: error: --output /dev/full: cannot be written (No space left on device)"
+
+
 def test_model_heatmaps_refuses_a_format_matplotlib_cannot_write_before_a_model_loads(tiny_dataset, tmp_path):
     from clfa.data.registry import load_dataset
     from clfa.visualize import model_heatmaps

@@ -19,7 +19,7 @@ from clfa import __version__
 from clfa.data.records import reason_kind
 from clfa.data.registry import PATH_OPTIONS
 from clfa.errors import OptionError, first_line
-from clfa.files import make_folder, on_disk, remove_abandoned
+from clfa.files import make_folder, on_disk, remove_abandoned, writing
 from clfa.hub import trained_model_location
 
 # Neither torch, transformers nor scikit-learn at import: clfa export refuses a folder or a model name before the
@@ -239,22 +239,24 @@ def export_model(model: str | Path, out: str | Path) -> list[Path]:
     staging = final if in_place else final.with_name(f".{final.name}.partial-{os.getpid()}")
     if not in_place:
         remove_abandoned(final.parent, f".{final.name}.partial-*")  # a killed export's
-    try:
-        predictor.save_pretrained(staging)
-        # What the model scored, on which data, and how to use it.
-        write_extras(staging, metrics, predictor.model.config, final.name, sum(p.numel() for p in predictor.model.parameters()))
-        Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
-        for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
-            on_disk(file)
-        if not in_place:
-            final.rmdir()  # empty: checked above
-            staging.rename(final)
-    except BaseException:
-        if not in_place:
-            shutil.rmtree(staging, ignore_errors=True)
-            final.mkdir(exist_ok=True)  # had the rename failed
-        _undo_export(out, made[-1] if made else None)
-        raise
+    # A full disk is the output's problem, named once what was written is removed.
+    with writing(out, "--output-dir"):
+        try:
+            predictor.save_pretrained(staging)
+            # What the model scored, on which data, and how to use it.
+            write_extras(staging, metrics, predictor.model.config, final.name, sum(p.numel() for p in predictor.model.parameters()))
+            Predictor.from_pretrained(staging, device="cpu")  # what was written loads as a model, before it is shipped
+            for file in staging.iterdir():  # on disk before the folder takes the name that says the export is done
+                on_disk(file)
+            if not in_place:
+                final.rmdir()  # empty: checked above
+                staging.rename(final)
+        except BaseException:
+            if not in_place:
+                shutil.rmtree(staging, ignore_errors=True)
+                final.mkdir(exist_ok=True)  # had the rename failed
+            _undo_export(out, made[-1] if made else None)
+            raise
     return sorted(file for file in out.iterdir() if file.is_file())
 
 

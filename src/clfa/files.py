@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -70,17 +71,29 @@ def whole_output(output: str | Path) -> Iterator[Path]:
 _UNWRITABLE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+def _refusal(err: Exception) -> str | None:
+    """Why the system refused a write that raised ``err`` (see _UNWRITABLE), or None for another error. safetensors
+    gives the system's error as text in an error of its own: "I/O error: No space left on device (os error 28)"."""
+    if isinstance(err, OSError):
+        return err.strerror if err.errno in _UNWRITABLE and not getattr(err, "met_in_making", False) else None
+    from safetensors import SafetensorError
+
+    if isinstance(err, SafetensorError) and (said := re.search(r"I/O error: (.+) \(os error (\d+)\)", str(err))):
+        return said[1] if int(said[2]) in _UNWRITABLE else None
+    return None
+
+
 @contextlib.contextmanager
 def writing(output: str | Path | None, flag: str | None = "--output") -> Iterator[None]:
     """The block writes ``output`` (None: stdout): a write it refuses is an OptionError that names it. What the block
     writes may be made as it is written: an error met in making it is passed on as it is (see :func:`made_apart`)."""
     try:
         yield
-    except OSError as err:
-        if err.errno not in _UNWRITABLE or getattr(err, "met_in_making", False):
+    except Exception as err:
+        if (why := _refusal(err)) is None:
             raise
         where = "stdout" if output is None else f"{flag} {output}" if flag else str(output)
-        raise OptionError(f"{where}: cannot be written ({err.strerror})") from None
+        raise OptionError(f"{where}: cannot be written ({why})") from None
 
 
 def made_apart(items: Iterable) -> Iterator:

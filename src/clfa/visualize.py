@@ -37,11 +37,11 @@ def figure_format(path: str | Path, option: str | None = None) -> str:
 
 
 def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_labels: list[str] | None = None,
-                       text_label: str = "text (caption)") -> Path:
+                       text_label: str = "text (caption)", option: str | None = None) -> Path:
     """One heat map per model (name -> cosine matrix), side by side; the matched pairs lie on the diagonal.
     ``text_label`` names the rows (the demo's are the images' captions). The figure takes its name once whole: a save
-    cut short leaves the file as it was."""
-    file_format = figure_format(path)
+    cut short leaves the file as it was. ``option``: the flag that gave ``path``, named with it in an OptionError."""
+    file_format = figure_format(path, option)
     # A Figure of its own, drawn by Agg when saved: no display is needed, and the caller's pyplot (its backend, a
     # notebook's inline one, and its open figures) is left as it was.
     from matplotlib.figure import Figure
@@ -59,7 +59,7 @@ def alignment_heatmaps(panels: dict[str, np.ndarray], path: str | Path, tick_lab
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.suptitle("cosine similarity of aligned text and image features")
     fig.tight_layout()
-    with writing(path, flag=None), whole_output(path) as target:
+    with writing(path, flag=option), whole_output(path) as target:
         fig.savefig(target, dpi=120, format=file_format)  # the format named, not read from a temporary name's suffix
     return Path(path)
 
@@ -92,13 +92,14 @@ def row_records(records: Sequence[Record], rows: str = "text") -> list[Record]:
 def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], path: str | Path, samples: int = 16,
                    seed: int = 0, *, rows: str = "text", device: str | None = None, precision: str = "auto",
                    attention_backends: str | None = None, batch_size: int = 64, num_workers: int = 0,
-                   progress: bool = False) -> dict[str, np.ndarray]:
+                   progress: bool = False, option: str | None = None) -> dict[str, np.ndarray]:
     """Figure 4 for trained models (title -> model folder or hub name): the cosine similarity of each model's aligned
     text features (rows) against its image features (columns) for the :func:`pick_pairs` of ``records``, drawn side
     by side to ``path``. The rows read each record's text, or with ``rows="caption"`` its image's caption (records
     without one are not drawn). Returns the matrices (title -> (samples, samples)); pair i is row i and column i. A
-    text-only or image-only baseline has features of one kind, nothing to compare: an OptionError."""
-    figure_format(path)  # before the models load
+    text-only or image-only baseline has features of one kind, nothing to compare: an OptionError. ``option``: the flag
+    that gave ``path`` (``--output``), named with it where the figure cannot be written."""
+    figure_format(path, option)  # before the models load
     from clfa.predict import Predictor
 
     pairs = pick_pairs(row_records(records, rows), samples, seed)
@@ -112,5 +113,5 @@ def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], 
         panels[title] = cosine_matrix(features["text_features"], features["image_features"])
         del predictor, features  # one model in memory at a time
     ticks = [str(pair.id) for pair in pairs] if samples <= _MOST_TICKS else None
-    alignment_heatmaps(panels, path, tick_labels=ticks, text_label=rows)
+    alignment_heatmaps(panels, path, tick_labels=ticks, text_label=rows, option=option)
     return panels

@@ -40,7 +40,7 @@ def heatmap_command(args: argparse.Namespace) -> int:
     progress = progress_of(args)
     model_heatmaps(models, records, args.output, args.samples, args.seed, rows=args.rows, device=args.device,
                    precision=args.precision, attention_backends=args.attention_backends, batch_size=args.batch_size,
-                   num_workers=args.num_workers, progress=progress)
+                   num_workers=args.num_workers, progress=progress, option="--output")
     print(args.output)
     return 0
 
