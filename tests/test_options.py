@@ -88,6 +88,21 @@ def test_unreadable_files_are_option_errors(tmp_path):
         from_text(tmp_path, '{"epochs": 1, "seed": 2, "epochs": 3}', name="run.json")
 
 
+def test_options_grouped_under_headings_or_a_folder_as_the_file_are_named_so(tmp_path):
+    """Other tools' files group their settings (training: {epochs: 3}); the headings were named as unknown options,
+    and a folder given as the file by the system's "[Errno 21] Is a directory"."""
+    with pytest.raises(OptionError, match=r"^\S*run.yaml: unknown option\(s\) \['model', 'training'\]; options are flat keys, "
+                                          r"named as the command-line flags \(e.g. epochs: 3\), not grouped under headings: "
+                                          r"write epochs, fusion_layers, learning_rate at the top level$"):
+        from_text(tmp_path, "training:\n  epochs: 3\n  learning-rate: 1e-4\n  lr: 1\nmodel:\n  fusion_layers: 2\n")
+    with pytest.raises(OptionError, match=r"^\S*run.yaml: unknown option\(s\) \['training'\]; options are flat keys, named "
+                                          r"as the command-line flags \(e.g. epochs: 3\), not grouped under headings$"):
+        from_text(tmp_path, "training:\n  lr: 1\n")
+    (tmp_path / "options").mkdir()
+    with pytest.raises(OptionError, match=r"^\S*options: a folder, not an options file \(a YAML or JSON file of options\)$"):
+        TrainOptions.from_file(tmp_path / "options")
+
+
 def test_an_options_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_bytes("seed: 1\n# r\u00e9sum\u00e9\nepochs: 2\n".encode("latin-1"))

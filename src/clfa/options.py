@@ -244,6 +244,8 @@ class TrainOptions:
         number, ``no`` is false); unknown keys, values of the wrong kind and unreadable files are errors naming the
         file and the option."""
         path = Path(path)
+        if path.is_dir():  # else named by the system's "[Errno 21] Is a directory"
+            raise OptionError(f"{path}: a folder, not an options file (a YAML or JSON file of options)")
         try:
             text = path.read_text(encoding="utf-8")
             data = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else yaml.load(text, _OptionsLoader)
@@ -267,10 +269,16 @@ class TrainOptions:
                     and (close := [_SHORT_NAMES[name]] if name in _SHORT_NAMES else
                          difflib.get_close_matches(name, by_name, n=2, cutoff=0.75))]
             data_flags = [name for name in unknown if name.replace("-", "_") in ("dataset", "data_dir")]
+            # Options grouped under headings, as other tools' files are (training: {epochs: 3}).
+            grouped = [value for key, value in data.items() if str(key) in unknown and isinstance(value, dict)]
+            nested = sorted({name for value in grouped for key in value if (name := str(key).replace("-", "_")) in by_name})
             raise OptionError(f"{path}: unknown option(s) {unknown}"
                               + (f"; keys are written with underscores: {', '.join(hints)}" if hints else "")
                               + (f"; did you mean: {', '.join(near)}" if near else "")
-                              + ("; the data is given on the command line (--dataset, --data-dir)" if data_flags else ""))
+                              + ("; the data is given on the command line (--dataset, --data-dir)" if data_flags else "")
+                              + ("; options are flat keys, named as the command-line flags (e.g. epochs: 3), not grouped "
+                                 "under headings" if grouped else "")
+                              + (f": write {', '.join(nested)} at the top level" if nested else ""))
         return {name: _from_file_value(by_name[name], value, path) for name, value in data.items()}
 
     def to_dict(self) -> dict:
