@@ -46,3 +46,31 @@ def test_the_hub_is_unreachable_when_its_host_name_does_not_resolve(monkeypatch)
     assert not ask("https://" + "x" * 64 + ".example")  # a label too long for a host name: UnicodeError, not OSError
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args: (_ for _ in ()).throw(socket.gaierror(socket.EAI_AGAIN, "offline")))
     assert not ask("https://huggingface.co")
+
+
+def test_a_runs_folder_of_checkpoints_names_the_models_to_give_instead(tmp_path, monkeypatch, capsys):
+    """OUTPUT_DIR/checkpoints holds checkpoint-N folders and no model: it was named "not a trained model folder (no
+    config.json, ...)", as if nothing in it could be given."""
+    from PIL import Image
+
+    from clfa.cli import main
+    from clfa.errors import OptionError
+    from clfa.hub import trained_model_location
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for step in (6, 12, 18):
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        (checkpoints / f"checkpoint-{step}" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OptionError, match=r"^run/checkpoints: a folder of 3 checkpoint\(s\), not a model: give one of them, "
+                                          r"run/checkpoints/checkpoint-18 \(the latest\)$"):
+        trained_model_location("run/checkpoints")
+    # The run's record of its best checkpoint, and its folder once it holds the model the run kept.
+    (checkpoints / "checkpoint-18" / "trainer_state.json").write_text('{"best_global_step": 6}')
+    (tmp_path / "run" / "config.json").write_text("{}")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["predict", "--model", "run/checkpoints", "--text", "a day", "--image", "a.png"]) == 2
+    assert capsys.readouterr().err == ("clfa: error: run/checkpoints: a folder of 3 checkpoint(s), not a model: give one of "
+                                       "them, run/checkpoints/checkpoint-6 (the best) or run/checkpoints/checkpoint-18 "
+                                       "(the latest), or the run's folder, run (the model the run kept)\n")
+    assert trained_model_location("run/checkpoints/checkpoint-6") == ("run/checkpoints/checkpoint-6", True)

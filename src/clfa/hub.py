@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,9 +31,33 @@ def trained_model_location(path: str | Path) -> tuple[str | Path, bool]:
     local = Path(path).exists()
     if local and not Path(path).is_dir():
         raise OptionError(f"{path}: a file, not a folder{MODEL_HINT}")
+    if local and (instead := _checkpoints_hint(Path(path))):
+        raise OptionError(f"{path}: {instead}")
     if not local and (problem := lookup_problem(str(path))):
         raise OptionError(f"{path}: {problem}{MODEL_HINT}")
     return path, local
+
+
+def _checkpoints_hint(folder: Path) -> str | None:
+    """For a run's folder of Trainer checkpoints (OUTPUT_DIR/checkpoints), which holds no model of its own: the models
+    to give instead, its checkpoints (the best, as the latest one's trainer_state.json records it, and the latest) and
+    the run's folder where that holds the run's model. None for any other folder."""
+    if (folder / "config.json").exists():
+        return None
+    steps = sorted(int(match[1]) for entry in folder.iterdir()
+                   if entry.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", entry.name)))
+    if not steps:
+        return None
+    latest = folder / f"checkpoint-{steps[-1]}"
+    try:
+        best = json.loads((latest / "trainer_state.json").read_text()).get("best_global_step")
+    except (OSError, ValueError, AttributeError):  # none, cut short or not a record: no best is known
+        best = None
+    named = [f"{folder / f'checkpoint-{best}'} (the best)"] if best in steps and best != steps[-1] else []
+    named.append(f"{latest} (the latest{', and the best' if best == steps[-1] else ''})")
+    run = folder.resolve().parent
+    model = f", or the run's folder, {folder.parent} (the model the run kept)" if (run / "config.json").is_file() else ""
+    return f"a folder of {len(steps)} checkpoint(s), not a model: give one of them, {' or '.join(named)}{model}"
 
 
 def lookup_problem(name: str, revision: str | None = None, subfolder: str = "") -> str | None:
