@@ -311,6 +311,23 @@ def test_a_json_file_may_hold_one_list_of_records(folder):
     assert [(e.line, e.reason) for e in skip.skipped] == [(3, "not UTF-8 text (byte 0xe9); save the file as UTF-8")]
 
 
+def test_a_json_file_of_one_object_is_named_as_such_not_as_a_record_without_an_id(folder):
+    """Records kept under a key ({"data": [...]}) or one record written over several lines were named as line 1's
+    record without an id, or as line 1 not being JSON: a file that holds no record at all, as the reader sees it."""
+    path = folder / "train.json"
+    expected = r"where a list of records \(\[\{\.\.\.\}, \.\.\.\]\) or JSON Lines \(one record a line\) is expected$"
+    for written, keys in ((json.dumps({"data": [GOOD], "version": 2}), "data, version"),
+                          (json.dumps(GOOD, indent=2), "id, text, image, label")):
+        path.write_text(written)
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: holds one JSON object \(keys: {keys}\), {expected}"):
+            read_custom(path, skip=SkipReport())  # the file, not one record to skip
+    path.write_text(json.dumps(GOOD | {"id": "2"}))  # one record on its line is a file of JSON Lines
+    assert [r.id for r in read_custom(path)] == ["2"]
+    path.write_text(json.dumps({"id": "3", "text": "no image"}))  # and one line short of a field is that record's problem
+    with pytest.raises(DataError, match=r"train.json:1: malformed line: missing field 'image'$"):
+        read_custom(path)
+
+
 def test_a_folder_given_as_a_file_of_records_is_named(folder):
     with pytest.raises(DataError, match=r"img: a folder, not a file of records"):
         read_custom(folder / "img")

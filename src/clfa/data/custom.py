@@ -81,6 +81,27 @@ def _holds_a_list(path: Path) -> bool:
         return f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
 
 
+def _one_object(path: Path) -> dict | None:
+    """The one JSON object a ``.json`` file holds whole, where it is no record of JSON Lines (the records under a key of
+    it, or one written over several lines), or None. Read line by line, its first line would be named as a record
+    without an id, or as no JSON at all."""
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
+        first = next((line for line in f if line.strip()), "")
+        if not first.lstrip().startswith("{"):
+            return None
+        try:
+            if set(json.loads(first)) & set(FIELDS):  # a record, of a file of one line or more
+                return None
+        except ValueError:  # an object that goes on past its first line
+            pass
+        text = first + f.read()
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        return None
+    return whole if isinstance(whole, dict) else None
+
+
 def _iter_rows(path: Path):
     """Yield (line_number, item_number, dict | DataError): a malformed line yields the DataError naming it; a file that
     cannot be read at all (no CSV header) raises it. ``item_number`` numbers the items of a JSON list (None for lines)."""
@@ -94,6 +115,10 @@ def _iter_rows(path: Path):
             yield line, number, item if isinstance(item, (dict, DataError)) else DataError("malformed item: expected a JSON object",
                                                                                            file=path, line=line, item=number)
         return
+    if path.suffix.lower() == ".json" and (whole := _one_object(path)) is not None:
+        keys = ", ".join(map(str, list(whole)[:5])) + (", ..." if len(whole) > 5 else "")
+        raise DataError(f"holds one JSON object ({f'keys: {keys}' if whole else 'empty'}), where a list of records "
+                        "([{...}, ...]) or JSON Lines (one record a line) is expected", file=path)
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
         for line, raw in enumerate(f, start=1):
             if not raw.strip():
