@@ -265,6 +265,23 @@ def test_cli_train_without_dev_and_test_prints_the_notes_and_no_empty_table(tiny
             "nothing was trained") in capsys.readouterr().err
 
 
+def test_cli_train_says_a_test_split_whose_records_were_all_skipped_was_skipped_not_absent(tiny_models, tiny_dataset,
+                                                                                           tmp_path, capsys):
+    test = tiny_dataset / "test.jsonl"
+    test.write_text("".join(json.dumps(json.loads(line) | {"image": "images/none.png"}) + "\n"
+                            for line in test.read_text().splitlines()))
+    assert main(["train", "--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--skip-invalid", "--text-model",
+                 tiny_models["text"], "--image-model", tiny_models["image"], "--teacher", tiny_models["teacher"],
+                 "--mapping-hidden-dim", "32", "--fusion-layers", "1", "--fusion-heads", "2", "--fusion-ffn-dim", "32",
+                 "--max-steps", "1", "--batch-size", "16", "--num-workers", "0", "--report-to", "none", "--progress", "false",
+                 "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 16 invalid record(s): 16 x missing image file" in err
+    assert ("the test split's records were all skipped: the model is not scored on held-out data after training"
+            in err.splitlines())
+    assert "no test split" not in err and "records: train 48, dev 16, test 0" in out
+
+
 def test_cli_train_evaluate_predict(tiny_models, tiny_dataset, tmp_path, capsys, broken_png):
     config = tmp_path / "opts.yaml"
     config.write_text(f"text_model: {tiny_models['text']}\nimage_model: {tiny_models['image']}\nteacher: {tiny_models['teacher']}\n"

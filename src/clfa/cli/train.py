@@ -21,9 +21,9 @@ def train_command(args: argparse.Namespace) -> int:
     # Under torchrun / accelerate launch every process runs this command; the first speaks for the run.
     notes = [report] if (report := data.report()) else []
     if not data.splits.get("dev"):
-        notes.append("no dev split: no checkpoint is picked by its dev score; the model of the last step is kept")
+        notes.append(f"{_no_records(data, 'dev')}: no checkpoint is picked by its dev score; the model of the last step is kept")
     if not data.splits.get("test"):
-        notes.append("no test split: the model is not scored on held-out data after training")
+        notes.append(f"{_no_records(data, 'test')}: the model is not scored on held-out data after training")
     if notes and first_process():
         print("\n".join(notes), file=sys.stderr)
     quiet_libraries(args.verbose, opts.progress)
@@ -50,3 +50,11 @@ def train_command(args: argparse.Namespace) -> int:
         print("warning: the training loss became nan; the model written is a dev checkpoint from before, with finite "
               "weights, but later epochs were lost: lower --learning-rate", file=sys.stderr)
     return 0
+
+
+def _no_records(data, split: str) -> str:
+    """Why ``split`` has no records: it was not given, or it was read and every record skipped (as the summary above
+    counts them), which is no split left out."""
+    if split not in data.splits:
+        return f"no {split} split"
+    return f"the {split} split's records were all skipped" if len(data.skipped) else f"the {split} split holds no records"
