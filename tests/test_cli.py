@@ -247,8 +247,10 @@ def test_under_a_launcher_help_and_version_are_printed_once_a_machine(argv, prin
 
 
 def test_under_a_launcher_ctrl_c_is_said_once_a_machine_and_ends_every_process_with_the_shells_status():
-    # A launcher passes the SIGINT of a Ctrl-C on to each of its processes.
-    runs = launched(["train", "--dataset", "jsonl"], handler="signal.raise_signal(signal.SIGINT)")
+    # A launcher passes the SIGINT of a Ctrl-C on to each of its processes. Python's own handler is put back first: a
+    # shell that starts the tests in the background has them ignore SIGINT, and Python then installs none.
+    runs = launched(["train", "--dataset", "jsonl"],
+                    handler="signal.signal(signal.SIGINT, signal.default_int_handler); signal.raise_signal(signal.SIGINT)")
     assert [status for status, _, _ in runs] == [130, 130]
     assert "".join(err for _, _, err in runs) == "clfa: interrupted\n"
 
