@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import (BertConfig, BertModel, BertTokenizerFast, CLIPConfig, CLIPImageProcessor, CLIPModel, TrainerCallback, ViTConfig,
                           ViTImageProcessorPil, ViTModel)
 
+from clfa import CLFAModel
 from clfa.options import TrainOptions
 
 # The models under test are tiny: intra-op threads add only hand-offs, and on a machine whose other cores are busy each
@@ -82,6 +83,30 @@ def other_students(tiny_models, tmp_path_factory) -> dict[str, str]:
     PreTrainedTokenizerFast(tokenizer_object=bert.backend_tokenizer, unk_token="[UNK]").save_pretrained(root / "no_pad")
     BertTokenizerFast.from_pretrained(tiny_models["text"], padding_side="left").save_pretrained(root / "left_padded")
     return {name: str(root / name) for name in ("t5", "clip_text", "no_pad", "left_padded")}
+
+
+# A CLFA model on the tiny students, with three classes as MVSA has, and a batch of inputs for it: the models of the
+# tests of clfa.modeling, clfa.fusion and clfa.configuration.
+LABELS = ["negative", "neutral", "positive"]
+
+
+def make_model(tiny_models, **kwargs) -> CLFAModel:
+    defaults = dict(align_dim=24, mapping_hidden_dim=40, fusion_heads=2, fusion_ffn_dim=48)
+    return CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=LABELS, **(defaults | kwargs))
+
+
+def batch(b=4, t=10, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 4:] = 0
+    return {
+        "input_ids": torch.randint(5, 20, (b, t), generator=g),
+        "attention_mask": mask,
+        "pixel_values": torch.randn(b, 3, size, size, generator=g),
+        "labels": torch.tensor([0, 1, 2, 0][:b]),
+        "teacher_text_embeds": torch.randn(b, 24, generator=g),
+        "teacher_image_embeds": torch.randn(b, 24, generator=g),
+    }
 
 
 def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positive"), seed: int = 0) -> Path:

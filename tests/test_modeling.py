@@ -2,31 +2,10 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from clfa import CLFAConfig, CLFAModel
-from clfa.fusion import FUSIONS
+from clfa import CLFAModel
 from clfa.losses import pool_tokens
 from clfa.modeling import new_config
-
-LABELS = ["negative", "neutral", "positive"]
-
-
-def make_model(tiny_models, **kwargs) -> CLFAModel:
-    defaults = dict(align_dim=24, mapping_hidden_dim=40, fusion_heads=2, fusion_ffn_dim=48)
-    return CLFAModel.from_encoders(tiny_models["text"], tiny_models["image"], labels=LABELS, **(defaults | kwargs))
-
-
-def batch(b=4, t=10, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(b, t, dtype=torch.long)
-    mask[0, 4:] = 0
-    return {
-        "input_ids": torch.randint(5, 20, (b, t), generator=g),
-        "attention_mask": mask,
-        "pixel_values": torch.randn(b, 3, size, size, generator=g),
-        "labels": torch.tensor([0, 1, 2, 0][:b]),
-        "teacher_text_embeds": torch.randn(b, 24, generator=g),
-        "teacher_image_embeds": torch.randn(b, 24, generator=g),
-    }
+from conftest import LABELS, batch, make_model
 
 
 def test_sizes_come_from_the_encoders_and_outputs_are_complete(tiny_models):
@@ -85,52 +64,6 @@ def test_lambda_scales_alignment_and_zero_disables_it(tiny_models):
     baseline = make_model(tiny_models, alignment_weight=0.0).eval()
     out = baseline(**inputs)
     assert out.alignment_loss is None and torch.equal(out.loss, out.ce_loss)
-
-
-@pytest.mark.parametrize("fusion", sorted(FUSIONS))
-def test_every_fusion_trains(tiny_models, fusion):
-    model = make_model(tiny_models, fusion=fusion)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    inputs = batch()
-    losses = []
-    for _ in range(5):
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-
-
-def test_the_fusion_is_post_norm_cross_attention_from_text_queries_to_image_keys_and_values(tiny_models):
-    """Each layer: x = LN(x + attention(queries x, keys and values image)); x = LN(x + FFN(x)); the next layer takes
-    x as its queries; the classifier reads the masked mean of the last x. Attention by torch's own multi-head
-    attention, on the layer's weights."""
-    import torch.nn.functional as F
-
-    model = make_model(tiny_models, fusion_layers=3, initializer_range=0.3).eval()
-    inputs = batch()  # its first text is padded after 4 tokens
-    mask = inputs["attention_mask"]
-    with torch.no_grad():
-        out = model(**inputs)
-        states = model.text_model(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
-        x, image = model.text_mapping(states), model.image_mapping(model.image_model(pixel_values=inputs["pixel_values"]).last_hidden_state)
-        d = x.shape[-1]
-        for layer in model.fusion.layers:
-            k_weight, v_weight = layer.kv.weight.chunk(2)
-            attended, _ = F.multi_head_attention_forward(
-                x.transpose(0, 1), image.transpose(0, 1), image.transpose(0, 1), d, layer.heads, None,
-                torch.cat([layer.q.bias, layer.kv.bias]), None, None, False, 0.0, layer.out.weight, layer.out.bias,
-                training=False, need_weights=False, use_separate_proj_weight=True,
-                q_proj_weight=layer.q.weight, k_proj_weight=k_weight, v_proj_weight=v_weight)
-            x = layer.norm1(x + attended.transpose(0, 1))
-            x = layer.norm2(x + layer.ffn(x))
-        pooled = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        torch.testing.assert_close(out.logits, model.classifier(pooled), rtol=1e-5, atol=1e-5)
-        # Padded text tokens are queries whose outputs no pooled state reads: what they hold changes nothing.
-        changed = dict(inputs, input_ids=inputs["input_ids"].clone())
-        changed["input_ids"][0, 4:] = 5
-        torch.testing.assert_close(model(**changed).logits[0], out.logits[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -256,22 +189,6 @@ def test_train_and_eval_reach_every_module_even_after_a_submodule_was_switched(t
     assert modes() == {True}
     with pytest.raises(ValueError, match="training mode is expected to be boolean"):  # the shortcut leaves torch's check of the mode in place
         model.train(1)
-
-
-def test_config_rejects_unknown_choices():
-    with pytest.raises(ValueError, match="alignment_pooling"):
-        CLFAConfig(alignment_pooling="max")
-
-
-def test_numpy_settings_are_taken_as_plain_numbers_and_saved(tiny_models, tmp_path):
-    """A sweep's values are often numpy numbers: they are settings of the right kind, and a model of them must save
-    (json cannot write a numpy number), not fail after its training."""
-    import numpy as np
-
-    model = make_model(tiny_models, fusion_heads=np.int64(2), dropout=np.float32(0.25), temperature=np.float64(0.2))
-    assert [type(getattr(model.config, name)) for name in ("fusion_heads", "dropout", "temperature")] == [int, float, float]
-    model.save_pretrained(tmp_path)
-    assert CLFAModel.from_pretrained(tmp_path).config.dropout == 0.25
 
 
 def test_real_pretrained_minilm_text_encoder_trains(tiny_models):
