@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from clfa.errors import OptionError
-from clfa.visualize import alignment_heatmaps, cosine_matrix
+from clfa.visualize import alignment_heatmaps, cosine_matrix, figure_format
 
 
 def test_the_heat_map_is_drawn_without_touching_the_callers_pyplot(tmp_path):
@@ -79,6 +79,22 @@ def test_the_figure_is_written_under_the_name_given_in_the_format_its_suffix_nam
                                           r"\.png, or one of .*\.pdf, .*\.svg"):
         alignment_heatmaps({"CLFA": matrix}, tmp_path / "heat.xyz")
     assert sorted(file.name for file in tmp_path.iterdir()) == ["heat", "heat.SVG"]
+
+
+def test_a_format_matplotlib_writes_only_with_a_program_or_codec_missing_here_is_refused_before_drawing(tmp_path, monkeypatch):
+    """pgf needs TeX and avif a Pillow with its codec: both are in matplotlib's list, and failed only once drawn."""
+    from matplotlib import rcParams
+    from PIL import features
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no TeX on it, whether TeX is installed here or not
+    with pytest.raises(OptionError, match=rf"^--output heat\.pgf: \.pgf is written through TeX, and {rcParams['pgf.texsystem']} is "
+                                          "not installed; give a .pdf or .svg$"):
+        figure_format("heat.pgf", "--output")
+    check = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "avif" else check(name))  # an older Pillow
+    with pytest.raises(OptionError, match=r"^heat\.avif: this Pillow writes no AVIF"):
+        figure_format("heat.avif")
+    assert figure_format("heat.webp") == "webp"
 
 def _models(tiny_models, root):
     """A model aligned (as trained with CLFA) and one without alignment, both untrained, and a text-only baseline."""

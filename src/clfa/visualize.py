@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,18 @@ def figure_format(path: str | Path, option: str | None = None) -> str:
     from matplotlib.backend_bases import FigureCanvasBase
 
     suffix = Path(path).suffix.lower().removeprefix(".")
+    named = f"{f'{option} ' if option else ''}{path}"
     if suffix and suffix not in (formats := FigureCanvasBase.get_supported_filetypes()):
-        raise OptionError(f"{f'{option} ' if option else ''}{path}: .{suffix} is no image format matplotlib writes; give a "
-                          f"name ending in .png, or one of {', '.join('.' + f for f in sorted(formats))}")
+        raise OptionError(f"{named}: .{suffix} is no image format matplotlib writes; give a name ending in .png, or one "
+                          f"of {', '.join('.' + f for f in sorted(formats))}")
+    # Two formats matplotlib lists but writes only with a program or a codec of its own: else an error once drawn.
+    if suffix == "pgf" and not shutil.which(texsystem := rcParams["pgf.texsystem"]):
+        raise OptionError(f"{named}: .pgf is written through TeX, and {texsystem} is not installed; give a .pdf or .svg")
+    if suffix == "avif":
+        from PIL import features
+
+        if not features.check("avif"):
+            raise OptionError(f"{named}: this Pillow writes no AVIF (Pillow 11.2 and later do); give a .png or .webp")
     return suffix or rcParams["savefig.format"]
 
 
