@@ -109,6 +109,32 @@ def batch(b=4, t=10, size=16, seed=0):
     }
 
 
+# The checks of work on a GPU other than the first one: cuda:1, in a process that never made it current.
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+
+
+def on_a_fresh_process(script: str) -> dict:
+    """Runs ``script``, which leaves a dict in ``result``, in a new Python process, and returns that dict with
+    ``contexts`` (whether each GPU holds a CUDA context of that process), ``reserved_on_first`` (bytes the process's
+    allocator holds on GPU 0) and ``current`` (its current GPU) at the end. This process has contexts on every GPU
+    its other tests used: a context where none should be is seen only in a process of its own."""
+    import subprocess
+    import sys
+
+    import clfa
+
+    ending = ("\nimport json, torch\n"
+              "result['contexts'] = [torch._C._cuda_hasPrimaryContext(i) for i in range(torch.cuda.device_count())]\n"
+              "result['reserved_on_first'] = torch.cuda.memory_reserved(0)\n"
+              "result['current'] = torch.cuda.current_device()\n"
+              "print(json.dumps(result))\n")
+    paths = [str(Path(clfa.__file__).parents[1]), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+    run = subprocess.run([sys.executable, "-c", script + ending], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positive"), seed: int = 0) -> Path:
     """A learnable custom-format dataset: the label is the image's brightness, the text is noise."""
     rng = np.random.default_rng(seed)

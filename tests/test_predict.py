@@ -14,6 +14,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from clfa import CLFAModel
 from clfa.data.records import Record
 from clfa.predict import Predictor
+from conftest import on_a_fresh_process, two_gpus
 
 
 def save_model(tiny_models, path):
@@ -123,6 +124,41 @@ def test_predictions_on_a_gpu_are_those_of_the_cpu(tiny_models, tiny_dataset, tm
         torch.testing.assert_close(batched, expected, rtol=0, atol=atol, msg=precision)
         one = predictor.predict(records[0].text, records[0].image)["probabilities"]
         torch.testing.assert_close(torch.tensor(list(one.values())), expected[0], rtol=0, atol=atol, msg=precision)
+
+
+@two_gpus
+@pytest.mark.parametrize("num_workers", [0, 1], ids=["pinned-here", "pinned-by-the-loader-thread"])
+def test_prediction_on_the_second_gpu_leaves_the_first_alone(tiny_models, tiny_dataset, tmp_path, num_workers):
+    """cuda:1 in a process that never chose a GPU (its current one is the first): pinning batches, in the process or in
+    the loader's pin-memory thread, bf16 autocast and the single pair open no context on GPU 0, which would cost some
+    500 MB there; the results are those of cuda:0, and the caller's current GPU is left as it was."""
+    save_model(tiny_models, tmp_path)
+    records = records_of(tiny_dataset)
+    expected = {}
+    for precision in ("fp32", "auto"):
+        on_first = Predictor.from_pretrained(tmp_path, device="cuda:0", precision=precision)
+        expected[precision] = on_first.run(records, batch_size=4, progress=False)["probabilities"].tolist()
+        one = on_first.predict(records[0].text, records[0].image)["probabilities"]
+        expected[f"{precision}, one pair"] = list(one.values())
+    pairs = [(record.text, str(record.image)) for record in records]
+    result = on_a_fresh_process(
+        "from clfa.data.records import Record\n"
+        "from clfa.predict import Predictor\n"
+        f"records = [Record(id=str(i), text=text, image=image) for i, (text, image) in enumerate({pairs!r})]\n"
+        "result = {}\n"
+        "for precision in ('fp32', 'auto'):\n"
+        f"    predictor = Predictor.from_pretrained({str(tmp_path)!r}, device='cuda:1', precision=precision)\n"
+        f"    result[precision] = predictor.run(records, batch_size=4, num_workers={num_workers}, progress=False)"
+        "['probabilities'].tolist()\n"
+        "    one = predictor.predict(records[0].text, records[0].image)['probabilities']\n"
+        "    result[f'{precision}, one pair'] = list(one.values())\n")
+    assert result["contexts"][:2] == [False, True] and result["reserved_on_first"] == 0
+    assert result["current"] == 0
+    # Another model of GPU may pick other kernels (and auto another precision): then as close as the CPU's results are.
+    alike = torch.cuda.get_device_name(0) == torch.cuda.get_device_name(1)
+    for key, values in expected.items():
+        atol = 1e-6 if alike else (1e-3 if key.startswith("fp32") else 0.03)
+        torch.testing.assert_close(torch.tensor(result[key]), torch.tensor(values), rtol=0, atol=atol, msg=key)
 
 
 def test_prediction_runs_the_attention_backends_asked_for(tiny_models, tiny_dataset, tmp_path, fused_attention_kernels):

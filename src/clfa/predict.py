@@ -297,12 +297,31 @@ class Predictor:
         self.image_processor.save_pretrained(path)
         return sorted(file for file in path.iterdir() if file.is_file())
 
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """The predictor's GPU as this thread's current one, for the block. torch pins host memory, starts a loader's
+        pin-memory thread and checks autocast's bf16 support on the current GPU, the first unless set: on cuda:1 these
+        would open a context (some 500 MB) on a GPU not asked for."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _on_device_each(self, loader) -> Iterator[dict]:
+        """``loader``'s batches, each made (and pinned) with the predictor's GPU current; the caller's code between
+        batches runs with its own."""
+        with self._on_device():
+            batches = iter(loader)
+        while True:
+            with self._on_device():
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """``batch`` holds uint8 ``pixels``, normalised after the copy to the device (a quarter of the bytes of floats)."""
-        inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixels")}
-        inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
         with contextlib.ExitStack() as scope:
+            scope.enter_context(self._on_device())
+            inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixels")}
+            inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
             scope.enter_context(autocast(self.precision, self.device))
             scope.enter_context(attention_backends(self.attention_backends))
             out = self.model(**inputs)
@@ -376,7 +395,8 @@ class Predictor:
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=stack, pin_memory=self.device.type == "cuda"
         )
-        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress_bars(progress)):
+        for batch in tqdm(self._on_device_each(loader), desc="predict", unit="batch", total=len(loader),
+                          disable=not progress_bars(progress)):
             yield {key: value.numpy() for key, value in self._forward(batch).items()}
 
     def run(self, records: Iterable[Record], batch_size: int = 64, num_workers: int = 0, progress: bool | None = None,
