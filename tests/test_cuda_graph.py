@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 
 from clfa.cuda_graph import GraphableAdamW, StepGraph
 from clfa.data.processing import stack
+from conftest import on_a_fresh_process, two_gpus
 
 
 def _groups(model: torch.nn.Module) -> list[dict]:
@@ -146,6 +147,29 @@ def test_captured_step_replays_training_with_new_batches_and_learning_rates():
     torch.testing.assert_close(replayed_model.weight, model.weight, rtol=1e-5, atol=1e-6)
     with pytest.raises(RuntimeError, match="'x' is \\(2, 6\\)"):
         graph({"x": torch.randn(2, 6), "y": torch.randn(2, 3)})
+
+
+@two_gpus
+def test_a_step_captured_on_the_second_gpu_replays_there_and_leaves_the_first_alone():
+    """A StepGraph for cuda:1 in a process whose current GPU is the first: torch.cuda.graph synchronizes and captures
+    on the current GPU, and by default on a capture stream made once per process on the GPU current then. Captured
+    after a capture on cuda:0, the step must still replay on cuda:1; and in a process of its own, no context and no
+    graph memory may land on GPU 0."""
+    first, _, _ = _train("cuda:0", 6, warmup=3)  # the process's first capture, made with GPU 0 current
+    eager, model, _ = _train("cuda:1", 12, warmup=None)
+    with torch.cuda.device(0):
+        replayed, replayed_model, graph = _train("cuda:1", 12, warmup=3)
+    assert graph.graph is not None and first[-1] != first[0]
+    torch.testing.assert_close(torch.tensor(replayed), torch.tensor(eager), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(replayed_model.weight, model.weight, rtol=1e-5, atol=1e-6)
+
+    result = on_a_fresh_process(
+        "from test_cuda_graph import _train\n"
+        "losses, _, graph = _train('cuda:1', 12, warmup=3)\n"
+        "result = {'losses': losses, 'captured': graph.graph is not None}\n")
+    assert result["contexts"][:2] == [False, True] and result["reserved_on_first"] == 0
+    assert result["current"] == 0 and result["captured"]
+    torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(eager), rtol=1e-5, atol=1e-6)
 
 
 # Reading a device value on the host (.item(), bool(tensor), data-dependent shapes) cannot be captured; torch.tensor

@@ -5,7 +5,7 @@ from transformers import AutoModel
 from clfa import CLFAModel
 from clfa.losses import pool_tokens
 from clfa.modeling import new_config
-from conftest import LABELS, batch, make_model
+from conftest import LABELS, batch, make_model, on_a_fresh_process, two_gpus
 
 
 def test_sizes_come_from_the_encoders_and_outputs_are_complete(tiny_models):
@@ -106,6 +106,28 @@ def test_students_side_by_side_compute_what_they_compute_one_after_the_other(tin
     for side_by_side, one_after_the_other in zip(results[True][1], results[False][1]):
         torch.testing.assert_close(side_by_side, one_after_the_other, rtol=1e-5, atol=1e-6)
     assert "overlap_towers" not in model.config.to_dict()  # how the model runs, not what it is
+
+
+@two_gpus
+def test_students_side_by_side_on_the_second_gpu_leave_the_first_alone(tiny_models):
+    """A model on cuda:1 in a process whose current GPU is the first: the students' two streams are cuda:1's, no
+    context opens on GPU 0, and loss and gradients are those of the students one after the other."""
+    result = on_a_fresh_process(
+        "import torch\n"
+        "from conftest import batch, make_model\n"
+        f"model = make_model({tiny_models!r}).to('cuda:1').eval()\n"
+        "inputs = {key: value.to('cuda:1') for key, value in batch().items()}\n"
+        "result = {}\n"
+        "for overlap in (False, True):\n"
+        "    model.overlap_towers = overlap\n"
+        "    model.zero_grad(set_to_none=True)\n"
+        "    loss = model(**inputs).loss\n"
+        "    loss.backward()\n"
+        "    result[str(overlap)] = [loss.item(), *torch.cat([p.grad.flatten() for p in model.parameters()]).tolist()]\n"
+        "    del loss\n")
+    assert result["contexts"][:2] == [False, True] and result["reserved_on_first"] == 0
+    assert result["current"] == 0
+    torch.testing.assert_close(torch.tensor(result["True"]), torch.tensor(result["False"]), rtol=1e-5, atol=1e-6)
 
 
 def test_a_student_saved_in_half_precision_trains_in_fp32(tiny_models, tmp_path):

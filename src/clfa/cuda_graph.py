@@ -116,17 +116,20 @@ class StepGraph:
             logger.warning("CUDA graphs need a CUDA device; on %s every training step runs eagerly", self.device)
 
     def __call__(self, batch: Batch) -> tuple:
-        if self.graph is not None:
-            self._copy_in(batch)
-            self.graph.replay()
-            return self._outputs
-        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         if self.device.type != "cuda":
-            return self.step(batch)
-        if self.eager_steps < self.warmup:
-            self.eager_steps += 1
-            return self._on_side_stream(batch)
-        return self._capture(batch)
+            return self.step({key: value.to(self.device, non_blocking=True) for key, value in batch.items()})
+        # The step's GPU current throughout: torch.cuda.graph synchronizes and captures on the current GPU, and
+        # leaving a stream of another GPU sets the current one back (a context opened on the first GPU).
+        with torch.cuda.device(self.device):
+            if self.graph is not None:
+                self._copy_in(batch)
+                self.graph.replay()
+                return self._outputs
+            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            if self.eager_steps < self.warmup:
+                self.eager_steps += 1
+                return self._on_side_stream(batch)
+            return self._capture(batch)
 
     def _on_side_stream(self, batch: Batch) -> tuple:
         # As PyTorch's whole-network capture does: warm-up work on a side stream, so that nothing the capture
@@ -149,8 +152,9 @@ class StepGraph:
         graph = torch.cuda.CUDAGraph()
         # thread_local: the data loader's pin-memory thread keeps calling the CUDA runtime during the capture, and
         # only this thread's calls must be capture-safe. (Unsafe calls from other threads, autograd's included, go
-        # unreported; work queued on the capture stream is still checked.)
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # unreported; work queued on the capture stream is still checked.) A capture stream on the step's GPU: the
+        # one torch.cuda.graph makes itself is made once per process, on whichever GPU was current then.
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device), capture_error_mode="thread_local"):
             self._outputs = self.step(self._inputs)
         self.graph = graph
         graph.replay()  # capturing records the step without running it

@@ -298,15 +298,18 @@ class CLFAModel(CLFAPreTrainedModel):
         other, as in :meth:`_encode`."""
         if pixel_values.device.type != "cuda":
             return self._encode(input_ids, attention_mask, pixel_values)
-        ambient, side = torch.cuda.current_stream(pixel_values.device), _side_stream(pixel_values.device)
-        side.wait_stream(ambient)
-        with torch.cuda.stream(side):
-            # Made on the current stream, read on the side one: its memory must not be reused before that read.
-            pixel_values.record_stream(side)
-            image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
-        text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        ambient.wait_stream(side)
-        image_states.record_stream(ambient)
+        # The model's GPU current: leaving a stream of another GPU than the current one sets the current GPU back,
+        # which opens a context on it (the first GPU, for a model on cuda:1 in a process that never chose one).
+        with torch.cuda.device(pixel_values.device):
+            ambient, side = torch.cuda.current_stream(pixel_values.device), _side_stream(pixel_values.device)
+            side.wait_stream(ambient)
+            with torch.cuda.stream(side):
+                # Made on the current stream, read on the side one: its memory must not be reused before that read.
+                pixel_values.record_stream(side)
+                image_states = self.image_model(pixel_values=pixel_values).last_hidden_state
+            text_states = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            ambient.wait_stream(side)
+            image_states.record_stream(ambient)
         return text_states, image_states
 
 
