@@ -1,5 +1,6 @@
 """Reproducibility on the CPU: a run is a function of its options, data and seed, and of nothing that only changes how
-the work is done (loader processes, caches, where the data lies, how often the run logs or evaluation batches)."""
+the work is done (loader processes, caches, where the data lies, how often the run logs or evaluation batches); and
+a run leaves the caller's random generators, the CPU's and every GPU's, as it found them."""
 
 import random
 import shutil
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 from clfa.data.registry import load_dataset
 from clfa.errors import OptionError
 from clfa.training import train
-from conftest import tiny_options
+from conftest import tiny_options, two_gpus
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
@@ -80,3 +81,21 @@ def test_train_leaves_the_callers_random_generators_as_it_found_them(tiny_models
             train(opts, data)
 
     assert _seeded_draws(refused) == expected
+
+
+@two_gpus
+def test_train_leaves_the_generator_of_a_gpu_not_current_as_it_found_it(tiny_models, tiny_dataset, tmp_path):
+    """A caller drawing on cuda:1 with the first GPU current (none chosen): the run seeds every GPU's generator, and
+    each must be put back, not only the current GPU's."""
+    data = load_dataset("jsonl", tiny_dataset)
+    opts = tiny_options(tiny_models, tmp_path, max_steps=2)
+
+    def draws(before=lambda: None) -> list[float]:
+        torch.manual_seed(1)
+        torch.rand(3, device="cuda:1")
+        before()
+        return torch.rand(3, device="cuda:1").tolist()
+
+    with torch.cuda.device(0):
+        expected = draws()
+        assert draws(lambda: train(opts, data)) == expected

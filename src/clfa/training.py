@@ -245,10 +245,10 @@ def _callers_random_state():
     after each call the same numbers: a random search drawing a learning rate before each run drew one value again
     and again."""
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    # The caller's GPU only, where it has drawn on one: reading every GPU's state would open a context on each, in
-    # every process of a launcher's run.
-    gpu = torch.cuda.current_device() if torch.cuda.is_initialized() else None
-    cuda = torch.cuda.get_rng_state(gpu) if gpu is not None else None
+    # Every GPU's, where the caller has started CUDA: it may have drawn on one that is not the current one (cuda:1, none
+    # chosen), and the run seeds them all. A GPU's state is a seed and an offset kept on the host: reading it opens
+    # no context on the GPU.
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     # A GPU not started yet would start with the seed torch.manual_seed last gave (or torch's default), as the CPU's.
     unstarted_seed = torch.initial_seed()
     mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None
@@ -259,7 +259,7 @@ def _callers_random_state():
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
         if cuda is not None:
-            torch.cuda.set_rng_state(cuda, gpu)
+            torch.cuda.set_rng_state_all(cuda)
         elif torch.cuda.is_initialized():  # started by the run: its generators as they would have started
             torch.cuda.manual_seed_all(unstarted_seed)
         if mps is not None:
