@@ -712,10 +712,16 @@ def test_predict_names_an_image_it_cannot_use_before_the_model_loads(tmp_path, c
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:-200])  # its pixels, not its header
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "page.jpg").write_text("<!doctype html><title>Not Found</title><p>The requested URL was not found.")
+    (tmp_path / "photo.jpg").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64))  # an iPhone's photo, renamed
     (tmp_path / "folder.png").mkdir()
     for name, message in (("nowhere.png", "missing image file {}"), ("folder.png", "folder instead of an image file {}"),
                           ("empty.png", "empty image file {}"),
                           ("text.png", "unreadable image file {} (UnidentifiedImageError: cannot identify image file '{}')"),
+                          ("page.jpg", "unreadable image file {} (an HTML page ('Not Found'), not an image: what a failed "
+                                       "download leaves)\n"),
+                          ("photo.jpg", "unreadable image file {} (a HEIC/HEIF photo, which Pillow does not read: convert it "
+                                        "to JPEG or PNG)\n"),
                           ("cut.jpg", "unreadable image file {} (OSError: image file is truncated")):
         capsys.readouterr()
         image = tmp_path / name  # the model named is none: the image is refused before it is looked for
@@ -794,3 +800,42 @@ def test_rewritten_texts_reach_loader_workers_without_the_model(tiny_models, tin
     monkeypatch.setattr(clfa.predict, "CLFADataset", lambda records, *a, **k: sent.append(records) or real(records, *a, **k))
     predictor.run(records_of(tiny_dataset), progress=False)
     assert len(pickle.dumps(sent[0])) < 100_000
+
+
+def test_an_image_pillow_warns_about_is_predicted_without_its_warnings(tiny_models, tmp_path, monkeypatch, capsys):
+    """Pillow's warnings of a size past the one it warns at and of EXIF it cannot parse name no file, and the pixels
+    are read all the same: by path, as the image opened from it, and through --image and --input alike."""
+    import warnings
+
+    from clfa.cli import main
+
+    save_model(tiny_models, tmp_path / "model")
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    picture.save(tmp_path / "exif.jpg", exif=b"Exif\0\0II*\0\x08\0\0\0" + bytes(range(256)), quality=100)
+    with pytest.warns(UserWarning, match=r"(?i)corrupt EXIF"):
+        Image.open(tmp_path / "exif.jpg")
+    picture.save(tmp_path / "large.png")
+    pairs = [{"id": "exif", "text": "the cat", "image": "exif.jpg"}, {"id": "large", "text": "the cat", "image": "large.png"}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: past the size Pillow warns at, not the one it refuses
+    paths = (tmp_path / "exif.jpg", tmp_path / "large.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # opened here: Pillow's own warnings, not the predictor's
+        opened = [Image.open(path) for path in paths]
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for path, image in zip(paths, opened):
+            by_path = predictor.predict("the cat", path)
+            assert predictor.predict("the cat", image) == by_path
+            assert main(["predict", "--model", str(tmp_path / "model"), "--text", "the cat", "--image", str(path)]) == 0
+            said = json.loads(capsys.readouterr().out)
+            assert said["label"] == by_path["label"]
+            assert said["probabilities"] == pytest.approx(by_path["probabilities"], abs=1e-6)
+        assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "pairs.jsonl"),
+                     "--skip-invalid", "--progress", "false"]) == 0
+    assert [str(warning.message) for warning in caught] == []
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["exif", "large"]
+    for image in opened:
+        image.close()

@@ -171,6 +171,25 @@ def test_check_custom_jsonl(tmp_path, capsys):
     assert str(tmp_path / "a.jpg") not in out
 
 
+def test_check_names_what_a_file_that_is_no_image_holds_and_a_loop_of_links(tmp_path, capsys):
+    """A failed download leaves the server's page under the image's name; a loop of links stopped the check with a
+    traceback (Python before 3.13 raised resolving it)."""
+    jpeg(tmp_path / "a.jpg")
+    (tmp_path / "page.jpg").write_text("<html><head><title>403 Forbidden</title></head><body>nginx</body></html>")
+    (tmp_path / "drawing.png").write_text('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    names = ["a.jpg", "page.jpg", "drawing.png", "loop.jpg"]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"id": str(i), "text": "hi", "image": name, "label": "x"}) + "\n"
+                                                  for i, name in enumerate(names)))
+    assert run(["data", "check", "--dataset", "jsonl", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    train = tmp_path / "train.jsonl"
+    assert (f"  {train}:2: {tmp_path / 'page.jpg'} holds an HTML page ('403 Forbidden'), not an image: what a failed "
+            "download leaves") in out
+    assert f"  {train}:3: {tmp_path / 'drawing.png'} holds an SVG drawing, which Pillow does not read: convert it to PNG" in out
+    assert f"  {train}:4: {tmp_path / 'loop.jpg'}: Too many levels of symbolic links" in out
+
+
 def test_check_and_stats_name_a_sample_in_two_splits(tmp_path, capsys):
     jpeg(tmp_path / "a.jpg")
     jpeg(tmp_path / "b.jpg")

@@ -23,6 +23,7 @@ def folder(tmp_path, broken_png):
         (tmp_path / "img" / name.replace("whole", "cut")).write_bytes(data[: len(data) // 2])  # a download cut short
     (tmp_path / "img" / "trailing.jpg").write_bytes((tmp_path / "img" / "whole.jpg").read_bytes() + b"\0" * 16)
     broken_png.rename(tmp_path / "img" / "broken_pixels.png")
+    (tmp_path / "img" / "page.jpg").write_text("<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n")
     return tmp_path
 
 
@@ -42,6 +43,9 @@ CASES = {
     "corrupt image": (json.dumps(GOOD | {"id": "3", "image": "img/corrupt.jpg"}), "unreadable image file"),
     "truncated jpeg": (json.dumps(GOOD | {"id": "3", "image": "img/cut.jpg"}), "image file is truncated"),
     "truncated png": (json.dumps(GOOD | {"id": "3", "image": "img/cut.png"}), "unreadable image file"),
+    # What a failed download saves under the image's name: named for what it is, not as a format Pillow does not know.
+    "web page as image": (json.dumps(GOOD | {"id": "3", "image": "img/page.jpg"}),
+                          "page.jpg (an HTML page ('404 Not Found'), not an image: what a failed download leaves)"),
     "folder as image": (json.dumps(GOOD | {"id": "3", "image": "img"}), "folder instead of an image file"),
     "empty image field": (json.dumps(GOOD | {"id": "3", "image": " "}), "malformed line: empty image field"),
     "empty text": (json.dumps(GOOD | {"id": "3", "text": "   "}), "empty text"),
@@ -74,6 +78,21 @@ def test_skip_invalid_counts_and_names_the_dropped_record(folder, case):
     assert [r.id for r in records] == ["1", "2"]
     assert len(skip) == 1 and skip.skipped[0].line == 3
     assert "skipped 1 invalid record" in skip.summary() and message in skip.summary()
+
+
+def test_an_image_path_that_is_a_loop_of_links_is_named_not_a_traceback(folder):
+    """Python before 3.13 raised RuntimeError resolving it, which stopped every command that reads the file."""
+    try:
+        (folder / "img" / "loop.jpg").symlink_to("loop.jpg")
+    except OSError:
+        pytest.skip("symbolic links cannot be made here")
+    path = write_jsonl(folder, json.dumps(GOOD | {"id": "3", "image": "img/loop.jpg"}))
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: missing image file {folder / 'img' / 'loop.jpg'} (a loop of "
+                                                  "symbolic links)")):
+        read_custom(path)
+    skip = SkipReport()
+    assert [r.id for r in read_custom(path, skip=skip)] == ["1", "2"] and "1 x missing image file" in skip.summary()
+    assert [r.image.name for r in read_custom(path, check_images=False)] == ["ok.png", "ok.png", "loop.jpg"]
 
 
 def test_csv_reader_and_relative_image_paths(folder):

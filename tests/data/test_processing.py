@@ -78,6 +78,9 @@ def test_an_image_that_cannot_be_loaded_is_named_once(tiny_models, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"bad.png: unreadable image file \(UnidentifiedImageError: "):
         transform.load(tmp_path / "bad.png")
+    (tmp_path / "empty.png").write_bytes(b"")  # as the readers' checks name it, not as a format Pillow does not know
+    with pytest.raises(DataError, match=r"empty.png: unreadable image file \(an empty file, 0 bytes\)"):
+        transform.load(tmp_path / "empty.png")
 
 
 @pytest.mark.parametrize("source", ["cache", "files", "list"])
@@ -256,3 +259,40 @@ def test_an_image_whose_exif_cannot_be_parsed_reads_as_a_viewer_shows_it(tiny_mo
     with Image.open(tmp_path / "turned.jpg") as stored:
         expected = transform.load_image(Image.fromarray(np.asarray(stored.transpose(Image.Transpose.ROTATE_270))))
     np.testing.assert_array_equal(transform.load(tmp_path / "turned.jpg"), expected)
+
+
+def test_pillow_warns_of_no_size_or_exif_of_an_image_it_reads(tiny_models, tmp_path, monkeypatch):
+    """Its warnings name no file, and the pixels are read all the same: they were noise, once in each process and
+    loader worker, in every command that reads images."""
+    import warnings
+
+    from clfa.data.commands import inspect_image
+    from clfa.data.custom import check_image_file
+    from clfa.data.records import Record
+
+    transform = ImageTransform(AutoImageProcessor.from_pretrained(tiny_models["image"]))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+        tmp_path / "exif.jpg", exif=b"Exif\0\0II*\0\x08\0\0\0" + bytes(range(256)), quality=100)  # EXIF Pillow cannot parse
+    large = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    large.save(tmp_path / "large.png")
+    with pytest.warns(UserWarning, match=r"(?i)corrupt EXIF"), Image.open(tmp_path / "exif.jpg") as stored:
+        expected = [transform.load_image(stored), transform.load_image(large)]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: past the size Pillow warns at, not the one it refuses
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(tmp_path / "large.png"):
+        pass
+    records = [Record(str(i), "a cat", tmp_path / name) for i, name in enumerate(("exif.jpg", "large.png"))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for record in records:
+            assert check_image_file(record.image) is check_image_file(record.image, decode=True) is None
+            assert inspect_image(record.image) is None
+        read = [transform.load(record.image) for record in records]
+        cached = cached_images(records, transform, tmp_path / "cache", num_workers=2, progress=False)
+    assert [str(warning.message) for warning in caught] == []
+    for pixels, row, wanted in zip(read, cached, expected):
+        np.testing.assert_array_equal(pixels, wanted)
+        np.testing.assert_array_equal(row, wanted)
+    Image.new("RGB", (15, 14)).save(tmp_path / "larger.png")  # 210 pixels, past twice the limit: refused, and named
+    with pytest.raises(DataError, match=r"larger.png: unreadable image file \(DecompressionBombError: Image size \(210 pixels"):
+        transform.load(tmp_path / "larger.png")

@@ -20,6 +20,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from clfa.data.arguments import add_dataset_arguments, dataset_from_args
+from clfa.data.image_files import open_image, what_it_holds
 from clfa.data.public.common import ReaderNotes
 from clfa.data.records import DataError, Record, blank
 from clfa.data.registry import DatasetSplits
@@ -144,14 +145,16 @@ def inspect_image(path: Path) -> tuple[str, str] | None:
     """``(kind, detail)`` for an image that cannot be used, or None. Decodes it fully to catch truncation."""
     try:
         size = os.stat(path).st_size
-    except OSError:
+    except FileNotFoundError:
         return "missing image", f"{path} does not exist"
+    except OSError as err:  # a loop of links, a folder that cannot be entered
+        return "missing image", f"{path}: {err.strerror}"
     if size == 0:
         return "empty image file", f"{path} has 0 bytes"
     if path.is_dir():  # a path that names a folder
         return "folder instead of an image file", f"{path} is a folder"
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
             if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE:
                 return "absurd dimensions", f"{path} is {width}x{height} (allowed {MIN_SIDE}-{MAX_SIDE} px per side)"
@@ -159,7 +162,8 @@ def inspect_image(path: Path) -> tuple[str, str] | None:
     except Image.DecompressionBombError as exc:
         return "absurd dimensions", f"{path}: {exc}"
     except UnidentifiedImageError:
-        return "not an image", f"{path} is not an image file PIL can read"
+        held = what_it_holds(path)
+        return "not an image", f"{path} holds {held}" if held else f"{path} is not an image file PIL can read"
     except (OSError, SyntaxError, ValueError) as exc:
         return "truncated or corrupt image", f"{path}: {exc}"
     return None

@@ -8,6 +8,7 @@ under ``skip`` the bad record is counted in the :class:`SkipReport` instead of r
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from clfa.data.image_files import open_image, why_unreadable
 from clfa.data.json_array import iter_json_array
 from clfa.data.records import (DataError, Record, SkipReport, blank, label_key, location, not_utf8, raise_or_skip,
                                 url_instead_of_file)
@@ -53,20 +55,28 @@ def _checked(path: Path, decode: bool) -> tuple[str | None, Image.Image | None]:
     if path.is_dir():
         return f"folder instead of an image file {path}", None
     if not path.is_file():
-        return f"missing image file {path}", None
+        return f"missing image file {path}" + (" (a loop of symbolic links)" if _loops(path) else ""), None
     if path.stat().st_size == 0:
         return f"empty image file {path}", None
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             image_format = img.format
             img.verify()
         if decode or (image_format != "PNG" and not (image_format == "JPEG" and _ends_with_jpeg_eoi(path))):
-            with Image.open(path) as img:  # leaving it closes the file only: the decoded pixels stay
+            with open_image(path) as img:  # leaving it closes the file only: the decoded pixels stay
                 img.load()
             return None, img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"unreadable image file {path} ({exc.__class__.__name__}: {exc})", None
+        return f"unreadable image file {path} ({why_unreadable(path, exc)})", None
     return None, None
+
+
+def _loops(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def _ends_with_jpeg_eoi(path: Path) -> bool:
@@ -338,7 +348,10 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
     # more missing image.
     if check_images and (problem := url_instead_of_file(str(row["image"]))):
         raise DataError(problem, file=path, line=line)
-    image = (path.parent / str(row["image"])).resolve()
+    try:
+        image = (path.parent / str(row["image"])).resolve()
+    except RuntimeError:  # a loop of links, which Python before 3.13 raises for: the check below names it
+        image = Path(os.path.abspath(path.parent / str(row["image"])))
     if check_images and (problem := check_image_file(image, decode=check_images == "decode")):
         raise DataError(problem + (_path_hint(str(row["image"])) if not image.exists() else ""), file=path, line=line)
     return Record(

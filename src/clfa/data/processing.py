@@ -20,6 +20,7 @@ import transformers
 from PIL import ExifTags, Image
 from transformers import AutoImageProcessor
 
+from clfa.data.image_files import open_image, quiet_metadata, why_unreadable
 from clfa.data.records import DataError, Record, url_instead_of_file
 
 
@@ -84,12 +85,12 @@ class ImageTransform:
         try:
             if image is not None:
                 return self.load_image(image)
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 return self.load_image(img)
         except FileNotFoundError:
             raise DataError(f"missing image file{where}", file=path) from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # the file names itself
-            raise DataError(f"unreadable image file{where} ({exc.__class__.__name__}: {exc})", file=path) from exc
+            raise DataError(f"unreadable image file{where} ({why_unreadable(path, exc)})", file=path) from exc
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> float pixel_values, exactly as the image processor would; works on any device
@@ -116,7 +117,8 @@ def _upright(image: Image.Image) -> Image.Image:
     # (caught below, it would leave the pixels decoded so far to be used as the image).
     image.load()
     try:
-        turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+        with quiet_metadata():
+            turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
     except (SyntaxError, ValueError, OSError, struct.error):
         return image
     return image if turn is None else image.transpose(turn)
