@@ -1,10 +1,10 @@
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel
 
 from clfa import CLFAModel
 from clfa.losses import pool_tokens
-from clfa.modeling import new_config
+from clfa.modeling import _TRAILING_PADDING_BLIND, _encoder, new_config, reads_trailing_padding
 from conftest import LABELS, batch, make_model, on_a_fresh_process, two_gpus
 
 
@@ -355,3 +355,45 @@ def test_a_hub_model_cached_at_a_revision_or_in_a_subfolder_loads_offline(tiny_m
     elsewhere = {"revision": "v2"} if "revision" in where else {"subfolder": "other"}
     with pytest.raises(OSError, match=r"not in the hub cache \(HF_HUB_OFFLINE is set\)"):  # where nothing is cached
         CLFAModel.from_pretrained("someone/clfa-mmsd", **elsewhere)
+
+
+# Tiny text encoders of each kind, with sizes every config reads under one name or another.
+_TINY_TEXT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=130, pad_token_id=0, embedding_size=16, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                  d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, decoder_start_token_id=0, bos_token_id=1,
+                  eos_token_id=2)
+_TINY_TEXT_KIND = {  # what makes each mix its tokens as its pretrained models do
+    "deberta": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=64),
+    "deberta-v2": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=64,
+                       conv_kernel_size=3, norm_rel_ebd="layer_norm", position_biased_input=False),
+    "modernbert": dict(num_hidden_layers=3, local_attention=8, global_attn_every_n_layers=2),  # a window shorter than the texts
+    "convbert": dict(embedding_size=32),
+}
+
+
+def _trailing_padding_change(text_config) -> float:
+    """How far an encoder's states of three texts' tokens (5, 17 and 11 of them) move when the texts are padded to 40
+    tokens rather than cut to the longest, or given each alone."""
+    torch.manual_seed(0)
+    encoder = _encoder(text_config).eval()  # of a T5, its encoder alone, as a student
+    lengths = [5, 17, 11]
+    ids, mask = torch.zeros(3, 40, dtype=torch.long), torch.zeros(3, 40, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n], mask[row, :n] = torch.randint(5, 100, (n,)), 1
+    with torch.no_grad():
+        padded = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        cut = encoder(input_ids=ids[:, :17], attention_mask=mask[:, :17]).last_hidden_state
+        alone = [encoder(input_ids=ids[row:row + 1, :n], attention_mask=mask[row:row + 1, :n]).last_hidden_state[0]
+                 for row, n in enumerate(lengths)]
+    return max(max((padded[row, :n] - cut[row, :n]).abs().max().item(), (padded[row, :n] - alone[row]).abs().max().item())
+               for row, n in enumerate(lengths))
+
+
+@pytest.mark.parametrize("model_type", [*sorted(_TRAILING_PADDING_BLIND), "convbert"])
+def test_batches_are_cut_to_their_longest_text_only_for_encoders_that_do_not_read_trailing_padding(model_type):
+    config = AutoConfig.for_model(model_type, **_TINY_TEXT | _TINY_TEXT_KIND.get(model_type, {}))
+    change = _trailing_padding_change(config)
+    if reads_trailing_padding(config):  # ConvBERT's convolutions read the padded positions' states
+        assert change > 1e-3
+    else:
+        assert change < 1e-5

@@ -14,7 +14,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from clfa import CLFAModel
 from clfa.data.records import Record
 from clfa.predict import Predictor
-from conftest import on_a_fresh_process, two_gpus
+from conftest import LABELS, make_model, on_a_fresh_process, two_gpus
 
 
 def save_model(tiny_models, path):
@@ -839,3 +839,85 @@ def test_an_image_pillow_warns_about_is_predicted_without_its_warnings(tiny_mode
     assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["exif", "large"]
     for image in opened:
         image.close()
+
+
+# Texts of 3 to 16 tokens, [CLS] and [SEP] included, for models that pad them to 24.
+MIXED_TEXTS = ["cat", "what a lovely sunny day", "the snow storm of the night and the rainy weather of this great day", "dog",
+               "a photo of the sky", "great", "love this weather"]
+
+
+class TextShapes:
+    """The shapes of the input_ids the model is called with, one per forward pass."""
+
+    def __init__(self, model):
+        self.seen = []
+        self.handle = model.register_forward_pre_hook(
+            lambda module, args, kwargs: self.seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+
+
+def mixed_pairs(predictor):
+    """MIXED_TEXTS as records with their preprocessed images, the images as given to predict(), and what the model
+    computes on the texts padded to max_text_length, as training evaluates it."""
+    from clfa.data.processing import tokenize
+
+    arrays = np.random.default_rng(0).integers(0, 256, (len(MIXED_TEXTS), 20, 24, 3), dtype=np.uint8)
+    pixels = np.stack([predictor.transform.load_image(Image.fromarray(array)) for array in arrays])
+    records = [Record(id=str(i), text=text, image=Path(f"{i}.png")) for i, text in enumerate(MIXED_TEXTS)]
+    tokens = tokenize(predictor.tokenizer, MIXED_TEXTS, predictor.model.config.max_text_length)
+    with torch.inference_mode():
+        out = predictor.model(**tokens, pixel_values=predictor.transform.normalize(torch.from_numpy(pixels)))
+    static = {"probabilities": out.logits.softmax(-1)}
+    static |= {f"{kind}_features": getattr(out, f"{kind}_features") for kind in predictor.model.config.modalities}
+    return records, pixels, arrays, static
+
+
+def check_static(predictor, batch_size: int) -> list[tuple[int, int]]:
+    """Asserts that run() at ``batch_size`` and predict() give what the model gives on statically padded texts;
+    returns the shapes of the input_ids of run()'s forward passes."""
+    records, pixels, arrays, static = mixed_pairs(predictor)
+    shapes = TextShapes(predictor.model)
+    got = predictor.run(records, batch_size=batch_size, progress=False, images=pixels)
+    shapes.handle.remove()
+    assert got.keys() == static.keys()
+    for key, expected in static.items():
+        torch.testing.assert_close(torch.from_numpy(got[key]), expected, rtol=0, atol=1e-5, msg=key)
+    for i, (text, array) in enumerate(zip(MIXED_TEXTS, arrays)):
+        one = predictor.predict(text, array)["probabilities"]
+        torch.testing.assert_close(torch.tensor(list(one.values())), static["probabilities"][i], rtol=0, atol=1e-5)
+    return shapes.seen
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat", "co_attention", "text_only", "image_only"])
+def test_each_batch_is_cut_to_its_longest_text_and_computes_what_static_padding_does(tiny_models, fusion, pooling):
+    model = make_model(tiny_models, fusion=fusion, classifier_pooling=pooling, alignment_pooling=pooling, max_text_length=24,
+                       initializer_range=0.5)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["text"])
+    predictor = Predictor(model, tokenizer, AutoImageProcessor.from_pretrained(tiny_models["image"]), device="cpu")
+    lengths = [len(ids) for ids in tokenizer(MIXED_TEXTS)["input_ids"]]
+    assert sorted(set(lengths)) == [3, 5, 7, 16]  # every batch has padding to cut
+    for batch_size in (1, 3, 7):
+        parts = [lengths[start:start + batch_size] for start in range(0, len(lengths), batch_size)]
+        assert check_static(predictor, batch_size) == [(len(part), max(part)) for part in parts]
+    shapes = TextShapes(predictor.model)
+    predictor.predict(MIXED_TEXTS[1], np.zeros((16, 16, 3), dtype=np.uint8))
+    assert shapes.seen == [(1, lengths[1])]
+
+
+@pytest.mark.parametrize("student", ["left_padded", "convbert"])
+def test_texts_padded_on_the_left_or_read_with_their_padding_keep_the_full_length(tiny_models, other_students, student):
+    """A left-padded text's tokens sit at positions that the padding before them sets, and ConvBERT's convolutions read
+    the padded positions' states: both are given max_text_length tokens."""
+    from transformers import ConvBertConfig, ConvBertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(other_students["left_padded"] if student == "left_padded" else tiny_models["text"])
+    sizes = dict(align_dim=24, fusion_heads=2, max_text_length=24, initializer_range=0.5)
+    if student == "convbert":
+        text = ConvBertModel(ConvBertConfig(vocab_size=len(tokenizer), hidden_size=32, embedding_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+        model = CLFAModel.from_encoders(text, tiny_models["image"], labels=LABELS, **sizes)
+    else:
+        model = make_model(tiny_models, **sizes)
+    predictor = Predictor(model, tokenizer, AutoImageProcessor.from_pretrained(tiny_models["image"]), device="cpu")
+    assert check_static(predictor, 3) == [(3, 24), (3, 24), (1, 24)]

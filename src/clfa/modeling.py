@@ -88,6 +88,23 @@ def text_length_limit(text_config: PreTrainedConfig) -> int | None:
     return positions - pad - 1
 
 
+# Encoders whose state of each text token is a function of the text's tokens alone, whatever padding follows them:
+# padding is masked out of attention, positions count from the first token (absolute, relative or rotary) and nothing
+# else mixes tokens (CLIP's text tower is causal besides). Others read trailing padding: ConvBERT's convolutions see
+# the padded positions' states, FNet's Fourier transform mixes them in, CANINE downsamples over them; a type not named
+# here is taken to read it. tests/test_modeling.py checks each one named against padded inputs.
+_TRAILING_PADDING_BLIND = frozenset({
+    "albert", "bert", "camembert", "clip_text_model", "data2vec-text", "deberta", "deberta-v2", "distilbert", "electra",
+    "ernie", "modernbert", "mpnet", "mt5", "roberta", "roformer", "t5", "umt5", "xlm-roberta",
+})
+
+
+def reads_trailing_padding(text_config: PreTrainedConfig) -> bool:
+    """Whether the text encoder's states of a text's tokens may change with the padding after them: where they do not,
+    a batch can be cut to its longest text."""
+    return text_config.model_type not in _TRAILING_PADDING_BLIND
+
+
 @torch.no_grad()
 def first_token_reads_the_text(encoder: PreTrainedModel) -> bool:
     """Whether the encoder's state of a text's first token depends on the tokens after it. In a causal encoder
@@ -244,7 +261,8 @@ class CLFAModel(CLFAPreTrainedModel):
         teacher_text_embeds: torch.Tensor | None = None,
         teacher_image_embeds: torch.Tensor | None = None,
     ) -> CLFAOutput:
-        """``input_ids`` / ``attention_mask`` (B, L): the tokenizer's, padded to ``config.max_text_length``;
+        """``input_ids`` / ``attention_mask`` (B, L): the tokenizer's, at most ``config.max_text_length`` (training pads
+        to it, prediction cuts a batch's trailing padding where the text encoder does not read it);
         ``pixel_values`` (B, C, H, W): the image processor's (normalised floats); ``labels`` (B,): class indices, for
         the CE loss; ``teacher_text_embeds`` / ``teacher_image_embeds`` (B, ``align_dim``): the frozen teacher's
         embeddings of the same pairs (:func:`clfa.teacher.teacher_embeddings`), for the alignment loss. Without labels

@@ -29,7 +29,7 @@ from clfa.data.records import DataError, Record, blank
 from clfa.data.text_normalization import normalize_tweet
 from clfa.errors import OptionError, first_line
 from clfa.hub import MODEL_HINT as _HINT, trained_model_location
-from clfa.modeling import CLFAModel, first_non_finite_weight
+from clfa.modeling import CLFAModel, first_non_finite_weight, reads_trailing_padding
 from clfa.options import progress_bars
 from clfa.precision import autocast, resolve_precision
 from clfa.prediction_files import labelled
@@ -225,6 +225,10 @@ class Predictor:
     :meth:`run`, :meth:`iter_predictions` and :meth:`batches` draw a progress bar where stderr is a terminal or in a
     Jupyter notebook, as the ``clfa`` command does, and none where stderr is a file (a script's log would keep every
     redraw); their ``progress`` argument decides either way.
+
+    Texts are padded to ``config.max_text_length`` as in training, and each batch is then cut to its longest text,
+    where that computes the same: the tokenizer pads on the right and the text encoder does not read the padding
+    (:func:`clfa.modeling.reads_trailing_padding`).
     """
 
     def __init__(self, model: CLFAModel, tokenizer, image_processor, device: str | torch.device | None = None,
@@ -238,6 +242,8 @@ class Predictor:
         self.image_processor = image_processor
         self.transform = ImageTransform(image_processor)
         self.labels = model.config.labels
+        # Padding on the left is not cut: it would move the texts' tokens to other positions.
+        self._cut_padding = tokenizer.padding_side == "right" and not reads_trailing_padding(model.config.text_config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, **kwargs) -> "Predictor":
@@ -318,15 +324,27 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """``batch`` holds uint8 ``pixels``, normalised after the copy to the device (a quarter of the bytes of floats)."""
+        length = self._text_length(batch["attention_mask"])  # read on the host: no wait for the device
         with contextlib.ExitStack() as scope:
             scope.enter_context(self._on_device())
             inputs = {k: batch[k].to(self.device, non_blocking=True) for k in ("input_ids", "attention_mask", "pixels")}
+            for key in ("input_ids", "attention_mask"):
+                # Cut after the copy, which a view of a pinned batch would make from pageable memory.
+                inputs[key] = inputs[key][:, :length].contiguous()
             inputs["pixel_values"] = self.transform.normalize(inputs.pop("pixels"))
             scope.enter_context(autocast(self.precision, self.device))
             scope.enter_context(attention_backends(self.attention_backends))
             out = self.model(**inputs)
         features = {f"{kind}_features": getattr(out, f"{kind}_features").float().cpu() for kind in self.model.config.modalities}
         return {"probabilities": out.logits.float().softmax(-1).cpu(), **features}
+
+    def _text_length(self, mask: torch.Tensor) -> int:
+        """The token columns the model is given: up to the last that holds a token of any of the batch's texts (a
+        tweet of 20 tokens is not run on 77), or all of them where they are not cut."""
+        if not self._cut_padding:
+            return mask.shape[1]
+        columns = mask.any(0).nonzero()
+        return int(columns[-1]) + 1 if len(columns) else mask.shape[1]
 
     def _text(self, text: str) -> str:
         """The text as the model read its training texts (rewritten where training rewrote them)."""
