@@ -153,6 +153,18 @@ def write_dataset(root: Path, sizes: dict[str, int], labels=("negative", "positi
     return root
 
 
+def write_pairs(path: Path, images: list[str]) -> Path:
+    """A file of labelled pairs, one for each image named, and the images, in the formats their suffixes say. The data
+    checks verify PNG and JPEG without decoding them, and decode the others (WebP, GIF)."""
+    lines = []
+    for i, name in enumerate(images):
+        if not (path.parent / name).exists():
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path.parent / name)
+        lines.append(json.dumps({"id": str(i), "text": "what a lovely day", "image": name, "label": ("negative", "positive")[i % 2]}))
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / "data", {"train": 48, "dev": 16, "test": 16})
@@ -189,6 +201,33 @@ class FusedAttentionKernels:
 def fused_attention_kernels():
     """``with fused_attention_kernels() as kernels:`` counts, in ``kernels.calls``, the fused attention kernels run."""
     return FusedAttentionKernels
+
+
+class Decodes:
+    """Counts, by file name, the images whose pixels PIL decodes: load() of an image it has already decoded is none."""
+
+    def __init__(self, monkeypatch):
+        from PIL import ImageFile
+
+        self.counts, load = Counter(), ImageFile.ImageFile.load
+
+        def counting(image):
+            if image.tile:  # what is left to decode
+                self.counts[Path(image.filename).name] += 1
+            return load(image)
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
+
+    def taken(self) -> dict:
+        counts = dict(self.counts)
+        self.counts.clear()
+        return counts
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> Decodes:
+    """The image decodings from here on, by file name: ``decodes.taken()`` gives those since it was last asked."""
+    return Decodes(monkeypatch)
 
 
 @pytest.fixture

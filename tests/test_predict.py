@@ -14,7 +14,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from clfa import CLFAModel
 from clfa.data.records import Record
 from clfa.predict import Predictor
-from conftest import LABELS, make_model, on_a_fresh_process, two_gpus
+from conftest import LABELS, make_model, on_a_fresh_process, two_gpus, write_pairs
 
 
 def save_model(tiny_models, path):
@@ -654,30 +654,7 @@ def test_a_single_modality_baseline_is_given_its_one_input_alone(tiny_models, ti
         Predictor.from_pretrained(tmp_path / "both", device="cpu").predict(*((text, None) if reads == "text" else (None, image)))
 
 
-class Decodes:
-    """Counts, by file name, the images whose pixels PIL decodes: load() of an image it has already decoded is none."""
-
-    def __init__(self, monkeypatch):
-        from collections import Counter
-
-        from PIL import ImageFile
-
-        self.counts, load = Counter(), ImageFile.ImageFile.load
-
-        def counting(image):
-            if image.tile:  # what is left to decode
-                self.counts[Path(image.filename).name] += 1
-            return load(image)
-
-        monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
-
-    def taken(self) -> dict:
-        counts = dict(self.counts)
-        self.counts.clear()
-        return counts
-
-
-def test_each_prediction_decodes_its_image_once(tiny_models, tmp_path, capsys, monkeypatch):
+def test_each_prediction_decodes_its_image_once(tiny_models, tmp_path, capsys, decodes):
     """clfa predict --image decoded the file to check it, then again to predict it (85 ms more for a 12-megapixel JPEG)."""
     from clfa.cli import main
 
@@ -685,7 +662,6 @@ def test_each_prediction_decodes_its_image_once(tiny_models, tmp_path, capsys, m
     photo, text = tmp_path / "photo.jpg", "what a lovely day"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
     predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
-    decodes = Decodes(monkeypatch)
     expected = predictor.predict(text, photo)
     assert decodes.taken() == {"photo.jpg": 1}
     with Image.open(photo) as opened:  # as the processor sees it, decoded here
@@ -703,6 +679,35 @@ def test_each_prediction_decodes_its_image_once(tiny_models, tmp_path, capsys, m
     assert predictor.predict_records([Record(id="1", text=text, image=photo)], progress=False)[0]["probabilities"] == \
         expected["probabilities"]
     assert decodes.taken() == {"photo.jpg": 1}
+
+
+def test_a_file_of_pairs_is_predicted_from_the_pixels_its_check_decoded(tiny_models, tmp_path, capsys, decodes, broken_png):
+    """clfa predict --input decoded each image to check it (every one under --skip-invalid, and without it those the
+    check cannot verify cheaply, neither PNG nor JPEG), then again for its batch."""
+    from clfa.cli import main
+    from clfa.data.custom import read_custom
+
+    save_model(tiny_models, tmp_path / "model")
+    images = ["a.png", "b.jpg", "c.webp", "d.gif"]
+    pairs = write_pairs(tmp_path / "pairs.jsonl", images)
+    with_broken = write_pairs(tmp_path / "more.jsonl", [*images, broken_png.name])
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    records = read_custom(pairs, check_images=False)
+    expected = [row["probabilities"] for row in predictor.predict_records(records, progress=False)]  # decoded by its batch
+    decodes.taken()
+    predict = ["predict", "--model", str(tmp_path / "model"), "--progress", "false", "--input"]
+    assert main([*predict, str(pairs)]) == 0
+    assert decodes.taken() == {"a.png": 1, "b.jpg": 1, "c.webp": 1, "d.gif": 1}
+    assert [json.loads(line)["probabilities"] for line in capsys.readouterr().out.splitlines()] == expected
+    for workers in ("0", "1"):  # a loader worker's decodings are its own, not counted here
+        assert main([*predict, str(with_broken), "--skip-invalid", "--num-workers", workers]) == 0
+        if workers == "0":
+            assert decodes.taken() == {"a.png": 1, "b.jpg": 1, "c.webp": 1, "d.gif": 1, "broken_pixels.png": 1}
+        out, err = capsys.readouterr()
+        assert [json.loads(line)["probabilities"] for line in out.splitlines()] == expected
+        skipped, where = err.splitlines()
+        assert skipped == "skipped 1 invalid record(s): 1 x unreadable image file"
+        assert where.startswith(f"  {with_broken}:5: unreadable image file {broken_png} (")
 
 
 def test_predict_names_an_image_it_cannot_use_before_the_model_loads(tmp_path, capsys):

@@ -141,6 +141,19 @@ def _processing_folder(folder: Path) -> Path:
     return folder
 
 
+def image_transforms(models: Iterable[str | Path]) -> list[ImageTransform]:
+    """The image transforms of the models :meth:`Predictor.from_pretrained` loads from ``models``, their weights left
+    unread; none of a model whose image processor does not load (from_pretrained then names the problem)."""
+    transforms = []
+    for model in models:
+        try:
+            path, local = trained_model_location(model)
+            transforms.append(ImageTransform(load_image_processor(_processing_folder(Path(path)) if local else path)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return transforms
+
+
 def unfinished_run(folder: Path) -> Path | None:
     """The last checkpoint of the run in ``folder``, where that run has not written its model and metrics.json
     (still training, stopped, or cut short while writing them); else None."""

@@ -110,16 +110,20 @@ def model_heatmaps(models: Mapping[str, str | Path], records: Sequence[Record], 
     text-only or image-only baseline has features of one kind, nothing to compare: an OptionError. ``option``: the flag
     that gave ``path`` (``--output``), named with it where the figure cannot be written."""
     figure_format(path, option)  # before the models load
-    from clfa.predict import Predictor
+    from clfa.data.kept_pixels import KeptPixels
+    from clfa.predict import Predictor, image_transforms
 
     pairs = pick_pairs(row_records(records, rows), samples, seed)
+    kept = KeptPixels(image_transforms(models.values()))
+    kept.decode(pairs)  # each image drawn decoded once for all the models, not once for each
     panels = {}
     for title, model in models.items():
         predictor = Predictor.from_pretrained(model, device=device, precision=precision, attention_backends=attention_backends)
         if len(kinds := predictor.model.config.modalities) < 2:
             raise OptionError(f"{model} ({title}): a {kinds[0]}-only model has {kinds[0]} features alone, none of the "
                               "other kind to compare them with; give models that read both text and image")
-        features = predictor.run(pairs, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        features = predictor.run(pairs, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                 images=kept.images(pairs, predictor.transform))
         panels[title] = cosine_matrix(features["text_features"], features["image_features"])
         del predictor, features  # one model in memory at a time
     ticks = [str(pair.id) for pair in pairs] if samples <= _MOST_TICKS else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from clfa.cli import main
@@ -17,3 +19,30 @@ def test_evaluate_refuses_a_file_named_for_a_split_it_does_not_evaluate(tmp_path
     assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--dataset", "jsonl", "--data-dir", str(tmp_path),
                  *files, *split]) == 2
     assert capsys.readouterr().err.startswith(f"clfa: error: {message}")
+
+
+def test_evaluate_scores_the_pixels_its_data_check_decoded(tiny_models, tmp_path, capsys, decodes, broken_png):
+    """The data check decoded each image (every one under --skip-invalid, and without it those it cannot verify
+    cheaply, neither PNG nor JPEG), and evaluate decoded it again for its batch."""
+    from clfa.data.custom import read_custom
+    from clfa.predict import Predictor
+    from clfa.prediction_files import labelled
+    from conftest import write_pairs
+    from test_predict import save_model
+
+    save_model(tiny_models, tmp_path / "model")
+    images = ["a.png", "b.jpg", "c.webp", "d.gif"]
+    test = write_pairs(tmp_path / "test.jsonl", images)
+    with_broken = write_pairs(tmp_path / "more.jsonl", [*images, broken_png.name])
+    predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    probabilities = predictor.run(read_custom(test), progress=False)["probabilities"]  # decoded by its batch
+    expected = [labelled(probs, predictor.labels)["probabilities"] for probs in probabilities]
+    decodes.taken()
+    evaluate = ["evaluate", "--model", str(tmp_path / "model"), "--dataset", "jsonl", "--progress", "false",
+                "--predictions", str(tmp_path / "predictions.jsonl"), "--test-file"]
+    for given, broken in (([str(test)], {}), ([str(with_broken), "--skip-invalid"], {"broken_pixels.png": 1})):
+        assert main([*evaluate, *given]) == 0
+        assert decodes.taken() == {"a.png": 1, "b.jpg": 1, "c.webp": 1, "d.gif": 1} | broken
+        rows = (tmp_path / "predictions.jsonl").read_text().splitlines()
+        assert [json.loads(row)["probabilities"] for row in rows] == expected
+        assert (f"{with_broken}:5: unreadable image file {broken_png} (" in capsys.readouterr().err) == bool(broken)

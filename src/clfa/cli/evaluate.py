@@ -30,6 +30,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     make_parent(args.predictions, "--predictions")
     check_model(args.model)
     progress = progress_of(args)
+    from clfa.data.kept_pixels import KeptPixels
     from clfa.metrics import classification_metrics
     from clfa.predict import Predictor
     from clfa.report import class_table, metrics_table, print_table
@@ -49,7 +50,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
                           "not measure it (leave the option out)")
     # A custom file is read with the model's labels; a public dataset's are fixed, and checked below.
     labels = list(config.labels) if uses_option(args.dataset, "labels") else None
-    data = dataset_from_args(args, labels=labels, positive_label=None, splits=args.split)
+    # The pixels are made from the images the data check decodes (every one under --skip-invalid), not decoded again.
+    kept = KeptPixels([predictor.transform]) if "image" in config.modalities else None
+    data = dataset_from_args(args, labels=labels, positive_label=None, splits=args.split, decoded=kept.keep if kept else None)
     if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
         raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "
                           f"{', '.join(config.labels)}")
@@ -65,7 +68,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if not records:
             raise DataError(f"dataset '{data.name}': the {split} split has no records to evaluate")
         require_labels(records, "evaluation")
-        probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)["probabilities"]
+        probs = predictor.run(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress,
+                              images=kept.images(records, predictor.transform) if kept else None)["probabilities"]
         probabilities[split] = probs  # (N, C): the rows of --predictions are made from them, not from a second run
         truth = [config.label2id[r.label] for r in records]
         results[split] = classification_metrics(truth, probs.argmax(-1), config.labels, positive)

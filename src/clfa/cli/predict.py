@@ -15,6 +15,7 @@ from clfa.errors import OptionError
 
 def predict_command(args: argparse.Namespace) -> int:
     from clfa.data.custom import decoded_image_file, read_custom
+    from clfa.data.kept_pixels import KeptPixels
     from clfa.data.records import SkipReport, url_instead_of_file
     from clfa.prediction_files import PREDICT_FIELDS, prediction_row
 
@@ -48,14 +49,17 @@ def predict_command(args: argparse.Namespace) -> int:
         return 0
     skip = SkipReport() if args.skip_invalid else None
     # Skipping means finding every image that cannot be decoded now, not when its batch is read; a text-only baseline
-    # reads none.
-    check_images = ("decode" if skip is not None else True) if "image" in predictor.model.config.modalities else False
-    records = read_custom(args.input, skip=skip, check_images=check_images)
+    # reads none. The pixels are made from the images the check decodes, not from a second decoding.
+    reads_images = "image" in predictor.model.config.modalities
+    check_images = ("decode" if skip is not None else True) if reads_images else False
+    kept = KeptPixels([predictor.transform]) if reads_images else None
+    records = read_custom(args.input, skip=skip, check_images=check_images, decoded=kept.keep if kept else None)
     if skip is not None and len(skip):
         print(skip.summary(), file=sys.stderr)
     if not records:
         raise DataError("no pairs to predict" + (" (every one was skipped)" if skip is not None and len(skip) else ""), file=args.input)
-    results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress)
+    results = predictor.iter_predictions(records, batch_size=args.batch_size, num_workers=args.num_workers, progress=progress,
+                                         images=kept.images(records, predictor.transform) if kept else None)
     rows = (prediction_row(record, result) for record, result in zip(records, results))
     try:
         written = write_prediction_rows(rows, predictor.labels, args.output, PREDICT_FIELDS)

@@ -14,6 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -29,14 +30,21 @@ REQUIRED_FIELDS = ("id", "text", "image")
 OPTIONAL_FIELDS = ("label", "ocr", "caption")
 FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
+Decoded = Callable[[Path, Image.Image], None]  # the hook of check_image_file, and of the readers, for decoded images
 
-def check_image_file(path: Path, decode: bool = False) -> str | None:
+
+def check_image_file(path: Path, decode: bool = False, decoded: Decoded | None = None) -> str | None:
     """Why the image at ``path`` cannot be used, or None. Cheap for the formats datasets use: PNG is verified chunk
     by chunk (its checksums catch a cut file), and a JPEG is decoded only when it does not end with the end-of-image
     marker, which a file cut short lacks (a JPEG with bytes after the marker decodes, and passes). Other formats
     are decoded. ``decode``: every image is decoded, which also finds pixel data broken under intact checksums (a
-    few milliseconds an image, where the cheap check takes a tenth of one)."""
-    return _checked(path, decode)[0]
+    few milliseconds an image, where the cheap check takes a tenth of one). ``decoded``: given ``(path, image)`` for
+    each image the check decoded and passed, so that the pixels a model reads are made from it, not from a second
+    decoding (see clfa.data.kept_pixels)."""
+    problem, image = _checked(path, decode)
+    if image is not None and decoded is not None:
+        decoded(path, image)
+    return problem
 
 
 def decoded_image_file(path: Path) -> Image.Image:
@@ -300,7 +308,8 @@ def _object(pairs: list) -> dict:
     return built if len(built) == len(pairs) else _Repeats(pairs)
 
 
-def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool, item: int | None) -> Record:
+def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check_images: bool, item: int | None,
+               decoded: Decoded | None) -> Record:
     if near := _near_field_names(row):
         raise DataError(f"malformed line: {near}", file=path, line=line)
     if twice := _named_twice(getattr(row, "keys_written", ())):
@@ -352,7 +361,7 @@ def _to_record(row: dict, path: Path, line: int, labels: list[str] | None, check
         image = (path.parent / str(row["image"])).resolve()
     except RuntimeError:  # a loop of links, which Python before 3.13 raises for: the check below names it
         image = Path(os.path.abspath(path.parent / str(row["image"])))
-    if check_images and (problem := check_image_file(image, decode=check_images == "decode")):
+    if check_images and (problem := check_image_file(image, decode=check_images == "decode", decoded=decoded)):
         raise DataError(problem + (_path_hint(str(row["image"])) if not image.exists() else ""), file=path, line=line)
     return Record(
         id=str(row["id"]),
@@ -391,6 +400,7 @@ def read_custom(
     labels: list[str] | None = None,
     skip: SkipReport | None = None,
     check_images: bool | str = True,
+    decoded: Decoded | None = None,
 ) -> list[Record]:
     """Read a file of records: JSON Lines (``.jsonl`` or ``.json``), a ``.json`` file holding one list of objects, or
     ``.csv``.
@@ -398,6 +408,7 @@ def read_custom(
     ``labels``: the allowed label names (anything else is an "unknown label"); None accepts any label.
     ``skip``: collect bad records there instead of raising on the first one.
     ``check_images``: False reads no image; True checks each cheaply (:func:`check_image_file`); "decode" decodes each.
+    ``decoded``: :func:`check_image_file`'s hook for the images it decodes.
     """
     if isinstance(labels, str):  # "label in labels" would then match any part of it
         raise OptionError(f"labels={labels!r}: a list of label names, not one string")
@@ -411,7 +422,7 @@ def read_custom(
         try:
             if isinstance(row, DataError):
                 raise row
-            record = _to_record(row, path, line, labels, check_images, number)
+            record = _to_record(row, path, line, labels, check_images, number, decoded)
             if record.id in seen:
                 raise DataError(f"duplicate id '{record.id}' (first at {seen[record.id]})", file=path, line=line)
         except DataError as err:

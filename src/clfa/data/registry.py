@@ -22,10 +22,10 @@ _POSITIVE_NAMES = ("sarcastic", "positive", "pos", "true", "yes", "1")
 
 Reader = Callable[[Path, dict, "SkipReport | None"], "tuple[dict[str, list[Record]], list[str], str | None]"]
 DATASETS: dict[str, Reader] = {}
-# The reader-specific settings each dataset reads; every reader also takes splits, check_images and notes, and
-# load_dataset applies positive_label to any of them.
+# The reader-specific settings each dataset reads; every reader also takes splits, check_images, decoded (the hook of
+# check_image_file) and notes, and load_dataset applies positive_label to any of them.
 READER_OPTIONS: dict[str, frozenset[str]] = {}
-_INTERNAL_OPTIONS = frozenset({"splits", "check_images", "notes"})  # how to read, not what: not recorded with metrics
+_INTERNAL_OPTIONS = frozenset({"splits", "check_images", "decoded", "notes"})  # how to read, not what: not recorded with metrics
 _COMMON_OPTIONS = _INTERNAL_OPTIONS | {"positive_label"}
 PATH_OPTIONS = frozenset({"train", "dev", "test", "image_dir", "splits_dir"})  # recorded absolute, as data_dir is
 # Why a setting does not apply, by setting, for the error; the flag is --name-with-dashes unless listed here.
@@ -251,7 +251,8 @@ def _read_custom_splits(data_dir: Path | None, options: dict, skip: SkipReport |
         if files[split] is None:
             continue
         skipped_before = len(skip) if skip is not None else 0
-        splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True))
+        splits[split] = read_custom(files[split], labels=labels, skip=skip, check_images=options.get("check_images", True),
+                                    decoded=options.get("decoded"))
         # A file of no record at all (empty, a CSV header alone, []) is most often one saved before its data: taken as
         # a split of none, a dev or test file would read as one not given, and the run would go on without it.
         if not splits[split] and (skip is None or len(skip) == skipped_before):

@@ -43,10 +43,11 @@ def notes_from(options: dict) -> ReaderNotes:
 
 
 def image_error(image: Path, file: Path, line: int, options: dict) -> DataError | None:
-    """The error for an unusable image, or None; images are not opened at all when ``check_images`` is False."""
+    """The error for an unusable image, or None; images are not opened at all when ``check_images`` is False. The
+    images the check decodes go to ``options["decoded"]`` (see check_image_file)."""
     if not options.get("check_images", True):
         return None
-    problem = check_image_file(image, decode=options.get("check_images") == "decode")
+    problem = check_image_file(image, decode=options.get("check_images") == "decode", decoded=options.get("decoded"))
     return DataError(problem, file=file, line=line) if problem else None
 
 
