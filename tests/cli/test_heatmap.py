@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+from PIL import Image
+
 from clfa.cli import main
+from test_visualize import heatmap_models
 
 from .new_process import run_in_a_new_process
 
@@ -58,3 +64,44 @@ def test_heatmap_decodes_each_pair_drawn_once_for_all_its_models(tiny_models, tm
         assert main([*heatmap, "--test-file", *given]) == 0
         assert decodes.taken() == {name: (name in drawn) + (name in checked) for name in drawn | checked}
         assert (tmp_path / "heat.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+
+
+def test_heatmap_draws_a_panel_per_model_and_refuses_what_it_cannot_draw(tiny_models, tiny_dataset, tmp_path, capsys):
+    from clfa.cli import main
+
+    folders = heatmap_models(tiny_models, tmp_path)
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    widths = []
+    for count, models in enumerate(([str(folders["clfa"])], [str(folders["clfa"]), f"BERT+ViT={folders['no-alignment']}"]), 1):
+        output = tmp_path / "figures" / f"{count}" / "heat.png"  # its folders made
+        given = [arg for model in models for arg in ("--model", model)]
+        assert main(["heatmap", *given, "--samples", "5", "--output", str(output), *data]) == 0
+        assert capsys.readouterr().out.strip() == str(output)
+        with Image.open(output) as png:
+            png.verify()
+            assert png.format == "PNG"
+            widths.append(png.size[0])
+    assert widths[1] > widths[0] * 1.5
+
+    refused = {
+        ("--model", str(folders["text-only"]), "--model", str(folders["clfa"])): "a text-only model has text features alone",
+        ("--model", str(folders["clfa"]), "--samples", "17"): "--samples 17: the test split of 'jsonl' has 16 pairs",
+        ("--model", str(folders["clfa"]), "--samples", "1"): "--samples 1: a heat map compares at least 2 pairs",
+        ("--model", str(folders["clfa"]), "--model", f"={folders['no-alignment']}"): "or NAME=RUN to title its panel",
+        ("--model", str(folders["clfa"]), "--model", f"clfa={folders['no-alignment']}"): "a second panel titled 'clfa'",
+    }
+    for argv, error in refused.items():
+        assert main(["heatmap", *argv, "--output", str(tmp_path / "refused.png"), *data]) == 2
+        assert error in capsys.readouterr().err
+    assert not (tmp_path / "refused.png").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full, a file that is always full, is Linux's")
+def test_a_heat_map_the_disk_cannot_take_names_the_flag_it_came_from(tiny_models, tiny_dataset, tmp_path, capsys):
+    """The library names the path alone; the command's message named no --output, as predict's and evaluate's do."""
+    from clfa.cli import main
+
+    folders = heatmap_models(tiny_models, tmp_path)
+    data = ["--dataset", "jsonl", "--data-dir", str(tiny_dataset), "--device", "cpu", "--progress", "false"]
+    assert main(["heatmap", "--model", str(folders["clfa"]), "--samples", "4", "--output", "/dev/full", *data]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "clfa: error: --output /dev/full: cannot be written (No space left on device)"

@@ -1,5 +1,6 @@
 """``clfa`` itself (clfa.cli: main): its statuses, the commands it refuses under a launcher, and the slow libraries it
-leaves unimported until a command's work begins (each subcommand is tested beside the library code it runs)."""
+leaves unimported until a command's work begins (each subcommand is tested in its own module here, test_predict.py for
+clfa.cli.predict)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""What the public-dataset readers share (clfa.data.public.common and the registry's handling of every public
-dataset): text decoding, reading only the splits asked for, the options each reads, and the positive class."""
+"""What the public-dataset readers share (clfa.data.public.common): text decoding, and reading only the splits asked
+for."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from clfa.data.public.common import decode_text
 from clfa.data.records import DataError
 from clfa.data.registry import load_dataset
-from clfa.errors import OptionError
 
 from .releases import write_lines, write_mmsd, write_mmsd2, write_premade
 
@@ -62,31 +61,3 @@ def test_reading_only_the_splits_asked_for_leaves_the_others_unread(tmp_path):
     assert len(load_dataset("mvsa-single", tmp_path / "mvsa", splits=["test"])["test"]) == 6
     with pytest.raises(DataError, match=r"train.json:\d+, item 1: missing image file"):
         load_dataset("mvsa-single", tmp_path / "mvsa")
-
-
-@pytest.mark.parametrize("name,options,refused", [
-    ("mmsd", {"labels": ["a", "b"]}, r"--labels does not apply to dataset 'mmsd': the dataset's labels are fixed"),
-    ("mmsd", {"train": "x.jsonl", "splits_dir": "s"},
-     r"--train-file does not apply to dataset 'mmsd': the public datasets are read from --data-dir.*; "
-     r"--splits-dir does not apply to dataset 'mmsd': only MVSA"),
-    ("mmsd2", {"mmsd_filter": "none"}, r"--mmsd-filter does not apply to dataset 'mmsd2': only MMSD is cleaned"),
-    ("mvsa-single", {"normalize_text": True}, r"--normalize-text does not apply to dataset 'mvsa-single'"),
-    ("mvsa-multiple", {"test": "t.json"}, r"--test-file does not apply to dataset 'mvsa-multiple'"),
-])
-def test_an_option_the_dataset_does_not_read_is_refused_before_reading(tmp_path, name, options, refused):
-    """Nothing is read (the folder does not even exist): the flag would otherwise seem to work while doing nothing."""
-    with pytest.raises(OptionError, match=refused):
-        load_dataset(name, tmp_path / "absent", **options)
-
-
-def test_the_positive_class_of_a_public_dataset_may_be_named(tmp_path):
-    root = write_mmsd(tmp_path / "mmsd", [['1', 'a', 1]], [['2', 'b', 0, 0]], [['3', 'c', 1, 1]])
-    assert load_dataset("mmsd", root).positive_label == "sarcastic"
-    assert load_dataset("mmsd", root, positive_label="not_sarcastic").positive_label == "not_sarcastic"
-    with pytest.raises(OptionError, match="--positive-label 'sarcasm' is not one of the labels"):
-        load_dataset("mmsd", root, positive_label="sarcasm")
-    write_premade(tmp_path / "mvsa", tmp_path / "mvsa" / "data")
-    assert load_dataset("mvsa-single", tmp_path / "mvsa").positive_label is None  # three classes: weighted F1
-    with pytest.raises(OptionError, match=r"--positive-label negative: this task has 3 labels \(positive, neutral, negative\); "
-                                          r"a positive class is for binary tasks"):
-        load_dataset("mvsa-single", tmp_path / "mvsa", positive_label="negative")
