@@ -17,5 +17,5 @@ def demo_command(args: argparse.Namespace) -> int:
     progress = progress_of(args)
     from clfa.demo.run import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=progress)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=progress, workers=None)
     return 0

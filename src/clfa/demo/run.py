@@ -14,7 +14,9 @@ import dataclasses
 import json
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from clfa.data.registry import DatasetSplits, load_dataset
 from clfa.demo.folder import MARK, check_out_folder
 from clfa.demo.teacher import torch_threads, train_teacher
 from clfa.demo.tokenizer import build_tokenizer
+from clfa.demo.workers import Workers, worker_count
 from clfa.demo.world import SCENES, generate_world, scene_of
 from clfa.options import TrainOptions
 from clfa.predict import Predictor
@@ -66,36 +69,76 @@ def say(line: str) -> None:
 
 
 class RunProgress(TrainerCallback):
-    """A trained model's progress: a bar with its latest dev accuracy, or, without bars, a line per evaluation."""
+    """A trained model's progress, as events for :class:`Progress`, made in whichever process trains the model."""
 
-    def __init__(self, name: str, bars: bool = True):
-        self.name, self.bars = name, bars
-        self.bar = None
+    def __init__(self, name: str, report: Callable[[tuple], None]):
+        self.name, self.report = name, report
         self.began = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.began = time.perf_counter()
-        if self.bars:
-            self.bar = tqdm(total=state.max_steps, desc=f"{self.name:<17}", unit="step", leave=True)
+        self.report(("begin", self.name, state.max_steps))
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
+        self.report(("step", self.name, state.global_step))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics:
             return
         accuracy = metrics.get("eval_accuracy", float("nan"))
-        if self.bar is not None:
-            self.bar.set_postfix(dev_acc=f"{accuracy:.3f}")
-        if not self.bars:
-            say(f"{self.name}: epoch {state.epoch:.0f}/{args.num_train_epochs:.0f}, "
-                f"step {state.global_step}/{state.max_steps}: dev accuracy {accuracy:.3f} "
-                f"({time.perf_counter() - self.began:.0f} s)")
+        self.report(("evaluated", self.name, accuracy,
+                     f"{self.name}: epoch {state.epoch:.0f}/{args.num_train_epochs:.0f}, step {state.global_step}/{state.max_steps}: "
+                     f"dev accuracy {accuracy:.3f} ({time.perf_counter() - self.began:.0f} s)"))
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
+        self.report(("end", self.name))
+
+
+class Progress:
+    """The models' progress, shown by the demo's process whichever process trains them: a bar each with its latest dev
+    accuracy, or, without bars, a line per evaluation and per model trained. Events come from this process's thread
+    and from the one that reads the workers' (:mod:`clfa.demo.workers`)."""
+
+    def __init__(self, bars: bool):
+        self.bars = bars
+        self.open: dict[str, tqdm] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: tuple) -> None:
+        kind, name, *values = event
+        with self.lock:
+            bar = self.open.get(name)
+            if kind == "begin" and self.bars:
+                self.open[name] = tqdm(total=values[0], desc=f"{name:<17}", unit="step", leave=True)
+            elif kind == "step" and bar is not None:
+                bar.update(values[0] - bar.n)
+            elif kind == "evaluated" and bar is not None:
+                bar.set_postfix(dev_acc=f"{values[0]:.3f}")
+            elif kind in ("evaluated", "trained") and not self.bars:
+                say(values[-1])
+            elif kind == "end" and bar is not None:
+                self.open.pop(name).close()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One of the demo's models to train: what :func:`train_variant` needs, in this process or in a worker."""
+
+    name: str
+    options: TrainOptions
+    data: DatasetSplits
+
+
+def train_variant(job: Job, report: Callable[[tuple], None]) -> dict:
+    """Train ``job``'s model anew (an earlier demo's run of it is removed), reporting its progress to ``report``; its
+    metrics, with the seconds it took."""
+    shutil.rmtree(job.options.output_dir, ignore_errors=True)
+    tic = time.perf_counter()
+    result = train(job.options, job.data, callbacks=[RunProgress(job.name, report)], quiet=True)
+    result["seconds"] = round(time.perf_counter() - tic, 1)
+    report(("trained", job.name, f"{job.name}: {result['train']['steps']} steps in {result['seconds']:.1f} s; dev accuracy "
+                                 f"{result['dev']['accuracy']:.3f}, test accuracy {result['test']['accuracy']:.3f}"))
+    return result
 
 
 def _students(root: Path, tokenizer, size: DemoSize, seed: int) -> tuple[Path, Path]:
@@ -123,8 +166,12 @@ def _heatmap(out: Path, model_dirs: dict[str, Path], data: DatasetSplits, per_sc
     return alignment_heatmaps(panels, out / "alignment_heatmap.png", tick_labels=ticks)
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    """``progress``: draw bars (as a notebook does, whose stderr is no terminal); else show the progress as lines."""
+def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, workers: int | None = 0) -> dict:
+    """``progress``: draw bars (as a notebook does, whose stderr is no terminal); else show the progress as lines.
+    ``workers``: processes that train the baselines beside this one, with the same results (:mod:`clfa.demo.workers`);
+    None: one per core beside this process's (``clfa demo``'s choice). They start as multiprocessing's spawned
+    processes do, importing the caller's main module: a script that asks for them needs the
+    ``if __name__ == "__main__":`` guard."""
     size = QUICK if quick else FULL
     out = Path(out)
     check_out_folder(out)
@@ -133,10 +180,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     # Kernels of models this small are too short to share between threads: one thread is faster, and much
     # faster on a machine whose other cores are busy.
     with torch_threads(1):
-        return _run(out, size, seed, progress)
+        baselines = len(VARIANTS) - 1
+        with Workers(worker_count(baselines) if workers is None else min(workers, baselines), Progress(progress)) as pool:
+            return _run(out, size, seed, progress, pool)
 
 
-def _run(out: Path, size: DemoSize, seed: int, progress: bool) -> dict:
+def _run(out: Path, size: DemoSize, seed: int, progress: bool, workers: Workers) -> dict:
     console = Console()
     start = time.perf_counter()
 
@@ -176,19 +225,15 @@ def _run(out: Path, size: DemoSize, seed: int, progress: bool) -> dict:
         metric="accuracy",
         progress=False,
     )
-    results, model_dirs = {}, {}
-    for name, changes in VARIANTS.items():
-        run_dir = out / RUN_DIRS[name]
-        shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own, from an earlier demo: made anew
-        tic = time.perf_counter()
-        results[name] = train(dataclasses.replace(base, output_dir=str(run_dir), **changes), data,
-                              callbacks=[RunProgress(name, bars=progress)], quiet=True)
-        results[name]["seconds"] = round(time.perf_counter() - tic, 1)
-        if not progress:
-            m = results[name]
-            say(f"{name}: {m['train']['steps']} steps in {m['seconds']:.1f} s; dev accuracy {m['dev']['accuracy']:.3f}, "
-                f"test accuracy {m['test']['accuracy']:.3f}")
-        model_dirs[name] = run_dir
+    model_dirs = {name: out / RUN_DIRS[name] for name in VARIANTS}
+    jobs = [Job(name, dataclasses.replace(base, output_dir=str(model_dirs[name]), **changes), data) for name, changes in VARIANTS.items()]
+    # Workers train the baselines while this process trains CLFA, then what no worker has taken.
+    workers.submit(jobs[1:])
+    trained = {jobs[0].name: train_variant(jobs[0], workers.report)}
+    for job in workers.leftovers():
+        trained[job.name] = train_variant(job, workers.report)
+    trained |= workers.finish()
+    results = {name: trained[name] for name in VARIANTS}
 
     console.rule("3/3  results")
     table = metrics_table(
