@@ -4,25 +4,55 @@ it holds instead."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 import threading
 import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-_QUIET = threading.Lock()
+# catch_warnings swaps the process's filters: threads that open images at once share one swap (the first to enter
+# makes it, the last to leave undoes it). Taking turns would hold every thread up behind one whose file is slow to
+# read (a network file system), and a process forked meanwhile (a loader worker) would inherit the turn taken, and hang.
+_SHARED = threading.Lock()
+_quiet_threads = 0
+_restore: warnings.catch_warnings | None = None
+
+
+def _unlocked() -> None:
+    global _SHARED
+    _SHARED = threading.Lock()  # a fork copies the lock as it is, perhaps held by a thread the child does not have
+
+
+os.register_at_fork(after_in_child=_unlocked)
 
 
 @contextlib.contextmanager
 def quiet_metadata():
     """Pillow's warnings while it reads a file's header and metadata kept quiet: EXIF it cannot parse ("Corrupt EXIF
     data", "Truncated File Read") or a size past the one it warns at (DecompressionBombWarning). They name no file,
-    and the pixels do not depend on them; a size past the one it refuses still raises. catch_warnings swaps the
-    process's filters, so the threads that open images take turns here."""
-    with _QUIET, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"PIL\.")
+    and the pixels do not depend on them; a size past the one it refuses still raises."""
+    global _quiet_threads, _restore
+    if getattr(sys.flags, "context_aware_warnings", False):  # Python 3.14: each thread's filters are its own
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"PIL\.")
+            yield
+        return
+    with _SHARED:
+        if _quiet_threads == 0:
+            _restore = warnings.catch_warnings()
+            _restore.__enter__()
+            warnings.filterwarnings("ignore", module=r"PIL\.")
+        _quiet_threads += 1
+    try:
         yield
+    finally:
+        with _SHARED:
+            _quiet_threads -= 1
+            if _quiet_threads == 0:
+                _restore.__exit__(None, None, None)
 
 
 def open_image(path: str | Path) -> Image.Image:
