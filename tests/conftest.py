@@ -231,6 +231,23 @@ def decodes(monkeypatch) -> Decodes:
 
 
 @pytest.fixture
+def pixels_made(monkeypatch) -> Counter:
+    """The image files this process makes into a model's pixels (decoded, turned upright and resized) from here on, by
+    file name; a loader worker's are its own, not counted here."""
+    from clfa.data.processing import ImageTransform
+
+    counts, load_image = Counter(), ImageTransform.load_image
+
+    def counting(transform, image):
+        if name := getattr(image, "filename", ""):  # not the blank image a transform measures its output size with
+            counts[Path(name).name] += 1
+        return load_image(transform, image)
+
+    monkeypatch.setattr(ImageTransform, "load_image", counting)
+    return counts
+
+
+@pytest.fixture
 def broken_png(tmp_path) -> Path:
     """A PNG whose chunks all check out and whose pixels do not decompress: a cheap check passes it, decoding fails."""
     path = tmp_path / "broken_pixels.png"

@@ -46,3 +46,22 @@ def test_evaluate_scores_the_pixels_its_data_check_decoded(tiny_models, tmp_path
         rows = (tmp_path / "predictions.jsonl").read_text().splitlines()
         assert [json.loads(row)["probabilities"] for row in rows] == expected
         assert (f"{with_broken}:5: unreadable image file {broken_png} (" in capsys.readouterr().err) == bool(broken)
+
+
+def test_evaluate_with_loader_workers_leaves_the_pixels_to_them(tiny_models, tmp_path, pixels_made):
+    """As clfa predict does (tests/cli/test_predict.py): made while the data was read, one image after the other in
+    this process, the pixels left the workers nothing to do side by side."""
+    from conftest import write_pairs
+    from test_predict import save_model
+
+    save_model(tiny_models, tmp_path / "model")
+    test = write_pairs(tmp_path / "test.jsonl", ["a.png", "b.jpg", "c.webp", "d.gif"])
+    found = {}
+    for workers in ("0", "2"):
+        pixels_made.clear()
+        assert main(["evaluate", "--model", str(tmp_path / "model"), "--dataset", "jsonl", "--progress", "false",
+                     "--predictions", str(tmp_path / f"predictions-{workers}.jsonl"), "--test-file", str(test),
+                     "--skip-invalid", "--num-workers", workers]) == 0
+        found[workers] = (tmp_path / f"predictions-{workers}.jsonl").read_text()
+        assert pixels_made == ({"a.png": 1, "b.jpg": 1, "c.webp": 1, "d.gif": 1} if workers == "0" else {})
+    assert found["2"] == found["0"]

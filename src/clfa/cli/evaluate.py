@@ -50,8 +50,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
                           "not measure it (leave the option out)")
     # A custom file is read with the model's labels; a public dataset's are fixed, and checked below.
     labels = list(config.labels) if uses_option(args.dataset, "labels") else None
-    # The pixels are made from the images the data check decodes (every one under --skip-invalid), not decoded again.
-    kept = KeptPixels([predictor.transform]) if "image" in config.modalities else None
+    # The pixels are made from the images the data check decodes (every one under --skip-invalid), not decoded again,
+    # where this process reads the batches: loader workers make them side by side (see predict_command).
+    kept = KeptPixels([predictor.transform]) if "image" in config.modalities and args.num_workers == 0 else None
     data = dataset_from_args(args, labels=labels, positive_label=None, splits=args.split, decoded=kept.keep if kept else None)
     if list(data.labels) != list(config.labels):  # a public dataset's labels are its own, whatever the model's
         raise OptionError(f"dataset '{data.name}' has the labels {', '.join(data.labels)}; the model was trained on "

@@ -49,10 +49,11 @@ def predict_command(args: argparse.Namespace) -> int:
         return 0
     skip = SkipReport() if args.skip_invalid else None
     # Skipping means finding every image that cannot be decoded now, not when its batch is read; a text-only baseline
-    # reads none. The pixels are made from the images the check decodes, not from a second decoding.
+    # reads none. The pixels are made from the images the check decodes, not from a second decoding, where this process
+    # reads the batches: loader workers make them side by side, and resizing an image takes longer than decoding it.
     reads_images = "image" in predictor.model.config.modalities
     check_images = ("decode" if skip is not None else True) if reads_images else False
-    kept = KeptPixels([predictor.transform]) if reads_images else None
+    kept = KeptPixels([predictor.transform]) if reads_images and args.num_workers == 0 else None
     records = read_custom(args.input, skip=skip, check_images=check_images, decoded=kept.keep if kept else None)
     if skip is not None and len(skip):
         print(skip.summary(), file=sys.stderr)

@@ -3,7 +3,10 @@
 Readers decode every image under ``--skip-invalid``, and without it every image whose format the cheap check cannot
 verify (not PNG or JPEG). :meth:`KeptPixels.keep`, given to a reader as its ``decoded`` hook, makes each such image into
 the uint8 pixels the model reads; :meth:`KeptPixels.images` hands them to ``Predictor.run`` as the records' images,
-and the images the check did not decode are decoded as their batch is built, as they always were.
+and the images the check did not decode are decoded as their batch is built, as they always were. The commands keep
+pixels only where the batches are built in this process (``--num-workers 0``): loader workers make them side by side,
+sooner than :meth:`KeptPixels.keep` makes them one after the other while the data is read (a 600 x 450 JPEG decodes in
+1 ms, and is resized in 8 ms more).
 
 Memory: 150 KB an image at 224 x 224 (360 MB for MMSD's 2,409 test pairs), up to ``budget`` bytes (512 MiB, some 3,500
 images at 224 x 224). Past it nothing more is kept, and those images are decoded a second time when their batch is
