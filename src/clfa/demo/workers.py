@@ -11,6 +11,7 @@ and kept here.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import logging.handlers
@@ -172,9 +173,12 @@ class WorkerTraceback(Exception):
 
 
 def _sendable(err: BaseException) -> BaseException:
-    """``err`` if it comes back whole from pickling (the queue's way across), else a RuntimeError that says what it was."""
+    """``err`` if it crosses the queue whole, else a RuntimeError that says what it was. The queue pickles it, and the
+    receiving end rebuilds it as ``copy.copy`` does (its class called with its args, then its state set): both are
+    tried here, without reading back any pickled bytes."""
     try:
-        pickle.loads(pickle.dumps(err))
+        pickle.dumps(err)
+        copy.copy(err)
         return err
     except Exception:  # noqa: BLE001
         return RuntimeError(f"{type(err).__name__}: {err}")
