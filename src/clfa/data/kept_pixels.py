@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clfa.data.image_files import open_image
+from clfa.data.custom import check_image_file
 from clfa.data.records import DataError
 
 BUDGET = 2**29  # a process that starts its loader workers by spawn (macOS, Windows) copies them to each
@@ -57,12 +57,8 @@ class KeptPixels:
         for path in dict.fromkeys(Path(record.image) for record in records):
             if all((fingerprint, path) in self.pixels for fingerprint in self.transforms):
                 continue
-            try:
-                with open_image(path) as image:
-                    image.load()
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-                continue  # decoded again by its batch, which names the problem
-            self.keep(path, image)
+            # An image the check finds a problem in is left to its batch, which names the problem.
+            check_image_file(path, decode=True, decoded=self.keep)
 
     def images(self, records: Sequence, transform) -> Sequence[np.ndarray]:
         """The pixels ``transform`` makes of each record's image, for ``Predictor.run``'s ``images``."""
